@@ -1,0 +1,26 @@
+"""ppgen: classic generative models as Pyro model/guide pairs, fitted by one inference layer.
+
+>>> import ppgen
+>>> x = ppgen.datasets.load_old_faithful()
+>>> gmm = ppgen.GaussianMixture(num_components=2)
+>>> fit = ppgen.fit(gmm, x, method="em", seed=0, progress=False)
+"""
+
+from . import datasets
+from ._validation import NotFittedError
+from .inference import ConvergenceWarning, Diagnostic, Fit, fit
+from .io import load, save
+from .models import GaussianMixture, GenerativeModel
+
+__version__ = "0.1.0"
+
+
+def compare(fits, **kwargs):
+    """Rank fits by PSIS-LOO (see :func:`ppgen.diagnostics.compare`)."""
+    from .diagnostics import compare as _compare
+
+    return _compare(fits, **kwargs)
+
+
+__all__ = ["fit", "Fit", "Diagnostic", "ConvergenceWarning", "NotFittedError", "compare",
+           "save", "load", "GaussianMixture", "GenerativeModel", "datasets", "__version__"]

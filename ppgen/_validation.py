@@ -1,0 +1,143 @@
+"""Validation at the door: one message template for every bad argument.
+
+Every error names the argument, what was expected, what came, and what to do.
+Never ``assert`` on user input (it vanishes under ``python -O``).
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["bad_value", "bad_type", "check_data", "check_positive_int", "check_choice",
+           "check_nonnegative_float", "check_positive_float", "NotFittedError"]
+
+
+class NotFittedError(RuntimeError):
+    """Raised when a model that has not been fitted is asked for something that needs fitting."""
+
+
+def _message(arg: str, expected: str, got: Any, remedy: str | None) -> str:
+    msg = f"{arg}: expected {expected}, got {got}."
+    if remedy:
+        msg += f" {remedy}"
+    return msg
+
+
+def bad_value(arg: str, expected: str, got: Any, remedy: str | None = None) -> ValueError:
+    """A ``ValueError`` in the project's one template (return it, then ``raise``)."""
+    return ValueError(_message(arg, expected, got, remedy))
+
+
+def bad_type(arg: str, expected: str, got: Any, remedy: str | None = None) -> TypeError:
+    """A ``TypeError`` in the project's one template (return it, then ``raise``)."""
+    return TypeError(_message(arg, expected, got, remedy))
+
+
+def check_positive_int(arg: str, value: Any, *, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise bad_type(arg, f"an integer >= {minimum}", f"{value!r} ({type(value).__name__})")
+    if value < minimum:
+        raise bad_value(arg, f"an integer >= {minimum}", value)
+    return int(value)
+
+
+def check_positive_float(arg: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise bad_type(arg, "a positive number", f"{value!r} ({type(value).__name__})")
+    if not np.isfinite(value) or value <= 0:
+        raise bad_value(arg, "a finite number > 0", value)
+    return float(value)
+
+
+def check_nonnegative_float(arg: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise bad_type(arg, "a number >= 0", f"{value!r} ({type(value).__name__})")
+    if not np.isfinite(value) or value < 0:
+        raise bad_value(arg, "a finite number >= 0", value)
+    return float(value)
+
+
+def check_choice(arg: str, value: Any, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise bad_value(arg, "one of " + ", ".join(repr(c) for c in choices), repr(value))
+    return value
+
+
+def _describe(x: Any) -> str:
+    if isinstance(x, torch.Tensor | np.ndarray):
+        return f"{type(x).__name__} of shape {tuple(x.shape)} and dtype {x.dtype}"
+    return type(x).__name__
+
+
+def as_tensor(x: Any, *, arg: str = "data", dtype: torch.dtype | None = None,
+              device: torch.device | str | None = None) -> torch.Tensor:
+    """Turn array-like numeric input into a floating tensor, refusing non-numeric input."""
+    if isinstance(x, torch.Tensor):
+        t = x
+    else:
+        try:
+            arr = np.asarray(x)
+        except Exception as exc:  # ragged lists and the like
+            raise bad_type(arg, "a numeric array-like (numpy array, torch tensor, nested lists)",
+                           _describe(x), "Pass a rectangular array of numbers.") from exc
+        if arr.dtype == object or arr.dtype.kind not in "biuf":
+            raise bad_type(arg, "numeric values (int or float)", f"dtype {arr.dtype}",
+                           "Convert the columns to numbers first, e.g. x.astype(float), and "
+                           "drop text columns.")
+        t = torch.as_tensor(arr)
+    if t.is_complex():
+        raise bad_type(arg, "a real-valued tensor", f"dtype {t.dtype}",
+                       "Take the real part or convert it with .to(torch.float64).")
+    if dtype is None:
+        dtype = t.dtype if t.is_floating_point() else torch.get_default_dtype()
+    return t.to(device=device if device is not None else t.device, dtype=dtype)
+
+
+def check_data(x: Any, *, arg: str = "data", ndim: int = 2, allow_nan: bool = False,
+               num_features: int | None = None, dtype: torch.dtype | None = None,
+               device: torch.device | str | None = None, min_rows: int = 1) -> torch.Tensor:
+    """Validate a data matrix and return it as a floating tensor.
+
+    Parameters
+    ----------
+    x : array-like of shape (num_data, num_features)
+    arg : str
+        The argument's name, used in error messages.
+    allow_nan : bool
+        Whether NaN may mark missing entries (``impute``); infinities are always refused.
+    num_features : int, optional
+        The number of columns the fitted model expects.
+    """
+    t = as_tensor(x, arg=arg, dtype=dtype, device=device)
+    if t.dim() != ndim:
+        remedy = None
+        if ndim == 2 and t.dim() == 1:
+            remedy = "For a single feature reshape with x.reshape(-1, 1)."
+        elif ndim == 2 and t.dim() > 2:
+            remedy = "Flatten the trailing dimensions, e.g. x.reshape(len(x), -1)."
+        raise bad_value(arg, f"{ndim} dimensions (num_data, num_features)",
+                        f"shape {tuple(t.shape)}", remedy)
+    if t.shape[0] < min_rows:
+        raise bad_value(arg, f"at least {min_rows} row(s)", f"shape {tuple(t.shape)}")
+    if num_features is not None and t.shape[-1] != num_features:
+        raise bad_value(arg, f"{num_features} features (columns), as the model was fitted with",
+                        f"shape {tuple(t.shape)}", "Pass data with the same columns as in fit.")
+    finite = torch.isfinite(t)
+    if not bool(finite.all()):
+        nan = torch.isnan(t)
+        inf = ~finite & ~nan
+        if bool(inf.any()):
+            row = int(inf.nonzero()[0, 0])
+            raise bad_value(arg, "finite values", f"{int(inf.sum())} infinite entries "
+                            f"(first in row {row})", "Replace them with NaN to mark them "
+                            "missing and fill them with model.impute(data), or drop the rows.")
+        if not allow_nan:
+            row = int(nan.nonzero()[0, 0])
+            raise bad_value(arg, "no missing values", f"{int(nan.sum())} NaN entries "
+                            f"(first in row {row})", "Fill them with model.impute(data) "
+                            "(a fitted model completes missing entries), or drop those rows.")
+    return t

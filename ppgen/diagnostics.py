@@ -1,0 +1,228 @@
+"""ArviZ conversion, summaries, structured diagnostics and LOO comparison.
+
+This is the only module that imports :mod:`arviz`, so moving to ArviZ's DataTree API later
+touches one file.
+
+Thresholds (documented, as in Vehtari et al. 2021 and the ArviZ/Stan defaults):
+
+==============  =============================================================================
+R-hat           > 1.01 on any element of a parameter
+ESS bulk/tail   < 100 per chain on any element of a parameter
+divergences     any divergent transition after warm-up
+PSIS k-hat      > 0.7 for the importance weights p(x, theta) / q(theta) of a variational fit
+==============  =============================================================================
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import warnings
+
+with warnings.catch_warnings():  # ArviZ announces its 1.0 refactor on import
+    warnings.simplefilter("ignore", FutureWarning)
+    import arviz as az
+import numpy as np
+import pandas as pd
+import torch
+
+from .inference.result import Diagnostic, Fit
+from .inference.tracing import (
+    flatten_draws,
+    generic_log_likelihood,
+    generic_posterior_predictive,
+    log_prior,
+)
+from .models.base import GenerativeModel
+
+__all__ = ["to_inference_data", "summary", "diagnose", "compare", "RHAT_MAX", "ESS_PER_CHAIN",
+           "KHAT_MAX"]
+
+RHAT_MAX = 1.01
+ESS_PER_CHAIN = 100
+KHAT_MAX = 0.7
+
+
+def _np(x: torch.Tensor) -> np.ndarray:
+    return x.detach().cpu().numpy()
+
+
+def _point_draws(fit: Fit) -> dict[str, torch.Tensor]:
+    """Point estimates as a single draw of the latent sites (EM / MAP fits)."""
+    if isinstance(fit.model, GenerativeModel):
+        return {}
+    return {k: v.unsqueeze(0).unsqueeze(0) for k, v in fit.params.items()
+            if k in fit.info.continuous}
+
+
+def _log_likelihood(fit: Fit, samples: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    lead = next(iter(samples.values())).shape[:2]
+    flat = flatten_draws({k: v for k, v in samples.items() if k in fit.info.continuous}, 2)
+    out = None
+    if isinstance(fit.model, GenerativeModel):
+        out = fit.model.log_likelihood(fit.data, flat)
+    if out is None:
+        out = generic_log_likelihood(fit.model_fn, flat, (fit.data,), fit.model_kwargs,
+                                     fit.info)
+    return {k: _np(v).reshape(*lead, *v.shape[1:]) for k, v in out.items()}
+
+
+def to_inference_data(fit: Fit) -> az.InferenceData:
+    """Convert a :class:`~ppgen.Fit` to ArviZ ``InferenceData``.
+
+    Groups: ``posterior`` (draws; for EM/MAP fits the point estimate as one draw),
+    ``sample_stats`` (MCMC), ``log_likelihood`` (per datum, discrete latents summed out),
+    ``posterior_predictive`` (one replicated data set per draw) and ``observed_data``.
+    """
+    model = fit.model
+    builtin = isinstance(model, GenerativeModel)
+    dims: dict[str, list[str]] = dict(model.site_dims()) if builtin else {}
+    groups: dict[str, Any] = {}
+    if fit.posterior is not None:
+        samples = fit.posterior
+        groups["posterior"] = {k: _np(v) for k, v in samples.items()}
+        groups["log_likelihood"] = _log_likelihood(fit, samples)
+        flat = flatten_draws({k: v for k, v in samples.items() if k in fit.info.continuous}, 2)
+        lead = next(iter(samples.values())).shape[:2]
+        if builtin:
+            pp = generic_posterior_predictive(model.model, flat, (None,),
+                                              dict(fit.model_kwargs, num_data=len(fit.data)),
+                                              fit.info)
+        else:
+            pp = generic_posterior_predictive(fit.model_fn, flat, (None,), fit.model_kwargs,
+                                              fit.info)
+        groups["posterior_predictive"] = {k: _np(v).reshape(*lead, *v.shape[1:])
+                                          for k, v in pp.items()}
+    elif builtin:
+        groups["posterior"] = {k: _np(v)[None, None] for k, v in model.get_params().items()}
+        groups["log_likelihood"] = {"obs": _np(model.log_prob(fit.data))[None, None]}
+        groups["posterior_predictive"] = {
+            "obs": _np(model.sample(len(fit.data), seed=fit.seed))[None, None]}
+    else:
+        samples = _point_draws(fit)
+        groups["posterior"] = {k: _np(v) for k, v in fit.params.items()}
+        groups["posterior"] = {k: v[None, None] for k, v in groups["posterior"].items()}
+        if samples:
+            groups["log_likelihood"] = _log_likelihood(fit, samples)
+    if fit.sample_stats:
+        groups["sample_stats"] = dict(fit.sample_stats)
+    if builtin:
+        groups["observed_data"] = {"obs": _np(fit.data)}
+        data_dims = {"obs": ["obs_id"] + (["feature"] if fit.data.dim() > 1 else [])}
+        ll_dims = {"obs": ["obs_id"]}
+    else:
+        groups["observed_data"] = {k: _np(v) for k, v in fit.info.observed_values.items()}
+        data_dims, ll_dims = {}, {}
+    # Groups whose variables share names but not dimensions are built apart, then joined.
+    idata = az.from_dict(posterior=groups["posterior"], sample_stats=groups.get("sample_stats"),
+                         dims=dims)
+    if "log_likelihood" in groups:
+        idata.extend(az.from_dict(log_likelihood=groups["log_likelihood"], dims=ll_dims))
+    idata.extend(az.from_dict(posterior_predictive=groups.get("posterior_predictive"),
+                              observed_data=groups["observed_data"], dims=data_dims))
+    return idata
+
+
+def summary(fit: Fit, **kwargs: Any) -> pd.DataFrame:
+    """ArviZ's summary table of the continuous posterior, or the point estimates."""
+    if fit.posterior is not None:
+        names = [k for k in fit.posterior if k in fit.info.continuous]
+        return az.summary(fit.to_arviz(), var_names=names, **kwargs)
+    params = fit.model.get_params() if isinstance(fit.model, GenerativeModel) else fit.params
+    rows = []
+    for name, value in params.items():
+        arr = _np(value)
+        if arr.ndim == 0:
+            rows.append((name, float(arr)))
+        for idx in np.ndindex(arr.shape) if arr.ndim else ():
+            rows.append((f"{name}[{', '.join(map(str, idx))}]", float(arr[idx])))
+    return pd.DataFrame({"value": [v for _, v in rows]}, index=[n for n, _ in rows])
+
+
+def _khat(fit: Fit, num_draws: int = 1000) -> float:
+    """PSIS k-hat of the importance weights log p(x, theta) - log q(theta), theta ~ q."""
+    import pyro.poutine as poutine
+
+    args = (fit.data,)
+    log_w = []
+    with torch.no_grad(), poutine.block():
+        draws, log_q = [], []
+        for _ in range(num_draws):  # one guide trace per draw
+            tr = poutine.trace(fit.guide).get_trace(*args, **fit.model_kwargs)
+            draws.append({k: tr.nodes[k]["value"] for k in fit.info.continuous})
+            log_q.append(float(tr.log_prob_sum()))
+        stacked = {k: torch.stack([d[k] for d in draws]) for k in fit.info.continuous}
+        ll = None
+        if isinstance(fit.model, GenerativeModel):
+            ll = fit.model.log_likelihood(fit.data, stacked)
+        if ll is None:
+            ll = generic_log_likelihood(fit.model_fn, stacked, args, fit.model_kwargs, fit.info)
+        ll_total = sum(v.reshape(num_draws, -1).sum(-1) for v in ll.values())
+        for s in range(num_draws):
+            lp = float(log_prior(fit.model_fn, draws[s], args, fit.model_kwargs, fit.info))
+            log_w.append(lp + float(ll_total[s]) - log_q[s])
+    _, k = az.psislw(np.asarray(log_w))
+    return float(k)
+
+
+def diagnose(fit: Fit) -> list[Diagnostic]:
+    """Structured warnings for a fit (see the module docstring for thresholds)."""
+    out = list(fit.messages)
+    if fit.method == "mcmc" and fit.posterior is not None:
+        idata = fit.to_arviz()
+        names = [k for k in fit.posterior if k in fit.info.continuous]
+        chains = fit.num_chains
+        rhat = az.rhat(idata, var_names=names)
+        ess_bulk = az.ess(idata, var_names=names, method="bulk")
+        ess_tail = az.ess(idata, var_names=names, method="tail")
+        for name in names:
+            r = float(np.nanmax(rhat[name].values))
+            if r > RHAT_MAX:
+                out.append(Diagnostic("rhat", f"R-hat of {name} is {r:.3f} > {RHAT_MAX}: the "
+                                      "chains disagree. Run longer (num_warmup, num_samples), "
+                                      "reparameterise, or check for label switching.", name, r,
+                                      RHAT_MAX))
+            for code, table in (("ess_bulk", ess_bulk), ("ess_tail", ess_tail)):
+                e = float(np.nanmin(table[name].values))
+                if e < ESS_PER_CHAIN * chains:
+                    out.append(Diagnostic(code, f"{code.replace('_', ' ')} of {name} is {e:.0f}"
+                                          f" < {ESS_PER_CHAIN} per chain ({chains} chains): "
+                                          "draw more samples or reparameterise.", name, e,
+                                          ESS_PER_CHAIN * chains))
+        if fit.sample_stats and "diverging" in fit.sample_stats:
+            n = int(np.sum(fit.sample_stats["diverging"]))
+            if n:
+                out.append(Diagnostic("divergences", f"{n} divergent transitions after warm-up: "
+                                      "raise target_accept_prob (e.g. 0.95) or reparameterise "
+                                      "(non-centred).", None, float(n), 0.0))
+    if fit.method == "svi" and fit.posterior is not None and fit.guide is not None:
+        if "khat" not in fit._cache:
+            fit._cache["khat"] = _khat(fit)
+        k = fit._cache["khat"]
+        if k > KHAT_MAX:
+            out.append(Diagnostic("khat", f"PSIS k-hat of the variational posterior is {k:.2f}"
+                                  f" > {KHAT_MAX}: the guide is a poor fit to the posterior; "
+                                  "trust its intervals less, or use method='mcmc'.", None, k,
+                                  KHAT_MAX))
+    return out
+
+
+def compare(fits: dict[str, Fit | az.InferenceData], **kwargs: Any) -> pd.DataFrame:
+    """Rank models by PSIS-LOO expected log predictive density (``az.compare``).
+
+    Every entry needs posterior draws with a per-datum log-likelihood (MCMC fits, or SVI fits
+    with a guide that is not a point mass).
+    """
+    if not isinstance(fits, dict) or len(fits) < 2:
+        raise ValueError("fits: expected a dict of at least two named fits, got "
+                         f"{type(fits).__name__} of length {len(fits) if hasattr(fits, '__len__') else '?'}.")
+    idatas = {}
+    for name, f in fits.items():
+        if isinstance(f, Fit):
+            if f.posterior is None:
+                raise ValueError(f"fits[{name!r}]: expected posterior draws for LOO, got a "
+                                 f"{f.method} point estimate. Fit with method='mcmc', or 'svi' "
+                                 "with guide='normal'.")
+            f = f.to_arviz()
+        idatas[name] = f
+    return az.compare(idatas, ic="loo", **kwargs)

@@ -1,0 +1,118 @@
+"""One EM driver for every model with closed-form steps.
+
+The model supplies ``em_initialize(data, init=, seed=)``, ``e_step(data) -> (log_lik,
+stats)`` and ``m_step(data, stats)``; this driver owns restarts, the stopping rule, the
+monotonicity check, the convergence warning, the history and the final E-step
+(as scikit-learn's ``BaseMixture.fit_predict`` does for its mixtures).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .._random import derive_seeds
+from .._validation import check_nonnegative_float, check_positive_int
+from .result import ConvergenceWarning, Diagnostic
+
+__all__ = ["run_em", "ConvergenceMonitor"]
+
+
+@dataclass
+class ConvergenceMonitor:
+    """Decides when EM stops: relative change of the objective below ``tol``.
+
+    ``tol = 0`` runs all ``num_steps`` iterations.
+    """
+
+    tol: float
+    num_steps: int
+
+    def converged(self, previous: float, current: float) -> bool:
+        if self.tol <= 0 or not math.isfinite(previous):
+            return False
+        return abs(current - previous) <= self.tol * max(abs(previous), 1e-300)
+
+    def decreased(self, previous: float, current: float, dtype: torch.dtype) -> bool:
+        """A decrease beyond round-off (1000 machine epsilons of the objective's size)."""
+        slack = 1e3 * torch.finfo(dtype).eps * max(abs(previous), 1.0)
+        return math.isfinite(previous) and current < previous - slack
+
+
+def run_em(model: Any, data: torch.Tensor, *, init: dict[str, Any] | None, seed: int,
+           progress: bool, num_steps: int = 100, tol: float = 1e-6,
+           num_restarts: int = 1) -> dict[str, Any]:
+    """Fit ``model`` by EM; leaves the best restart's parameters in the model.
+
+    Parameters
+    ----------
+    num_steps : int
+        Most iterations (E-step + M-step) per restart.
+    tol : float
+        Stop when the relative change of the log-likelihood falls below it; 0 runs all steps.
+    num_restarts : int
+        Independent starts (seeds derived from ``seed``); the best final log-likelihood wins.
+    """
+    num_steps = check_positive_int("num_steps", num_steps)
+    tol = check_nonnegative_float("tol", tol)
+    num_restarts = check_positive_int("num_restarts", num_restarts)
+    monitor = ConvergenceMonitor(tol, num_steps)
+    best: dict[str, Any] | None = None
+    messages: list[Diagnostic] = []
+    bar = tqdm(total=num_steps * num_restarts, disable=not progress, desc="EM", leave=False)
+    for restart, restart_seed in enumerate(derive_seeds(seed, num_restarts)):
+        model.em_initialize(data, init=init, seed=restart_seed)
+        history: list[float] = []
+        converged = False
+        previous = -math.inf
+        ll, stats = model.e_step(data)
+        for step in range(num_steps):
+            history.append(ll)
+            if monitor.decreased(previous, ll, data.dtype):
+                messages.append(Diagnostic(
+                    "em_decrease",
+                    f"EM log-likelihood decreased at iteration {step} of restart {restart} "
+                    f"(from {previous:.10g} to {ll:.10g}); this points to a numerical problem: "
+                    "use float64 data or a larger reg_covar.", value=ll - previous))
+                warnings.warn(messages[-1].message, RuntimeWarning, stacklevel=3)
+            if monitor.converged(previous, ll):
+                converged = True
+                break
+            previous = ll
+            model.m_step(data, stats)
+            ll, stats = model.e_step(data)
+            if not math.isfinite(ll):
+                raise FloatingPointError(
+                    f"EM log-likelihood became {ll} at iteration {step + 1}; scale the data, "
+                    "increase reg_covar, or use float64."
+                )
+            bar.update(1)
+            bar.set_postfix(restart=restart, log_lik=f"{ll:.6g}")
+        else:
+            history.append(ll)  # the final E-step: log-likelihood of the final parameters
+            converged = monitor.converged(previous, ll)
+        if best is None or ll > best["log_likelihood"]:
+            best = {"state": model.get_state(), "history": history, "converged": converged,
+                    "log_likelihood": ll, "restart": restart}
+    bar.close()
+    model.set_state(best["state"])
+    if tol > 0 and not best["converged"]:
+        change = abs(best["history"][-1] - best["history"][-2]) / max(
+            abs(best["history"][-2]), 1e-300) if len(best["history"]) > 1 else float("nan")
+        msg = (f"EM did not converge in {num_steps} iterations (relative change "
+               f"{change:.2e} > tol={tol:g}); increase num_steps, loosen tol, or use more "
+               "num_restarts / another init.")
+        messages.append(Diagnostic("not_converged", msg, value=change, threshold=tol))
+        warnings.warn(msg, ConvergenceWarning, stacklevel=3)
+    return {
+        "history": {"objective": np.asarray(best["history"]),
+                    "restart": np.full(len(best["history"]), best["restart"])},
+        "converged": best["converged"] if tol > 0 else None,
+        "messages": messages,
+    }

@@ -1,0 +1,134 @@
+"""The MCMC runner: Pyro NUTS (or HMC), chains run one after another in this process.
+
+Running the chains in the calling process (not Pyro's multiprocessing) keeps notebooks from
+hanging and makes each chain reproducible: chain ``i`` uses the seed
+``derive_seeds(seed, num_chains)[i]``. Enumerated discrete sites are summed out while
+sampling (``max_plate_nesting`` is inferred from a trace) and recovered afterwards by
+``infer_discrete``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, Literal
+
+import numpy as np
+import pyro.poutine as poutine
+import torch
+from pyro.infer import MCMC, NUTS, config_enumerate, infer_discrete
+from pyro.infer.autoguide.initialization import init_to_median, init_to_value
+
+from .._random import derive_seeds, seeded
+from .._validation import bad_value, check_positive_float, check_positive_int
+from .tracing import ModelInfo, flatten_draws
+
+__all__ = ["run_mcmc"]
+
+
+class _RecordingNUTS(NUTS):
+    """NUTS that records per-draw statistics: leapfrog steps, step size, divergence,
+    log density and the Hamiltonian at the start of the transition."""
+
+    def setup(self, warmup_steps, *args, **kwargs):
+        super().setup(warmup_steps, *args, **kwargs)
+        self.records: list[dict[str, float]] = []
+        self._leapfrogs = 0
+
+    def _build_basetree(self, *args, **kwargs):
+        self._leapfrogs += 1
+        return super()._build_basetree(*args, **kwargs)
+
+    def _sample_r(self, name):
+        r, r_unscaled = super()._sample_r(name)
+        self._start_kinetic = float(self._kinetic_energy(r_unscaled))
+        return r, r_unscaled
+
+    def sample(self, params):
+        self._leapfrogs = 0
+        self._start_kinetic = math.nan
+        z, pe, _ = self._fetch_from_cache()
+        start_pe = float(pe) if pe is not None else math.nan
+        divergences = len(self._divergences)
+        out = super().sample(params)
+        _, pe_after, _ = self._fetch_from_cache()
+        self.records.append({
+            "n_steps": self._leapfrogs,
+            "tree_depth": math.ceil(math.log2(self._leapfrogs + 1)) if self._leapfrogs else 0,
+            "step_size": float(self.step_size),
+            "diverging": len(self._divergences) > divergences,
+            "lp": -float(pe_after) if pe_after is not None else math.nan,
+            "energy": start_pe + self._start_kinetic,
+        })
+        return out
+
+
+def run_mcmc(model_fn: Callable, args: tuple, kwargs: dict, info: ModelInfo, *, seed: int,
+             progress: bool, init_values_fn: Callable[[int], dict] | None = None,
+             num_samples: int = 1000, num_warmup: int | None = None, num_chains: int = 4,
+             target_accept_prob: float = 0.8, max_tree_depth: int = 10,
+             kernel: Literal["nuts"] = "nuts") -> dict[str, Any]:
+    """Sample the posterior with NUTS; returns draws of shape (num_chains, num_samples, ...).
+
+    Parameters
+    ----------
+    num_samples, num_warmup, num_chains : int
+        Draws kept per chain, adaptation steps per chain (default: ``num_samples``), chains.
+    target_accept_prob, max_tree_depth : float, int
+        NUTS settings; raise ``target_accept_prob`` (e.g. 0.95) when there are divergences.
+    init_values_fn : callable, optional
+        ``chain_seed -> {site: value}`` start values per chain (built-in models supply it).
+    """
+    num_samples = check_positive_int("num_samples", num_samples)
+    num_warmup = num_samples if num_warmup is None else check_positive_int(
+        "num_warmup", num_warmup, minimum=0)
+    num_chains = check_positive_int("num_chains", num_chains)
+    target_accept_prob = check_positive_float("target_accept_prob", target_accept_prob)
+    if not target_accept_prob < 1:
+        raise bad_value("target_accept_prob", "a number in (0, 1)", target_accept_prob)
+    max_tree_depth = check_positive_int("max_tree_depth", max_tree_depth)
+    if kernel != "nuts":
+        raise bad_value("kernel", "'nuts'", repr(kernel))
+    enum_model = config_enumerate(model_fn, default="parallel") if info.discrete else model_fn
+    chains: list[dict[str, torch.Tensor]] = []
+    stats: list[list[dict[str, float]]] = []
+    for chain, chain_seed in enumerate(derive_seeds(seed, num_chains)):
+        with seeded(chain_seed):
+            init = init_values_fn(chain_seed) if init_values_fn is not None else None
+            strategy = init_to_value(values=init, fallback=init_to_median) if init else \
+                init_to_median
+            nuts = _RecordingNUTS(enum_model, max_plate_nesting=info.max_plate_nesting,
+                                  target_accept_prob=target_accept_prob,
+                                  max_tree_depth=max_tree_depth, init_strategy=strategy,
+                                  jit_compile=False)
+            mcmc = MCMC(nuts, num_samples=num_samples, warmup_steps=num_warmup, num_chains=1,
+                        disable_progbar=not progress)
+            mcmc.run(*args, **kwargs)
+            chains.append({k: v.detach() for k, v in mcmc.get_samples().items()})
+            stats.append(nuts.records[num_warmup:])
+    samples = {k: torch.stack([c[k] for c in chains]) for k in chains[0]}
+    sample_stats = {key: np.array([[r[key] for r in chain] for chain in stats])
+                    for key in stats[0][0]} if num_samples else {}
+    return {"samples": samples, "sample_stats": sample_stats}
+
+
+def recover_discrete(model_fn: Callable, samples: dict[str, torch.Tensor], args: tuple,
+                     kwargs: dict, info: ModelInfo, seed: int) -> dict[str, torch.Tensor]:
+    """Draw the discrete sites from their conditional posterior given each draw
+    (``infer_discrete`` at temperature 1); returns site -> (chains, draws, ...)."""
+    if not info.discrete:
+        return {}
+    lead = next(iter(samples.values())).shape[:2]
+    flat = flatten_draws(samples, 2)
+    names = [n for n in info.continuous if n in flat]
+    out: dict[str, list[torch.Tensor]] = {n: [] for n in info.discrete}
+    enum_model = config_enumerate(model_fn, default="parallel")
+    with seeded(seed), poutine.block():
+        for s in range(flat[names[0]].shape[0] if names else 0):  # one pass per draw
+            cond = poutine.condition(enum_model, data={n: flat[n][s] for n in names})
+            sampler = infer_discrete(cond, first_available_dim=-info.max_plate_nesting - 1,
+                                     temperature=1)
+            trace = poutine.trace(sampler).get_trace(*args, **kwargs)
+            for n in info.discrete:
+                out[n].append(trace.nodes[n]["value"].detach())
+    return {n: torch.stack(v).reshape(*lead, *v[0].shape) for n, v in out.items() if v}

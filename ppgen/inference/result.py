@@ -1,0 +1,132 @@
+"""The result of ``ppgen.fit``: one object for EM, SVI and MCMC fits."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+__all__ = ["Fit", "Diagnostic", "ConvergenceWarning"]
+
+
+class ConvergenceWarning(UserWarning):
+    """An iterative fit stopped before its convergence rule was met."""
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """One structured finding of :meth:`Fit.diagnose`.
+
+    Attributes
+    ----------
+    code : str
+        ``"rhat"``, ``"ess_bulk"``, ``"ess_tail"``, ``"divergences"``, ``"not_converged"``,
+        ``"khat"``, ``"nan"`` or ``"em_decrease"``.
+    message : str
+        What was found and what to do about it.
+    site : str or None
+        The parameter or site concerned.
+    value, threshold : float or None
+        The measured value and the documented threshold it crossed.
+    """
+
+    code: str
+    message: str
+    site: str | None = None
+    value: float | None = None
+    threshold: float | None = None
+    severity: Literal["warning", "error"] = "warning"
+
+    def __str__(self) -> str:
+        return f"[{self.code}] {self.message}"
+
+
+@dataclass(eq=False)
+class Fit:
+    """What a fit produced.
+
+    Attributes
+    ----------
+    model : GenerativeModel or callable
+        The fitted model (built-in models hold point estimates or a posterior summary).
+    method : {"em", "svi", "mcmc"}
+    history : dict of str to ndarray
+        Per-step records; ``history["objective"]`` is the total log-likelihood per EM
+        iteration or the loss (negative ELBO, or the custom loss) per SVI step.
+    converged : bool or None
+        Whether the stopping rule fired (None when no rule applied, e.g. ``tol=0`` or MCMC).
+    elapsed : float
+        Seconds spent fitting.
+    seed : int
+        The seed used (drawn from OS entropy when none was given).
+    posterior : dict of str to Tensor, or None
+        Posterior draws of shape (num_chains, num_draws, ...) (MCMC, or draws from an SVI
+        guide that is not a point mass), after relabelling.
+    sample_stats : dict of str to ndarray, or None
+        MCMC statistics per chain and draw: ``diverging``, ``step_size``, ``n_steps``,
+        ``tree_depth``, ``lp``, ``energy``.
+    params : dict of str to Tensor
+        Point estimates: the model's public parameters, or for a user function the guide's
+        medians and any ``pyro.param`` values.
+    """
+
+    model: Any
+    method: str
+    history: dict[str, np.ndarray]
+    converged: bool | None
+    elapsed: float
+    seed: int
+    model_fn: Callable
+    data: Any
+    model_kwargs: dict[str, Any]
+    info: Any
+    params: dict[str, torch.Tensor] = field(default_factory=dict)
+    posterior: dict[str, torch.Tensor] | None = None
+    sample_stats: dict[str, np.ndarray] | None = None
+    guide: Any = None
+    messages: list[Diagnostic] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def __repr__(self) -> str:
+        name = getattr(self.model, "__name__", None) or type(self.model).__name__
+        return (f"Fit(model={name}, method={self.method!r}, steps={len(self.history.get('objective', []))}, "
+                f"converged={self.converged}, elapsed={self.elapsed:.2f}s)")
+
+    @property
+    def objective(self) -> float:
+        """The last value of the objective (log-likelihood for EM, loss for SVI)."""
+        hist = self.history.get("objective")
+        if hist is None or len(hist) == 0:
+            raise AttributeError(f"a {self.method} fit records no objective")
+        return float(hist[-1])
+
+    @property
+    def num_chains(self) -> int:
+        return 0 if self.posterior is None else next(iter(self.posterior.values())).shape[0]
+
+    def to_arviz(self):
+        """ArviZ ``InferenceData`` with posterior, sample_stats, log_likelihood (per datum,
+        discrete latents summed out), posterior_predictive and observed_data."""
+        from ..diagnostics import to_inference_data
+
+        if "idata" not in self._cache:
+            self._cache["idata"] = to_inference_data(self)
+        return self._cache["idata"]
+
+    def summary(self, **kwargs: Any):
+        """A table (pandas DataFrame): ArviZ's summary of the posterior, or the point
+        estimates for EM/MAP fits."""
+        from ..diagnostics import summary
+
+        return summary(self, **kwargs)
+
+    def diagnose(self) -> list[Diagnostic]:
+        """Structured warnings: R-hat > 1.01, bulk/tail ESS < 100 per chain, divergences,
+        non-convergence, PSIS k-hat > 0.7 for variational fits, NaN guard events."""
+        from ..diagnostics import diagnose
+
+        return diagnose(self)

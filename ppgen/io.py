@@ -1,0 +1,90 @@
+"""Save and load fitted models: atomic writes, and a safe format that is never unpickled.
+
+A file holds only tensors, strings and numbers (``torch.save`` of a plain dict), and is read
+with ``torch.load(weights_only=True)``, which refuses arbitrary Python objects.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ._validation import bad_type, bad_value
+from .models.base import GenerativeModel, get_model_class
+
+__all__ = ["save", "load", "FORMAT", "VERSION"]
+
+FORMAT = "ppgen-model"
+VERSION = 1
+
+
+def atomic_write(path: str | os.PathLike, write: Any) -> Path:
+    """Call ``write(tmp_path)`` then rename onto ``path``, so no half-written file is left."""
+    path = Path(path)
+    if path.is_dir():
+        raise bad_value("path", "a file name", f"the directory {str(path)!r}",
+                        "Add a file name such as model.pt.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def save(model: GenerativeModel, path: str | os.PathLike) -> Path:
+    """Save a fitted built-in model (its configuration and fitted parameters) to ``path``."""
+    if not isinstance(model, GenerativeModel):
+        raise bad_type("model", "a ppgen GenerativeModel", type(model).__name__,
+                       "For a model function save Fit.params with torch.save.")
+    model.check_fitted("be saved")
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "model": model.registry_name,
+        "config": json.dumps(model.get_config()),
+        "state": {k: v.detach().cpu() for k, v in model.get_state().items() if v is not None},
+    }
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def load(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> GenerativeModel:
+    """Load a model saved by :func:`save`; a corrupt or foreign file gives a clear error."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"path: expected a ppgen model file, got {str(path)!r} which "
+                                "does not exist.")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        raise bad_value("path", "a ppgen model file written by ppgen.save", f"{str(path)!r}, "
+                        f"which could not be read ({type(exc).__name__})",
+                        "The file is corrupt or from another program; save the model again."
+                        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise bad_value("path", "a ppgen model file written by ppgen.save",
+                        f"{str(path)!r}, a file of another format",
+                        "Load it with the program that wrote it.")
+    if payload.get("version", 0) > VERSION:
+        raise bad_value("path", f"format version <= {VERSION}", payload.get("version"),
+                        "Upgrade ppgen to read this file.")
+    try:
+        cls = get_model_class(payload["model"])
+        model = cls(**json.loads(payload["config"]))
+        state = {k: v for k, v in payload["state"].items()}
+        model.set_state({n: state.get(n) for n in model.param_names + model.state_names})
+        model.set_params(**{n: state[n] for n in model.param_names})
+    except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
+        raise bad_value("path", "a complete ppgen model file", f"{str(path)!r} ({exc})",
+                        "The file is damaged; save the model again.") from None
+    return model

@@ -1,0 +1,6 @@
+"""Generative model families; each is a Pyro model/guide pair (see :mod:`ppgen.models.base`)."""
+
+from .base import MODEL_REGISTRY, GenerativeModel, get_model_class, register
+from .gmm import GaussianMixture
+
+__all__ = ["GenerativeModel", "GaussianMixture", "MODEL_REGISTRY", "get_model_class", "register"]

@@ -1,0 +1,632 @@
+"""Gaussian mixture: a Pyro model with enumerated assignments and closed-form EM.
+
+Pure helpers first (Gaussian log-densities, sufficient statistics, k-means++), the model
+class that wires them last.
+
+The Pyro model::
+
+    weights ~ Dirichlet(weight_concentration * 1_K)
+    for k in components:
+        locs[k]   ~ Normal(prior_loc, 2 * prior_scale)                       (D,)
+        scales[k] ~ LogNormal(log prior_scale, 1)           (D,) or () if spherical
+        corr[k]   ~ LKJCholesky(D, lkj_concentration)       full covariance only
+    for n in data:
+        assignment[n] ~ Categorical(weights)                 enumerated, summed out
+        obs[n] ~ MultivariateNormal(locs[z], scale_tril = diag(scales[z]) @ corr[z])
+
+``prior_loc`` and ``prior_scale`` are the training data's mean and standard deviation per
+feature (set by :meth:`GaussianMixture.prepare`), so the priors are weakly informative in the
+data's units. EM maximises the likelihood (priors ignored) with ``reg_covar`` added to the
+covariance diagonal in every M-step, exactly as scikit-learn's ``GaussianMixture`` does.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any, Literal
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.ops.indexing import Vindex
+
+from .._random import derive_seeds
+from .._validation import (
+    bad_value,
+    check_choice,
+    check_data,
+    check_nonnegative_float,
+    check_positive_float,
+    check_positive_int,
+)
+from .base import GenerativeModel, register
+
+__all__ = ["GaussianMixture"]
+
+CovarianceType = Literal["full", "diag", "spherical"]
+_LOG_2PI = math.log(2 * math.pi)
+# Rows per chunk of the E-step, so the (rows, K, D) temporaries stay near 32 MB in float64.
+_CHUNK_ELEMENTS = 4_000_000
+
+
+# ------------------------------------------------------------------------ pure helpers
+def _full_covariances(cov: torch.Tensor, covariance: str, num_features: int) -> torch.Tensor:
+    """Public covariance parameter (sklearn shapes) -> (..., K, D, D)."""
+    if covariance == "full":
+        return cov
+    eye = torch.eye(num_features, dtype=cov.dtype, device=cov.device)
+    if covariance == "diag":
+        return cov.unsqueeze(-1) * eye
+    return cov[..., None, None] * eye
+
+
+def _cholesky(cov: torch.Tensor, covariance: str) -> torch.Tensor:
+    """Cholesky factor (full) or standard deviations (diag/spherical), with a clear error."""
+    if covariance == "full":
+        chol, info = torch.linalg.cholesky_ex(cov)
+        bad = bool((info != 0).any())
+    else:
+        bad = bool((cov <= 0).any())
+        chol = cov.clamp_min(0).sqrt()
+    if bad or not bool(torch.isfinite(chol).all()):
+        raise ValueError(
+            "Fitting the mixture failed: some components have an ill-defined covariance "
+            "(collapsed onto a few identical points). Try fewer components, a larger reg_covar, "
+            "or scaling the input data."
+        )
+    return chol
+
+
+def _log_gaussian(x: torch.Tensor, locs: torch.Tensor, chol: torch.Tensor,
+                  covariance: str) -> torch.Tensor:
+    """log N(x_n | locs_k, cov_k) for all n, k: shape (N, K), via a few large matmuls."""
+    n, d = x.shape
+    k = locs.shape[0]
+    if covariance == "full":
+        eye = torch.eye(d, dtype=x.dtype, device=x.device).expand(k, d, d)
+        # P_k = L_k^{-T}, so that (x - mu)^T cov^{-1} (x - mu) = |(x - mu) P_k|^2.
+        prec_chol = torch.linalg.solve_triangular(chol, eye, upper=False).transpose(-1, -2)
+        y = (x @ prec_chol.transpose(0, 1).reshape(d, k * d)).view(n, k, d)
+        y = y - torch.einsum("kd,kde->ke", locs, prec_chol)
+        maha = y.square().sum(-1)
+        log_det = -chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+    elif covariance == "diag":
+        prec = chol.square().reciprocal()  # (K, D)
+        maha = (x.square() @ prec.T - 2 * x @ (locs * prec).T
+                + (locs.square() * prec).sum(-1))
+        log_det = -chol.log().sum(-1)
+    else:
+        prec = chol.square().reciprocal()  # (K,)
+        maha = (x.square().sum(-1, keepdim=True) - 2 * x @ locs.T
+                + locs.square().sum(-1)) * prec
+        log_det = -d * chol.log()
+    return -0.5 * (d * _LOG_2PI + maha) + log_det
+
+
+def _row_chunks(num_rows: int, num_components: int, num_features: int) -> list[slice]:
+    size = max(1, _CHUNK_ELEMENTS // max(1, num_components * num_features))
+    return [slice(i, min(i + size, num_rows)) for i in range(0, num_rows, size)]
+
+
+def _sufficient_statistics(x: torch.Tensor, resp: torch.Tensor, covariance: str):
+    """Responsibility-weighted counts, sums and (uncentred) second moments of one chunk."""
+    n, d = x.shape
+    k = resp.shape[1]
+    nk = resp.sum(0)
+    sx = resp.T @ x
+    if covariance == "full":
+        sxx = ((resp.unsqueeze(-1) * x.unsqueeze(1)).reshape(n, k * d).T @ x).view(k, d, d)
+    elif covariance == "diag":
+        sxx = resp.T @ x.square()
+    else:
+        sxx = resp.T @ x.square().sum(-1)
+    return nk, sx, sxx
+
+
+def _estimate_parameters(nk, sx, sxx, num_data, covariance, reg_covar):
+    """M-step from sufficient statistics (data centred), as scikit-learn estimates them."""
+    eps = 10 * torch.finfo(nk.dtype).eps
+    nk = nk + eps
+    weights = nk / nk.sum()
+    locs = sx / nk.unsqueeze(-1)
+    if covariance == "full":
+        d = locs.shape[-1]
+        cov = sxx / nk[:, None, None] - locs.unsqueeze(-1) * locs.unsqueeze(-2)
+        cov = 0.5 * (cov + cov.transpose(-1, -2))
+        cov = cov + reg_covar * torch.eye(d, dtype=cov.dtype, device=cov.device)
+    elif covariance == "diag":
+        cov = sxx / nk.unsqueeze(-1) - locs.square() + reg_covar
+    else:
+        d = locs.shape[-1]
+        cov = (sxx / nk - locs.square().sum(-1)) / d + reg_covar
+    return weights, locs, cov
+
+
+def _kmeans(x: torch.Tensor, k: int, generator: torch.Generator, num_iters: int = 10):
+    """k-means++ seeding followed by a few vectorised Lloyd iterations; returns labels."""
+    n = x.shape[0]
+    first = int(torch.randint(n, (1,), generator=generator, device=x.device))
+    centers = x[first:first + 1]
+    closest = (x - centers).square().sum(-1)
+    for _ in range(1, k):
+        probs = closest / closest.sum() if float(closest.sum()) > 0 else torch.ones_like(closest)
+        idx = torch.multinomial(probs, 1, generator=generator)
+        centers = torch.cat([centers, x[idx]])
+        closest = torch.minimum(closest, (x - x[idx]).square().sum(-1))
+    for _ in range(num_iters):
+        dist2 = torch.cdist(x, centers).square()
+        labels = dist2.argmin(1)
+        onehot = torch.nn.functional.one_hot(labels, k).to(x.dtype)
+        counts = onehot.sum(0)
+        new = (onehot.T @ x) / counts.clamp_min(1).unsqueeze(-1)
+        centers = torch.where(counts.unsqueeze(-1) > 0, new, centers)
+    return torch.cdist(x, centers).argmin(1)
+
+
+# ------------------------------------------------------------------------------ model
+@register("gmm")
+class GaussianMixture(GenerativeModel):
+    """Gaussian mixture model with enumerated assignments.
+
+    Parameters
+    ----------
+    num_components : int
+        Number of mixture components K.
+    covariance : {"full", "diag", "spherical"}
+        Covariance structure; ``covariances`` is shaped like scikit-learn's ``covariances_``:
+        (K, D, D), (K, D) or (K,).
+    reg_covar : float
+        Added to the covariance diagonal in every EM M-step (as scikit-learn does).
+    weight_concentration : float
+        Concentration of the symmetric Dirichlet prior on the weights (1 = flat).
+    lkj_concentration : float
+        Concentration of the LKJ prior on correlations (full covariance; 1 = uniform).
+    init_method : {"kmeans++", "random"}
+        EM/SVI/MCMC start: k-means++ seeding with a few Lloyd steps, or random
+        responsibilities.
+
+    Examples
+    --------
+    >>> import ppgen
+    >>> x = ppgen.datasets.load_old_faithful()
+    >>> gmm = ppgen.GaussianMixture(num_components=2)
+    >>> fit = ppgen.fit(gmm, x, method="em", seed=0, progress=False)
+    >>> round(float(gmm.log_prob(x).sum()), 3)
+    -1130.264
+    """
+
+    param_names = ("weights", "locs", "covariances")
+    state_names = ("prior_loc", "prior_scale")
+    has_enumerated_sites = True
+    supports_em = True
+    default_guide = "map"
+
+    def __init__(self, num_components: int, *, covariance: CovarianceType = "full",
+                 reg_covar: float = 1e-6, weight_concentration: float = 1.0,
+                 lkj_concentration: float = 1.0,
+                 init_method: Literal["kmeans++", "random"] = "kmeans++") -> None:
+        super().__init__()
+        self.num_components = check_positive_int("num_components", num_components)
+        self.covariance = check_choice("covariance", covariance, ("full", "diag", "spherical"))
+        self.reg_covar = check_nonnegative_float("reg_covar", reg_covar)
+        self.weight_concentration = check_positive_float("weight_concentration",
+                                                         weight_concentration)
+        self.lkj_concentration = check_positive_float("lkj_concentration", lkj_concentration)
+        self.init_method = check_choice("init_method", init_method, ("kmeans++", "random"))
+        self._em_shift: torch.Tensor | None = None
+        self._chol: torch.Tensor | None = None
+
+    def get_config(self) -> dict[str, Any]:
+        return {"num_components": self.num_components, "covariance": self.covariance,
+                "reg_covar": self.reg_covar, "weight_concentration": self.weight_concentration,
+                "lkj_concentration": self.lkj_concentration, "init_method": self.init_method}
+
+    @property
+    def num_features(self) -> int | None:
+        ref = self.locs if self.locs is not None else self.prior_loc
+        return None if ref is None else int(ref.shape[-1])
+
+    def _on_params_changed(self) -> None:
+        self._chol = None
+
+    def _cached_chol(self) -> torch.Tensor:
+        if self._chol is None or self._chol.device != self.covariances.device:
+            self._chol = _cholesky(self.covariances, self.covariance)
+        return self._chol
+
+    # ------------------------------------------------------------ parameter checks
+    def _check_params(self, params: dict[str, Any]) -> dict[str, torch.Tensor]:
+        out = {}
+        k = self.num_components
+        ref = self.locs if self.locs is not None else self.prior_loc
+        dtype = ref.dtype if ref is not None else None
+        device = ref.device if ref is not None else None
+        if "locs" in params:
+            locs = check_data(params["locs"], arg="params['locs']", dtype=dtype, device=device)
+            if locs.shape[0] != k:
+                raise bad_value("params['locs']", f"shape ({k}, num_features)",
+                                f"shape {tuple(locs.shape)}")
+            out["locs"] = locs
+            dtype, device = locs.dtype, locs.device
+        d = out["locs"].shape[1] if "locs" in out else self.num_features
+        if "weights" in params:
+            w = torch.as_tensor(params["weights"], dtype=dtype, device=device)
+            if w.shape != (k,) or bool((w < 0).any()) or abs(float(w.sum()) - 1) > 1e-6:
+                raise bad_value("params['weights']", f"{k} non-negative numbers summing to 1",
+                                f"{w.tolist() if w.numel() < 20 else tuple(w.shape)}")
+            out["weights"] = w
+        if "covariances" in params:
+            c = torch.as_tensor(params["covariances"], dtype=dtype, device=device)
+            want = {"full": (k, d, d), "diag": (k, d), "spherical": (k,)}[self.covariance]
+            if d is not None and tuple(c.shape) != want:
+                raise bad_value("params['covariances']", f"shape {want} for covariance="
+                                f"{self.covariance!r}", f"shape {tuple(c.shape)}")
+            try:
+                _cholesky(c, self.covariance)
+            except ValueError:
+                raise bad_value("params['covariances']", "positive-definite covariances",
+                                "a matrix that is not", "Add a small value to the diagonal."
+                                ) from None
+            out["covariances"] = c
+        return out
+
+    # ----------------------------------------------------------------- preparation
+    def prepare(self, data: Any) -> torch.Tensor:
+        x = check_data(data, arg="data")
+        if x.shape[0] < self.num_components:
+            raise bad_value("num_components", f"at most the number of rows of data "
+                            f"({x.shape[0]})", self.num_components,
+                            "Use fewer components or more data.")
+        self.prior_loc = x.mean(0)
+        self.prior_scale = x.std(0).clamp_min(1e-6) if x.shape[0] > 1 else torch.ones_like(
+            self.prior_loc)
+        return x
+
+    def _prior_settings(self, data):
+        if self.prior_loc is not None:
+            return self.prior_loc, self.prior_scale
+        if data is None:
+            raise ValueError("GaussianMixture.model: the prior is set from the data; call "
+                             "model.prepare(data) (ppgen.fit does) or pass data.")
+        return data.mean(0), data.std(0).clamp_min(1e-6)
+
+    # ------------------------------------------------------------------ Pyro model
+    def model(self, data: torch.Tensor | None = None, *, num_data: int | None = None,
+              subsample_size: int | None = None) -> torch.Tensor:
+        """The generative process (see the module docstring); returns the observations.
+
+        Parameters
+        ----------
+        data : Tensor of shape (num_data, num_features), optional
+            Observations; None draws from the prior predictive (give ``num_data``).
+        subsample_size : int, optional
+            Minibatch size for SVI (the data plate subsamples and rescales).
+        """
+        loc0, scale0 = self._prior_settings(data)
+        k, d = self.num_components, loc0.shape[-1]
+        weights = pyro.sample("weights", dist.Dirichlet(
+            torch.full((k,), self.weight_concentration, dtype=loc0.dtype, device=loc0.device)))
+        with pyro.plate("components", k, dim=-1):
+            locs = pyro.sample("locs", dist.Normal(loc0, 2 * scale0).to_event(1))
+            if self.covariance == "spherical":
+                scales = pyro.sample("scales", dist.LogNormal(scale0.log().mean(), 1.0))
+            else:
+                scales = pyro.sample("scales", dist.LogNormal(scale0.log(), 1.0).to_event(1))
+            if self.covariance == "full" and d > 1:
+                corr = pyro.sample("corr_chol", dist.LKJCholesky(d, self.lkj_concentration))
+        if num_data is None:
+            if data is None:
+                raise ValueError("GaussianMixture.model: give data or num_data.")
+            num_data = data.shape[0]
+        with pyro.plate("data", num_data, subsample_size=subsample_size, dim=-1) as idx:
+            x = None if data is None else data[idx]
+            z = pyro.sample("assignment", dist.Categorical(weights),
+                            infer={"enumerate": "parallel"})
+            loc = Vindex(locs)[..., z, :]
+            if self.covariance == "full" and d > 1:
+                tril = scales.unsqueeze(-1) * corr
+                return pyro.sample("obs", dist.MultivariateNormal(
+                    loc, scale_tril=Vindex(tril)[..., z, :, :]), obs=x)
+            if self.covariance == "spherical":
+                scale = Vindex(scales)[..., z].unsqueeze(-1).expand(loc.shape)
+            else:
+                scale = Vindex(scales)[..., z, :]
+            return pyro.sample("obs", dist.Normal(loc, scale).to_event(1), obs=x)
+
+    def site_dims(self) -> dict[str, list[str]]:
+        dims = {"weights": ["component"], "locs": ["component", "feature"],
+                "scales": ["component", "feature"], "corr_chol": ["component", "row", "col"],
+                "covariances": ["component", "row", "col"], "assignment": ["obs_id"]}
+        if self.covariance == "spherical":
+            dims["scales"] = ["component"]
+            dims["covariances"] = ["component"]
+        elif self.covariance == "diag":
+            dims["covariances"] = ["component", "feature"]
+        return dims
+
+    # --------------------------------------------------------------- site <-> params
+    def _params_from_sites(self, weights, locs, scales, corr=None):
+        if self.covariance == "full":
+            d = locs.shape[-1]
+            if corr is None:
+                corr = torch.eye(d, dtype=locs.dtype, device=locs.device).expand(
+                    *scales.shape, d)
+            tril = scales.unsqueeze(-1) * corr
+            cov = tril @ tril.transpose(-1, -2)
+        else:
+            cov = scales.square()
+        return weights, locs, cov
+
+    def set_point_estimate(self, values: dict[str, torch.Tensor]) -> None:
+        w, m, c = self._params_from_sites(values["weights"], values["locs"], values["scales"],
+                                          values.get("corr_chol"))
+        self.weights, self.locs, self.covariances = (t.detach().clone() for t in (w, m, c))
+        self._on_params_changed()
+
+    def summarize_posterior(self, samples: dict[str, torch.Tensor]) -> None:
+        """Posterior means of weights, locs and covariances (after relabelling)."""
+        w, m, c = self._params_from_sites(samples["weights"], samples["locs"],
+                                          samples["scales"], samples.get("corr_chol"))
+        self.weights, self.locs, self.covariances = w.mean(0), m.mean(0), c.mean(0)
+        self._on_params_changed()
+
+    def init_values(self, data: torch.Tensor, *, init: dict[str, Any] | None,
+                    seed: int) -> dict[str, torch.Tensor]:
+        """Start values of the sites, from ``init`` and the EM initialisation (k-means++)."""
+        w, m, c = self._initial_params(data, init, seed)
+        full = _full_covariances(c, self.covariance, data.shape[1])
+        std = full.diagonal(dim1=-2, dim2=-1).sqrt()
+        values = {"weights": w.clamp_min(1e-3) / w.clamp_min(1e-3).sum(), "locs": m}
+        if self.covariance == "spherical":
+            values["scales"] = c.sqrt()
+        else:
+            values["scales"] = std
+        if self.covariance == "full" and data.shape[1] > 1:
+            corr = full / (std.unsqueeze(-1) * std.unsqueeze(-2))
+            values["corr_chol"] = torch.linalg.cholesky(corr)
+        return values
+
+    # ------------------------------------------------------------------ EM capability
+    def _initial_params(self, x: torch.Tensor, init: dict[str, Any] | None, seed: int):
+        init = dict(init or {})
+        unknown = set(init) - set(self.param_names)
+        if unknown:
+            raise bad_value("init", "keys among " + ", ".join(self.param_names),
+                            ", ".join(sorted(unknown)))
+        given = self._check_params(init) if init else {}
+        if len(given) == 3:
+            return given["weights"], given["locs"], given["covariances"]
+        k = self.num_components
+        g = torch.Generator(device=x.device).manual_seed(derive_seeds(seed, 1)[0])
+        if "locs" in given:
+            labels = torch.cdist(x, given["locs"]).argmin(1)
+            resp = torch.nn.functional.one_hot(labels, k).to(x.dtype)
+        elif self.init_method == "kmeans++":
+            resp = torch.nn.functional.one_hot(_kmeans(x, k, g), k).to(x.dtype)
+        else:
+            resp = torch.rand(x.shape[0], k, generator=g, dtype=x.dtype, device=x.device)
+            resp = resp / resp.sum(1, keepdim=True)
+        shift = x.mean(0)
+        nk, sx, sxx = _sufficient_statistics(x - shift, resp, self.covariance)
+        w, m, c = _estimate_parameters(nk, sx, sxx, x.shape[0], self.covariance,
+                                       max(self.reg_covar, 1e-6 * float(x.var(0).mean())))
+        m = m + shift
+        return given.get("weights", w), given.get("locs", m), given.get("covariances", c)
+
+    def em_initialize(self, data: torch.Tensor, *, init: dict[str, Any] | None,
+                      seed: int) -> None:
+        w, m, c = self._initial_params(data, init, seed)
+        self.weights, self.locs, self.covariances = w, m, c
+        self._em_shift = data.mean(0)
+        self._on_params_changed()
+
+    def e_step(self, data: torch.Tensor) -> tuple[float, tuple[torch.Tensor, ...]]:
+        """Log-likelihood of the current parameters and the M-step's sufficient statistics."""
+        shift = self._em_shift if self._em_shift is not None else data.mean(0)
+        x = data - shift
+        locs = self.locs - shift
+        chol = self._cached_chol()
+        log_w = self.weights.log()
+        n, d = x.shape
+        k = self.num_components
+        total = x.new_zeros(())
+        stats = None
+        for rows in _row_chunks(n, k, d):
+            xc = x[rows]
+            lp = _log_gaussian(xc, locs, chol, self.covariance) + log_w
+            norm = torch.logsumexp(lp, dim=1, keepdim=True)
+            total = total + norm.sum()
+            chunk = _sufficient_statistics(xc, (lp - norm).exp(), self.covariance)
+            stats = chunk if stats is None else tuple(a + b for a, b in zip(stats, chunk))
+        return float(total), stats
+
+    def m_step(self, data: torch.Tensor, stats: tuple[torch.Tensor, ...]) -> None:
+        shift = self._em_shift if self._em_shift is not None else data.mean(0)
+        w, m, c = _estimate_parameters(*stats, data.shape[0], self.covariance, self.reg_covar)
+        self.weights, self.locs, self.covariances = w, m + shift, c
+        self._on_params_changed()
+
+    # ---------------------------------------------------------------- label switching
+    def relabel(self, samples: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Undo label switching across and within chains.
+
+        Each draw's components are permuted to best match a reference (squared distance of
+        the locs in units of the data's standard deviation, plus log-weights); the reference
+        starts as chain 0's first retained draw and is updated to the mean of the relabelled
+        draws until no permutation changes (Stephens 2000, with a pivot start as in Marin,
+        Mengersen & Robert 2005). All K! permutations are searched for K <= 6, the Hungarian
+        algorithm per draw beyond.
+        """
+        k = self.num_components
+        if k == 1:
+            return samples
+        locs = samples["locs"]
+        lead = locs.shape[:-2]
+        flat = {name: v.reshape(-1, *v.shape[len(lead):]) for name, v in samples.items()}
+        feats = torch.cat([flat["locs"] / self.prior_scale, flat["weights"].log().unsqueeze(-1)],
+                          -1)  # (S, K, F)
+        ref = feats[0]
+        perms = None
+        for _ in range(20):
+            cost = (feats.unsqueeze(-2) - ref).square().sum(-1)  # (S, K_draw, K_ref)
+            new = _best_permutations(cost)  # (S, K): new[s, j] = draw component for ref slot j
+            if perms is not None and bool((new == perms).all()):
+                break
+            perms = new
+            ref = torch.gather(feats, 1, perms.unsqueeze(-1).expand_as(feats)).mean(0)
+        out = {}
+        for name, v in flat.items():
+            if name == "assignment":
+                inverse = torch.argsort(perms, dim=-1)
+                out[name] = torch.gather(inverse, 1, v.long())
+            elif name in ("weights", "locs", "scales", "corr_chol"):
+                extra = v.shape[2:]
+                idx = perms.view(perms.shape + (1,) * len(extra)).expand(v.shape)
+                out[name] = torch.gather(v, 1, idx)
+            else:
+                out[name] = v
+        return {name: v.reshape(*lead, *v.shape[1:]) for name, v in out.items()}
+
+    # ------------------------------------------------------------ fast log-likelihood
+    def log_likelihood(self, data: torch.Tensor,
+                       samples: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        w, m, c = self._params_from_sites(samples["weights"], samples["locs"],
+                                          samples["scales"], samples.get("corr_chol"))
+        full = _full_covariances(c, self.covariance, m.shape[-1])
+        s, k, d = m.shape
+        per_draw = max(1, _CHUNK_ELEMENTS // max(1, data.shape[0] * k * d))
+        rows = []
+        for i in range(0, s, per_draw):
+            sl = slice(i, i + per_draw)
+            comp = dist.MultivariateNormal(m[sl].unsqueeze(1),
+                                           covariance_matrix=full[sl].unsqueeze(1))
+            lp = comp.log_prob(data.unsqueeze(1)) + w[sl].log().unsqueeze(1)  # (s, N, K)
+            rows.append(torch.logsumexp(lp, -1))
+        return {"obs": torch.cat(rows)}
+
+    # ------------------------------------------------------------------- applications
+    def _data(self, data: Any, *, allow_nan: bool = False) -> torch.Tensor:
+        return check_data(data, arg="data", num_features=self.num_features,
+                          allow_nan=allow_nan, dtype=self.dtype, device=self.device)
+
+    def _log_joint(self, x: torch.Tensor) -> torch.Tensor:
+        return _log_gaussian(x, self.locs, self._cached_chol(), self.covariance) + \
+            self.weights.log()
+
+    def log_prob(self, data: Any) -> torch.Tensor:
+        """Log-density of each row in nats, assignments summed out.
+
+        Parameters
+        ----------
+        data : array-like of shape (num_data, num_features)
+
+        Returns
+        -------
+        Tensor of shape (num_data,)
+        """
+        self.check_fitted("compute log_prob")
+        return torch.logsumexp(self._log_joint(self._data(data)), -1)
+
+    def predict_proba(self, data: Any) -> torch.Tensor:
+        """Posterior component probabilities, shape (num_data, num_components)."""
+        self.check_fitted("predict")
+        return torch.softmax(self._log_joint(self._data(data)), -1)
+
+    def predict(self, data: Any) -> torch.Tensor:
+        """Most probable component of each row, shape (num_data,)."""
+        return self.predict_proba(data).argmax(-1)
+
+    def sample(self, num_samples: int, *, seed: int | None = None,
+               return_labels: bool = False):
+        """Draw ``num_samples`` rows (and their components if ``return_labels``)."""
+        self.check_fitted("sample")
+        num_samples = check_positive_int("num_samples", num_samples)
+        g = torch.Generator(device=self.device)
+        if seed is None:
+            g.seed()
+        else:
+            g.manual_seed(int(seed))
+        z = torch.multinomial(self.weights, num_samples, replacement=True, generator=g)
+        d = self.num_features
+        eps = torch.randn(num_samples, d, generator=g, dtype=self.dtype, device=self.device)
+        full = _full_covariances(self.covariances, self.covariance, d)
+        tril = torch.linalg.cholesky(full)
+        x = self.locs[z] + (tril[z] @ eps.unsqueeze(-1)).squeeze(-1)
+        return (x, z) if return_labels else x
+
+    def impute(self, data: Any) -> torch.Tensor:
+        """Fill NaN entries with their conditional mean given the row's observed entries.
+
+        For each component the missing coordinates' conditional Gaussian mean given the
+        observed ones is mixed over the component posterior p(k | observed part). Rows are
+        grouped by missing pattern; observed entries are returned unchanged.
+        """
+        self.check_fitted("impute")
+        x = self._data(data, allow_nan=True)
+        out = x.clone()
+        missing = torch.isnan(x)
+        rows = missing.any(1).nonzero().squeeze(-1)
+        if rows.numel() == 0:
+            return out
+        full = _full_covariances(self.covariances, self.covariance, self.num_features)
+        patterns, which = torch.unique(missing[rows], dim=0, return_inverse=True)
+        for p, pattern in enumerate(patterns):  # one pass per distinct missing pattern
+            r = rows[which == p]
+            mis, obs = pattern, ~pattern
+            if not bool(obs.any()):
+                out[r.unsqueeze(-1), mis.nonzero().T] = (self.weights @ self.locs).expand(
+                    len(r), -1)
+                continue
+            s_oo = full[:, obs][:, :, obs]
+            s_mo = full[:, mis][:, :, obs]
+            chol = torch.linalg.cholesky(s_oo)
+            diff = x[r][:, obs].unsqueeze(1) - self.locs[:, obs]  # (R, K, O)
+            log_w = _log_gaussian(x[r][:, obs], self.locs[:, obs], chol, "full") + \
+                self.weights.log()
+            resp = torch.softmax(log_w, -1)  # (R, K)
+            sol = torch.cholesky_solve(diff.permute(1, 2, 0), chol)  # (K, O, R)
+            cond = self.locs[:, mis].unsqueeze(-1) + s_mo @ sol  # (K, M, R)
+            filled = torch.einsum("rk,kmr->rm", resp, cond)
+            block = out[r]
+            block[:, mis] = filled
+            out[r] = block
+        return out
+
+    def num_parameters(self) -> int:
+        """Number of free parameters (for BIC/AIC)."""
+        k, d = self.num_components, self.num_features
+        cov = {"full": k * d * (d + 1) // 2, "diag": k * d, "spherical": k}[self.covariance]
+        return (k - 1) + k * d + cov
+
+    def bic(self, data: Any) -> float:
+        """Bayesian information criterion -2 log L + p log N (lower is better)."""
+        x = self._data(data)
+        return float(-2 * self.log_prob(x).sum() + self.num_parameters() * math.log(len(x)))
+
+    def aic(self, data: Any) -> float:
+        """Akaike information criterion -2 log L + 2 p (lower is better)."""
+        return float(-2 * self.log_prob(data).sum() + 2 * self.num_parameters())
+
+
+def _best_permutations(cost: torch.Tensor) -> torch.Tensor:
+    """For each draw, the assignment of draw components to reference slots of least cost.
+
+    cost : (S, K, K) with cost[s, i, j] = distance of draw component i to reference slot j.
+    Returns (S, K) long: perm[s, j] = the draw component placed in slot j.
+    """
+    s, k, _ = cost.shape
+    if k <= 6:
+        perms = torch.tensor(list(itertools.permutations(range(k))), device=cost.device)
+        slots = torch.arange(k, device=cost.device)
+        total = cost[:, perms, slots].sum(-1)  # (S, P)
+        return perms[total.argmin(-1)]
+    from scipy.optimize import linear_sum_assignment
+
+    out = np.empty((s, k), dtype=np.int64)
+    c = cost.detach().cpu().numpy()
+    for i in range(s):  # one small assignment problem per draw (not per data point)
+        rows, cols = linear_sum_assignment(c[i])
+        out[i, cols] = rows
+    return torch.as_tensor(out, device=cost.device)
