@@ -15,9 +15,8 @@ PSIS k-hat      > 0.7 for the importance weights p(x, theta) / q(theta) of a var
 
 from __future__ import annotations
 
-from typing import Any
-
 import warnings
+from typing import Any
 
 with warnings.catch_warnings():  # ArviZ announces its 1.0 refactor on import
     warnings.simplefilter("ignore", FutureWarning)
@@ -126,7 +125,7 @@ def to_inference_data(fit: Fit) -> az.InferenceData:
 def summary(fit: Fit, **kwargs: Any) -> pd.DataFrame:
     """ArviZ's summary table of the continuous posterior, or the point estimates."""
     if fit.posterior is not None:
-        names = [k for k in fit.posterior if k in fit.info.continuous]
+        names = [k for k in fit.posterior if k in fit.info.continuous + fit.info.deterministic]
         return az.summary(fit.to_arviz(), var_names=names, **kwargs)
     params = fit.model.get_params() if isinstance(fit.model, GenerativeModel) else fit.params
     rows = []

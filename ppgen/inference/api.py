@@ -4,6 +4,7 @@ model function."""
 from __future__ import annotations
 
 import inspect
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,7 +21,7 @@ from .em import run_em
 from .mcmc import recover_discrete, run_mcmc
 from .result import Fit
 from .svi import run_svi
-from .tracing import ModelInfo, inspect_model
+from .tracing import ModelInfo, deterministic_draws, inspect_model
 
 __all__ = ["fit"]
 
@@ -35,6 +36,11 @@ _OPTIONS = {
 }
 
 
+#: Pyro's distribution argument checks cost 5x on small models; tests switch them on with
+#: the environment variable PPGEN_VALIDATE=1.
+VALIDATE = os.environ.get("PPGEN_VALIDATE", "0") == "1"
+
+
 @contextmanager
 def isolated(seed: int) -> Iterator[None]:
     """Seeded RNGs, an empty global param store and module-local PyroModule parameters for
@@ -43,7 +49,8 @@ def isolated(seed: int) -> Iterator[None]:
     saved = store.get_state()
     store.clear()
     try:
-        with seeded(seed), pyro.settings.context(module_local_params=True):
+        with seeded(seed), pyro.settings.context(module_local_params=True), \
+                pyro.validation_enabled(VALIDATE):
             yield
     finally:
         store.clear()
@@ -268,6 +275,7 @@ def _fit_function(model_fn: Callable, data, method, seed, init, kwargs, progress
                                                                          **kwargs).items()})
             if guide != "map" and info.continuous:
                 posterior = _guide_draws(guide_fn, args, kwargs, info, num_draws)
+                posterior.update(deterministic_draws(model_fn, posterior, args, kwargs, info))
         params.update({k: v.detach().clone() for k, v in pyro.get_param_store().items()})
         return Fit(model=model_fn, method="svi", history=out["history"],
                    converged=out["converged"], elapsed=0.0, seed=seed, model_fn=model_fn,
@@ -280,6 +288,7 @@ def _fit_function(model_fn: Callable, data, method, seed, init, kwargs, progress
                    init_values_fn=(lambda s: init) if init else None, **options)
     samples = out["samples"]
     samples.update(recover_discrete(model_fn, samples, args, kwargs, info, seed))
+    samples.update(deterministic_draws(model_fn, samples, args, kwargs, info))
     params = {k: v.reshape(-1, *v.shape[2:]).float().mean(0) for k, v in samples.items()
               if k in info.continuous}
     return Fit(model=model_fn, method="mcmc", history={}, converged=None, elapsed=0.0,

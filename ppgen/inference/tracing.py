@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
 
 import pyro
 import pyro.poutine as poutine
@@ -18,7 +17,7 @@ from pyro.infer import config_enumerate
 from pyro.ops import packed
 from pyro.ops.contract import contract_to_tensor
 
-__all__ = ["ModelInfo", "inspect_model", "pointwise_log_likelihood", "log_prior",
+__all__ = ["ModelInfo", "inspect_model", "log_prior", "generic_log_likelihood",
            "flatten_draws", "enumerated"]
 
 
@@ -31,21 +30,26 @@ class ModelInfo:
     discrete: tuple[str, ...]
     max_plate_nesting: int
     observed_values: dict[str, torch.Tensor]
+    batch_dims: dict[str, int] = field(default_factory=dict)
+    deterministic: tuple[str, ...] = ()
 
 
 def inspect_model(model_fn: Callable, args: tuple, kwargs: dict) -> ModelInfo:
     """Trace ``model_fn`` once (prior draws) and classify its sample sites."""
     with poutine.block():
         trace = poutine.trace(model_fn).get_trace(*args, **kwargs)
-    observed, continuous, discrete = [], [], []
+    observed, continuous, discrete, deterministic = [], [], [], []
+    batch_dims: dict[str, int] = {}
     nesting = 0
     for name, site in trace.nodes.items():
-        if site["type"] != "sample":
+        if site["type"] != "sample" or type(site["fn"]).__name__ == "_Subsample":
             continue
         for frame in site["cond_indep_stack"]:
             if frame.vectorized:
                 nesting = max(nesting, -frame.dim)
-        if site["is_observed"]:
+        if site["infer"].get("_deterministic"):
+            deterministic.append(name)
+        elif site["is_observed"]:
             observed.append(name)
         elif site["fn"].support.is_discrete:
             if not getattr(site["fn"], "has_enumerate_support", False):
@@ -57,8 +61,10 @@ def inspect_model(model_fn: Callable, args: tuple, kwargs: dict) -> ModelInfo:
             discrete.append(name)
         else:
             continuous.append(name)
+        batch_dims[name] = len(site["fn"].batch_shape)
     values = {n: trace.nodes[n]["value"] for n in observed}
-    return ModelInfo(tuple(observed), tuple(continuous), tuple(discrete), nesting, values)
+    return ModelInfo(tuple(observed), tuple(continuous), tuple(discrete), nesting, values,
+                     batch_dims, tuple(deterministic))
 
 
 def enumerated(model_fn: Callable, info: ModelInfo) -> Callable:
@@ -76,48 +82,6 @@ def _find_ordinal(trace, site) -> frozenset:
                      if f.vectorized)
 
 
-def pointwise_log_likelihood(model_fn: Callable, draw: dict[str, torch.Tensor], args: tuple,
-                             kwargs: dict, info: ModelInfo) -> dict[str, torch.Tensor]:
-    """Log-likelihood of each datum of the observed sites under one draw of the latents.
-
-    Without discrete latents this is each observed site's ``log_prob`` (batch shape = its
-    plates). With discrete latents they are summed out exactly by tensor contraction down to
-    the plates of the observed sites (the same message passing as ``TraceEnum_ELBO``); the
-    result is reported under the first observed site and is per datum when the discrete
-    latents are local to the data plate (mixtures).
-    """
-    conditioned = poutine.condition(model_fn, data=draw)
-    if not info.discrete:
-        trace = poutine.trace(conditioned).get_trace(*args, **kwargs)
-        trace.compute_log_prob()
-        return {n: trace.nodes[n]["log_prob"].detach() for n in info.observed}
-    enum_model = poutine.enum(config_enumerate(conditioned, default="parallel"),
-                              first_available_dim=-info.max_plate_nesting - 1)
-    trace = poutine.trace(enum_model).get_trace(*args, **kwargs)
-    trace.compute_log_prob()
-    trace.pack_tensors()
-    factors: OrderedDict = OrderedDict()
-    sum_dims: set = set()
-    target = None
-    for name, site in trace.nodes.items():
-        if site["type"] != "sample":
-            continue
-        symbol = site["infer"].get("_enumerate_symbol")
-        if symbol is not None:
-            sum_dims.add(symbol)
-        elif name not in info.observed:
-            continue
-        ordinal = _find_ordinal(trace, site)
-        factors.setdefault(ordinal, []).append(site["packed"]["log_prob"])
-        if name in info.observed and target is None:
-            target = ordinal
-    result = contract_to_tensor(factors, sum_dims, target_ordinal=target)
-    result = packed.unpack(result, trace.symbol_to_dim)
-    shape = trace.nodes[info.observed[0]]["log_prob"].shape
-    value = result.reshape(result.shape[-len(shape):] if shape else ()).expand(shape)
-    return {info.observed[0]: value.detach()}
-
-
 def log_prior(model_fn: Callable, draw: dict[str, torch.Tensor], args: tuple, kwargs: dict,
               info: ModelInfo) -> torch.Tensor:
     """Sum of the log prior densities of the continuous latent sites at ``draw``."""
@@ -130,19 +94,104 @@ def log_prior(model_fn: Callable, draw: dict[str, torch.Tensor], args: tuple, kw
     return total
 
 
+def _vectorized_densities(model_fn: Callable, flat: dict[str, torch.Tensor], args: tuple,
+                          kwargs: dict, info: ModelInfo):
+    """Per-datum log-likelihood and log prior of ``S`` draws in one trace, the draws laid
+    along an extra plate left of the model's plates (as ``Predictive(parallel=True)``)."""
+    names = [n for n in info.continuous if n in flat]
+    num = flat[names[0]].shape[0]
+    dim = -info.max_plate_nesting - 1
+    values = {}
+    for n in names:
+        v = flat[n]
+        pad = info.max_plate_nesting - info.batch_dims.get(n, 0)
+        values[n] = v.reshape((num,) + (1,) * pad + v.shape[1:])
+    conditioned = poutine.condition(model_fn, data=values)
+
+    def vectorized(*a, **k):
+        with pyro.plate("_ppgen_draws", num, dim=dim):
+            return conditioned(*a, **k)
+
+    if info.discrete:
+        runner = poutine.enum(config_enumerate(vectorized, default="parallel"),
+                              first_available_dim=dim - 1)
+    else:
+        runner = vectorized
+    trace = poutine.trace(runner).get_trace(*args, **kwargs)
+    trace.compute_log_prob()
+    prior = sum(trace.nodes[n]["log_prob"].reshape(num, -1).sum(-1) for n in names)
+    if not info.discrete:
+        ll = {}
+        for n in info.observed:
+            lp = trace.nodes[n]["log_prob"]
+            ll[n] = lp.reshape(num, *lp.shape[lp.dim() - info.batch_dims[n]:]
+                               if info.batch_dims[n] else ())
+        return ll, prior
+    trace.pack_tensors()
+    factors: OrderedDict = OrderedDict()
+    sum_dims: set = set()
+    target = None
+    for name, site in trace.nodes.items():
+        if site["type"] != "sample" or name.startswith("_ppgen"):
+            continue
+        symbol = site["infer"].get("_enumerate_symbol")
+        if symbol is not None:
+            sum_dims.add(symbol)
+        elif name not in info.observed:
+            continue
+        ordinal = _find_ordinal(trace, site)
+        factors.setdefault(ordinal, []).append(site["packed"]["log_prob"])
+        if name in info.observed and target is None:
+            target = ordinal
+    result = packed.unpack(contract_to_tensor(factors, sum_dims, target_ordinal=target),
+                           trace.symbol_to_dim)
+    first = info.observed[0]
+    nb = info.batch_dims[first]
+    batch_shape = info.observed_values[first].shape[:nb]
+    width = info.max_plate_nesting + 1  # the draws plate and the model's plates
+    while result.dim() < width:
+        result = result.unsqueeze(0)
+    result = result.reshape(result.shape[-width:])
+    result = result.reshape(result.shape[0], *result.shape[result.dim() - nb:]) if nb else \
+        result.reshape(result.shape[0])
+    return {first: result.expand(num, *batch_shape)}, prior
+
+
 def generic_log_likelihood(model_fn: Callable, flat: dict[str, torch.Tensor], args: tuple,
                            kwargs: dict, info: ModelInfo) -> dict[str, torch.Tensor]:
-    """Per-datum log-likelihood for each of ``S`` flattened draws: site -> (S, *batch)."""
+    """Per-datum log-likelihood for each of ``S`` flattened draws: site -> (S, *batch).
+
+    Evaluated in one vectorised trace when the model broadcasts over an extra leading plate,
+    else one trace per draw.
+    """
+    try:
+        with poutine.block(), torch.no_grad():
+            return {k: v.detach() for k, v in
+                    _vectorized_densities(model_fn, flat, args, kwargs, info)[0].items()}
+    except Exception:  # a model that does not broadcast over draws
+        pass
     num = next(iter(flat.values())).shape[0]
     rows: dict[str, list[torch.Tensor]] = {}
-    names = [n for n in info.continuous if n in flat]
-    with poutine.block():
+    with poutine.block(), torch.no_grad():
         for s in range(num):  # one trace per posterior draw (never per datum)
-            out = pointwise_log_likelihood(model_fn, {n: flat[n][s] for n in names}, args,
-                                           kwargs, info)
-            for k, v in out.items():
-                rows.setdefault(k, []).append(v)
+            one = {n: v[s:s + 1] for n, v in flat.items()}
+            for k, v in _vectorized_densities(model_fn, one, args, kwargs, info)[0].items():
+                rows.setdefault(k, []).append(v[0])
     return {k: torch.stack(v) for k, v in rows.items()}
+
+
+def deterministic_draws(model_fn: Callable, samples: dict[str, torch.Tensor], args: tuple,
+                        kwargs: dict, info: ModelInfo) -> dict[str, torch.Tensor]:
+    """Values of the ``pyro.deterministic`` sites for draws of shape (chains, draws, ...)."""
+    if not info.deterministic:
+        return {}
+    lead = next(iter(samples.values())).shape[:2]
+    flat = flatten_draws({n: v for n, v in samples.items() if n in info.continuous}, 2)
+    predictive = pyro.infer.Predictive(model_fn, posterior_samples=flat,
+                                       return_sites=list(info.deterministic))
+    with poutine.block(), torch.no_grad():
+        out = predictive(*args, **kwargs)
+    return {k: v.detach().reshape(*lead, *v.shape[1:]) for k, v in out.items()}
 
 
 def generic_posterior_predictive(model_fn: Callable, flat: dict[str, torch.Tensor],

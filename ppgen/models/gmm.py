@@ -324,15 +324,17 @@ class GaussianMixture(GenerativeModel):
             x = None if data is None else data[idx]
             z = pyro.sample("assignment", dist.Categorical(weights),
                             infer={"enumerate": "parallel"})
-            loc = Vindex(locs)[..., z, :]
+            # Component parameters get a unit dimension left of the component dimension, so
+            # that draws laid along an extra plate on the left stay aligned after indexing.
+            loc = Vindex(locs.unsqueeze(-3))[..., z, :]
             if self.covariance == "full" and d > 1:
                 tril = scales.unsqueeze(-1) * corr
                 return pyro.sample("obs", dist.MultivariateNormal(
-                    loc, scale_tril=Vindex(tril)[..., z, :, :]), obs=x)
+                    loc, scale_tril=Vindex(tril.unsqueeze(-4))[..., z, :, :]), obs=x)
             if self.covariance == "spherical":
-                scale = Vindex(scales)[..., z].unsqueeze(-1).expand(loc.shape)
+                scale = Vindex(scales.unsqueeze(-2))[..., z].unsqueeze(-1).expand(loc.shape)
             else:
-                scale = Vindex(scales)[..., z, :]
+                scale = Vindex(scales.unsqueeze(-3))[..., z, :]
             return pyro.sample("obs", dist.Normal(loc, scale).to_event(1), obs=x)
 
     def site_dims(self) -> dict[str, list[str]]:
