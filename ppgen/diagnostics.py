@@ -213,8 +213,9 @@ def compare(fits: dict[str, Fit | az.InferenceData], **kwargs: Any) -> pd.DataFr
     with a guide that is not a point mass).
     """
     if not isinstance(fits, dict) or len(fits) < 2:
+        size = len(fits) if hasattr(fits, "__len__") else "?"
         raise ValueError("fits: expected a dict of at least two named fits, got "
-                         f"{type(fits).__name__} of length {len(fits) if hasattr(fits, '__len__') else '?'}.")
+                         f"{type(fits).__name__} of length {size}.")
     idatas = {}
     for name, f in fits.items():
         if isinstance(f, Fit):

@@ -92,7 +92,7 @@ def run_mcmc(model_fn: Callable, args: tuple, kwargs: dict, info: ModelInfo, *, 
     enum_model = config_enumerate(model_fn, default="parallel") if info.discrete else model_fn
     chains: list[dict[str, torch.Tensor]] = []
     stats: list[list[dict[str, float]]] = []
-    for chain, chain_seed in enumerate(derive_seeds(seed, num_chains)):
+    for chain_seed in derive_seeds(seed, num_chains):
         with seeded(chain_seed):
             init = init_values_fn(chain_seed) if init_values_fn is not None else None
             strategy = init_to_value(values=init, fallback=init_to_median) if init else \

@@ -93,7 +93,8 @@ class Fit:
 
     def __repr__(self) -> str:
         name = getattr(self.model, "__name__", None) or type(self.model).__name__
-        return (f"Fit(model={name}, method={self.method!r}, steps={len(self.history.get('objective', []))}, "
+        steps = len(self.history.get("objective", []))
+        return (f"Fit(model={name}, method={self.method!r}, steps={steps}, "
                 f"converged={self.converged}, elapsed={self.elapsed:.2f}s)")
 
     @property
