@@ -83,13 +83,8 @@ def to_inference_data(fit: Fit) -> az.InferenceData:
         groups["log_likelihood"] = _log_likelihood(fit, samples)
         flat = flatten_draws({k: v for k, v in samples.items() if k in fit.info.continuous}, 2)
         lead = next(iter(samples.values())).shape[:2]
-        if builtin:
-            pp = generic_posterior_predictive(model.model, flat, (None,),
-                                              dict(fit.model_kwargs, num_data=len(fit.data)),
-                                              fit.info)
-        else:
-            pp = generic_posterior_predictive(fit.model_fn, flat, (None,), fit.model_kwargs,
-                                              fit.info)
+        pp = generic_posterior_predictive(fit.model_fn, flat, (fit.data,), fit.model_kwargs,
+                                          fit.info)
         groups["posterior_predictive"] = {k: _np(v).reshape(*lead, *v.shape[1:])
                                           for k, v in pp.items()}
     elif builtin:

@@ -95,9 +95,12 @@ def log_prior(model_fn: Callable, draw: dict[str, torch.Tensor], args: tuple, kw
 
 
 def _vectorized_densities(model_fn: Callable, flat: dict[str, torch.Tensor], args: tuple,
-                          kwargs: dict, info: ModelInfo):
+                          kwargs: dict, info: ModelInfo, vectorize: bool = True):
     """Per-datum log-likelihood and log prior of ``S`` draws in one trace, the draws laid
-    along an extra plate left of the model's plates (as ``Predictive(parallel=True)``)."""
+    along an extra plate left of the model's plates (as ``Predictive(parallel=True)``).
+
+    With ``vectorize=False`` there must be one draw, and the model runs as written.
+    """
     names = [n for n in info.continuous if n in flat]
     num = flat[names[0]].shape[0]
     dim = -info.max_plate_nesting - 1
@@ -105,10 +108,12 @@ def _vectorized_densities(model_fn: Callable, flat: dict[str, torch.Tensor], arg
     for n in names:
         v = flat[n]
         pad = info.max_plate_nesting - info.batch_dims.get(n, 0)
-        values[n] = v.reshape((num,) + (1,) * pad + v.shape[1:])
+        values[n] = v.reshape((num,) + (1,) * pad + v.shape[1:]) if vectorize else v[0]
     conditioned = poutine.condition(model_fn, data=values)
 
     def vectorized(*a, **k):
+        if not vectorize:
+            return conditioned(*a, **k)
         with pyro.plate("_ppgen_draws", num, dim=dim):
             return conditioned(*a, **k)
 
@@ -175,7 +180,8 @@ def generic_log_likelihood(model_fn: Callable, flat: dict[str, torch.Tensor], ar
     with poutine.block(), torch.no_grad():
         for s in range(num):  # one trace per posterior draw (never per datum)
             one = {n: v[s:s + 1] for n, v in flat.items()}
-            for k, v in _vectorized_densities(model_fn, one, args, kwargs, info)[0].items():
+            for k, v in _vectorized_densities(model_fn, one, args, kwargs, info,
+                                              vectorize=False)[0].items():
                 rows.setdefault(k, []).append(v[0])
     return {k: torch.stack(v) for k, v in rows.items()}
 
@@ -197,9 +203,14 @@ def deterministic_draws(model_fn: Callable, samples: dict[str, torch.Tensor], ar
 def generic_posterior_predictive(model_fn: Callable, flat: dict[str, torch.Tensor],
                                  args: tuple, kwargs: dict,
                                  info: ModelInfo) -> dict[str, torch.Tensor]:
-    """Replicated observations, one per draw: site -> (S, *shape)."""
+    """Replicated observations, one per draw: site -> (S, *shape).
+
+    The model runs with its real arguments but unconditioned, so the observed sites are drawn
+    (models whose shapes come from the data need not accept ``data=None``).
+    """
     names = [n for n in info.continuous if n in flat]
-    predictive = pyro.infer.Predictive(model_fn, posterior_samples={n: flat[n] for n in names},
+    predictive = pyro.infer.Predictive(poutine.uncondition(model_fn),
+                                       posterior_samples={n: flat[n] for n in names},
                                        return_sites=list(info.observed))
     with poutine.block():
         out = predictive(*args, **kwargs)

@@ -1,0 +1,7 @@
+"""``python -m ppgen``: the same as the ``ppgen`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
