@@ -1,0 +1,96 @@
+"""The common contract every registered model must pass (as sklearn's estimator_checks)."""
+
+import pytest
+import torch
+
+import ppgen
+from ppgen.models import MODEL_REGISTRY
+
+# One case per registered model: a constructor and training data. A model that is registered
+# but not listed here fails test_every_registered_model_has_a_case.
+CASES = {
+    "gmm": (lambda: ppgen.GaussianMixture(2), lambda: ppgen.datasets.load_old_faithful()),
+}
+METHODS = {"gmm": ("em", {})}
+
+
+def test_every_registered_model_has_a_case():
+    assert set(MODEL_REGISTRY) == set(CASES), "add the new model to CASES in this file"
+
+
+@pytest.fixture(params=sorted(CASES))
+def fitted(request):
+    make_model, make_data = CASES[request.param]
+    model, data = make_model(), make_data()
+    method, options = METHODS[request.param]
+    ppgen.fit(model, data, method=method, seed=0, progress=False, **options)
+    return model, data
+
+
+def test_sample_and_log_prob_shapes(fitted):
+    model, data = fitted
+    x = model.sample(7, seed=0)
+    assert x.shape == (7, *data.shape[1:])
+    lp = model.log_prob(data)
+    assert lp.shape == (len(data),)
+    assert torch.isfinite(lp).all()
+    assert torch.equal(model.score(data), -lp)
+
+
+def test_same_seed_same_samples(fitted):
+    model, _ = fitted
+    assert torch.equal(model.sample(5, seed=3), model.sample(5, seed=3))
+    assert not torch.equal(model.sample(5, seed=3), model.sample(5, seed=4))
+
+
+def test_save_load_round_trip(fitted, tmp_path):
+    model, data = fitted
+    path = ppgen.save(model, tmp_path / "model.pt")
+    loaded = ppgen.load(path)
+    assert type(loaded) is type(model)
+    assert loaded.get_config() == model.get_config()
+    assert torch.equal(loaded.log_prob(data), model.log_prob(data))
+    assert torch.equal(loaded.sample(4, seed=1), model.sample(4, seed=1))
+
+
+def test_device_and_dtype_move(fitted):
+    model, data = fitted
+    model32 = model.to(torch.float32)
+    lp = model32.log_prob(data.float())
+    assert lp.dtype == torch.float32
+    model.to(torch.float64)
+
+
+def test_impute_fills_every_nan(fitted):
+    model, data = fitted
+    x = data[:10].clone()
+    x[::2, 0] = float("nan")
+    out = model.impute(x)
+    assert not torch.isnan(out).any()
+    assert torch.equal(out[1::2], x[1::2])
+
+
+def test_bad_input_is_refused_clearly(fitted):
+    model, data = fitted
+    bad = data.clone()
+    bad[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="impute"):
+        model.log_prob(bad)
+    with pytest.raises(ValueError, match="dimensions"):
+        model.log_prob(data[0])
+    with pytest.raises(ValueError, match="num_samples: expected an integer >= 1"):
+        model.sample(0)
+
+
+@pytest.mark.gpu
+def test_cuda_fit_matches_cpu():
+    for name, (make_model, make_data) in CASES.items():
+        cpu, gpu = make_model(), make_model()
+        data = make_data()
+        method, options = METHODS[name]
+        ppgen.fit(cpu, data, method=method, seed=0, progress=False, **options)
+        ppgen.fit(gpu, data, method=method, seed=0, device="cuda", progress=False, **options)
+        assert gpu.device.type == "cuda"
+        lp = gpu.log_prob(data.cuda())
+        assert lp.device.type == "cuda"
+        torch.testing.assert_close(lp.cpu(), cpu.log_prob(data), rtol=1e-6, atol=1e-8)
