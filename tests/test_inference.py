@@ -265,3 +265,35 @@ def test_progress_bar_runs(old_faithful, capsys):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ppgen.fit(GaussianMixture(2), old_faithful, method="svi", num_steps=20, progress=True)
+
+
+def test_svi_minibatches_reach_em(old_faithful):
+    em = GaussianMixture(2, covariance="diag")
+    ppgen.fit(em, old_faithful, method="em", seed=0, progress=False)
+    mb = GaussianMixture(2, covariance="diag")
+    fit = ppgen.fit(mb, old_faithful, method="svi", seed=0, batch_size=64, num_steps=1500,
+                    lr=0.02, tol=0, progress=False)
+    assert len(fit.history["objective"]) == 1500
+    ll_em = float(em.log_prob(old_faithful).sum())
+    assert abs(float(mb.log_prob(old_faithful).sum()) - ll_em) <= 0.01 * abs(ll_em)
+
+
+@pytest.mark.slow
+def test_mcmc_gmm_converges_after_relabelling(old_faithful):
+    import arviz as az
+
+    gmm = GaussianMixture(2)
+    fit = ppgen.fit(gmm, old_faithful, method="mcmc", seed=0, num_chains=4, num_samples=300,
+                    num_warmup=300, progress=False)
+    idata = fit.to_arviz()
+    names = ["weights", "locs", "scales"]
+    rhat = az.rhat(idata, var_names=names)
+    ess = az.ess(idata, var_names=names, method="bulk")
+    for name in names:
+        assert float(rhat[name].max()) <= 1.01, name
+        assert float(ess[name].min()) >= 400, name
+    loo = az.loo(idata)
+    assert np.isfinite(loo.elpd_loo)
+    # the posterior mean is close to the maximum-likelihood fit
+    assert abs(float(gmm.log_prob(old_faithful).sum()) - (-1130.264)) < 2.0
+    assert idata.log_likelihood["obs"].shape == (4, 300, 272)

@@ -15,7 +15,7 @@ import pyro
 import torch
 
 from .._random import resolve_seed, seeded
-from .._validation import bad_type, bad_value
+from .._validation import bad_type, bad_value, check_positive_int
 from ..models.base import GenerativeModel
 from .em import run_em
 from .mcmc import recover_discrete, run_mcmc
@@ -170,9 +170,7 @@ def fit(model: GenerativeModel | Callable, data: Any = None, method: Method = "s
 
 def _fit_builtin(model: GenerativeModel, data, method, seed, device, init, kwargs, progress,
                  options) -> Fit:
-    if device is not None:
-        model.to(device)
-    x = model.prepare(_to_device(data, device) if isinstance(data, torch.Tensor) else data)
+    x = model.prepare(data)
     if device is not None:
         x = x.to(device)
         model.to(device)
@@ -192,8 +190,6 @@ def _fit_builtin(model: GenerativeModel, data, method, seed, device, init, kwarg
         guide = options.pop("guide", model.default_guide)
         batch = {}
         if batch_size is not None:
-            from .._validation import check_positive_int
-
             batch = {"subsample_size": min(check_positive_int("batch_size", batch_size),
                                            x.shape[0])}
         values = model.init_values(x, init=init, seed=seed)
@@ -201,11 +197,11 @@ def _fit_builtin(model: GenerativeModel, data, method, seed, device, init, kwarg
                       init_values=values, batch_kwargs=batch, **options)
         guide_fn = out["guide"]
         posterior = None
+        point = {}
         with torch.no_grad():
-            if guide == "map" or not hasattr(guide_fn, "median"):
-                point = guide_fn.median(x, **kwargs) if hasattr(guide_fn, "median") else {}
-            else:
+            if hasattr(guide_fn, "median"):
                 point = guide_fn.median(x, **kwargs)
+            if guide != "map":
                 posterior = _guide_draws(guide_fn, (x,), kwargs, info, num_draws)
         if point:
             model.set_point_estimate(point)
@@ -228,8 +224,6 @@ def _fit_builtin(model: GenerativeModel, data, method, seed, device, init, kwarg
 
 def _guide_draws(guide_fn, args, kwargs, info: ModelInfo, num_draws: int):
     """``num_draws`` joint draws of the latent sites from a guide: site -> (1, S, ...)."""
-    from .._validation import check_positive_int
-
     num_draws = check_positive_int("num_samples", num_draws)
     predictive = pyro.infer.Predictive(guide_fn, num_samples=num_draws,
                                        return_sites=list(info.continuous))
