@@ -52,6 +52,23 @@ class Table:
     values: np.ndarray  # (rows, columns) float64
     names: list[str]
     source: str
+    lines: list[int] | None = None  # the file line of each row (CSV)
+
+    def check_complete(self) -> None:
+        """Refuse missing (NaN) or infinite entries, naming the first one's line and column."""
+        bad = ~np.isfinite(self.values)
+        if not bad.any():
+            return
+        i, j = (int(v) for v in np.argwhere(bad)[0])
+        where = f"line {self.lines[i]}" if self.lines else f"row {i} (0-based)"
+        kind = "a missing value" if np.isnan(self.values[i, j]) else "an infinite value"
+        total = _count(int(bad.sum()), "bad entry", "bad entries")
+        raise CLIError(f"{self.source}, {where}, column {j + 1} ({self.names[j]!r}): expected "
+                       f"a number, got {kind} ({total} in all). Drop or fill those rows first.")
+
+
+def _count(n: int, singular: str, plural: str) -> str:
+    return f"{n} {singular if n == 1 else plural}"
 
 
 def _parse_float(cell: str) -> float:
@@ -105,7 +122,7 @@ def _read_csv(path: Path) -> Table:
                     "Every column must be numeric: drop text columns (ids, labels) first."
                 ) from None
     names = header if header is not None else [f"x{j}" for j in range(width)]
-    return Table(values, names, str(path))
+    return Table(values, names, str(path), [line for line, _ in rows])
 
 
 def _read_npy(path: Path) -> Table:
@@ -252,7 +269,7 @@ class Report:
         self.markdown += ["", f"## {title}", ""]
 
     def both(self, text: str, markdown: str | None = None) -> None:
-        self.text.append(text)
+        self.text.append(f"  {text}" if text else text)
         self.markdown.append(text if markdown is None else markdown)
 
     def table(self, header: list[str], rows: list[list[str]]) -> None:
@@ -263,7 +280,9 @@ class Report:
 def _fit_options(args: argparse.Namespace) -> dict[str, Any]:
     method = args.method
     mcmc_only = {"--num-samples": args.num_samples, "--num-warmup": args.num_warmup,
-                 "--num-chains": args.num_chains}
+                 "--num-chains": args.num_chains,
+                 "--target-accept-prob": args.target_accept_prob,
+                 "--max-tree-depth": args.max_tree_depth}
     if method != "mcmc":
         given = [flag for flag, v in mcmc_only.items() if v is not None]
         if given:
@@ -277,7 +296,7 @@ def _fit_options(args: argparse.Namespace) -> dict[str, Any]:
         options["num_steps"] = args.num_steps
     if method == "mcmc":
         options = dict(MCMC_DEFAULTS)
-        for key in MCMC_DEFAULTS:
+        for key in (*MCMC_DEFAULTS, "target_accept_prob", "max_tree_depth"):
             if getattr(args, key) is not None:
                 options[key] = getattr(args, key)
     return options
@@ -342,6 +361,7 @@ def _cmd_fit_gmm(args: argparse.Namespace, argv: Sequence[str]) -> int:
         raise CLIError(f"--out: expected a directory, got {str(out_dir)!r}, which is a file.")
     options = _fit_options(args)
     table = load_table(args.data)
+    table.check_complete()
     x_np = table.values
     import torch
 
@@ -364,7 +384,7 @@ def _cmd_fit_gmm(args: argparse.Namespace, argv: Sequence[str]) -> int:
         bic, aic = model.bic(x_fit), model.aic(x_fit)
         num_params = model.num_parameters()
         report = Report([], [])
-        command = " ".join(shlex.quote(a) for a in [PROG, *argv])
+        command = " ".join(shlex.quote(str(a)) for a in [PROG, *argv])
         title = (f"ppgen fit gmm: {args.num_components} components, {args.covariance} "
                  f"covariance, method {args.method}")
         report.text.append(title)
@@ -398,7 +418,7 @@ def _cmd_fit_gmm(args: argparse.Namespace, argv: Sequence[str]) -> int:
                 report.text.append(f"  {d}")
                 report.markdown.append(f"- **{d.code}**: {d.message}")
         else:
-            report.both("  none: no warnings", "None: no warnings.")
+            report.both("none: no warnings", "None: no warnings.")
         # Figures are drawn in memory before anything is written.
         fig_mix = plots.plot_mixture(model, x_fit, names=table.names)
         if args.method == "mcmc":
@@ -449,8 +469,7 @@ def _convergence_text(fit: Any) -> str:
     if fit.method == "svi":
         state = {True: "converged", False: "NOT converged", None: "ran all"}[fit.converged]
         return f"{state} after {steps} SVI steps"
-    return ("MCMC: no stopping rule; see R-hat, ESS and divergences under Diagnostics "
-            f"({fit.num_chains} chains)")
+    return "n/a for MCMC: see R-hat, ESS and divergences under Diagnostics"
 
 
 # ------------------------------------------------------------------- sample / score
@@ -468,7 +487,8 @@ def _load_model(path_arg: str) -> Any:
     try:
         model = ppgen.load(model_path)
     except (ValueError, TypeError) as exc:
-        raise CLIError(f"{model_path}: cannot load the model: {exc}") from None
+        message = str(exc).removeprefix("path: ")
+        raise CLIError(f"cannot load the model from {model_path}: {message}") from None
     if not model.is_fitted:
         raise CLIError(f"{model_path}: the model is not fitted; run 'ppgen fit' again.")
     return model
@@ -507,6 +527,7 @@ def _cmd_sample(args: argparse.Namespace, argv: Sequence[str]) -> int:
 def _cmd_score(args: argparse.Namespace, argv: Sequence[str]) -> int:
     model = _load_model(args.dir)
     table = load_table(args.file)
+    table.check_complete()
     if model.num_features is not None and table.values.shape[1] != model.num_features:
         raise CLIError(f"{args.file}: expected {model.num_features} columns, as the model was "
                        f"fitted with, got {table.values.shape[1]}.")
@@ -520,8 +541,9 @@ class _Parser(argparse.ArgumentParser):
     """argparse with errors in the command's format: ``ppgen: error: ...``, exit status 2."""
 
     def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{PROG}: error: {message} (see '{self.prog} --help')\n")
         self.print_usage(sys.stderr)
-        self.exit(2, f"{PROG}: error: {message} (see '{self.prog} --help')\n")
+        self.exit(2)
 
 
 def _positive_int(text: str) -> int:
@@ -534,7 +556,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _seed(text: str) -> int:
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {value}")
+    return value
+
+
+def _nonnegative_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -561,9 +593,10 @@ def build_parser() -> argparse.ArgumentParser:
                                 parser_class=_Parser)
     gmm = models.add_parser(
         "gmm", help="Gaussian mixture", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Fit a Gaussian mixture by EM, SVI or MCMC, print the fitted parameters, "
-        "log-likelihood, BIC/AIC and diagnostics, and write report.md, mixture.png, "
-        "history.png or trace.png, model.pt, inference_data.nc and run.json into --out.",
+        description="Fit a Gaussian mixture by EM, SVI or MCMC. Prints the fitted parameters, "
+        "the\nlog-likelihood, BIC/AIC and diagnostics, and writes report.md, mixture.png,\n"
+        "history.png (EM, SVI) or trace.png (MCMC), model.pt, inference_data.nc and\n"
+        "run.json into --out (only once the fit succeeded).",
         epilog="examples:\n"
         "  ppgen fit gmm --data old-faithful --method em --num-components 2 --out runs/demo\n"
         "  ppgen fit gmm --data points.csv --method mcmc --num-chains 2 --out runs/mcmc\n"
@@ -580,17 +613,22 @@ def build_parser() -> argparse.ArgumentParser:
                      help="covariance structure (default: %(default)s)")
     gmm.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                      help="where to fit (default: %(default)s)")
-    gmm.add_argument("--seed", type=_seed, default=0, help="random seed (default: "
+    gmm.add_argument("--seed", type=_nonnegative_int, default=0, help="random seed (default: "
                      "%(default)s)")
     gmm.add_argument("--num-steps", type=_positive_int, metavar="N",
                      help="EM: most iterations (default 100); SVI: most steps (default 2000)")
     gmm.add_argument("--num-samples", type=_positive_int, metavar="N",
                      help=f"MCMC: draws kept per chain (default {MCMC_DEFAULTS['num_samples']})")
-    gmm.add_argument("--num-warmup", type=_positive_int, metavar="N",
+    gmm.add_argument("--num-warmup", type=_nonnegative_int, metavar="N",
                      help=f"MCMC: warm-up steps per chain (default "
                      f"{MCMC_DEFAULTS['num_warmup']})")
     gmm.add_argument("--num-chains", type=_positive_int, metavar="C",
                      help=f"MCMC: chains (default {MCMC_DEFAULTS['num_chains']})")
+    gmm.add_argument("--target-accept-prob", type=_probability, metavar="P",
+                     help="MCMC: NUTS target acceptance probability (default 0.8; raise it, "
+                     "e.g. to 0.95, when there are divergences)")
+    gmm.add_argument("--max-tree-depth", type=_positive_int, metavar="N",
+                     help="MCMC: NUTS maximum tree depth (default 10)")
     gmm.add_argument("--out", default="runs/gmm", metavar="DIR",
                      help="output directory, created if needed (default: %(default)s)")
     gmm.add_argument("--quiet", action="store_true",
@@ -604,7 +642,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("dir", metavar="DIR", help="run directory written by 'ppgen fit'")
     sample.add_argument("-n", "--num-samples", type=_positive_int, required=True,
                         metavar="N", help="number of rows to draw")
-    sample.add_argument("--seed", type=_seed, default=None,
+    sample.add_argument("--seed", type=_nonnegative_int, default=None,
                         help="random seed (default: fresh randomness)")
     sample.add_argument("--out", metavar="FILE.csv",
                         help="write the CSV to this file instead of stdout")
@@ -637,7 +675,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv : sequence of str, optional
         The arguments after the program name (default: ``sys.argv[1:]``).
     """
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

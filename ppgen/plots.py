@@ -21,6 +21,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Ellipse
+from matplotlib.ticker import MaxNLocator
 
 from ._validation import bad_type, bad_value, check_data, check_positive_int
 
@@ -208,10 +209,10 @@ def _plot_mixture_1d(ax: Axes, x: np.ndarray, weights: np.ndarray, locs: np.ndar
     sd = np.sqrt(variances)
     comps = weights[:, None] * np.exp(-0.5 * ((grid - locs[:, None]) / sd[:, None]) ** 2) / (
         sd[:, None] * math.sqrt(2 * math.pi))
-    for c in range(len(weights)):
-        ax.plot(grid, comps[c], color=_color(c), linewidth=1.5,
+    ax.plot(grid, comps.sum(0), color="black", linewidth=1.2, label="mixture density")
+    for c in range(len(weights)):  # dashed on top, so that they show where they match the sum
+        ax.plot(grid, comps[c], color=_color(c), linewidth=2.0, linestyle="--",
                 label=f"component {c} (weight {weights[c]:.2f})")
-    ax.plot(grid, comps.sum(0), color="black", linewidth=2.0, label="mixture density")
 
 
 def plot_history(fit: Any, ax: Axes | None = None) -> Figure:
@@ -254,6 +255,7 @@ def plot_history(fit: Any, ax: Axes | None = None) -> Figure:
     if (method != "em" and finite.size and finite.min() > 0
             and finite.max() / finite.min() > 100):
         ax.set_yscale("log")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     converged = getattr(fit, "converged", None)
@@ -352,6 +354,7 @@ def plot_trace(fit: Any, var_names: Sequence[str] | None = None, *,
         ax_kde.set_yticks([])
         ax_kde.tick_params(labelsize="small")
         ax_trace.tick_params(labelsize="small")
+        ax_trace.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax_trace.grid(True, alpha=0.3)
         if r == 0:
             ax_kde.set_title("marginal density per chain", fontsize="medium")

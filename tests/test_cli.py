@@ -1,0 +1,377 @@
+"""The ``ppgen`` command, run in-process through ``ppgen.cli.main`` (one subprocess test)."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import contextlib  # noqa: E402
+import io  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import ppgen  # noqa: E402
+from ppgen.cli import main  # noqa: E402
+
+ML_LOG_LIKELIHOOD = "-1130.26"  # the maximum-likelihood value for K=2, full, Old Faithful
+FIT_FILES = ("report.md", "mixture.png", "history.png", "model.pt", "inference_data.nc",
+             "run.json")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small models run faster (and steadier on a busy machine) on one thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def run(argv):
+    """main(argv) with stdout and stderr captured: (exit status, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main([str(a) for a in argv])
+    return rc, out.getvalue(), err.getvalue()
+
+
+def assert_user_error(result, *fragments):
+    rc, out, err = result
+    assert rc == 2, (rc, out, err)
+    assert err.startswith("ppgen: error:"), err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in err, (fragment, err)
+
+
+@pytest.fixture(scope="module")
+def em_run(tmp_path_factory):
+    """``ppgen fit gmm`` with EM on Old Faithful, run once for the module."""
+    out_dir = tmp_path_factory.mktemp("runs") / "demo"
+    result = run(["fit", "gmm", "--data", "old-faithful", "--method", "em",
+                  "--num-components", "2", "--out", out_dir])
+    return out_dir, result
+
+
+# ----------------------------------------------------------------------------- fit em
+def test_fit_em_writes_every_file(em_run):
+    out_dir, (rc, out, err) = em_run
+    assert rc == 0, err
+    for name in FIT_FILES:
+        assert (out_dir / name).is_file(), name
+        assert (out_dir / name).stat().st_size > 0
+    assert not (out_dir / "trace.png").exists()
+    assert not [p for p in out_dir.iterdir() if p.name.endswith(".tmp")]
+    for png in ("mixture.png", "history.png"):
+        assert (out_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_fit_em_prints_and_reports_results(em_run):
+    out_dir, (rc, out, err) = em_run
+    report = (out_dir / "report.md").read_text()
+    for text in (out, report):
+        assert ML_LOG_LIKELIHOOD in text
+        assert "-4.155" in text  # per datum
+        for word in ("weight", "mean eruptions", "mean waiting", "Covariances", "BIC", "AIC",
+                     "converged", "Diagnostics"):
+            assert word in text, word
+    gmm = ppgen.load(out_dir / "model.pt")
+    x = ppgen.datasets.load_old_faithful()
+    assert f"{gmm.bic(x):.3f}" in out and f"{gmm.aic(x):.3f}" in out
+    assert "none: no warnings" in out
+    # The markdown report has the command line and links to the figures.
+    assert "ppgen fit gmm --data old-faithful --method em --num-components 2" in report
+    assert "(mixture.png)" in report and "(history.png)" in report
+    assert report.startswith("# ")
+
+
+def test_fit_em_model_and_inference_data_round_trip(em_run):
+    import arviz as az
+
+    out_dir, _ = em_run
+    gmm = ppgen.load(out_dir / "model.pt")
+    x = ppgen.datasets.load_old_faithful()
+    assert float(gmm.log_prob(x).sum()) == pytest.approx(-1130.264, abs=1e-3)
+    idata = az.from_netcdf(out_dir / "inference_data.nc")
+    assert "posterior" in idata.groups() and "log_likelihood" in idata.groups()
+    assert float(idata.log_likelihood["obs"].sum()) == pytest.approx(-1130.264, abs=1e-3)
+    info = json.loads((out_dir / "run.json").read_text())
+    assert info["columns"] == ["eruptions", "waiting"]
+    assert info["method"] == "em" and info["seed"] == 0
+
+
+def test_fit_files_have_ordinary_permissions(em_run):
+    out_dir, _ = em_run
+    mask = os.umask(0)
+    os.umask(mask)
+    mode = (out_dir / "report.md").stat().st_mode & 0o777
+    assert mode == 0o666 & ~mask
+
+
+# ----------------------------------------------------------------------- sample, score
+def test_sample_stdout_and_file(em_run, tmp_path):
+    out_dir, _ = em_run
+    rc, out, err = run(["sample", out_dir, "-n", 5, "--seed", 1])
+    assert rc == 0, err
+    lines = out.strip().splitlines()
+    assert lines[0] == "eruptions,waiting"
+    assert len(lines) == 6
+    rows = np.array([[float(v) for v in line.split(",")] for line in lines[1:]])
+    expected = ppgen.load(out_dir / "model.pt").sample(5, seed=1).numpy()
+    np.testing.assert_allclose(rows, expected, rtol=1e-15)
+    # Same seed, same rows; --out writes the same text to a file.
+    target = tmp_path / "draws.csv"
+    rc, out2, _ = run(["sample", out_dir, "-n", 5, "--seed", 1, "--out", target])
+    assert rc == 0 and out2 == ""
+    assert target.read_text() == out
+    rc, out3, _ = run(["sample", out_dir / "model.pt", "-n", 2, "--no-header"])
+    assert rc == 0 and len(out3.strip().splitlines()) == 2
+
+
+def test_sample_then_score_round_trip(em_run, tmp_path):
+    out_dir, _ = em_run
+    draws = tmp_path / "draws.csv"
+    assert run(["sample", out_dir, "-n", 20, "--seed", 3, "--out", draws])[0] == 0
+    rc, out, err = run(["score", out_dir, draws])
+    assert rc == 0, err
+    scores = np.array([float(v) for v in out.split()])
+    assert scores.shape == (20,)
+    gmm = ppgen.load(out_dir / "model.pt")
+    expected = -gmm.log_prob(gmm.sample(20, seed=3)).numpy()
+    np.testing.assert_allclose(scores, expected, rtol=1e-12)
+
+
+def test_score_npy_headerless_csv_and_out_file(em_run, tmp_path):
+    out_dir, _ = em_run
+    x = ppgen.datasets.load_old_faithful().numpy()[:7]
+    np.save(tmp_path / "x.npy", x)
+    (tmp_path / "x.csv").write_text("\n".join(f"{a},{b}" for a, b in x) + "\n")
+    gmm = ppgen.load(out_dir / "model.pt")
+    expected = gmm.score(x).numpy()
+    for name in ("x.npy", "x.csv"):
+        rc, out, err = run(["score", out_dir, tmp_path / name])
+        assert rc == 0, err
+        np.testing.assert_allclose([float(v) for v in out.split()], expected, rtol=1e-12)
+    rc, out, _ = run(["score", out_dir, tmp_path / "x.npy", "--out", tmp_path / "s.csv"])
+    assert rc == 0 and out == ""
+    assert len((tmp_path / "s.csv").read_text().splitlines()) == 7
+    # An outlier scores higher than every typical row.
+    np.save(tmp_path / "odd.npy", np.array([[10.0, 10.0]]))
+    rc, out, _ = run(["score", out_dir, tmp_path / "odd.npy"])
+    assert float(out) > expected.max()
+
+
+# ----------------------------------------------------------------- other fits, formats
+def test_fit_csv_with_header_diag(tmp_path):
+    g = np.random.default_rng(0)
+    x = np.concatenate([g.normal(0, 1, (40, 3)), g.normal(6, 1, (40, 3))])
+    data = tmp_path / "points.csv"
+    data.write_text("alpha,beta,gamma\n" + "\n".join(",".join(map(str, r)) for r in x))
+    out_dir = tmp_path / "run"
+    rc, out, err = run(["fit", "gmm", "--data", data, "--covariance", "diag",
+                        "--num-components", "3", "--seed", 5, "--out", out_dir])
+    assert rc == 0, err
+    assert "mean alpha" in out and "var gamma" in out
+    assert "80 rows x 3 columns (alpha, beta, gamma)" in out
+    gmm = ppgen.load(out_dir / "model.pt")
+    assert gmm.covariance == "diag" and gmm.num_components == 3
+    total = float(gmm.log_prob(torch.as_tensor(x)).sum())
+    assert f"{total:.3f}" in out
+    assert json.loads((out_dir / "run.json").read_text())["columns"] == ["alpha", "beta",
+                                                                          "gamma"]
+
+
+def test_fit_npy_quiet(tmp_path):
+    x = ppgen.datasets.load_old_faithful().numpy()
+    np.save(tmp_path / "x.npy", x)
+    out_dir = tmp_path / "q"
+    rc, out, err = run(["fit", "gmm", "--data", tmp_path / "x.npy", "--covariance",
+                        "spherical", "--quiet", "--out", out_dir])
+    assert rc == 0, err
+    assert out == ""
+    assert all((out_dir / name).is_file() for name in FIT_FILES)
+    assert "spherical" in (out_dir / "report.md").read_text()
+
+
+def test_fit_svi(tmp_path):
+    out_dir = tmp_path / "svi"
+    rc, out, err = run(["fit", "gmm", "--method", "svi", "--num-steps", 30, "--out", out_dir])
+    assert rc == 0, err
+    assert "after 30 SVI steps" in out
+    assert (out_dir / "history.png").is_file()
+    assert "[not_converged]" in out  # 30 steps are too few: reported as a diagnostic
+    assert "ConvergenceWarning" not in err  # ... once, not also as a Python warning
+    report = (out_dir / "report.md").read_text()
+    assert "method svi" in report and "not_converged" in report
+
+
+def test_fit_mcmc_writes_trace_and_netcdf(tmp_path):
+    import arviz as az
+
+    out_dir = tmp_path / "mcmc"
+    rc, out, err = run(["fit", "gmm", "--method", "mcmc", "--num-samples", 20,
+                        "--num-chains", 2, "--num-warmup", 10, "--max-tree-depth", 3,
+                        "--out", out_dir])
+    assert rc == 0, err
+    assert (out_dir / "trace.png").is_file()
+    assert not (out_dir / "history.png").exists()
+    idata = az.from_netcdf(out_dir / "inference_data.nc")
+    assert idata.posterior.sizes["chain"] == 2
+    assert idata.posterior.sizes["draw"] == 20
+    assert "sample_stats" in idata.groups()
+    assert "Posterior summary" in out and "r_hat" in out
+    assert "log-likelihood at the posterior mean" in out
+    report = (out_dir / "report.md").read_text()
+    assert "(trace.png)" in report and "posterior means" in report
+    info = json.loads((out_dir / "run.json").read_text())
+    assert info["options"] == {"num_samples": 20, "num_warmup": 10, "num_chains": 2,
+                               "max_tree_depth": 3}
+
+
+# ------------------------------------------------------------------------------ errors
+def test_error_missing_data_file(tmp_path):
+    out_dir = tmp_path / "out"
+    result = run(["fit", "gmm", "--data", tmp_path / "nope.csv", "--out", out_dir])
+    assert_user_error(result, "nope.csv", "no such file")
+    assert not out_dir.exists()
+
+
+def test_error_unknown_data_name(tmp_path):
+    result = run(["fit", "gmm", "--data", "old-faithfull", "--out", tmp_path / "o"])
+    assert_user_error(result, "'old-faithful'", "'old-faithfull'")
+
+
+def test_error_csv_with_text_column(tmp_path):
+    data = tmp_path / "bad.csv"
+    data.write_text("id,eruptions,waiting\nA,3.6,79\nB,1.8,54\n")
+    out_dir = tmp_path / "out"
+    result = run(["fit", "gmm", "--data", data, "--out", out_dir])
+    assert_user_error(result, "bad.csv", "line 2", "column 1 ('id')", "'A'", "text columns")
+    assert not out_dir.exists()
+
+
+@pytest.mark.parametrize("content, fragment", [
+    ("1,2\n3\n", "expected 2 comma-separated values"),
+    ("", "empty file"),
+    ("a,b\n", "no"),
+])
+def test_error_malformed_csv(tmp_path, content, fragment):
+    data = tmp_path / "bad.csv"
+    data.write_text(content)
+    assert_user_error(run(["fit", "gmm", "--data", data, "--out", tmp_path / "o"]), fragment)
+
+
+def test_error_bad_npy(tmp_path):
+    np.save(tmp_path / "text.npy", np.array([["a", "b"]]))
+    assert_user_error(run(["fit", "gmm", "--data", tmp_path / "text.npy",
+                           "--out", tmp_path / "o"]), "numeric")
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    assert_user_error(run(["fit", "gmm", "--data", tmp_path / "obj.npy",
+                           "--out", tmp_path / "o"]), "objects")
+    (tmp_path / "junk.npy").write_bytes(b"not numpy")
+    assert_user_error(run(["fit", "gmm", "--data", tmp_path / "junk.npy",
+                           "--out", tmp_path / "o"]), "junk.npy")
+
+
+def test_error_missing_values_and_fit_failure_write_nothing(tmp_path):
+    data = tmp_path / "gaps.csv"
+    data.write_text("a,b\n1,2\n,3\n4,5\n")
+    out_dir = tmp_path / "out"
+    assert_user_error(run(["fit", "gmm", "--data", data, "--out", out_dir]),
+                      "gaps.csv, line 3, column 1 ('a')", "missing value")
+    x = np.ones((3, 2))
+    x[2, 1] = np.inf
+    np.save(tmp_path / "inf.npy", x)
+    assert_user_error(run(["fit", "gmm", "--data", tmp_path / "inf.npy", "--out", out_dir]),
+                      "row 2 (0-based), column 2", "infinite")
+    # More components than rows: the fit fails, and no directory appears.
+    assert_user_error(run(["fit", "gmm", "--num-components", 500, "--out", out_dir]),
+                      "num_components")
+    assert not out_dir.exists()
+
+
+def test_error_corrupt_model_file(em_run, tmp_path):
+    out_dir, _ = em_run
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "model.pt").write_bytes(b"this is not a model")
+    assert_user_error(run(["sample", bad, "-n", 3]), "model.pt", "corrupt")
+    assert_user_error(run(["score", bad, "old-faithful"]), "model.pt")
+    # A valid torch file of another format.
+    torch.save({"hello": torch.zeros(2)}, bad / "model.pt")
+    assert_user_error(run(["sample", bad, "-n", 3]), "model.pt")
+
+
+def test_error_missing_run_dir_and_model(tmp_path):
+    assert_user_error(run(["sample", tmp_path / "nowhere", "-n", 3]), "nowhere",
+                      "does not exist")
+    assert_user_error(run(["score", tmp_path, "old-faithful"]), "no model.pt")
+
+
+def test_error_score_wrong_columns(em_run, tmp_path):
+    out_dir, _ = em_run
+    np.save(tmp_path / "three.npy", np.zeros((4, 3)))
+    assert_user_error(run(["score", out_dir, tmp_path / "three.npy"]), "expected 2 columns")
+    assert_user_error(run(["score", out_dir, tmp_path / "missing.csv"]), "missing.csv")
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["fit", "gmm", "--method", "nuts"], "invalid choice"),
+    (["fit", "gmm", "--num-components", "0"], "positive integer"),
+    (["fit", "gmm", "--num-samples", "10"], "--method mcmc"),
+    (["fit", "gmm", "--method", "mcmc", "--num-steps", "10"], "--num-steps"),
+    (["fit", "gmm", "--method", "mcmc", "--target-accept-prob", "1.5"], "(0, 1)"),
+    (["sample", "somewhere"], "-n"),
+    (["frobnicate"], "invalid choice"),
+    ([], "required"),
+])
+def test_usage_errors(argv, fragment, tmp_path):
+    result = run([*argv, "--out", tmp_path / "o"] if argv[:2] == ["fit", "gmm"] else argv)
+    assert_user_error(result, fragment)
+    assert not (tmp_path / "o").exists()
+
+
+def test_error_device_unavailable(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    assert_user_error(run(["fit", "gmm", "--device", "cuda", "--out", tmp_path / "o"]),
+                      "CUDA")
+    assert not (tmp_path / "o").exists()
+
+
+def test_error_out_is_a_file(tmp_path):
+    target = tmp_path / "file"
+    target.write_text("keep me")
+    assert_user_error(run(["fit", "gmm", "--out", target]), "--out")
+    assert target.read_text() == "keep me"
+
+
+def test_help_and_version():
+    rc, out, _ = run(["--help"])
+    assert rc == 0 and "fit" in out and "sample" in out and "score" in out
+    rc, out, _ = run(["fit", "gmm", "--help"])
+    assert rc == 0 and "--num-components" in out and "old-faithful" in out
+    rc, out, _ = run(["--version"])
+    assert rc == 0 and ppgen.__version__ in out
+
+
+def test_console_script_and_python_m():
+    commands = [[sys.executable, "-m", "ppgen", "--help"]]
+    script = Path(sys.executable).parent / "ppgen"
+    if script.exists():
+        commands.append([str(script), "--help"])
+    env = dict(os.environ, MPLBACKEND="Agg")
+    for cmd in commands:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.startswith("usage: ppgen"), proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "ppgen", "sample", "/nonexistent/dir", "-n",
+                           "2"], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("ppgen: error:") and "Traceback" not in proc.stderr
