@@ -166,9 +166,11 @@ def diagnose(fit: Fit) -> list[Diagnostic]:
         idata = fit.to_arviz()
         names = [k for k in fit.posterior if k in fit.info.continuous]
         chains = fit.num_chains
-        rhat = az.rhat(idata, var_names=names)
-        ess_bulk = az.ess(idata, var_names=names, method="bulk")
-        ess_tail = az.ess(idata, var_names=names, method="tail")
+        with warnings.catch_warnings():  # constant elements (fixed Cholesky entries) give NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            rhat = az.rhat(idata, var_names=names)
+            ess_bulk = az.ess(idata, var_names=names, method="bulk")
+            ess_tail = az.ess(idata, var_names=names, method="tail")
         for name in names:
             r = float(np.nanmax(rhat[name].values))
             if r > RHAT_MAX:
@@ -180,8 +182,9 @@ def diagnose(fit: Fit) -> list[Diagnostic]:
                 e = float(np.nanmin(table[name].values))
                 if e < ESS_PER_CHAIN * chains:
                     out.append(Diagnostic(code, f"{code.replace('_', ' ')} of {name} is {e:.0f}"
-                                          f" < {ESS_PER_CHAIN} per chain ({chains} chains): "
-                                          "draw more samples or reparameterise.", name, e,
+                                          f" < {ESS_PER_CHAIN * chains} ({ESS_PER_CHAIN} per "
+                                          f"chain x {chains} chains): draw more samples or "
+                                          "reparameterise.", name, e,
                                           ESS_PER_CHAIN * chains))
         if fit.sample_stats and "diverging" in fit.sample_stats:
             n = int(np.sum(fit.sample_stats["diverging"]))

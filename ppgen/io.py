@@ -32,8 +32,11 @@ def atomic_write(path: str | os.PathLike, write: Any) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -85,6 +88,7 @@ def load(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -
         model.set_state({n: state.get(n) for n in model.param_names + model.state_names})
         model.set_params(**{n: state[n] for n in model.param_names})
     except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
-        raise bad_value("path", "a complete ppgen model file", f"{str(path)!r} ({exc})",
+        what = f"missing entry {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise bad_value("path", "a complete ppgen model file", f"{str(path)!r} ({what})",
                         "The file is damaged; save the model again.") from None
     return model

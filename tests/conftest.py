@@ -6,6 +6,9 @@ import torch
 
 matplotlib.use("Agg")
 os.environ.setdefault("PPGEN_SMOKE", "1")
+# The test models are small: one intra-op thread is faster, and stays fast when the two
+# cores are shared with other work (with more threads, tiny ops wait on each other).
+torch.set_num_threads(1)
 
 
 def pytest_collection_modifyitems(config, items):
