@@ -32,7 +32,7 @@ _OPTIONS = {
     "svi": {"num_steps", "tol", "lr", "lr_decay", "clip_norm", "check_every", "num_particles",
             "guide", "loss", "batch_size", "num_samples"},
     "mcmc": {"num_samples", "num_warmup", "num_chains", "target_accept_prob", "max_tree_depth",
-             "kernel"},
+             "kernel", "jit_compile"},
 }
 
 
@@ -112,7 +112,7 @@ def fit(model: GenerativeModel | Callable, data: Any = None, method: Method = "s
         ``guide`` ("normal" | "map" | callable), ``loss``, ``batch_size`` (built-in models),
         ``num_samples`` (posterior draws from a non-MAP guide, default 1000). mcmc:
         ``num_samples``, ``num_warmup``, ``num_chains``, ``target_accept_prob``,
-        ``max_tree_depth``.
+        ``max_tree_depth``, ``jit_compile`` (default: on for built-in models).
 
     Returns
     -------
@@ -210,6 +210,8 @@ def _fit_builtin(model: GenerativeModel, data, method, seed, device, init, kwarg
                    data=x, model_kwargs=kwargs, info=info,
                    params=model.get_params() if model.is_fitted else {}, posterior=posterior,
                    guide=guide_fn, messages=out["messages"], options=dict(options))
+    options = dict(options)
+    options.setdefault("jit_compile", model.jit_compile)
     out = run_mcmc(model_fn, (x,), kwargs, info, seed=seed, progress=progress,
                    init_values_fn=lambda s: model.init_values(x, init=init, seed=s), **options)
     samples = model.relabel(out["samples"])

@@ -67,7 +67,7 @@ def run_mcmc(model_fn: Callable, args: tuple, kwargs: dict, info: ModelInfo, *, 
              progress: bool, init_values_fn: Callable[[int], dict] | None = None,
              num_samples: int = 1000, num_warmup: int | None = None, num_chains: int = 4,
              target_accept_prob: float = 0.8, max_tree_depth: int = 10,
-             kernel: Literal["nuts"] = "nuts") -> dict[str, Any]:
+             kernel: Literal["nuts"] = "nuts", jit_compile: bool = False) -> dict[str, Any]:
     """Sample the posterior with NUTS; returns draws of shape (num_chains, num_samples, ...).
 
     Parameters
@@ -76,6 +76,9 @@ def run_mcmc(model_fn: Callable, args: tuple, kwargs: dict, info: ModelInfo, *, 
         Draws kept per chain, adaptation steps per chain (default: ``num_samples``), chains.
     target_accept_prob, max_tree_depth : float, int
         NUTS settings; raise ``target_accept_prob`` (e.g. 0.95) when there are divergences.
+    jit_compile : bool
+        Compile the potential energy with the PyTorch JIT (about 2x faster on small models;
+        built-in models turn it on, model functions must opt in).
     init_values_fn : callable, optional
         ``chain_seed -> {site: value}`` start values per chain (built-in models supply it).
     """
@@ -100,7 +103,7 @@ def run_mcmc(model_fn: Callable, args: tuple, kwargs: dict, info: ModelInfo, *, 
             nuts = _RecordingNUTS(enum_model, max_plate_nesting=info.max_plate_nesting,
                                   target_accept_prob=target_accept_prob,
                                   max_tree_depth=max_tree_depth, init_strategy=strategy,
-                                  jit_compile=False)
+                                  jit_compile=bool(jit_compile), ignore_jit_warnings=True)
             mcmc = MCMC(nuts, num_samples=num_samples, warmup_steps=num_warmup, num_chains=1,
                         disable_progbar=not progress)
             mcmc.run(*args, **kwargs)

@@ -82,6 +82,8 @@ class GenerativeModel(PyroModule):
     #: A custom loss (callable ``loss(model, guide, *args, **kwargs)``) or None for an ELBO.
     custom_loss: ClassVar[Callable[..., torch.Tensor] | None] = None
     max_plate_nesting: ClassVar[int] = 1
+    #: Whether NUTS may compile the model with the PyTorch JIT (shapes fixed per fit).
+    jit_compile: ClassVar[bool] = True
 
     def __init__(self) -> None:
         super().__init__()
