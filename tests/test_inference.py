@@ -88,7 +88,7 @@ def test_eight_schools_mcmc_and_svi():
 
     fit = ppgen.fit(eight_schools, EIGHT_Y, method="mcmc", model_kwargs={"sigma": EIGHT_SIGMA},
                     seed=0, num_samples=500, num_warmup=500, num_chains=4,
-                    target_accept_prob=0.9, progress=False)
+                    target_accept_prob=0.9, jit_compile=True, progress=False)
     summ = fit.summary()
     assert summ["r_hat"].max() <= 1.01
     assert summ["ess_bulk"].min() >= 400
