@@ -24,15 +24,6 @@ FIT_FILES = ("report.md", "mixture.png", "history.png", "model.pt", "inference_d
              "run.json")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small models run faster (and steadier on a busy machine) on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def run(argv):
     """main(argv) with stdout and stderr captured: (exit status, stdout, stderr)."""
     out, err = io.StringIO(), io.StringIO()

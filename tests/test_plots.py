@@ -16,15 +16,6 @@ import ppgen  # noqa: E402
 from ppgen.plots import plot_history, plot_mixture, plot_scores, plot_trace  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small models run faster (and steadier on a busy machine) on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def faithful():
     return ppgen.datasets.load_old_faithful(return_names=True)
