@@ -79,11 +79,29 @@ def _cholesky(cov: torch.Tensor, covariance: str) -> torch.Tensor:
     return chol
 
 
+def _outer_rows(x: torch.Tensor) -> torch.Tensor:
+    """Row-wise outer products x_n x_n^T flattened: shape (N, D*D)."""
+    return (x.unsqueeze(-1) * x.unsqueeze(-2)).reshape(x.shape[0], -1)
+
+
 def _log_gaussian(x: torch.Tensor, locs: torch.Tensor, chol: torch.Tensor,
-                  covariance: str) -> torch.Tensor:
-    """log N(x_n | locs_k, cov_k) for all n, k: shape (N, K), via a few large matmuls."""
+                  covariance: str, x2: torch.Tensor | None = None) -> torch.Tensor:
+    """log N(x_n | locs_k, cov_k) for all n, k: shape (N, K), via a few large matmuls.
+
+    With ``x2`` (the rows' outer products, float64 only) the full-covariance quadratic form
+    is x2 @ vec(precision) - 2 x @ (precision mu) + mu' precision mu: one GEMM with inner
+    dimension D*D instead of a thin whitening GEMM, and the same ``x2`` serves the M-step.
+    """
     n, d = x.shape
     k = locs.shape[0]
+    if covariance == "full" and x2 is not None:
+        eye = torch.eye(d, dtype=x.dtype, device=x.device).expand(k, d, d)
+        inv_chol = torch.linalg.solve_triangular(chol, eye, upper=False)
+        prec = inv_chol.transpose(-1, -2) @ inv_chol
+        prec_mu = (prec @ locs.unsqueeze(-1)).squeeze(-1)  # (K, D)
+        maha = x2 @ prec.reshape(k, d * d).T - 2 * x @ prec_mu.T + (locs * prec_mu).sum(-1)
+        log_det = -chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+        return -0.5 * (d * _LOG_2PI + maha) + log_det
     if covariance == "full":
         eye = torch.eye(d, dtype=x.dtype, device=x.device).expand(k, d, d)
         # P_k = L_k^{-T}, so that (x - mu)^T cov^{-1} (x - mu) = |(x - mu) P_k|^2.
@@ -110,13 +128,16 @@ def _row_chunks(num_rows: int, num_components: int, num_features: int) -> list[s
     return [slice(i, min(i + size, num_rows)) for i in range(0, num_rows, size)]
 
 
-def _sufficient_statistics(x: torch.Tensor, resp: torch.Tensor, covariance: str):
+def _sufficient_statistics(x: torch.Tensor, resp: torch.Tensor, covariance: str,
+                           x2: torch.Tensor | None = None):
     """Responsibility-weighted counts, sums and (uncentred) second moments of one chunk."""
     n, d = x.shape
     k = resp.shape[1]
     nk = resp.sum(0)
     sx = resp.T @ x
-    if covariance == "full":
+    if covariance == "full" and x2 is not None:
+        sxx = (resp.T @ x2).view(k, d, d)
+    elif covariance == "full":
         sxx = ((resp.unsqueeze(-1) * x.unsqueeze(1)).reshape(n, k * d).T @ x).view(k, d, d)
     elif covariance == "diag":
         sxx = resp.T @ x.square()
@@ -435,12 +456,14 @@ class GaussianMixture(GenerativeModel):
         k = self.num_components
         total = x.new_zeros(())
         stats = None
-        for rows in _row_chunks(n, k, d):
+        outer = self.covariance == "full" and x.dtype == torch.float64
+        for rows in _row_chunks(n, k if not outer else d, d):
             xc = x[rows]
-            lp = _log_gaussian(xc, locs, chol, self.covariance) + log_w
+            x2 = _outer_rows(xc) if outer else None
+            lp = _log_gaussian(xc, locs, chol, self.covariance, x2) + log_w
             norm = torch.logsumexp(lp, dim=1, keepdim=True)
             total = total + norm.sum()
-            chunk = _sufficient_statistics(xc, (lp - norm).exp(), self.covariance)
+            chunk = _sufficient_statistics(xc, (lp - norm).exp(), self.covariance, x2)
             stats = chunk if stats is None else tuple(a + b for a, b in zip(stats, chunk))
         return float(total), stats
 
