@@ -63,9 +63,35 @@ def run_em(model: Any, data: torch.Tensor, *, init: dict[str, Any] | None, seed:
     tol = check_nonnegative_float("tol", tol)
     num_restarts = check_positive_int("num_restarts", num_restarts)
     monitor = ConvergenceMonitor(tol, num_steps)
-    best: dict[str, Any] | None = None
     messages: list[Diagnostic] = []
     bar = tqdm(total=num_steps * num_restarts, disable=not progress, desc="EM", leave=False)
+    try:
+        best = _restarts(model, data, init, seed, num_steps, num_restarts, monitor, messages,
+                         bar)
+    finally:
+        bar.close()
+        if hasattr(model, "em_finalize"):
+            model.em_finalize()
+    model.set_state(best["state"])
+    if tol > 0 and not best["converged"]:
+        change = abs(best["history"][-1] - best["history"][-2]) / max(
+            abs(best["history"][-2]), 1e-300) if len(best["history"]) > 1 else float("nan")
+        msg = (f"EM did not converge in {num_steps} iterations (relative change "
+               f"{change:.2e} > tol={tol:g}); increase num_steps, loosen tol, or use more "
+               "num_restarts / another init.")
+        messages.append(Diagnostic("not_converged", msg, value=change, threshold=tol))
+        warnings.warn(msg, ConvergenceWarning, stacklevel=3)
+    return {
+        "history": {"objective": np.asarray(best["history"]),
+                    "restart": np.full(len(best["history"]), best["restart"])},
+        "converged": best["converged"] if tol > 0 else None,
+        "messages": messages,
+    }
+
+
+def _restarts(model, data, init, seed, num_steps, num_restarts, monitor, messages, bar):
+    """Run every restart; return the best one's state, history and convergence flag."""
+    best: dict[str, Any] | None = None
     for restart, restart_seed in enumerate(derive_seeds(seed, num_restarts)):
         model.em_initialize(data, init=init, seed=restart_seed)
         history: list[float] = []
@@ -80,7 +106,7 @@ def run_em(model: Any, data: torch.Tensor, *, init: dict[str, Any] | None, seed:
                     f"EM log-likelihood decreased at iteration {step} of restart {restart} "
                     f"(from {previous:.10g} to {ll:.10g}); this points to a numerical problem: "
                     "use float64 data or a larger reg_covar.", value=ll - previous))
-                warnings.warn(messages[-1].message, RuntimeWarning, stacklevel=3)
+                warnings.warn(messages[-1].message, RuntimeWarning, stacklevel=4)
             if monitor.converged(previous, ll):
                 converged = True
                 break
@@ -100,19 +126,4 @@ def run_em(model: Any, data: torch.Tensor, *, init: dict[str, Any] | None, seed:
         if best is None or ll > best["log_likelihood"]:
             best = {"state": model.get_state(), "history": history, "converged": converged,
                     "log_likelihood": ll, "restart": restart}
-    bar.close()
-    model.set_state(best["state"])
-    if tol > 0 and not best["converged"]:
-        change = abs(best["history"][-1] - best["history"][-2]) / max(
-            abs(best["history"][-2]), 1e-300) if len(best["history"]) > 1 else float("nan")
-        msg = (f"EM did not converge in {num_steps} iterations (relative change "
-               f"{change:.2e} > tol={tol:g}); increase num_steps, loosen tol, or use more "
-               "num_restarts / another init.")
-        messages.append(Diagnostic("not_converged", msg, value=change, threshold=tol))
-        warnings.warn(msg, ConvergenceWarning, stacklevel=3)
-    return {
-        "history": {"objective": np.asarray(best["history"]),
-                    "restart": np.full(len(best["history"]), best["restart"])},
-        "converged": best["converged"] if tol > 0 else None,
-        "messages": messages,
-    }
+    return best

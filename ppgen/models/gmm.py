@@ -49,6 +49,8 @@ CovarianceType = Literal["full", "diag", "spherical"]
 _LOG_2PI = math.log(2 * math.pi)
 # Rows per chunk of the E-step, so the (rows, K, D) temporaries stay near 32 MB in float64.
 _CHUNK_ELEMENTS = 4_000_000
+# Largest data cache (centred rows and their outer products) kept during one EM fit.
+_EM_CACHE_BYTES = 2 * 1024**3
 
 
 # ------------------------------------------------------------------------ pure helpers
@@ -237,6 +239,7 @@ class GaussianMixture(GenerativeModel):
         self.lkj_concentration = check_positive_float("lkj_concentration", lkj_concentration)
         self.init_method = check_choice("init_method", init_method, ("kmeans++", "random"))
         self._em_shift: torch.Tensor | None = None
+        self._em_cache = None
         self._chol: torch.Tensor | None = None
 
     def get_config(self) -> dict[str, Any]:
@@ -443,23 +446,40 @@ class GaussianMixture(GenerativeModel):
         w, m, c = self._initial_params(data, init, seed)
         self.weights, self.locs, self.covariances = w, m, c
         self._em_shift = data.mean(0)
+        self._em_cache = None
         self._on_params_changed()
+
+    def _em_chunks(self, data: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        """Centred row chunks of the data (and their outer products, float64 full covariance),
+        cached for the iterations of one fit when they fit in ``_EM_CACHE_BYTES``."""
+        cache = self._em_cache
+        if cache is not None and cache[0] is data:
+            return cache[1]
+        shift = self._em_shift if self._em_shift is not None else data.mean(0)
+        n, d = data.shape
+        outer = self.covariance == "full" and data.dtype == torch.float64
+        chunks = []
+        for rows in _row_chunks(n, d if outer else self.num_components, d):
+            xc = data[rows] - shift
+            chunks.append((xc, _outer_rows(xc) if outer else None))
+        size = n * d * (d + 1 if outer else 1) * data.element_size()
+        if size <= _EM_CACHE_BYTES:
+            self._em_cache = (data, chunks)
+        return chunks
+
+    def em_finalize(self) -> None:
+        """Drop the per-fit cache of data chunks."""
+        self._em_cache = None
 
     def e_step(self, data: torch.Tensor) -> tuple[float, tuple[torch.Tensor, ...]]:
         """Log-likelihood of the current parameters and the M-step's sufficient statistics."""
         shift = self._em_shift if self._em_shift is not None else data.mean(0)
-        x = data - shift
         locs = self.locs - shift
         chol = self._cached_chol()
         log_w = self.weights.log()
-        n, d = x.shape
-        k = self.num_components
-        total = x.new_zeros(())
+        total = data.new_zeros(())
         stats = None
-        outer = self.covariance == "full" and x.dtype == torch.float64
-        for rows in _row_chunks(n, k if not outer else d, d):
-            xc = x[rows]
-            x2 = _outer_rows(xc) if outer else None
+        for xc, x2 in self._em_chunks(data):
             lp = _log_gaussian(xc, locs, chol, self.covariance, x2) + log_w
             norm = torch.logsumexp(lp, dim=1, keepdim=True)
             total = total + norm.sum()
