@@ -87,7 +87,13 @@ def test_notebook_runs(path, kernel_specs, monkeypatch):
     client = nbclient.NotebookClient(nb, km=km, timeout=600, kernel_name="python3",
                                      resources={"metadata": {"path": str(TUTORIALS)}})
     start = time.perf_counter()
-    client.execute()
+    try:
+        client.execute()
+    finally:  # nbclient leaves a kernel manager it was given running
+        if client.kc is not None:
+            client.kc.stop_channels()
+        if km.has_kernel:
+            km.shutdown_kernel(now=True)
     elapsed = time.perf_counter() - start
     print(f"{path.name}: {elapsed:.1f} s in smoke mode")
     errors = [out for cell in nb.cells if cell.cell_type == "code"
