@@ -172,7 +172,10 @@ def diagnose(fit: Fit) -> list[Diagnostic]:
             ess_bulk = az.ess(idata, var_names=names, method="bulk")
             ess_tail = az.ess(idata, var_names=names, method="tail")
         for name in names:
-            r = float(np.nanmax(rhat[name].values))
+            values = rhat[name].values
+            if np.all(np.isnan(values)):  # a constant site (e.g. the weight of K=1)
+                continue
+            r = float(np.nanmax(values))
             if r > RHAT_MAX:
                 out.append(Diagnostic("rhat", f"R-hat of {name} is {r:.3f} > {RHAT_MAX}: the "
                                       "chains disagree. Run longer (num_warmup, num_samples), "

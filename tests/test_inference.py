@@ -297,3 +297,18 @@ def test_mcmc_gmm_converges_after_relabelling(old_faithful):
     # the posterior mean is close to the maximum-likelihood fit
     assert abs(float(gmm.log_prob(old_faithful).sum()) - (-1130.264)) < 2.0
     assert idata.log_likelihood["obs"].shape == (4, 300, 272)
+
+
+def test_single_component_mcmc_and_svi_draw_shapes(old_faithful):
+    gmm = GaussianMixture(1, covariance="diag")
+    fit = ppgen.fit(gmm, old_faithful, method="mcmc", seed=0, num_samples=10, num_warmup=10,
+                    num_chains=1, max_tree_depth=4, progress=False)
+    assert fit.posterior["assignment"].shape == (1, 10, 272)
+    assert (fit.posterior["assignment"] == 0).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        fit.diagnose()
+    svi = ppgen.fit(eight_schools, EIGHT_Y, method="svi", model_kwargs={"sigma": EIGHT_SIGMA},
+                    seed=0, num_steps=20, num_samples=30, progress=False)
+    assert svi.posterior["mu"].shape == (1, 30)
+    assert svi.posterior["theta_raw"].shape == (1, 30, 8)

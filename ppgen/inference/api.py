@@ -231,7 +231,9 @@ def _guide_draws(guide_fn, args, kwargs, info: ModelInfo, num_draws: int):
                                        return_sites=list(info.continuous))
     with pyro.poutine.block():
         draws = predictive(*args, **kwargs)
-    return {k: v.detach().unsqueeze(0) for k, v in draws.items() if k in info.continuous}
+    # Predictive pads sites to the plate depth; give every site its own shape back.
+    return {k: v.detach().reshape(1, num_draws, *info.shapes.get(k, v.shape[1:]))
+            for k, v in draws.items() if k in info.continuous}
 
 
 def _fit_function(model_fn: Callable, data, method, seed, init, kwargs, progress,

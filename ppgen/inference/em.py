@@ -104,8 +104,10 @@ def _restarts(model, data, init, seed, num_steps, num_restarts, monitor, message
                 messages.append(Diagnostic(
                     "em_decrease",
                     f"EM log-likelihood decreased at iteration {step} of restart {restart} "
-                    f"(from {previous:.10g} to {ll:.10g}); this points to a numerical problem: "
-                    "use float64 data or a larger reg_covar.", value=ll - previous))
+                    f"(from {previous:.10g} to {ll:.10g}). A component has probably collapsed "
+                    "onto a few points, where the covariance floor (reg_covar) makes the M-step "
+                    "inexact, or round-off dominates (float32): use fewer components, more "
+                    "num_restarts, or float64 data.", value=ll - previous))
                 warnings.warn(messages[-1].message, RuntimeWarning, stacklevel=4)
             if monitor.converged(previous, ll):
                 converged = True

@@ -133,5 +133,9 @@ def recover_discrete(model_fn: Callable, samples: dict[str, torch.Tensor], args:
                                      temperature=1)
             trace = poutine.trace(sampler).get_trace(*args, **kwargs)
             for n in info.discrete:
-                out[n].append(trace.nodes[n]["value"].detach())
+                value = trace.nodes[n]["value"].detach()
+                shape = info.shapes.get(n, value.shape)
+                if value.numel() == 1 and tuple(value.shape) != tuple(shape):
+                    value = value.reshape(()).expand(shape)  # one category: nothing to draw
+                out[n].append(value.reshape(shape))
     return {n: torch.stack(v).reshape(*lead, *v[0].shape) for n, v in out.items() if v}

@@ -32,6 +32,7 @@ class ModelInfo:
     observed_values: dict[str, torch.Tensor]
     batch_dims: dict[str, int] = field(default_factory=dict)
     deterministic: tuple[str, ...] = ()
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
 
 def inspect_model(model_fn: Callable, args: tuple, kwargs: dict) -> ModelInfo:
@@ -40,6 +41,7 @@ def inspect_model(model_fn: Callable, args: tuple, kwargs: dict) -> ModelInfo:
         trace = poutine.trace(model_fn).get_trace(*args, **kwargs)
     observed, continuous, discrete, deterministic = [], [], [], []
     batch_dims: dict[str, int] = {}
+    shapes: dict[str, tuple[int, ...]] = {}
     nesting = 0
     for name, site in trace.nodes.items():
         if site["type"] != "sample" or type(site["fn"]).__name__ == "_Subsample":
@@ -62,9 +64,10 @@ def inspect_model(model_fn: Callable, args: tuple, kwargs: dict) -> ModelInfo:
         else:
             continuous.append(name)
         batch_dims[name] = len(site["fn"].batch_shape)
+        shapes[name] = tuple(site["value"].shape)
     values = {n: trace.nodes[n]["value"] for n in observed}
     return ModelInfo(tuple(observed), tuple(continuous), tuple(discrete), nesting, values,
-                     batch_dims, tuple(deterministic))
+                     batch_dims, tuple(deterministic), shapes)
 
 
 def enumerated(model_fn: Callable, info: ModelInfo) -> Callable:
