@@ -48,7 +48,7 @@ __all__ = ["GaussianMixture"]
 CovarianceType = Literal["full", "diag", "spherical"]
 _LOG_2PI = math.log(2 * math.pi)
 # Rows per chunk of the E-step, so the (rows, K, D) temporaries stay near 32 MB in float64.
-_CHUNK_ELEMENTS = 4_000_000
+_CHUNK_ELEMENTS = 1_000_000
 # Largest data cache (centred rows and their outer products) kept during one EM fit.
 _EM_CACHE_BYTES = 2 * 1024**3
 
