@@ -28,9 +28,9 @@ import torch
 from .inference.result import Diagnostic, Fit
 from .inference.tracing import (
     flatten_draws,
+    generic_log_density,
     generic_log_likelihood,
     generic_posterior_predictive,
-    log_prior,
 )
 from .models.base import GenerativeModel
 
@@ -137,25 +137,24 @@ def _khat(fit: Fit, num_draws: int = 1000) -> float:
     """PSIS k-hat of the importance weights log p(x, theta) - log q(theta), theta ~ q."""
     import pyro.poutine as poutine
 
+    from .inference.api import isolated
+
     args = (fit.data,)
-    log_w = []
-    with torch.no_grad(), poutine.block():
+    # isolated(): seeded, and the guide's parameters stay module-local (running a guide
+    # outside that context would copy them into the global param store, where the next
+    # guide with the same names would pick them up).
+    with torch.no_grad(), poutine.block(), isolated(fit.seed):
         draws, log_q = [], []
-        for _ in range(num_draws):  # one guide trace per draw
+        for _ in range(num_draws):  # one guide trace per draw, for its log-density
             tr = poutine.trace(fit.guide).get_trace(*args, **fit.model_kwargs)
             draws.append({k: tr.nodes[k]["value"] for k in fit.info.continuous})
             log_q.append(float(tr.log_prob_sum()))
         stacked = {k: torch.stack([d[k] for d in draws]) for k in fit.info.continuous}
-        ll = None
-        if isinstance(fit.model, GenerativeModel):
-            ll = fit.model.log_likelihood(fit.data, stacked)
-        if ll is None:
-            ll = generic_log_likelihood(fit.model_fn, stacked, args, fit.model_kwargs, fit.info)
-        ll_total = sum(v.reshape(num_draws, -1).sum(-1) for v in ll.values())
-        for s in range(num_draws):
-            lp = float(log_prior(fit.model_fn, draws[s], args, fit.model_kwargs, fit.info))
-            log_w.append(lp + float(ll_total[s]) - log_q[s])
-    _, k = az.psislw(np.asarray(log_w))
+        ll, log_prior = generic_log_density(fit.model_fn, stacked, args, fit.model_kwargs,
+                                            fit.info)
+    ll_total = sum(v.reshape(num_draws, -1).sum(-1) for v in ll.values())
+    log_w = (log_prior + ll_total).cpu().numpy() - np.asarray(log_q)
+    _, k = az.psislw(log_w)
     return float(k)
 
 

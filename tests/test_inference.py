@@ -1,5 +1,6 @@
 """The inference layer on built-in models and on user-written Pyro functions."""
 
+import math
 import random
 import warnings
 
@@ -316,3 +317,24 @@ def test_single_component_mcmc_and_svi_draw_shapes(old_faithful):
                     seed=0, num_steps=20, num_samples=30, progress=False)
     assert svi.posterior["mu"].shape == (1, 30)
     assert svi.posterior["theta_raw"].shape == (1, 30, 8)
+
+
+def test_psis_khat_is_small_when_the_guide_is_exact_and_large_when_it_is_not():
+    from ppgen.diagnostics import _khat
+
+    pyro.clear_param_store()
+    data = torch.randn(30, generator=torch.Generator().manual_seed(0)) + 1.0
+
+    def conjugate(data):  # normal-normal: the posterior is normal, so AutoNormal is exact
+        mu = pyro.sample("mu", dist.Normal(0.0, 3.0))
+        with pyro.plate("data", len(data)):
+            pyro.sample("obs", dist.Normal(mu, 1.0), obs=data)
+
+    fit = ppgen.fit(conjugate, data, method="svi", seed=0, num_steps=3000, lr=0.02,
+                    num_samples=100, progress=False)
+    assert _khat(fit) < 0.5
+    # evaluating the guide must not leak its parameters into the global param store
+    assert list(pyro.get_param_store().keys()) == []
+    with torch.no_grad():  # shrink the guide's scale 20-fold: far too narrow a proposal
+        fit.guide.scales.mu_unconstrained -= math.log(20.0)
+    assert _khat(fit) > 0.7

@@ -16,8 +16,9 @@ import torch
 from pyro.infer import config_enumerate
 from pyro.ops import packed
 from pyro.ops.contract import contract_to_tensor
+from pyro.poutine.subsample_messenger import _Subsample
 
-__all__ = ["ModelInfo", "inspect_model", "log_prior", "generic_log_likelihood",
+__all__ = ["ModelInfo", "inspect_model", "generic_log_density", "generic_log_likelihood",
            "flatten_draws", "enumerated"]
 
 
@@ -44,7 +45,7 @@ def inspect_model(model_fn: Callable, args: tuple, kwargs: dict) -> ModelInfo:
     shapes: dict[str, tuple[int, ...]] = {}
     nesting = 0
     for name, site in trace.nodes.items():
-        if site["type"] != "sample" or type(site["fn"]).__name__ == "_Subsample":
+        if site["type"] != "sample" or isinstance(site["fn"], _Subsample):
             continue
         for frame in site["cond_indep_stack"]:
             if frame.vectorized:
@@ -83,18 +84,6 @@ def flatten_draws(samples: dict[str, torch.Tensor], lead: int) -> dict[str, torc
 def _find_ordinal(trace, site) -> frozenset:
     return frozenset(trace.plate_to_symbol[f.name] for f in site["cond_indep_stack"]
                      if f.vectorized)
-
-
-def log_prior(model_fn: Callable, draw: dict[str, torch.Tensor], args: tuple, kwargs: dict,
-              info: ModelInfo) -> torch.Tensor:
-    """Sum of the log prior densities of the continuous latent sites at ``draw``."""
-    with poutine.block():
-        trace = poutine.trace(poutine.condition(model_fn, data=draw)).get_trace(*args, **kwargs)
-    total = torch.zeros(())
-    for name in info.continuous:
-        site = trace.nodes[name]
-        total = total + site["fn"].log_prob(site["value"]).sum().detach().cpu()
-    return total
 
 
 def _vectorized_densities(model_fn: Callable, flat: dict[str, torch.Tensor], args: tuple,
@@ -165,28 +154,36 @@ def _vectorized_densities(model_fn: Callable, flat: dict[str, torch.Tensor], arg
     return {first: result.expand(num, *batch_shape)}, prior
 
 
-def generic_log_likelihood(model_fn: Callable, flat: dict[str, torch.Tensor], args: tuple,
-                           kwargs: dict, info: ModelInfo) -> dict[str, torch.Tensor]:
-    """Per-datum log-likelihood for each of ``S`` flattened draws: site -> (S, *batch).
+def generic_log_density(model_fn: Callable, flat: dict[str, torch.Tensor], args: tuple,
+                        kwargs: dict, info: ModelInfo):
+    """Per-datum log-likelihood (site -> (S, *batch)) and log prior (S,) of ``S`` draws.
 
     Evaluated in one vectorised trace when the model broadcasts over an extra leading plate,
     else one trace per draw.
     """
-    try:
-        with poutine.block(), torch.no_grad():
-            return {k: v.detach() for k, v in
-                    _vectorized_densities(model_fn, flat, args, kwargs, info)[0].items()}
-    except Exception:  # a model that does not broadcast over draws
-        pass
-    num = next(iter(flat.values())).shape[0]
-    rows: dict[str, list[torch.Tensor]] = {}
     with poutine.block(), torch.no_grad():
+        try:
+            ll, prior = _vectorized_densities(model_fn, flat, args, kwargs, info)
+            return {k: v.detach() for k, v in ll.items()}, prior.detach()
+        except Exception:  # a model that does not broadcast over draws
+            pass
+        num = next(iter(flat.values())).shape[0]
+        rows: dict[str, list[torch.Tensor]] = {}
+        priors = []
         for s in range(num):  # one trace per posterior draw (never per datum)
             one = {n: v[s:s + 1] for n, v in flat.items()}
-            for k, v in _vectorized_densities(model_fn, one, args, kwargs, info,
-                                              vectorize=False)[0].items():
+            ll, prior = _vectorized_densities(model_fn, one, args, kwargs, info,
+                                              vectorize=False)
+            priors.append(prior[0])
+            for k, v in ll.items():
                 rows.setdefault(k, []).append(v[0])
-    return {k: torch.stack(v) for k, v in rows.items()}
+    return {k: torch.stack(v) for k, v in rows.items()}, torch.stack(priors)
+
+
+def generic_log_likelihood(model_fn: Callable, flat: dict[str, torch.Tensor], args: tuple,
+                           kwargs: dict, info: ModelInfo) -> dict[str, torch.Tensor]:
+    """Per-datum log-likelihood for each of ``S`` flattened draws: site -> (S, *batch)."""
+    return generic_log_density(model_fn, flat, args, kwargs, info)[0]
 
 
 def deterministic_draws(model_fn: Callable, samples: dict[str, torch.Tensor], args: tuple,
