@@ -10,7 +10,7 @@ from . import datasets
 from ._validation import NotFittedError
 from .inference import ConvergenceWarning, Diagnostic, Fit, fit
 from .io import load, save
-from .models import GaussianMixture, GenerativeModel
+from .models import GaussianMixture, GenerativeModel, HiddenMarkovModel
 
 __version__ = "0.1.0"
 
@@ -23,4 +23,5 @@ def compare(fits, **kwargs):
 
 
 __all__ = ["fit", "Fit", "Diagnostic", "ConvergenceWarning", "NotFittedError", "compare",
-           "save", "load", "GaussianMixture", "GenerativeModel", "datasets", "__version__"]
+           "save", "load", "GaussianMixture", "HiddenMarkovModel", "GenerativeModel", "datasets",
+           "__version__"]

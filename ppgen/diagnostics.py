@@ -54,12 +54,18 @@ def _point_draws(fit: Fit) -> dict[str, torch.Tensor]:
             if k in fit.info.continuous}
 
 
+def _data_kwargs(fit: Fit) -> dict[str, Any]:
+    """The model keyword arguments that describe the data (e.g. sequence lengths)."""
+    names = getattr(fit.model, "data_kwargs", ())
+    return {k: fit.model_kwargs[k] for k in names if k in fit.model_kwargs}
+
+
 def _log_likelihood(fit: Fit, samples: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
     lead = next(iter(samples.values())).shape[:2]
     flat = flatten_draws({k: v for k, v in samples.items() if k in fit.info.continuous}, 2)
     out = None
     if isinstance(fit.model, GenerativeModel):
-        out = fit.model.log_likelihood(fit.data, flat)
+        out = fit.model.log_likelihood(fit.data, flat, **_data_kwargs(fit))
     if out is None:
         out = generic_log_likelihood(fit.model_fn, flat, (fit.data,), fit.model_kwargs,
                                      fit.info)
@@ -89,9 +95,10 @@ def to_inference_data(fit: Fit) -> az.InferenceData:
                                           for k, v in pp.items()}
     elif builtin:
         groups["posterior"] = {k: _np(v)[None, None] for k, v in model.get_params().items()}
-        groups["log_likelihood"] = {"obs": _np(model.log_prob(fit.data))[None, None]}
+        data_kw = _data_kwargs(fit)
+        groups["log_likelihood"] = {"obs": _np(model.log_prob(fit.data, **data_kw))[None, None]}
         groups["posterior_predictive"] = {
-            "obs": _np(model.sample(len(fit.data), seed=fit.seed))[None, None]}
+            "obs": _np(model.sample(len(fit.data), seed=fit.seed, **data_kw))[None, None]}
     else:
         samples = _point_draws(fit)
         groups["posterior"] = {k: _np(v) for k, v in fit.params.items()}
@@ -102,8 +109,8 @@ def to_inference_data(fit: Fit) -> az.InferenceData:
         groups["sample_stats"] = dict(fit.sample_stats)
     if builtin:
         groups["observed_data"] = {"obs": _np(fit.data)}
-        data_dims = {"obs": ["obs_id"] + (["feature"] if fit.data.dim() > 1 else [])}
-        ll_dims = {"obs": ["obs_id"]}
+        data_dims = {"obs": list(model.observed_dims[:fit.data.dim()])}
+        ll_dims = {"obs": [model.observed_dims[0]]}
     else:
         groups["observed_data"] = {k: _np(v) for k, v in fit.info.observed_values.items()}
         data_dims, ll_dims = {}, {}

@@ -86,7 +86,7 @@ def load(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -
         model = cls(**json.loads(payload["config"]))
         state = {k: v for k, v in payload["state"].items()}
         model.set_state({n: state.get(n) for n in model.param_names + model.state_names})
-        model.set_params(**{n: state[n] for n in model.param_names})
+        model.set_params(**{n: state[n] for n in model.active_param_names})
     except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
         what = f"missing entry {exc}" if isinstance(exc, KeyError) else str(exc)
         raise bad_value("path", "a complete ppgen model file", f"{str(path)!r} ({what})",

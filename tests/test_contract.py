@@ -10,12 +10,26 @@ from ppgen.models import MODEL_REGISTRY
 # but not listed here fails test_every_registered_model_has_a_case.
 CASES = {
     "gmm": (lambda: ppgen.GaussianMixture(2), lambda: ppgen.datasets.load_old_faithful()),
+    "hmm": (lambda: ppgen.HiddenMarkovModel(2, emission="gaussian"),
+            lambda: ppgen.datasets.make_hmm(30, 20, 2, num_features=2, seed=0)[0]),
 }
-METHODS = {"gmm": ("em", {})}
+METHODS = {"gmm": ("em", {}), "hmm": ("em", {})}
+# Extra arguments of sample(): sequence models need a length.
+SAMPLE_KWARGS = {"hmm": {"lengths": 20}}
 
 
 def test_every_registered_model_has_a_case():
     assert set(MODEL_REGISTRY) == set(CASES), "add the new model to CASES in this file"
+
+
+class _Sampling:
+    """A fitted model whose ``sample`` gets the case's extra arguments."""
+
+    def __init__(self, model, kwargs):
+        self.model, self.kwargs = model, kwargs
+
+    def __call__(self, num, **kw):
+        return self.model.sample(num, **self.kwargs, **kw)
 
 
 @pytest.fixture(params=sorted(CASES))
@@ -24,12 +38,13 @@ def fitted(request):
     model, data = make_model(), make_data()
     method, options = METHODS[request.param]
     ppgen.fit(model, data, method=method, seed=0, progress=False, **options)
+    model.sample_for_test = _Sampling(model, SAMPLE_KWARGS.get(request.param, {}))
     return model, data
 
 
 def test_sample_and_log_prob_shapes(fitted):
     model, data = fitted
-    x = model.sample(7, seed=0)
+    x = model.sample_for_test(7, seed=0)
     assert x.shape == (7, *data.shape[1:])
     lp = model.log_prob(data)
     assert lp.shape == (len(data),)
@@ -39,8 +54,9 @@ def test_sample_and_log_prob_shapes(fitted):
 
 def test_same_seed_same_samples(fitted):
     model, _ = fitted
-    assert torch.equal(model.sample(5, seed=3), model.sample(5, seed=3))
-    assert not torch.equal(model.sample(5, seed=3), model.sample(5, seed=4))
+    draw = model.sample_for_test
+    assert torch.equal(draw(5, seed=3), draw(5, seed=3))
+    assert not torch.equal(draw(5, seed=3), draw(5, seed=4))
 
 
 def test_save_load_round_trip(fitted, tmp_path):
@@ -50,7 +66,8 @@ def test_save_load_round_trip(fitted, tmp_path):
     assert type(loaded) is type(model)
     assert loaded.get_config() == model.get_config()
     assert torch.equal(loaded.log_prob(data), model.log_prob(data))
-    assert torch.equal(loaded.sample(4, seed=1), model.sample(4, seed=1))
+    kwargs = model.sample_for_test.kwargs
+    assert torch.equal(loaded.sample(4, seed=1, **kwargs), model.sample(4, seed=1, **kwargs))
 
 
 def test_device_and_dtype_move(fitted):
@@ -79,7 +96,7 @@ def test_bad_input_is_refused_clearly(fitted):
     with pytest.raises(ValueError, match="dimensions"):
         model.log_prob(data[0])
     with pytest.raises(ValueError, match="num_samples: expected an integer >= 1"):
-        model.sample(0)
+        model.sample_for_test(0)
 
 
 @pytest.mark.gpu

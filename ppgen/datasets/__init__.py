@@ -1,7 +1,7 @@
 """Data loaders (small files shipped in the package, large ones from ``../shared/data``) and
 synthetic generators that return the true parameters with the data."""
 
-from .loaders import data_dir, load_old_faithful
-from .synthetic import make_mixture
+from .loaders import data_dir, load_jsb_chorales, load_old_faithful
+from .synthetic import make_hmm, make_mixture
 
-__all__ = ["load_old_faithful", "make_mixture", "data_dir"]
+__all__ = ["load_old_faithful", "load_jsb_chorales", "make_mixture", "make_hmm", "data_dir"]

@@ -170,13 +170,18 @@ def fit(model: GenerativeModel | Callable, data: Any = None, method: Method = "s
 
 def _fit_builtin(model: GenerativeModel, data, method, seed, device, init, kwargs, progress,
                  options) -> Fit:
-    x = model.prepare(data)
+    x, kwargs = model.prepare_inputs(data, kwargs)
     if device is not None:
         x = x.to(device)
+        kwargs = _to_device(kwargs, device)
         model.to(device)
+    # Keyword arguments that describe the data (e.g. sequence lengths) reach the EM steps,
+    # the start values and the log-likelihood too.
+    data_kw = {k: kwargs[k] for k in model.data_kwargs if k in kwargs}
     model_fn = model.model
     if method == "em":
-        out = run_em(model, x, init=init, seed=seed, progress=progress, **options)
+        out = run_em(model, x, init=init, seed=seed, progress=progress, data_kwargs=data_kw,
+                     **options)
         info = ModelInfo(model.observed_sites, (), (), model.max_plate_nesting, {"obs": x})
         return Fit(model=model, method="em", history=out["history"], converged=out["converged"],
                    elapsed=0.0, seed=seed, model_fn=model_fn, data=x, model_kwargs=kwargs,
@@ -192,7 +197,7 @@ def _fit_builtin(model: GenerativeModel, data, method, seed, device, init, kwarg
         if batch_size is not None:
             batch = {"subsample_size": min(check_positive_int("batch_size", batch_size),
                                            x.shape[0])}
-        values = model.init_values(x, init=init, seed=seed)
+        values = model.init_values(x, init=init, seed=seed, **data_kw)
         out = run_svi(model_fn, (x,), kwargs, info, progress=progress, guide=guide,
                       init_values=values, batch_kwargs=batch, **options)
         guide_fn = out["guide"]
@@ -213,7 +218,8 @@ def _fit_builtin(model: GenerativeModel, data, method, seed, device, init, kwarg
     options = dict(options)
     options.setdefault("jit_compile", model.jit_compile)
     out = run_mcmc(model_fn, (x,), kwargs, info, seed=seed, progress=progress,
-                   init_values_fn=lambda s: model.init_values(x, init=init, seed=s), **options)
+                   init_values_fn=lambda s: model.init_values(x, init=init, seed=s, **data_kw),
+                   **options)
     samples = model.relabel(out["samples"])
     samples.update(recover_discrete(model_fn, samples, (x,), kwargs, info, seed))
     continuous = {k: v for k, v in samples.items() if k in info.continuous}

@@ -47,7 +47,7 @@ class ConvergenceMonitor:
 
 def run_em(model: Any, data: torch.Tensor, *, init: dict[str, Any] | None, seed: int,
            progress: bool, num_steps: int = 100, tol: float = 1e-6,
-           num_restarts: int = 1) -> dict[str, Any]:
+           num_restarts: int = 1, data_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
     """Fit ``model`` by EM; leaves the best restart's parameters in the model.
 
     Parameters
@@ -58,6 +58,8 @@ def run_em(model: Any, data: torch.Tensor, *, init: dict[str, Any] | None, seed:
         Stop when the relative change of the log-likelihood falls below it; 0 runs all steps.
     num_restarts : int
         Independent starts (seeds derived from ``seed``); the best final log-likelihood wins.
+    data_kwargs : dict, optional
+        Keyword arguments describing the data (e.g. ``lengths``), passed to every step.
     """
     num_steps = check_positive_int("num_steps", num_steps)
     tol = check_nonnegative_float("tol", tol)
@@ -66,8 +68,8 @@ def run_em(model: Any, data: torch.Tensor, *, init: dict[str, Any] | None, seed:
     messages: list[Diagnostic] = []
     bar = tqdm(total=num_steps * num_restarts, disable=not progress, desc="EM", leave=False)
     try:
-        best = _restarts(model, data, init, seed, num_steps, num_restarts, monitor, messages,
-                         bar)
+        best = _restarts(model, data, dict(data_kwargs or {}), init, seed, num_steps,
+                         num_restarts, monitor, messages, bar)
     finally:
         bar.close()
         if hasattr(model, "em_finalize"):
@@ -89,18 +91,19 @@ def run_em(model: Any, data: torch.Tensor, *, init: dict[str, Any] | None, seed:
     }
 
 
-def _restarts(model, data, init, seed, num_steps, num_restarts, monitor, messages, bar):
+def _restarts(model, data, kw, init, seed, num_steps, num_restarts, monitor, messages, bar):
     """Run every restart; return the best one's state, history and convergence flag."""
     best: dict[str, Any] | None = None
+    dtype = data.dtype if data.is_floating_point() else model.dtype
     for restart, restart_seed in enumerate(derive_seeds(seed, num_restarts)):
-        model.em_initialize(data, init=init, seed=restart_seed)
+        model.em_initialize(data, init=init, seed=restart_seed, **kw)
         history: list[float] = []
         converged = False
         previous = -math.inf
-        ll, stats = model.e_step(data)
+        ll, stats = model.e_step(data, **kw)
         for step in range(num_steps):
             history.append(ll)
-            if monitor.decreased(previous, ll, data.dtype):
+            if monitor.decreased(previous, ll, dtype):
                 messages.append(Diagnostic(
                     "em_decrease",
                     f"EM log-likelihood decreased at iteration {step} of restart {restart} "
@@ -113,8 +116,8 @@ def _restarts(model, data, init, seed, num_steps, num_restarts, monitor, message
                 converged = True
                 break
             previous = ll
-            model.m_step(data, stats)
-            ll, stats = model.e_step(data)
+            model.m_step(data, stats, **kw)
+            ll, stats = model.e_step(data, **kw)
             if not math.isfinite(ll):
                 raise FloatingPointError(
                     f"EM log-likelihood became {ll} at iteration {step + 1}; scale the data, "

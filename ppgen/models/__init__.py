@@ -2,5 +2,7 @@
 
 from .base import MODEL_REGISTRY, GenerativeModel, get_model_class, register
 from .gmm import GaussianMixture
+from .hmm import HiddenMarkovModel
 
-__all__ = ["GenerativeModel", "GaussianMixture", "MODEL_REGISTRY", "get_model_class", "register"]
+__all__ = ["GenerativeModel", "GaussianMixture", "HiddenMarkovModel", "MODEL_REGISTRY",
+           "get_model_class", "register"]

@@ -84,6 +84,12 @@ class GenerativeModel(PyroModule):
     max_plate_nesting: ClassVar[int] = 1
     #: Whether NUTS may compile the model with the PyTorch JIT (shapes fixed per fit).
     jit_compile: ClassVar[bool] = True
+    #: Model keyword arguments that describe the data (e.g. ``lengths`` of padded
+    #: sequences); the runners pass them on to the EM steps, ``init_values`` and
+    #: ``log_likelihood``, and diagnostics to ``log_prob`` and ``sample``.
+    data_kwargs: ClassVar[tuple[str, ...]] = ()
+    #: ArviZ dimension names of the observed data's axes (the first names one datum).
+    observed_dims: ClassVar[tuple[str, ...]] = ("obs_id", "feature")
 
     def __init__(self) -> None:
         super().__init__()
@@ -112,8 +118,14 @@ class GenerativeModel(PyroModule):
 
     # ------------------------------------------------------------------ parameters
     @property
+    def active_param_names(self) -> tuple[str, ...]:
+        """The public parameters this configuration uses (a subset of ``param_names`` for
+        models whose parameters depend on a constructor option)."""
+        return self.param_names
+
+    @property
     def is_fitted(self) -> bool:
-        return all(getattr(self, n) is not None for n in self.param_names)
+        return all(getattr(self, n) is not None for n in self.active_param_names)
 
     def check_fitted(self, action: str) -> None:
         if not self.is_fitted:
@@ -126,7 +138,7 @@ class GenerativeModel(PyroModule):
     def get_params(self) -> dict[str, torch.Tensor]:
         """The public parameters (copies)."""
         self.check_fitted("report parameters")
-        return {n: getattr(self, n).detach().clone() for n in self.param_names}
+        return {n: getattr(self, n).detach().clone() for n in self.active_param_names}
 
     def get_state(self) -> dict[str, torch.Tensor | None]:
         """Everything that fitting changes, for snapshots and ``ppgen.save``."""
@@ -142,9 +154,9 @@ class GenerativeModel(PyroModule):
 
     def set_params(self, **params: Any) -> None:
         """Set public parameters (validated); the model counts as fitted once all are set."""
-        unknown = set(params) - set(self.param_names)
+        unknown = set(params) - set(self.active_param_names)
         if unknown:
-            raise bad_value("params", "names among " + ", ".join(self.param_names),
+            raise bad_value("params", "names among " + ", ".join(self.active_param_names),
                             ", ".join(sorted(unknown)))
         checked = self._check_params(params)
         for k, v in checked.items():
@@ -178,6 +190,12 @@ class GenerativeModel(PyroModule):
         """Validate training data and set data-dependent settings; returns the data to fit."""
         return data
 
+    def prepare_inputs(self, data: Any,
+                       model_kwargs: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Validate training data (and data keyword arguments such as ``lengths``); returns
+        the data to fit and the model keyword arguments. By default :meth:`prepare`."""
+        return self.prepare(data), model_kwargs
+
     def init_values(self, data: torch.Tensor, *, init: dict[str, Any] | None,
                     seed: int) -> dict[str, torch.Tensor]:
         """Start values of the latent sample sites for SVI and MCMC (site name -> value)."""
@@ -195,8 +213,8 @@ class GenerativeModel(PyroModule):
         """Undo label switching in draws of shape (chains, draws, ...); identity by default."""
         return samples
 
-    def log_likelihood(self, data: torch.Tensor,
-                       samples: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+    def log_likelihood(self, data: torch.Tensor, samples: dict[str, torch.Tensor],
+                       **data_kwargs: Any) -> dict[str, torch.Tensor] | None:
         """Per-datum log-likelihood under each draw, discrete latents summed out.
 
         Returns a dict observed-site -> tensor of shape (draws, num_data), or None to let the

@@ -512,15 +512,7 @@ class GaussianMixture(GenerativeModel):
         flat = {name: v.reshape(-1, *v.shape[len(lead):]) for name, v in samples.items()}
         feats = torch.cat([flat["locs"] / self.prior_scale, flat["weights"].log().unsqueeze(-1)],
                           -1)  # (S, K, F)
-        ref = feats[0]
-        perms = None
-        for _ in range(20):
-            cost = (feats.unsqueeze(-2) - ref).square().sum(-1)  # (S, K_draw, K_ref)
-            new = _best_permutations(cost)  # (S, K): new[s, j] = draw component for ref slot j
-            if perms is not None and bool((new == perms).all()):
-                break
-            perms = new
-            ref = torch.gather(feats, 1, perms.unsqueeze(-1).expand_as(feats)).mean(0)
+        perms = pivot_permutations(feats)
         out = {}
         for name, v in flat.items():
             if name == "assignment":
@@ -535,8 +527,8 @@ class GaussianMixture(GenerativeModel):
         return {name: v.reshape(*lead, *v.shape[1:]) for name, v in out.items()}
 
     # ------------------------------------------------------------ fast log-likelihood
-    def log_likelihood(self, data: torch.Tensor,
-                       samples: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def log_likelihood(self, data: torch.Tensor, samples: dict[str, torch.Tensor],
+                       **data_kwargs: Any) -> dict[str, torch.Tensor]:
         w, m, c = self._params_from_sites(samples["weights"], samples["locs"],
                                           samples["scales"], samples.get("corr_chol"))
         full = _full_covariances(c, self.covariance, m.shape[-1])
@@ -653,6 +645,26 @@ class GaussianMixture(GenerativeModel):
     def aic(self, data: Any) -> float:
         """Akaike information criterion -2 log L + 2 p (lower is better)."""
         return float(-2 * self.log_prob(data).sum() + 2 * self.num_parameters())
+
+
+def pivot_permutations(feats: torch.Tensor, max_rounds: int = 20) -> torch.Tensor:
+    """Label-switching permutations of draws described by per-component features.
+
+    ``feats`` (S, K, F): draw ``s``'s component ``k`` described by F numbers. Returns
+    ``perms`` (S, K) with ``perms[s, j]`` the draw component placed in slot ``j``. The
+    reference starts as the first draw (the pivot) and becomes the mean of the relabelled
+    draws until no permutation changes (Stephens 2000; Marin, Mengersen & Robert 2005).
+    """
+    ref = feats[0]
+    perms = None
+    for _ in range(max_rounds):
+        cost = (feats.unsqueeze(-2) - ref).square().sum(-1)  # (S, K_draw, K_ref)
+        new = _best_permutations(cost)
+        if perms is not None and bool((new == perms).all()):
+            break
+        perms = new
+        ref = torch.gather(feats, 1, perms.unsqueeze(-1).expand_as(feats)).mean(0)
+    return perms
 
 
 def _best_permutations(cost: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,214 @@
+"""Forward–backward, Viterbi and sampling for batches of padded sequences (pure functions).
+
+Shapes: ``N`` sequences padded to ``T`` steps, ``K`` states. Emission log-probabilities come
+in as ``log_b`` of shape (*P, N, T, K), where ``*P`` are optional leading batch dimensions of
+the parameters (e.g. posterior draws); ``init`` is (*P, K) and ``trans`` (*P, K, K), rows
+summing to one. ``mask`` (N, T) is True at real steps; every sequence has at least one.
+
+Everything is vectorised over sequences, states and parameter draws; the only Python loop is
+over time, so the cost is linear in ``T``.
+
+Numerics. The forward and backward passes use Rabiner's scaled recursion in which every
+quantity is carried as a log: at each step the emission log-probabilities are shifted by
+their maximum over states before exponentiating (so the largest factor is exactly 1), the
+forward vector is renormalised, and the logs of the normalisers and shifts are summed. This
+is exact in exact arithmetic, never overflows or underflows for finite log-likelihoods, and
+replaces the K x K log-sum-exp of a plain log-space recursion with one matrix product per
+step. Viterbi runs in log space (max-plus).
+
+Padded steps (``mask`` False) carry the state forward unchanged and emit nothing, so they
+contribute exactly zero to every log-likelihood and every expected statistic.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["forward_log_prob", "forward_backward", "viterbi", "sample_posterior",
+           "sample_states"]
+
+
+def _shifted(log_b: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """exp(log_b - max_k log_b) and the shift, with padded steps set to emission 1."""
+    log_b = torch.where(mask.unsqueeze(-1), log_b, torch.zeros((), dtype=log_b.dtype,
+                                                                device=log_b.device))
+    shift = log_b.amax(-1, keepdim=True)
+    # A step impossible under every state (all -inf) keeps shift 0, so b = 0 and the
+    # sequence's log-likelihood becomes -inf instead of NaN.
+    shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
+    return (log_b - shift).exp(), shift.squeeze(-1)
+
+
+def _step_mask(mask: torch.Tensor, t: int) -> torch.Tensor:
+    return mask[:, t].unsqueeze(-1)
+
+
+def forward_log_prob(log_b: torch.Tensor, init: torch.Tensor, trans: torch.Tensor,
+                     mask: torch.Tensor, *, per_step: bool = False) -> torch.Tensor:
+    """Log-likelihood of each sequence (states summed out): shape (*P, N).
+
+    Differentiable (used inside Pyro models). With ``per_step`` returns (*P, N, T): the
+    one-step predictive log-densities log p(x_t | x_<t), zero at padded steps.
+    """
+    b, shift = _shifted(log_b, mask)
+    tiny = torch.finfo(b.dtype).tiny
+    alpha = init.unsqueeze(-2) * b[..., 0, :]
+    norm = alpha.sum(-1, keepdim=True)
+    alpha = alpha / norm.clamp_min(tiny)
+    logs = [norm.squeeze(-1).log()]
+    for t in range(1, b.shape[-2]):
+        new = (alpha @ trans) * b[..., t, :]
+        new = torch.where(_step_mask(mask, t), new, alpha)
+        norm = new.sum(-1, keepdim=True)
+        alpha = new / norm.clamp_min(tiny)
+        logs.append(norm.squeeze(-1).log())
+    steps = torch.stack(logs, -1) + shift
+    return steps if per_step else steps.sum(-1)
+
+
+def _partial_steps(mask: torch.Tensor) -> list[bool]:
+    """Per step, whether some sequence has ended by then (one host sync for all steps)."""
+    return (~mask.all(0)).tolist()
+
+
+def _buffer(workspace: dict | None, name: str, shape: tuple[int, ...],
+            like: torch.Tensor) -> torch.Tensor:
+    """A scratch tensor, reused across calls through ``workspace`` when the shape matches
+    (fresh multi-megabyte allocations cost page faults on every EM iteration)."""
+    if workspace is not None:
+        buf = workspace.get(name)
+        if buf is not None and buf.shape == shape and buf.dtype == like.dtype and \
+                buf.device == like.device:
+            return buf
+    buf = torch.empty(shape, dtype=like.dtype, device=like.device)
+    if workspace is not None:
+        workspace[name] = buf
+    return buf
+
+
+def forward_backward(log_b: torch.Tensor, init: torch.Tensor, trans: torch.Tensor,
+                     mask: torch.Tensor, *, workspace: dict | None = None
+                     ) -> dict[str, torch.Tensor]:
+    """Posterior marginals and expected counts for EM (no parameter batch dimensions).
+
+    Parameters
+    ----------
+    workspace : dict, optional
+        Scratch buffers kept between calls of one fit (their contents are overwritten, so
+        results of a previous call that live in them, such as ``gamma``, become invalid).
+
+    Returns
+    -------
+    dict with ``log_lik`` (N,), ``gamma`` (N, T, K) state marginals (zero at padded steps;
+    a permuted view of a state-major (T, K, N) buffer), ``trans_counts`` (K, K) expected
+    transitions summed over sequences and steps, and ``start_counts`` (K,) the marginals of
+    the first step summed over sequences.
+    """
+    partial = _partial_steps(mask)
+    n, num_steps, k = log_b.shape
+    # State-major (T, K, N) buffers: each step is a (K, K) @ (K, N) product and elementwise
+    # work on contiguous memory, the normalisers broadcasting along contiguous rows.
+    lbt = log_b.permute(1, 2, 0)
+    step_mask = mask.T.unsqueeze(1)  # (T, 1, N)
+    if any(partial):
+        lbt = torch.where(step_mask, lbt, torch.zeros((), dtype=lbt.dtype, device=lbt.device))
+    shift = lbt.amax(1, keepdim=True)  # (T, 1, N)
+    shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
+    b = _buffer(workspace, "b", (num_steps, k, n), log_b)
+    torch.sub(lbt, shift, out=b).exp_()
+    tiny = torch.finfo(b.dtype).tiny
+    alphas = _buffer(workspace, "alphas", (num_steps, k, n), log_b)
+    norms = _buffer(workspace, "norms", (num_steps, 1, n), log_b)
+    trans_t = trans.T.contiguous()
+    torch.mul(init.unsqueeze(-1), b[0], out=alphas[0])
+    for t in range(num_steps):
+        alpha = alphas[t]
+        if t > 0:
+            torch.mm(trans_t, alphas[t - 1], out=alpha).mul_(b[t])
+            if partial[t]:
+                alpha.copy_(torch.where(step_mask[t], alpha, alphas[t - 1]))
+        torch.sum(alpha, 0, keepdim=True, out=norms[t])
+        alpha.div_(norms[t].clamp_min_(tiny))
+    # Backward pass; carried[t] = b_t * beta_t / c_t, which also gives the expected
+    # transitions: xi_t(i, j) = alpha_{t-1}(i) A_ij carried_t(j); gamma_t = alpha_t beta_t.
+    carried = _buffer(workspace, "carried", (num_steps, k, n), log_b)
+    betas = _buffer(workspace, "betas", (num_steps, k, n), log_b)
+    betas[-1] = 1
+    carried[0] = 0
+    for t in range(num_steps - 1, 0, -1):
+        c = carried[t]
+        torch.mul(b[t], betas[t], out=c).div_(norms[t])
+        if partial[t]:
+            c.masked_fill_(~step_mask[t], 0.0)
+            betas[t - 1] = torch.where(step_mask[t], trans @ c, betas[t])
+        else:
+            torch.mm(trans, c, out=betas[t - 1])
+    pairs = torch.bmm(alphas[:-1], carried[1:].transpose(1, 2)).sum(0) if num_steps > 1 \
+        else torch.zeros_like(trans)
+    gamma = betas.mul_(alphas)  # the betas are not needed any more
+    if any(partial):
+        gamma.mul_(step_mask)
+    log_lik = (norms.log() + shift).squeeze(1).masked_fill_(~mask.T, 0.0).sum(0)
+    return {"log_lik": log_lik, "gamma": gamma.permute(2, 0, 1), "trans_counts": trans * pairs,
+            "start_counts": gamma[0].sum(-1)}
+
+
+def viterbi(log_b: torch.Tensor, init: torch.Tensor, trans: torch.Tensor,
+            mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Most probable state paths (N, T) (-1 at padded steps) and their log-probabilities (N,).
+    """
+    n, num_steps, k = log_b.shape
+    log_trans = trans.log()
+    stay = torch.arange(k, device=log_b.device).expand(n, k)
+    delta = init.log() + log_b[:, 0]
+    pointers = []
+    for t in range(1, num_steps):
+        best, arg = (delta.unsqueeze(-1) + log_trans).max(-2)
+        valid = _step_mask(mask, t)
+        delta = torch.where(valid, best + log_b[:, t], delta)
+        pointers.append(torch.where(valid, arg, stay))
+    score, state = delta.max(-1)
+    path = [state]
+    for arg in reversed(pointers):
+        state = arg.gather(1, state.unsqueeze(-1)).squeeze(-1)
+        path.append(state)
+    path = torch.stack(path[::-1], 1)
+    return path.masked_fill(~mask, -1), score
+
+
+def sample_posterior(log_b: torch.Tensor, init: torch.Tensor, trans: torch.Tensor,
+                     mask: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One draw of the state paths from p(z | x) by forward filtering, backward sampling:
+    shape (N, T), -1 at padded steps."""
+    b, _ = _shifted(log_b, mask)
+    tiny = torch.finfo(b.dtype).tiny
+    n, num_steps, k = b.shape
+    alphas = []
+    alpha = init * b[:, 0]
+    alpha = alpha / alpha.sum(-1, keepdim=True).clamp_min(tiny)
+    alphas.append(alpha)
+    for t in range(1, num_steps):
+        new = torch.where(_step_mask(mask, t), (alpha @ trans) * b[:, t], alpha)
+        alpha = new / new.sum(-1, keepdim=True).clamp_min(tiny)
+        alphas.append(alpha)
+    state = torch.multinomial(alphas[-1], 1, generator=generator).squeeze(-1)
+    path = [state]
+    for t in range(num_steps - 2, -1, -1):
+        weights = alphas[t] * trans[:, state].T
+        draw = torch.multinomial(weights / weights.sum(-1, keepdim=True).clamp_min(tiny), 1,
+                                 generator=generator).squeeze(-1)
+        state = torch.where(mask[:, t + 1], draw, state)
+        path.append(state)
+    return torch.stack(path[::-1], 1).masked_fill(~mask, -1)
+
+
+def sample_states(init: torch.Tensor, trans: torch.Tensor, num_sequences: int,
+                  num_steps: int, generator: torch.Generator) -> torch.Tensor:
+    """State paths drawn from the Markov chain itself: shape (num_sequences, num_steps)."""
+    state = torch.multinomial(init.expand(num_sequences, -1), 1, replacement=True,
+                              generator=generator).squeeze(-1)
+    path = [state]
+    for _ in range(1, num_steps):
+        state = torch.multinomial(trans[state], 1, generator=generator).squeeze(-1)
+        path.append(state)
+    return torch.stack(path, 1)
