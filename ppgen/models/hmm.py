@@ -123,7 +123,9 @@ def _pad(seqs: list[torch.Tensor], arg: str, frame_dims: int):
         raise bad_value(arg, "sequences with the same number of features",
                         f"frame shapes {sorted(shapes)}")
     lengths = torch.tensor([s.shape[0] for s in seqs])
-    dtype = torch.promote_types(*(s.dtype for s in seqs)) if len(seqs) > 1 else seqs[0].dtype
+    dtype = seqs[0].dtype
+    for s in seqs[1:]:
+        dtype = torch.promote_types(dtype, s.dtype)
     out = seqs[0].new_zeros((len(seqs), int(lengths.max()), *seqs[0].shape[1:]), dtype=dtype)
     for i, s in enumerate(seqs):  # one copy per sequence, only to build the padded batch
         out[i, :s.shape[0]] = s
