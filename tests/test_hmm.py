@@ -466,7 +466,7 @@ def test_bad_input_is_refused_clearly():
         ppgen.HiddenMarkovModel(2).predict(x)
     with pytest.raises(ValueError, match=r"params\['transition_probs'\].*summing to 1"):
         ppgen.HiddenMarkovModel(2).set_params(transition_probs=[[0.5, 0.6], [0.5, 0.5]])
-    with pytest.raises(ValueError, match=r"params: expected names among initial_probs, transition_probs, locs"):
+    with pytest.raises(ValueError, match=r"params: expected names among initial_probs, trans"):
         ppgen.HiddenMarkovModel(2).set_params(rates=[[1.0], [2.0]])
     with pytest.raises(ValueError, match="transition_concentration: expected a value >= 1"):
         ppgen.fit(ppgen.HiddenMarkovModel(2, transition_concentration=0.5), x, "em",
@@ -520,3 +520,24 @@ def test_em_and_svi_fits_convert_to_arviz():
     kinds = {d.code for d in svi.diagnose()}
     assert "nan" not in kinds
     assert svi.to_arviz().log_likelihood["obs"].shape == (1, 50, 8)
+
+
+@pytest.mark.parametrize("enumerate_states", [False, True])
+def test_plain_pyro_svi_on_the_model_guide_pair(enumerate_states):
+    x, _ = ppgen.datasets.make_hmm(15, 12, 2, num_features=2, emission="gaussian",
+                                   covariance="full", seed=15)
+    em = ppgen.HiddenMarkovModel(2, covariance="full")
+    ppgen.fit(em, x, "em", seed=0, progress=False)
+    hmm = ppgen.HiddenMarkovModel(2, covariance="full")
+    padded, kw = hmm.prepare_inputs(x, {})
+    kw["enumerate_states"] = enumerate_states
+    pyro.clear_param_store()
+    svi = pyro.infer.SVI(config_enumerate(hmm.model), hmm.guide, pyro.optim.Adam({"lr": 0.05}),
+                         TraceEnum_ELBO(max_plate_nesting=1))
+    for _ in range(200 if enumerate_states else 400):
+        svi.step(padded, **kw)
+    store = pyro.get_param_store()
+    hmm.set_point_estimate({k[len("hmm_"):]: store[k] for k in store.keys()})
+    pyro.clear_param_store()
+    ll_em = float(em.log_prob(x).sum())
+    assert float(hmm.log_prob(x).sum()) > ll_em - 0.01 * abs(ll_em)

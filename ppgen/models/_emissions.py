@@ -18,6 +18,7 @@ from typing import Any
 import pyro
 import pyro.distributions as dist
 import torch
+from pyro.distributions import constraints
 from pyro.ops.indexing import Vindex
 
 from .._validation import bad_value
@@ -137,6 +138,10 @@ class Emission:
 
     def site_dims(self) -> dict[str, list[str]]:
         return {}
+
+    def site_supports(self) -> dict[str, tuple[Any, int]]:
+        """Support constraint and event dimension of each site (for a MAP guide)."""
+        raise NotImplementedError
 
 
 # ------------------------------------------------------------------------- Gaussian
@@ -352,6 +357,12 @@ class GaussianEmission(Emission):
     def relabel_features(self, sites, prior):
         return sites["locs"] / prior["prior_scale"]
 
+    def site_supports(self):
+        spherical = self.covariance == "spherical"
+        return {"locs": (constraints.real, 1),
+                "scales": (constraints.positive, 0 if spherical else 1),
+                "corr_chol": (constraints.corr_cholesky, 2)}
+
     def site_dims(self):
         dims = {"locs": ["state", "feature"], "scales": ["state", "feature"],
                 "corr_chol": ["state", "row", "col"]}
@@ -430,6 +441,9 @@ class BernoulliEmission(Emission):
         p = sites["probs"].clamp(1e-6, 1 - 1e-6)
         return (p / (1 - p)).log()
 
+    def site_supports(self):
+        return {"probs": (constraints.unit_interval, 1)}
+
     def site_dims(self):
         return {"probs": ["state", "feature"]}
 
@@ -500,6 +514,9 @@ class PoissonEmission(Emission):
 
     def relabel_features(self, sites, prior):
         return (sites["rates"] / prior["prior_loc"]).clamp_min(1e-6).log()
+
+    def site_supports(self):
+        return {"rates": (constraints.positive, 1)}
 
     def site_dims(self):
         return {"rates": ["state", "feature"]}
@@ -579,6 +596,9 @@ class CategoricalEmission(Emission):
 
     def relabel_features(self, sites, prior):
         return sites["probs"].clamp_min(1e-6).log()
+
+    def site_supports(self):
+        return {"probs": (constraints.simplex, 1)}
 
     def site_dims(self):
         return {"probs": ["state", "symbol"]}

@@ -510,6 +510,42 @@ class HiddenMarkovModel(GenerativeModel):
             return pyro.sample("obs", HMMSequences(emission, init, trans, params, lens,
                                                    num_steps, frame_shape), obs=x)
 
+    def guide(self, data: torch.Tensor | None = None, *, lengths: torch.Tensor | None = None,
+              subsample_size: int | None = None, enumerate_states: bool = False) -> None:
+        """MAP guide: a point mass on every parameter site, as ``pyro.param`` values started
+        from the fitted parameters or, before a fit, from the EM initialisation on ``data``.
+
+        With ``TraceEnum_ELBO`` (states enumerated or summed out) plain Pyro SVI on
+        ``(model, guide)`` maximises the log posterior, like ``ppgen.fit(..., "svi")``.
+        """
+        if data is None:
+            raise ValueError("HiddenMarkovModel.guide: give the data (the start values come "
+                             "from them).")
+        start: dict[str, torch.Tensor] = {}
+
+        def initial(name: str):
+            def value() -> torch.Tensor:
+                if not start:
+                    init = self.get_params() if self.is_fitted else None
+                    start.update(self.init_values(data, init=init, seed=0, lengths=lengths))
+                return start[name].detach()
+            return value
+
+        init = pyro.param("hmm_initial_probs", initial("initial_probs"),
+                          constraint=constraints.simplex)
+        pyro.sample("initial_probs", dist.Delta(init, event_dim=1))
+        supports = self._emission().site_supports()
+        with pyro.plate("states", self.num_states, dim=-1):
+            trans = pyro.param("hmm_transition_probs", initial("transition_probs"),
+                               constraint=constraints.simplex)
+            pyro.sample("transition_probs", dist.Delta(trans, event_dim=1))
+            for name in self._emission().site_names:
+                if name == "corr_chol" and self.num_features == 1:
+                    continue
+                support, event_dim = supports[name]
+                value = pyro.param(f"hmm_{name}", initial(name), constraint=support)
+                pyro.sample(name, dist.Delta(value, event_dim=event_dim))
+
     def _markov_chain(self, x, lens, num_steps, init, trans, sites, emission):
         """The chain written step by step with enumerated states (``pyro.markov``)."""
         k = self.num_states
