@@ -54,8 +54,10 @@ class Fit:
         The fitted model (built-in models hold point estimates or a posterior summary).
     method : {"em", "svi", "mcmc"}
     history : dict of str to ndarray
-        Per-step records; ``history["objective"]`` is the total log-likelihood per EM
-        iteration or the loss (negative ELBO, or the custom loss) per SVI step.
+        Per-step records; ``history["objective"]`` is what EM maximises per iteration (the
+        total log-likelihood, plus the log prior density for models fitted by MAP EM, e.g. an
+        HMM with Dirichlet concentrations above 1) or the loss (negative ELBO, or the custom
+        loss) per SVI step.
     converged : bool or None
         Whether the stopping rule fired (None when no rule applied, e.g. ``tol=0`` or MCMC).
     elapsed : float
