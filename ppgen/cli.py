@@ -3,12 +3,17 @@
 ::
 
     ppgen fit gmm [--data old-faithful|FILE.csv|FILE.npy] [--method em|svi|mcmc] ...
-    ppgen sample DIR -n N [--seed S] [--out FILE.csv]
+    ppgen fit hmm [--data jsb-chorales|FILE.npz|FILE.npy] [--num-states K] [--emission E] ...
+    ppgen sample DIR -n N [--length T] [--seed S] [--out FILE.csv|FILE.npz]
     ppgen score DIR FILE [--out FILE.csv]
 
-``ppgen fit`` writes into ``--out DIR``: ``report.md``, ``mixture.png``, ``history.png`` (EM,
-SVI) or ``trace.png`` (MCMC), ``model.pt`` (:func:`ppgen.save`), ``inference_data.nc``
+``ppgen fit gmm`` writes into ``--out DIR``: ``report.md``, ``mixture.png``, ``history.png``
+(EM, SVI) or ``trace.png`` (MCMC), ``model.pt`` (:func:`ppgen.save`), ``inference_data.nc``
 (ArviZ InferenceData as netCDF) and ``run.json`` (the command, data source and column names).
+``ppgen fit hmm`` writes ``report.md``, ``state_posterior.png``, ``transition_matrix.png``,
+``history.png``, ``model.pt``, ``inference_data.nc`` and ``run.json``. ``ppgen sample`` and
+``ppgen score`` read either kind of run (a hidden Markov model draws and scores whole
+sequences: ``--length`` steps each; one score per sequence).
 Files are written only after the fit succeeded, each one atomically (a temporary file renamed
 into place). User errors print one line starting with ``ppgen: error:`` on stderr and exit
 with status 2.
@@ -31,10 +36,12 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-__all__ = ["main", "load_table", "CLIError"]
+__all__ = ["main", "load_table", "load_sequences", "CLIError"]
 
 PROG = "ppgen"
 DATASETS = ("old-faithful",)
+#: Sequence data sets of ``ppgen fit hmm``.
+SEQUENCE_DATASETS = ("jsb-chorales",)
 #: MCMC defaults of the command (modest, so that a laptop finishes in minutes).
 MCMC_DEFAULTS = {"num_samples": 500, "num_warmup": 500, "num_chains": 4}
 _MISSING = {"", "nan", "na", "n/a", "null", "none"}
@@ -180,6 +187,187 @@ def load_table(spec: str) -> Table:
         return _read_csv(path)
     raise CLIError(f"{spec}: expected a .csv or .npy file, got a file ending in "
                    f"{suffix or '(no extension)'!r}.")
+
+
+@dataclass
+class SequenceData:
+    """Padded sequences read by the command: ``values`` (N, T, D), or (N, T) for
+    categorical symbols, with the real length of each sequence."""
+
+    values: np.ndarray
+    lengths: np.ndarray  # (N,) int64
+    names: list[str]
+    source: str
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.lengths.sum())
+
+    def describe(self) -> str:
+        n, t = self.values.shape[:2]
+        width = "1 symbol" if self.values.ndim == 2 else _count(
+            self.values.shape[2], "feature", "features")
+        return (f"{_count(n, 'sequence', 'sequences')}, {self.num_frames} frames (lengths "
+                f"{int(self.lengths.min())} to {int(self.lengths.max())}), {width} per frame, "
+                f"from {self.source}")
+
+
+def _read_npz_or_npy(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """The padded array and the lengths (None when not given) of a .npz or .npy file."""
+    import zipfile
+
+    suffix = path.suffix.lower()
+    what = ("a .npz file written by np.savez (arrays 'x' and optionally 'lengths')"
+            if suffix == ".npz" else "a .npy file written by np.save")
+    with open(path, "rb") as fh:
+        head = fh.read(6)
+    magic = b"PK" if suffix == ".npz" else b"\x93NUMPY"
+    if not head.startswith(magic):
+        kind = "an empty file" if not head else (
+            "a .npy array" if head.startswith(b"\x93NUMPY") else
+            "a .npz archive" if head.startswith(b"PK") else "a file in another format")
+        raise CLIError(f"{path}: expected {what}, got {kind}.")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.ndarray):
+            return loaded, None
+        with loaded:
+            names = list(loaded.files)
+            if "x" not in names:
+                raise CLIError(f"{path}: expected an array named 'x' (padded sequences) and "
+                               "optionally 'lengths', got "
+                               + (", ".join(repr(n) for n in names) or "no arrays")
+                               + ". Save with np.savez(path, x=x, lengths=lengths).")
+            x = loaded["x"]
+            lengths = loaded["lengths"] if "lengths" in names else None
+        return x, lengths
+    except ValueError as exc:
+        if "allow_pickle" in str(exc) or "pickled" in str(exc):
+            raise CLIError(f"{path}: expected {what} with numeric arrays, got Python objects "
+                           "(refused: loading them would run pickled code).") from None
+        raise CLIError(f"{path}: expected {what}, got a file numpy cannot read "
+                       f"({exc}).") from None
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        raise CLIError(f"{path}: expected {what}, got a file numpy cannot read "
+                       f"({type(exc).__name__}: {exc}).") from None
+
+
+def _check_sequences(x: np.ndarray, lengths: np.ndarray | None, source: str,
+                     emission: str) -> tuple[np.ndarray, np.ndarray]:
+    """Shape, lengths, finiteness and support of padded sequences for ``emission``."""
+    if x.dtype.kind not in "biuf":
+        raise CLIError(f"{source}: expected numeric sequences, got an array of dtype "
+                       f"{x.dtype}. Convert it with x.astype(float) first.")
+    categorical = emission == "categorical"
+    if categorical and x.ndim == 3 and x.shape[2] == 1:
+        x = x[:, :, 0]
+    if not categorical and x.ndim == 2:
+        x = x[:, :, None]  # one feature per step
+    want = 2 if categorical else 3
+    if x.ndim != want:
+        shape = ("(sequences, steps)" if categorical
+                 else "(sequences, steps, features) or (sequences, steps)")
+        hint = (" --emission categorical needs one symbol per step; use --emission "
+                "bernoulli, poisson or gaussian for vectors." if categorical and x.ndim == 3
+                else "")
+        raise CLIError(f"{source}: expected padded sequences of shape {shape} for --emission "
+                       f"{emission}, got shape {x.shape}.{hint}")
+    if 0 in x.shape:
+        raise CLIError(f"{source}: expected at least one sequence of at least one step, got "
+                       f"shape {x.shape}.")
+    n, t = x.shape[:2]
+    if lengths is None:
+        lengths = np.full(n, t, dtype=np.int64)
+    else:
+        lengths = np.asarray(lengths)
+        if lengths.dtype.kind not in "biuf" or lengths.shape != (n,):
+            raise CLIError(f"{source}: expected 'lengths' to hold {n} integers (one per "
+                           f"sequence of x), got shape {lengths.shape} and dtype "
+                           f"{lengths.dtype}.")
+        if not np.isfinite(lengths).all() or (lengths != np.round(lengths)).any():
+            raise CLIError(f"{source}: expected whole numbers in 'lengths', got "
+                           f"{lengths[~np.isfinite(lengths) | (lengths != np.round(lengths))][0]}.")
+        lengths = lengths.astype(np.int64)
+        bad = (lengths < 1) | (lengths > t)
+        if bad.any():
+            i = int(np.nonzero(bad)[0][0])
+            raise CLIError(f"{source}: expected 'lengths' between 1 and the padded length {t}, "
+                           f"got lengths[{i}] = {int(lengths[i])}.")
+    mask = np.arange(t) < lengths[:, None]
+    x = np.array(x, dtype=np.float64)
+    x[~mask] = 0  # padding: ignored by the model (0 is valid for every emission)
+
+    def refuse(bad: np.ndarray, expected: str, remedy: str) -> NoReturn:
+        idx = tuple(int(v) for v in np.argwhere(bad)[0])
+        where = f"sequence {idx[0]}, step {idx[1]}" + (
+            f", feature {idx[2]}" if len(idx) == 3 else "")
+        raise CLIError(f"{source}, {where} (0-based): expected {expected}, got "
+                       f"{float(x[idx]):g} ({_count(int(bad.sum()), 'such entry', 'such entries')}"
+                       f" in all). {remedy}")
+
+    finite = np.isfinite(x)
+    if not finite.all():
+        refuse(~finite, "finite numbers inside each sequence's length",
+               "Fill or drop them; values past a sequence's length are ignored.")
+    if emission == "bernoulli":
+        bad = (x != 0) & (x != 1)
+        if bad.any():
+            refuse(bad, "bits (0 or 1) for --emission bernoulli",
+                   "Binarise the data, or use --emission gaussian or poisson.")
+    elif emission in ("poisson", "categorical"):
+        bad = (x < 0) | (x != np.round(x))
+        if bad.any():
+            what = "counts" if emission == "poisson" else "symbols"
+            refuse(bad, f"non-negative integer {what} for --emission {emission}",
+                   "Use --emission gaussian for real-valued data.")
+    if categorical:
+        x = x.astype(np.int64)
+    return x, lengths
+
+
+def load_sequences(spec: str, emission: str, *, split: str = "train",
+                   option: str | None = None) -> SequenceData:
+    """Read ``jsb-chorales`` (its ``split``), a ``.npz`` (arrays ``x``, optional ``lengths``)
+    or a ``.npy`` padded array, checked for the ``emission``. Errors start with ``option``
+    (e.g. ``--data``) when given."""
+    try:
+        return _load_sequences(spec, emission, split)
+    except CLIError as exc:
+        message = str(exc)
+        if option is None or message.startswith(option):
+            raise
+        raise CLIError(f"{option} {message}") from None
+
+
+def _load_sequences(spec: str, emission: str, split: str) -> SequenceData:
+    if spec in SEQUENCE_DATASETS:
+        import torch
+
+        import ppgen
+        from ppgen.datasets.loaders import LOWEST_PITCH
+
+        rolls, lengths = ppgen.datasets.load_jsb_chorales(split, dtype=torch.float64)
+        names = [f"pitch{j + LOWEST_PITCH}" for j in range(rolls.shape[-1])]
+        x, lens = _check_sequences(rolls.numpy(), lengths.numpy(), f"{spec} ({split})",
+                                   emission)
+        return SequenceData(x, lens, names, f"{spec} ({split} split)")
+    path = Path(spec)
+    suffix = path.suffix.lower()
+    if not path.exists():
+        if suffix in (".npz", ".npy") or os.sep in spec or "/" in spec:
+            raise CLIError(f"{spec}: no such file.")
+        raise CLIError(f"{spec}: expected {' or '.join(repr(d) for d in SEQUENCE_DATASETS)} "
+                       f"or a .npz/.npy file, got {spec!r} (no data set or file of that "
+                       "name).")
+    if path.is_dir():
+        raise CLIError(f"{spec}: expected a .npz or .npy file, got a directory.")
+    if suffix not in (".npz", ".npy"):
+        raise CLIError(f"{spec}: expected a .npz file (arrays 'x' and 'lengths') or a .npy "
+                       f"padded array, got a file ending in {suffix or '(no extension)'!r}.")
+    raw, lengths = _read_npz_or_npy(path)
+    x, lens = _check_sequences(raw, lengths, str(path), emission)
+    names = ["symbol"] if x.ndim == 2 else [f"x{j}" for j in range(x.shape[2])]
+    return SequenceData(x, lens, names, str(path))
 
 
 # ------------------------------------------------------------------------------ output
@@ -460,6 +648,246 @@ def _cmd_fit_gmm(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- fit hmm
+def _hmm_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Model settings and fit options of ``ppgen fit hmm``, with dataset-dependent defaults;
+    refuses options that do not apply to the chosen emission or method."""
+    jsb = args.data in SEQUENCE_DATASETS
+    emission = args.emission or ("bernoulli" if jsb else "gaussian")
+    if args.covariance is not None and emission != "gaussian":
+        raise CLIError(f"--covariance: applies to --emission gaussian, got --emission "
+                       f"{emission}.")
+    if args.emission_concentration is not None and emission not in ("bernoulli",
+                                                                    "categorical"):
+        raise CLIError(f"--emission-concentration: applies to --emission bernoulli and "
+                       f"categorical, got --emission {emission}.")
+    concentration = args.emission_concentration
+    if concentration is None:
+        concentration = 2.0 if jsb else 1.0
+    if (args.method == "em" and emission in ("bernoulli", "categorical")
+            and concentration < 1):
+        raise CLIError(f"--emission-concentration: expected a value >= 1 with --method em "
+                       f"(EM finds the posterior mode), got {concentration:g}. Use --method "
+                       "svi for a sparse prior.")
+    if args.num_restarts is not None and args.method != "em":
+        raise CLIError(f"--num-restarts: applies to --method em, got --method {args.method}.")
+    options: dict[str, Any] = {}
+    for key in ("num_steps", "tol", "num_restarts"):
+        if getattr(args, key) is not None:
+            options[key] = getattr(args, key)
+    return {"emission": emission, "covariance": args.covariance or "diag",
+            "emission_concentration": concentration, "options": options}
+
+
+def _per_state_report(report: Report, model: Any, names: list[str],
+                      occupancy: np.ndarray) -> None:
+    """One row per state: start and stay probabilities, expected dwell time, occupancy and
+    the emission parameters (all of them for a few features, the largest ones otherwise)."""
+    init = model.initial_probs.detach().cpu().double().numpy()
+    trans = model.transition_probs.detach().cpu().double().numpy()
+    k = len(init)
+    stay = np.diag(trans)
+    header = ["state", "initial", "stay", "mean dwell (steps)", "occupancy"]
+    rows = [[str(i), _fmt(init[i], 4), _fmt(stay[i], 4),
+             "inf" if stay[i] >= 1 else _fmt(1 / (1 - stay[i]), 4), _fmt(occupancy[i], 4)]
+            for i in range(k)]
+    if model.emission == "categorical":
+        probs = model.probs.detach().cpu().double().numpy()
+        header.append("most probable symbols (probability)")
+        for i in range(k):
+            top = np.argsort(-probs[i])[:4]
+            rows[i].append(", ".join(f"{s} ({probs[i, s]:.3f})" for s in top))
+    else:
+        key = {"gaussian": "locs", "bernoulli": "probs", "poisson": "rates"}[model.emission]
+        label = {"locs": "mean", "probs": "p", "rates": "rate"}[key]
+        values = getattr(model, key).detach().cpu().double().numpy()
+        if len(names) <= 6:
+            header += [f"{label} {n}" for n in names]
+            if model.emission == "gaussian":
+                cov = model.covariances.detach().cpu().double().numpy()
+                var = {"full": lambda c: np.diagonal(c, axis1=-2, axis2=-1),
+                       "diag": lambda c: c,
+                       "spherical": lambda c: np.repeat(c[:, None], len(names), 1)}[
+                    model.covariance](cov)
+                header += [f"var {n}" for n in names]
+            for i in range(k):
+                rows[i] += [_fmt(v, 4) for v in values[i]]
+                if model.emission == "gaussian":
+                    rows[i] += [_fmt(v, 4) for v in var[i]]
+        else:
+            header.append(f"largest {label} (feature: value)")
+            for i in range(k):
+                top = np.argsort(-values[i])[:4]
+                rows[i].append(", ".join(f"{names[j]}: {values[i, j]:.3g}" for j in top))
+    report.both("One row per state: initial probability, probability of staying, mean dwell "
+                "time 1/(1 - stay), share of the training frames (posterior), emission.")
+    report.both("")
+    report.table(header, rows)
+    if k <= 12:
+        report.both("")
+        report.both("Transition matrix (row: from state, column: to state):")
+        report.both("")
+        report.table(["from \\ to"] + [str(j) for j in range(k)],
+                     [[str(i)] + [f"{trans[i, j]:.4f}" for j in range(k)] for i in range(k)])
+
+
+def _cmd_fit_hmm(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    import torch
+
+    import ppgen
+    from ppgen.inference import ConvergenceWarning
+
+    from . import plots
+
+    out_dir = Path(args.out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CLIError(f"--out: expected a directory, got {str(out_dir)!r}, which is a file.")
+    settings = _hmm_settings(args)
+    emission, options = settings["emission"], settings["options"]
+    train = load_sequences(args.data, emission, split="train", option="--data")
+    test = (load_sequences(args.data, emission, split="test", option="--data")
+            if args.data in SEQUENCE_DATASETS else None)
+    x = torch.as_tensor(train.values)
+    lengths = torch.as_tensor(train.lengths)
+    model = ppgen.HiddenMarkovModel(args.num_states, emission=emission,
+                                    covariance=settings["covariance"],
+                                    emission_concentration=settings["emission_concentration"])
+    progress = not args.quiet and sys.stderr.isatty()
+    with warnings.catch_warnings():
+        # Convergence problems are reported once, as diagnostics, below.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"arviz\..*")
+        fit = ppgen.fit(model, x, method=args.method, seed=args.seed, device=args.device,
+                        progress=progress, model_kwargs={"lengths": lengths}, **options)
+        diagnostics = fit.diagnose()
+        idata = fit.to_arviz()
+        x_fit, lengths_fit = fit.data, fit.model_kwargs["lengths"]
+        total = float(model.log_prob(x_fit, lengths_fit).sum())
+        frames = train.num_frames
+        bic = model.bic(x_fit, lengths_fit)
+        num_params = model.num_parameters()
+        held_out = None
+        if test is not None:
+            try:
+                test_total = float(model.log_prob(torch.as_tensor(test.values),
+                                                  torch.as_tensor(test.lengths)).sum())
+            except ValueError as exc:  # e.g. a categorical symbol never seen in training
+                raise CLIError(f"{test.source}: cannot score the held-out split: {exc}") from None
+            held_out = (test_total, test.num_frames)
+        # Posterior marginals of the training frames: state occupancy and the first sequence.
+        gamma = model.predict_proba(x_fit, lengths_fit)
+        occupancy = (gamma.sum((0, 1)) / frames).detach().cpu().double().numpy()
+        first = int(train.lengths[0])
+        probs0 = gamma[0, :first]
+        path0 = model.predict(x_fit[:1], lengths_fit[:1])[0, :first]
+
+    k = args.num_states
+    command = " ".join(shlex.quote(str(a)) for a in [PROG, *argv])
+    cov = f", {settings['covariance']} covariance" if emission == "gaussian" else ""
+    title = (f"ppgen fit hmm: {_count(k, 'state', 'states')}, {emission} emission{cov}, "
+             f"method {args.method}")
+    report = Report([title], [f"# {title}", "", "Command:", "", "```", command, "```"])
+    report.section("Data")
+    data_lines = [f"train: {train.describe()}"]
+    if test is not None:
+        data_lines.append(f"test (held out): {test.describe()}")
+    prior = (f", emission concentration {settings['emission_concentration']:g}"
+             if emission in ("bernoulli", "categorical") else "")
+    run_settings = ", ".join(f"{key}={v}" for key, v in options.items())
+    data_lines.append(f"seed {fit.seed}, device {args.device}{prior}"
+                      + (f", {run_settings}" if run_settings else "")
+                      + f", fitted in {fit.elapsed:.2f} s")
+    report.text += [f"  {line}" for line in data_lines]
+    report.markdown += [f"- {line}" for line in data_lines]
+    report.section("Fit")
+    rows = [
+        ["log-likelihood (train)", f"{total:.3f} nats (total over {frames} frames)"],
+        ["NLL per frame (train)", f"{-total / frames:.4f} nats"],
+    ]
+    if held_out is not None:
+        rows.append(["NLL per frame (test)",
+                     f"{-held_out[0] / held_out[1]:.4f} nats (log-likelihood "
+                     f"{held_out[0]:.3f} over {held_out[1]} frames)"])
+    final = float(fit.history["objective"][-1])
+    if args.method == "em":
+        flat = emission not in ("bernoulli", "categorical") or \
+            settings["emission_concentration"] == 1
+        rows.append(["final EM objective", f"{final:.3f} (" + (
+            "the log-likelihood: flat priors" if flat else "log-likelihood + log prior of "
+            "the emission probabilities") + ")"])
+    else:
+        rows.append(["final SVI loss", f"{final:.3f} (negative ELBO)"])
+    rows += [
+        ["BIC", f"{bic:.3f} (lower is better)"],
+        ["free parameters", str(num_params)],
+        ["convergence", _convergence_text(fit)],
+        ["elapsed", f"{fit.elapsed:.2f} s"],
+    ]
+    report.text.append(_text_table(["quantity", "value"], rows, numeric=False))
+    report.markdown.append(_md_table(["quantity", "value"], rows, numeric=False))
+    what = "point estimates" if args.method == "em" else "MAP estimates"
+    report.section(f"States ({what})")
+    _per_state_report(report, model, train.names, occupancy)
+    report.section("Diagnostics")
+    if diagnostics:
+        for d in diagnostics:
+            report.text.append(f"  {d}")
+            report.markdown.append(f"- **{d.code}**: {d.message}")
+    else:
+        report.both("none: no warnings", "None: no warnings.")
+
+    # Figures are drawn in memory before anything is written.
+    jsb = args.data in SEQUENCE_DATASETS
+    fig_post = plots.plot_state_posterior(
+        probs0, observations=x_fit[0, :first].detach().cpu(), states=path0,
+        states_label="Viterbi path", names=None if len(train.names) > 10 else train.names,
+        observations_label="piano key (0 = A0)" if jsb else None,
+        title=f"Sequence 0 of the training data ({first} steps): posterior state "
+        f"probabilities and Viterbi path")
+    fig_trans = plots.plot_transition_matrix(model.transition_probs, annotate=k <= 15)
+    figures = {"state_posterior.png": _png_bytes(fig_post),
+               "transition_matrix.png": _png_bytes(fig_trans),
+               "history.png": _png_bytes(plots.plot_history(fit))}
+    report.section("Files")
+    files = ["report.md", *figures, "model.pt", "inference_data.nc", "run.json"]
+    report.text.append(f"  {out_dir}/: " + ", ".join(files))
+    report.markdown += [
+        "- [state_posterior.png](state_posterior.png): the first training sequence, its "
+        "posterior state probabilities over time and its Viterbi path",
+        "- [transition_matrix.png](transition_matrix.png): the fitted transition matrix",
+        "- [history.png](history.png): objective per iteration/step",
+        "- [model.pt](model.pt): the fitted model (`ppgen.load`)",
+        "- [inference_data.nc](inference_data.nc): ArviZ InferenceData "
+        "(`arviz.from_netcdf`)",
+        "", "![state posterior](state_posterior.png)", "",
+        "![transition matrix](transition_matrix.png)", "", "![history](history.png)", "",
+    ]
+    run_info = {"command": command, "model": "hmm", "method": args.method,
+                "data": train.source, "columns": train.names, "seed": fit.seed,
+                "num_states": k, "emission": emission,
+                "covariance": settings["covariance"] if emission == "gaussian" else None,
+                "emission_concentration": settings["emission_concentration"],
+                "options": options, "num_sequences": int(len(train.lengths)),
+                "num_frames": frames, "log_likelihood": total,
+                "nll_per_frame": -total / frames,
+                "test_nll_per_frame": None if held_out is None else -held_out[0] / held_out[1],
+                "bic": bic, "converged": fit.converged, "elapsed": fit.elapsed,
+                "ppgen_version": ppgen.__version__}
+
+    # Everything succeeded: write the files, each atomically.
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ppgen.save(model, out_dir / "model.pt")
+    _atomic(out_dir / "inference_data.nc", lambda tmp: idata.to_netcdf(tmp))
+    for name, data in figures.items():
+        _atomic_bytes(out_dir / name, data)
+    _atomic_text(out_dir / "run.json", json.dumps(run_info, indent=2) + "\n")
+    _atomic_text(out_dir / "report.md", "\n".join(report.markdown).rstrip() + "\n")
+    if not args.quiet:
+        print("\n".join(report.text))
+    return 0
+
+
 def _convergence_text(fit: Any) -> str:
     steps = len(fit.history.get("objective", []))
     if fit.method == "em":
@@ -494,7 +922,7 @@ def _load_model(path_arg: str) -> Any:
     return model
 
 
-def _column_names(path_arg: str, num_features: int) -> list[str]:
+def _column_names(path_arg: str, num_features: int, default: str | None = None) -> list[str]:
     path = Path(path_arg)
     info = path / "run.json" if path.is_dir() else path.with_name("run.json")
     try:
@@ -503,6 +931,8 @@ def _column_names(path_arg: str, num_features: int) -> list[str]:
         names = None
     if isinstance(names, list) and len(names) == num_features:
         return [str(n) for n in names]
+    if default is not None and num_features == 1:
+        return [default]
     return [f"x{j}" for j in range(num_features)]
 
 
@@ -516,16 +946,82 @@ def _emit(text: str, out: str | None) -> None:
     _atomic_text(path, text)
 
 
+def _is_hmm(model: Any) -> bool:
+    return getattr(model, "registry_name", "") == "hmm"
+
+
+def _npz_bytes(**arrays: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def _sample_sequences(args: argparse.Namespace, model: Any) -> int:
+    if args.length is None:
+        raise CLIError("--length: required when sampling from a hidden Markov model (the "
+                       "number of steps of each sequence), e.g. --length 50.")
+    x = model.sample(args.num_samples, lengths=args.length, seed=args.seed)
+    x = x.detach().cpu().numpy()
+    if args.out is not None and args.out.lower().endswith(".npz"):
+        path = Path(args.out)
+        if path.is_dir():
+            raise CLIError(f"--out: expected a file name, got the directory {args.out!r}.")
+        lengths = np.full(args.num_samples, args.length, dtype=np.int64)
+        _atomic_bytes(path, _npz_bytes(x=x, lengths=lengths))
+        return 0
+    frames = x.reshape(x.shape[0], x.shape[1], -1)
+    names = None
+    if not args.no_header:
+        names = ["sequence", "step"] + _column_names(args.dir, frames.shape[2],
+                                                     "symbol" if x.ndim == 2 else None)
+    discrete = model.emission != "gaussian"
+    out = io.StringIO()
+    if names:
+        out.write(",".join(names) + "\n")
+    for i in range(frames.shape[0]):
+        for t in range(frames.shape[1]):
+            cells = (str(int(v)) if discrete else repr(float(v)) for v in frames[i, t])
+            out.write(f"{i},{t}," + ",".join(cells) + "\n")
+    _emit(out.getvalue(), args.out)
+    return 0
+
+
 def _cmd_sample(args: argparse.Namespace, argv: Sequence[str]) -> int:
     model = _load_model(args.dir)
+    if _is_hmm(model):
+        return _sample_sequences(args, model)
+    if args.length is not None:
+        raise CLIError(f"--length: applies to sequence models (ppgen fit hmm), got a "
+                       f"{type(model).__name__} in {args.dir}.")
+    if args.out is not None and args.out.lower().endswith(".npz"):
+        raise CLIError("--out: a .npz file holds sequences (hidden Markov models); write the "
+                       f"rows of a {type(model).__name__} to a .csv file.")
     draws = model.sample(args.num_samples, seed=args.seed).detach().cpu().numpy()
     names = None if args.no_header else _column_names(args.dir, draws.shape[1])
     _emit(_csv_text(draws, names), args.out)
     return 0
 
 
+def _score_sequences(args: argparse.Namespace, model: Any) -> int:
+    data = load_sequences(args.file, model.emission, split="test")
+    width = None if data.values.ndim == 2 else data.values.shape[2]
+    if model.num_features is not None and width != model.num_features:
+        raise CLIError(f"{args.file}: expected {model.num_features} features per step, as the "
+                       f"model was fitted with, got {width}.")
+    import torch
+
+    try:
+        scores = model.score(torch.as_tensor(data.values), torch.as_tensor(data.lengths))
+    except ValueError as exc:  # e.g. symbols outside the fitted alphabet
+        raise CLIError(f"{data.source}: {exc}") from None
+    _emit("".join(f"{float(s)!r}\n" for s in scores.detach().cpu().numpy()), args.out)
+    return 0
+
+
 def _cmd_score(args: argparse.Namespace, argv: Sequence[str]) -> int:
     model = _load_model(args.dir)
+    if _is_hmm(model):
+        return _score_sequences(args, model)
     table = load_table(args.file)
     table.check_complete()
     if model.num_features is not None and table.values.shape[1] != model.num_features:
@@ -564,6 +1060,8 @@ def _checked(convert, ok, expected: str):
 _positive_int = _checked(int, lambda v: v >= 1, "a positive integer")
 _nonnegative_int = _checked(int, lambda v: v >= 0, "an integer >= 0")
 _probability = _checked(float, lambda v: 0 < v < 1, "a number in (0, 1)")
+_positive_float = _checked(float, lambda v: math.isfinite(v) and v > 0, "a positive number")
+_nonnegative_float = _checked(float, lambda v: math.isfinite(v) and v >= 0, "a number >= 0")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -625,27 +1123,91 @@ def build_parser() -> argparse.ArgumentParser:
                      help="no progress bar and no report on stdout (files are still written)")
     gmm.set_defaults(handler=_cmd_fit_gmm)
 
-    sample = commands.add_parser("sample", help="draw new rows from a fitted model (CSV)",
+    hmm = models.add_parser(
+        "hmm", help="hidden Markov model", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Fit a hidden Markov model by EM (Baum-Welch) or SVI. Prints the\n"
+        "log-likelihood, the negative log-likelihood per frame (train, and the test split\n"
+        "of jsb-chorales), BIC, the states and diagnostics, and writes report.md,\n"
+        "state_posterior.png, transition_matrix.png, history.png, model.pt,\n"
+        "inference_data.nc and run.json into --out (only once the fit succeeded).",
+        epilog="data files:\n"
+        "  FILE.npz  arrays 'x' (padded sequences: (N, T, D), or (N, T) for one feature or\n"
+        "            categorical symbols) and optionally 'lengths' (N,); steps past a\n"
+        "            sequence's length are ignored\n"
+        "  FILE.npy  one padded array (N, T[, D]) of full-length sequences\n"
+        "\nexamples:\n"
+        "  ppgen fit hmm --data jsb-chorales --num-states 8 --out runs/jsb\n"
+        "  ppgen fit hmm --data seqs.npz --num-states 3 --covariance full --out runs/seqs\n"
+        "  ppgen sample runs/seqs -n 5 --length 40 --out draws.npz\n"
+        "  ppgen score runs/seqs draws.npz")
+    hmm.add_argument("--data", default="jsb-chorales", metavar="NAME|FILE",
+                     help="'jsb-chorales' (embedded piano rolls: trains on the train split, "
+                     "reports the test split as held out), a .npz or a .npy file (default: "
+                     "%(default)s)")
+    hmm.add_argument("--num-states", type=_positive_int, default=4, metavar="K",
+                     help="number of hidden states (default: %(default)s)")
+    hmm.add_argument("--emission", choices=("gaussian", "categorical", "bernoulli", "poisson"),
+                     help="distribution of a frame given its state (default: bernoulli for "
+                     "jsb-chorales, gaussian otherwise)")
+    hmm.add_argument("--covariance", choices=("diag", "full", "spherical"),
+                     help="Gaussian emissions: covariance structure (default: diag)")
+    hmm.add_argument("--emission-concentration", type=_positive_float, metavar="A",
+                     help="Bernoulli: Beta(A, A) prior of each bit; categorical: Dirichlet(A) "
+                     "prior of the symbols; EM finds the posterior mode, so A > 1 keeps "
+                     "unseen values from getting probability 0 (default: 2 for "
+                     "jsb-chorales, 1 otherwise)")
+    hmm.add_argument("--method", choices=("em", "svi"), default="em",
+                     help="inference method (default: %(default)s)")
+    hmm.add_argument("--num-steps", type=_positive_int, metavar="N",
+                     help="EM: most iterations (default 100); SVI: most steps (default 2000)")
+    hmm.add_argument("--tol", type=_nonnegative_float, metavar="TOL",
+                     help="stop when the relative change of the objective falls below TOL; "
+                     "0 runs all --num-steps (default: EM 1e-6, SVI 1e-5)")
+    hmm.add_argument("--num-restarts", type=_positive_int, metavar="R",
+                     help="EM: independent starts, the best one is kept (default 1)")
+    hmm.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                     help="where to fit (default: %(default)s)")
+    hmm.add_argument("--seed", type=_nonnegative_int, default=0, help="random seed (default: "
+                     "%(default)s)")
+    hmm.add_argument("--out", default="runs/hmm", metavar="DIR",
+                     help="output directory, created if needed (default: %(default)s)")
+    hmm.add_argument("--quiet", action="store_true",
+                     help="no progress bar and no report on stdout (files are still written)")
+    hmm.set_defaults(handler=_cmd_fit_hmm)
+
+    sample = commands.add_parser("sample", help="draw new rows (or sequences) from a fitted "
+                                 "model (CSV)",
                                  description="Draw rows from the model in DIR/model.pt and "
                                  "print them as CSV (a header row with the column names, then "
-                                 "one row per draw).")
+                                 "one row per draw). A hidden Markov model draws N sequences "
+                                 "of --length steps: one CSV row per step, led by the "
+                                 "sequence and step numbers, or a .npz file (arrays x and "
+                                 "lengths, as 'ppgen fit hmm --data' and 'ppgen score' read) "
+                                 "with --out FILE.npz.")
     sample.add_argument("dir", metavar="DIR", help="run directory written by 'ppgen fit'")
     sample.add_argument("-n", "--num-samples", type=_positive_int, required=True,
-                        metavar="N", help="number of rows to draw")
+                        metavar="N", help="number of rows (sequences) to draw")
+    sample.add_argument("--length", type=_positive_int, metavar="T",
+                        help="hidden Markov models: steps per sequence (required for them)")
     sample.add_argument("--seed", type=_nonnegative_int, default=None,
                         help="random seed (default: fresh randomness)")
     sample.add_argument("--out", metavar="FILE.csv",
-                        help="write the CSV to this file instead of stdout")
+                        help="write the CSV to this file instead of stdout (hidden Markov "
+                        "models: FILE.npz writes x and lengths)")
     sample.add_argument("--no-header", action="store_true", help="omit the header row")
     sample.set_defaults(handler=_cmd_sample)
 
     score = commands.add_parser("score", help="anomaly score of each row of a file",
                                 description="Print the anomaly score (negative "
                                 "log-likelihood in nats; higher = more unusual) of each row "
-                                "of FILE under the model in DIR/model.pt, one per line.")
+                                "of FILE under the model in DIR/model.pt, one per line. For "
+                                "a hidden Markov model: one score per sequence of a .npz or "
+                                ".npy file (as 'ppgen fit hmm --data' reads), or of the test "
+                                "split of 'jsb-chorales'.")
     score.add_argument("dir", metavar="DIR", help="run directory written by 'ppgen fit'")
     score.add_argument("file", metavar="FILE", help="data to score: .csv or .npy (or "
-                       "'old-faithful')")
+                       "'old-faithful'); hidden Markov models: .npz or .npy (or "
+                       "'jsb-chorales')")
     score.add_argument("--out", metavar="FILE.csv",
                        help="write the scores to this file instead of stdout")
     score.set_defaults(handler=_cmd_score)

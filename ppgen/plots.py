@@ -25,7 +25,8 @@ from matplotlib.ticker import MaxNLocator
 
 from ._validation import bad_type, bad_value, check_data, check_positive_int
 
-__all__ = ["plot_mixture", "plot_history", "plot_trace", "plot_scores"]
+__all__ = ["plot_mixture", "plot_history", "plot_trace", "plot_scores", "plot_state_posterior",
+           "plot_transition_matrix"]
 
 #: Component / chain colours (matplotlib's qualitative "tab10" cycle).
 _COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown",
@@ -427,4 +428,296 @@ def plot_scores(model: Any, data: Any, ax: Axes | None = None, *,
     ax.set_ylabel("count")
     ax.set_title(f"Anomaly scores of {scores.size} rows (higher = more unusual)")
     ax.grid(True, alpha=0.3)
+    return fig
+
+
+# ------------------------------------------------------------------ hidden Markov models
+def _float_array(x: Any, arg: str) -> np.ndarray:
+    """Numeric array-like (tensor, array, nested lists) as float64, or a named TypeError."""
+    try:
+        arr = _np(x)
+    except (TypeError, ValueError) as exc:
+        raise bad_type(arg, "a numeric array", type(x).__name__) from exc
+    if arr.dtype == object or arr.dtype.kind not in "biuf":
+        raise bad_type(arg, "a numeric array", f"dtype {arr.dtype}")
+    return arr.astype(float)
+
+
+def _check_matrix_rows(arr: np.ndarray, arg: str, shape_text: str, remedy: str | None) -> None:
+    """Finite, non-negative rows that sum to 1."""
+    if not np.isfinite(arr).all():
+        raise bad_value(arg, "finite probabilities", "NaN or infinite entries")
+    if (arr < 0).any():
+        raise bad_value(arg, "non-negative probabilities", f"a minimum of {arr.min():.3g}")
+    sums = arr.sum(-1)
+    bad = np.abs(sums - 1) > 1e-3
+    if bad.any():
+        i = int(np.nonzero(bad)[0][0])
+        raise bad_value(arg, f"{shape_text} whose rows sum to 1",
+                        f"row {i} summing to {sums[i]:.6g}", remedy)
+
+
+def _axes_pair(ax: Any) -> tuple[Figure, Axes, Axes]:
+    """Two axes given as a sequence (observations, posterior), on one figure."""
+    if isinstance(ax, np.ndarray):  # as returned by fig.subplots(2, 1)
+        ax = list(ax.ravel())
+    if not (isinstance(ax, Sequence) and len(ax) == 2
+            and all(isinstance(a, Axes) for a in ax)):
+        raise bad_type("ax", "None or a sequence of two matplotlib Axes (observations panel, "
+                       "posterior panel) when observations are given", type(ax).__name__,
+                       "Pass ax=None to let the function make both panels.")
+    fig, _ = _new_axes(ax[1], (0, 0))
+    return fig, ax[0], ax[1]
+
+
+def plot_state_posterior(probs: Any, *, observations: Any = None, states: Any = None,
+                         ax: Axes | Sequence[Axes] | None = None,
+                         kind: str | None = None, names: Sequence[str] | None = None,
+                         observations_label: str | None = None,
+                         states_label: str = "state path", title: str | None = None) -> Figure:
+    """Posterior state probabilities of one sequence over time, optionally under its data.
+
+    ``kind="area"`` stacks the K marginals p(z_t = k | x) as coloured areas (they sum to 1 at
+    every step); ``kind="heatmap"`` draws them as a K x T image (the default for more than 10
+    states, where the ten area colours would repeat). A state path (the true states
+    of synthetic data, or the Viterbi path of ``model.predict``) is drawn as a colour strip
+    above the areas, or as a line over the heat map. With ``observations`` the data are drawn
+    in a panel above, sharing the time axis: a few features (at most 10) as one line each,
+    more (such as the 88 keys of a piano roll) as an image.
+
+    Trailing all-zero rows of ``probs`` are padding (``predict_proba`` of a padded batch
+    returns zeros there) and are dropped, with the same steps of ``observations`` and
+    ``states``.
+
+    Parameters
+    ----------
+    probs : array-like of shape (num_steps, num_states)
+        State marginals of one sequence, e.g. ``model.predict_proba(x, lengths)[0]``; each
+        row sums to 1.
+    observations : array-like of shape (num_steps, num_features) or (num_steps,), optional
+        The sequence's frames (for categorical data its symbols), drawn in a panel above.
+    states : array-like of shape (num_steps,), optional
+        A state path in 0..K-1 (-1 marks padded steps), e.g. ``model.predict(x, lengths)[0]``.
+    ax : matplotlib Axes, or a sequence of two Axes with ``observations``, optional
+        Draw into this axes (the posterior panel); with ``observations`` pass two axes
+        (observations, posterior). By default a new figure is made.
+    kind : {"area", "heatmap"}, optional
+        How the marginals are drawn; by default "area" for at most 10 states, "heatmap"
+        otherwise.
+    names : sequence of str, optional
+        Feature names for the legend of the observations panel (line mode).
+    observations_label : str, optional
+        Y label of the observations panel (default "observation" for lines, "feature" for
+        an image).
+    states_label : str
+        Legend text of the state path (e.g. "Viterbi path" or "true states").
+    title : str, optional
+        Figure title (default: a description of what is drawn).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> import ppgen
+    >>> from ppgen.plots import plot_state_posterior
+    >>> x, truth = ppgen.datasets.make_hmm(20, 60, num_states=3, seed=0)
+    >>> hmm = ppgen.HiddenMarkovModel(3)
+    >>> _ = ppgen.fit(hmm, x, method="em", seed=0, progress=False)
+    >>> fig = plot_state_posterior(hmm.predict_proba(x)[0], observations=x[0],
+    ...                            states=hmm.predict(x)[0], states_label="Viterbi path")
+    """
+    if kind not in (None, "area", "heatmap"):
+        raise bad_value("kind", "'area', 'heatmap' or None", repr(kind))
+    p = _float_array(probs, "probs")
+    if p.ndim != 2 or p.shape[0] == 0 or p.shape[1] == 0:
+        remedy = ("Select one sequence, e.g. probs[i, :lengths[i]]." if p.ndim == 3 else
+                  None)
+        raise bad_value("probs", "a (num_steps, num_states) matrix of one sequence",
+                        f"shape {p.shape}", remedy)
+    num_steps, k = p.shape
+    kind = kind or ("area" if k <= len(_COLORS) else "heatmap")
+    filled = np.nonzero(p.sum(-1) != 0)[0]
+    length = int(filled[-1]) + 1 if filled.size else 0
+    if length == 0:
+        raise bad_value("probs", "at least one step with probabilities", "only zero rows")
+    p = p[:length]
+    _check_matrix_rows(p, "probs", "a (num_steps, num_states) matrix",
+                       "Pass posterior marginals such as model.predict_proba(x)[i].")
+    obs = None
+    if observations is not None:
+        obs = _float_array(observations, "observations")
+        if obs.ndim == 1:
+            obs = obs[:, None]
+        if obs.ndim != 2 or obs.shape[0] != num_steps:
+            raise bad_value("observations", f"an array of shape ({num_steps}, num_features) "
+                            f"or ({num_steps},): one frame per row of probs",
+                            f"shape {_np(observations).shape}")
+        obs = obs[:length]
+    path = None
+    if states is not None:
+        path = _float_array(states, "states")
+        if path.shape != (num_steps,):
+            raise bad_value("states", f"an array of shape ({num_steps},): one state per row "
+                            "of probs", f"shape {path.shape}")
+        path = path[:length]
+        if not np.isfinite(path).all() or (path != np.round(path)).any() \
+                or (path < 0).any() or (path >= k).any():
+            bad = path[~np.isfinite(path) | (path != np.round(path)) | (path < 0) | (path >= k)]
+            raise bad_value("states", f"states in 0..{k - 1} at the steps of the sequence",
+                            f"{bad[0]:g}")
+        path = path.astype(int)
+
+    if obs is None:
+        if ax is not None and not isinstance(ax, Axes) and isinstance(ax, Sequence):
+            raise bad_type("ax", "a matplotlib Axes or None (two axes only with "
+                           "observations=)", type(ax).__name__)
+        fig, ax_post = _new_axes(ax, (9.0, 3.6))
+        ax_obs = None
+    elif ax is None:
+        fig = Figure(figsize=(9.0, 6.0), layout="constrained")
+        ax_obs, ax_post = fig.subplots(2, 1, sharex=True,
+                                       gridspec_kw={"height_ratios": [1.0, 1.0]})
+    else:
+        fig, ax_obs, ax_post = _axes_pair(ax)
+
+    steps = np.arange(length)
+    colors = [_color(i) for i in range(k)]
+    if kind == "area":
+        # One flat band per step (cell edges at t -/+ 0.5), aligned with the state strip.
+        edges = np.arange(length + 1) - 0.5
+        ax_post.stackplot(edges, np.vstack([p, p[-1:]]).T, colors=colors, alpha=0.85,
+                          linewidth=0, step="post", labels=[f"state {i}" for i in range(k)])
+        top = 1.0
+        if path is not None:
+            # The path as a colour strip above the areas, in the states' colours.
+            for i in range(k):
+                runs = _runs(path == i)
+                if runs:
+                    ax_post.broken_barh([(a - 0.5, b - a) for a, b in runs], (1.03, 0.09),
+                                        facecolors=colors[i], linewidth=0)
+            ax_post.text(-0.01, 1.075, states_label, transform=ax_post.get_yaxis_transform(),
+                         ha="right", va="center", fontsize="small")
+            top = 1.14
+        ax_post.set_ylim(0, top)
+        ax_post.set_yticks([0, 0.5, 1])
+        ax_post.set_ylabel("p(state | data)")
+        if k <= 20:
+            ax_post.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small",
+                           framealpha=0.85, ncol=1 if k <= 10 else 2)
+    else:
+        image = ax_post.imshow(p.T, aspect="auto", origin="lower", cmap="viridis", vmin=0,
+                               vmax=1, interpolation="nearest",
+                               extent=(-0.5, length - 0.5, -0.5, k - 0.5))
+        fig.colorbar(image, ax=ax_post, label="p(state | data)", pad=0.01)
+        if path is not None:
+            ax_post.step(steps, path, where="mid", color="white", linewidth=1.4,
+                         label=states_label)
+            ax_post.legend(loc="upper right", fontsize="small", framealpha=0.85)
+        ax_post.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=min(k, 10)))
+        ax_post.set_ylabel("state")
+    ax_post.set_xlim(-0.5, length - 0.5)
+    ax_post.set_xlabel("time step")
+    ax_post.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+    if ax_obs is not None:
+        num_features = obs.shape[1]
+        if num_features <= 10:
+            labels = _names(names, num_features)
+            for j in range(num_features):
+                ax_obs.plot(steps, obs[:, j], color="0.2" if num_features == 1 else _color(j),
+                            linewidth=1.0, marker="." if length <= 200 else None,
+                            markersize=3, label=labels[j])
+            if num_features > 1 or names is not None:
+                ax_obs.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small",
+                              framealpha=0.85)
+            ax_obs.set_ylabel(observations_label or "observation")
+            ax_obs.grid(True, alpha=0.3)
+        else:
+            if names is not None:
+                _names(names, num_features)  # checks the count
+            binary = bool(np.isin(obs, (0.0, 1.0)).all())
+            ax_obs.imshow(obs.T, aspect="auto", origin="lower", interpolation="nearest",
+                          cmap="Greys" if binary else "viridis",
+                          extent=(-0.5, length - 0.5, -0.5, num_features - 0.5))
+            ax_obs.set_ylabel(observations_label or "feature")
+        ax_obs.tick_params(labelbottom=False)
+        ax_obs.set_xlim(-0.5, length - 0.5)
+        ax_obs.set_title("observations", fontsize="medium")
+
+    what = "stacked" if kind == "area" else "heat map"
+    text = title or (f"Posterior state probabilities p(z_t = k | x) ({what}): {k} state"
+                     f"{'s' * (k != 1)}, {length} steps")
+    if ax_obs is not None and ax is None:
+        fig.suptitle(text)
+    else:
+        ax_post.set_title(text, fontsize="medium")
+    return fig
+
+
+def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
+    """Half-open index ranges [start, stop) where ``flags`` is True."""
+    padded = np.concatenate([[False], flags, [False]]).astype(int)
+    edges = np.diff(padded)
+    return list(zip(np.nonzero(edges == 1)[0].tolist(), np.nonzero(edges == -1)[0].tolist()))
+
+
+def plot_transition_matrix(transition_probs: Any, *, ax: Axes | None = None,
+                           annotate: bool = True, title: str | None = None) -> Figure:
+    """Heat map of a K x K transition matrix, with its values written in the cells.
+
+    Row i is the distribution of the next state given state i (``from state`` on the y axis,
+    ``to state`` on the x axis); the colour scale runs from 0 to 1 and a colour bar shows it.
+
+    Parameters
+    ----------
+    transition_probs : array-like of shape (num_states, num_states)
+        Rows sum to 1, e.g. ``model.transition_probs`` of a fitted
+        :class:`ppgen.HiddenMarkovModel`.
+    ax : matplotlib Axes, optional
+        Draw into this axes; by default a new figure is made.
+    annotate : bool
+        Write each probability (two decimals) in its cell.
+    title : str, optional
+        Axes title (default "Transition matrix (K states)").
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> from ppgen.plots import plot_transition_matrix
+    >>> fig = plot_transition_matrix([[0.9, 0.1], [0.2, 0.8]])
+    """
+    if not isinstance(annotate, bool | np.bool_):
+        raise bad_type("annotate", "True or False", type(annotate).__name__)
+    a = _float_array(transition_probs, "transition_probs")
+    if a.ndim != 2 or a.shape[0] != a.shape[1] or a.shape[0] == 0:
+        raise bad_value("transition_probs", "a square (num_states, num_states) matrix",
+                        f"shape {a.shape}")
+    _check_matrix_rows(a, "transition_probs", "a transition matrix", None)
+    k = a.shape[0]
+    size = min(2.4 + 0.55 * k, 12.0)
+    fig, ax = _new_axes(ax, (size + 1.2, size))
+    image = ax.imshow(a, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
+    fig.colorbar(image, ax=ax, label="transition probability", fraction=0.046, pad=0.04)
+    ticks = np.arange(k)
+    if k > 20:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    else:
+        ax.set_xticks(ticks)
+        ax.set_yticks(ticks)
+    ax.set_xlabel("to state")
+    ax.set_ylabel("from state")
+    ax.set_title(title or f"Transition matrix ({k} state{'s' * (k != 1)})", fontsize="medium")
+    if annotate:
+        fontsize = max(5.0, min(10.0, 80.0 / k))
+        for i in range(k):
+            for j in range(k):
+                v = a[i, j]
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=fontsize,
+                        color="white" if v > 0.6 else "black")
     return fig

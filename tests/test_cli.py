@@ -366,3 +366,282 @@ def test_console_script_and_python_m():
                            "2"], capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 2
     assert proc.stderr.startswith("ppgen: error:") and "Traceback" not in proc.stderr
+
+
+# ---------------------------------------------------------------------------- fit hmm
+HMM_FILES = ("report.md", "state_posterior.png", "transition_matrix.png", "history.png",
+             "model.pt", "inference_data.nc", "run.json")
+
+
+def _write_sequences(path, num_sequences=30, num_steps=40, seed=0):
+    """Padded Gaussian sequences of different lengths from ppgen.datasets.make_hmm, as .npz."""
+    seqs, truth = ppgen.datasets.make_hmm(num_sequences, num_steps, num_states=3,
+                                          num_features=2, min_length=num_steps // 2, seed=seed)
+    x = np.zeros((num_sequences, num_steps, 2))
+    for i, s in enumerate(seqs):
+        x[i, :len(s)] = s.numpy()
+    lengths = truth["lengths"].numpy()
+    np.savez(path, x=x, lengths=lengths)
+    return x, lengths
+
+
+def _report_value(report, quantity):
+    """The value cell of a row of the report's markdown 'Fit' table."""
+    for line in report.splitlines():
+        if line.startswith(f"| {quantity} |"):
+            return line.split("|")[2].strip()
+    raise AssertionError(f"no row {quantity!r} in the report")
+
+
+@pytest.fixture(scope="module")
+def hmm_run(tmp_path_factory):
+    """``ppgen fit hmm`` with EM on synthetic .npz sequences, run once for the module."""
+    base = tmp_path_factory.mktemp("hmm")
+    x, lengths = _write_sequences(base / "seqs.npz")
+    out_dir = base / "run"
+    result = run(["fit", "hmm", "--data", base / "seqs.npz", "--num-states", 3,
+                  "--covariance", "full", "--num-restarts", 2, "--out", out_dir])
+    return out_dir, x, lengths, result
+
+
+@pytest.fixture(scope="module")
+def jsb_run(tmp_path_factory):
+    """``ppgen fit hmm`` on the JSB chorales with few states and steps."""
+    out_dir = tmp_path_factory.mktemp("jsb") / "run"
+    result = run(["fit", "hmm", "--data", "jsb-chorales", "--num-states", 3, "--num-steps", 8,
+                  "--out", out_dir])
+    return out_dir, result
+
+
+def test_fit_hmm_file_writes_every_file(hmm_run):
+    out_dir, _, _, (rc, out, err) = hmm_run
+    assert rc == 0, err
+    for name in HMM_FILES:
+        assert (out_dir / name).is_file(), name
+        assert (out_dir / name).stat().st_size > 0
+    assert not [p for p in out_dir.iterdir() if p.name.endswith(".tmp")]
+    for png in ("state_posterior.png", "transition_matrix.png", "history.png"):
+        assert (out_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_fit_hmm_file_report_numbers(hmm_run):
+    import arviz as az
+
+    out_dir, x, lengths, (rc, out, err) = hmm_run
+    report = (out_dir / "report.md").read_text()
+    hmm = ppgen.load(out_dir / "model.pt")
+    assert isinstance(hmm, ppgen.HiddenMarkovModel)
+    assert hmm.num_states == 3 and hmm.emission == "gaussian" and hmm.covariance == "full"
+    xt, lt = torch.as_tensor(x), torch.as_tensor(lengths)
+    total = float(hmm.log_prob(xt, lt).sum())
+    frames = int(lengths.sum())
+    assert _report_value(report, "log-likelihood (train)") == (
+        f"{total:.3f} nats (total over {frames} frames)")
+    assert _report_value(report, "NLL per frame (train)") == f"{-total / frames:.4f} nats"
+    assert _report_value(report, "BIC") == f"{hmm.bic(xt, lt):.3f} (lower is better)"
+    assert "NLL per frame (test)" not in report  # a file has no held-out split
+    assert "EM iterations" in _report_value(report, "convergence")
+    assert _report_value(report, "elapsed").endswith(" s")
+    info = json.loads((out_dir / "run.json").read_text())
+    assert _report_value(report, "elapsed") == f"{info['elapsed']:.2f} s"
+    assert f"30 sequences, {frames} frames" in report
+    assert "| state | initial | stay |" in report and "mean x0" in report
+    for text in (out, report):
+        assert f"{total:.3f}" in text
+    # The figures are embedded, the command recorded.
+    assert "![state posterior](state_posterior.png)" in report
+    assert "![transition matrix](transition_matrix.png)" in report
+    assert "ppgen fit hmm --data" in report and report.startswith("# ppgen fit hmm: 3 states")
+    assert info["model"] == "hmm" and info["emission"] == "gaussian"
+    assert info["options"] == {"num_restarts": 2}
+    assert info["log_likelihood"] == pytest.approx(total, rel=1e-12)
+    assert info["columns"] == ["x0", "x1"] and info["test_nll_per_frame"] is None
+    idata = az.from_netcdf(out_dir / "inference_data.nc")
+    assert float(idata.log_likelihood["obs"].sum()) == pytest.approx(total, rel=1e-9)
+
+
+def test_fit_hmm_jsb_chorales_reports_held_out(jsb_run):
+    out_dir, (rc, out, err) = jsb_run
+    assert rc == 0, err
+    assert all((out_dir / name).is_file() for name in HMM_FILES)
+    report = (out_dir / "report.md").read_text()
+    hmm = ppgen.load(out_dir / "model.pt")
+    assert hmm.emission == "bernoulli" and hmm.emission_concentration == 2.0
+    results = {}
+    for split in ("train", "test"):
+        x, lengths = ppgen.datasets.load_jsb_chorales(split, dtype=torch.float64)
+        total = float(hmm.log_prob(x, lengths).sum())
+        results[split] = (total, int(lengths.sum()))
+        assert np.isfinite(total)
+    total, frames = results["train"]
+    assert _report_value(report, "log-likelihood (train)") == (
+        f"{total:.3f} nats (total over {frames} frames)")
+    assert _report_value(report, "NLL per frame (train)") == f"{-total / frames:.4f} nats"
+    test_total, test_frames = results["test"]
+    assert _report_value(report, "NLL per frame (test)") == (
+        f"{-test_total / test_frames:.4f} nats (log-likelihood {test_total:.3f} over "
+        f"{test_frames} frames)")
+    assert "229 sequences, 13807 frames" in report and "77 sequences" in report
+    convergence = _report_value(report, "convergence")
+    assert convergence in ("NOT converged after 8 EM iterations",
+                           *(f"converged after {i} EM iterations" for i in range(1, 8)))
+    if convergence.startswith("NOT"):
+        assert "not_converged" in report  # reported once, as a diagnostic
+    assert "log-likelihood + log prior" in report  # emission concentration 2
+    info = json.loads((out_dir / "run.json").read_text())
+    assert info["test_nll_per_frame"] == pytest.approx(-test_total / test_frames, rel=1e-12)
+    assert len(info["columns"]) == 88 and info["columns"][0] == "pitch21"
+
+
+def test_fit_hmm_categorical_npy_svi_quiet(tmp_path):
+    x, _ = ppgen.datasets.make_hmm(8, 15, num_states=2, emission="categorical", num_symbols=3,
+                                   seed=2)
+    np.save(tmp_path / "symbols.npy", x.numpy())
+    out_dir = tmp_path / "svi"
+    rc, out, err = run(["fit", "hmm", "--data", tmp_path / "symbols.npy", "--emission",
+                        "categorical", "--num-states", 2, "--method", "svi", "--num-steps", 15,
+                        "--quiet", "--out", out_dir])
+    assert rc == 0, err
+    assert out == ""
+    report = (out_dir / "report.md").read_text()
+    assert "after 15 SVI steps" in report and "final SVI loss" in report
+    assert "most probable symbols" in report
+    hmm = ppgen.load(out_dir / "model.pt")
+    total = float(hmm.log_prob(x).sum())
+    assert f"{total:.3f} nats (total over 120 frames)" in report
+    # Sampling symbols: CSV with sequence, step and symbol columns.
+    rc, out, err = run(["sample", out_dir, "-n", 2, "--length", 3, "--seed", 0])
+    assert rc == 0, err
+    lines = out.strip().splitlines()
+    assert lines[0] == "sequence,step,symbol" and len(lines) == 7
+    expected = hmm.sample(2, lengths=3, seed=0).numpy()
+    assert [int(line.split(",")[2]) for line in lines[1:]] == expected.reshape(-1).tolist()
+
+
+def test_sample_and_score_hmm_round_trip(hmm_run, tmp_path):
+    out_dir, x, lengths, _ = hmm_run
+    hmm = ppgen.load(out_dir / "model.pt")
+    rc, out, err = run(["sample", out_dir, "-n", 2, "--length", 4, "--seed", 7])
+    assert rc == 0, err
+    lines = out.strip().splitlines()
+    assert lines[0] == "sequence,step,x0,x1" and len(lines) == 1 + 2 * 4
+    rows = np.array([[float(v) for v in line.split(",")] for line in lines[1:]])
+    np.testing.assert_array_equal(rows[:, :2], [[i, t] for i in range(2) for t in range(4)])
+    expected = hmm.sample(2, lengths=4, seed=7).numpy()
+    np.testing.assert_allclose(rows[:, 2:], expected.reshape(-1, 2), rtol=1e-15)
+    # .npz out: reads back with 'ppgen score' (and as --data of 'ppgen fit hmm').
+    draws = tmp_path / "draws.npz"
+    assert run(["sample", out_dir, "-n", 5, "--length", 12, "--seed", 1, "--out", draws])[0] == 0
+    with np.load(draws) as f:
+        np.testing.assert_allclose(f["x"], hmm.sample(5, lengths=12, seed=1).numpy())
+        assert f["lengths"].tolist() == [12] * 5
+    rc, out, err = run(["score", out_dir, draws])
+    assert rc == 0, err
+    scores = np.array([float(v) for v in out.split()])
+    expected = -hmm.log_prob(hmm.sample(5, lengths=12, seed=1)).numpy()
+    np.testing.assert_allclose(scores, expected, rtol=1e-12)
+    # The training file: one score per sequence, padding ignored.
+    rc, out, err = run(["score", out_dir, out_dir.parent / "seqs.npz"])
+    assert rc == 0, err
+    scores = np.array([float(v) for v in out.split()])
+    np.testing.assert_allclose(scores, hmm.score(torch.as_tensor(x), torch.as_tensor(lengths)),
+                               rtol=1e-12)
+
+
+def test_score_hmm_jsb_test_split(jsb_run):
+    out_dir, _ = jsb_run
+    rc, out, err = run(["score", out_dir, "jsb-chorales"])
+    assert rc == 0, err
+    scores = np.array([float(v) for v in out.split()])
+    assert scores.shape == (77,)
+    hmm = ppgen.load(out_dir / "model.pt")
+    x, lengths = ppgen.datasets.load_jsb_chorales("test", dtype=torch.float64)
+    np.testing.assert_allclose(scores, hmm.score(x, lengths).numpy(), rtol=1e-12)
+
+
+def test_sample_score_errors_for_hmm_and_gmm(hmm_run, em_run, tmp_path):
+    hmm_dir = hmm_run[0]
+    gmm_dir, _ = em_run
+    assert_user_error(run(["sample", hmm_dir, "-n", 2]), "--length", "required")
+    assert_user_error(run(["sample", gmm_dir, "-n", 2, "--length", 5]), "--length",
+                      "GaussianMixture")
+    assert_user_error(run(["sample", gmm_dir, "-n", 2, "--out", tmp_path / "a.npz"]),
+                      "--out", ".csv")
+    np.save(tmp_path / "three.npy", np.zeros((2, 5, 3)))
+    assert_user_error(run(["score", hmm_dir, tmp_path / "three.npy"]),
+                      "expected 2 features per step", "got 3")
+    assert_user_error(run(["score", hmm_dir, tmp_path / "missing.npz"]), "missing.npz",
+                      "no such file")
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory):
+    base = tmp_path_factory.mktemp("bad")
+    (base / "corrupt.npz").write_bytes(b"PK\x03\x04 this is not a zip archive")
+    (base / "text.npz").write_text("hello")
+    np.savez(base / "no_x.npz", y=np.zeros((2, 3)))
+    np.savez(base / "long.npz", x=np.zeros((2, 3, 1)), lengths=np.array([3, 5]))
+    np.savez(base / "objects.npz", x=np.array([{"a": 1}], dtype=object))
+    gaps = np.zeros((2, 4, 2))
+    gaps[1, 2, 0] = np.nan
+    np.savez(base / "nan.npz", x=gaps)
+    gaps[1, 2, 0] = 0.0
+    gaps[1, 3, 1] = np.nan  # past the length of sequence 1: ignored
+    np.savez(base / "nan_in_padding.npz", x=gaps, lengths=np.array([4, 3]))
+    np.save(base / "halves.npy", np.full((2, 3, 2), 0.5))
+    np.save(base / "vectors.npy", np.zeros((2, 3, 4)))
+    (base / "table.csv").write_text("1,2\n")
+    return base
+
+
+@pytest.mark.parametrize("argv, fragments", [
+    (["--num-states", "0"], ["--num-states", "positive integer"]),
+    (["--emission", "gamma"], ["--emission", "invalid choice", "'gamma'"]),
+    (["--method", "mcmc"], ["--method", "invalid choice"]),
+    (["--tol", "-1"], ["--tol", ">= 0"]),
+    (["--data", "{base}/missing.npz"], ["--data", "missing.npz", "no such file"]),
+    (["--data", "jsb-choral"], ["--data", "'jsb-chorales'", "'jsb-choral'"]),
+    (["--data", "{base}/corrupt.npz"], ["--data", "corrupt.npz", "np.savez",
+                                        "cannot read"]),
+    (["--data", "{base}/text.npz"], ["--data", "text.npz", "another format"]),
+    (["--data", "{base}/no_x.npz"], ["--data", "no_x.npz", "named 'x'", "'y'"]),
+    (["--data", "{base}/long.npz"], ["--data", "long.npz", "lengths[1] = 5"]),
+    (["--data", "{base}/objects.npz"], ["--data", "objects.npz", "objects"]),
+    (["--data", "{base}/nan.npz"], ["--data", "nan.npz", "sequence 1, step 2",
+                                    "finite"]),
+    (["--data", "{base}/halves.npy", "--emission", "bernoulli"],
+     ["--data", "halves.npy", "bits (0 or 1) for --emission bernoulli", "0.5"]),
+    (["--data", "{base}/vectors.npy", "--emission", "categorical"],
+     ["--data", "vectors.npy", "(sequences, steps)", "--emission categorical"]),
+    (["--data", "{base}/table.csv"], ["--data", "table.csv", ".npz"]),
+    (["--emission", "categorical"], ["--data jsb-chorales", "--emission categorical"]),
+    (["--data", "{base}/halves.npy", "--covariance", "full", "--emission", "poisson"],
+     ["--covariance", "gaussian"]),
+    (["--data", "{base}/halves.npy", "--emission-concentration", "3"],
+     ["--emission-concentration", "bernoulli and categorical"]),
+    (["--emission-concentration", "0.5"], ["--emission-concentration", ">= 1", "--method em"]),
+    (["--emission-concentration", "-2"], ["--emission-concentration", "positive"]),
+    (["--method", "svi", "--num-restarts", "2"], ["--num-restarts", "--method em"]),
+])
+def test_fit_hmm_usage_and_data_errors(bad_files, tmp_path, argv, fragments):
+    out_dir = tmp_path / "o"
+    argv = [a.format(base=bad_files) for a in argv]
+    assert_user_error(run(["fit", "hmm", *argv, "--out", out_dir]), *fragments)
+    assert not out_dir.exists()
+
+
+def test_fit_hmm_ignores_values_past_the_lengths(bad_files, tmp_path):
+    rc, out, err = run(["fit", "hmm", "--data", bad_files / "nan_in_padding.npz",
+                        "--num-states", 1, "--quiet", "--out", tmp_path / "o"])
+    assert rc == 0, err
+    assert "2 sequences, 7 frames (lengths 3 to 4)" in (tmp_path / "o" / "report.md").read_text()
+
+
+def test_fit_hmm_help():
+    rc, out, _ = run(["fit", "hmm", "--help"])
+    assert rc == 0
+    for option in ("--num-states", "--emission", "--covariance", "--emission-concentration",
+                   "--num-restarts", "--tol", "jsb-chorales", "lengths"):
+        assert option in out, option
+    rc, out, _ = run(["fit", "--help"])
+    assert rc == 0 and "hmm" in out and "gmm" in out

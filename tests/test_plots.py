@@ -13,7 +13,14 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Ellipse  # noqa: E402
 
 import ppgen  # noqa: E402
-from ppgen.plots import plot_history, plot_mixture, plot_scores, plot_trace  # noqa: E402
+from ppgen.plots import (  # noqa: E402
+    plot_history,
+    plot_mixture,
+    plot_scores,
+    plot_state_posterior,
+    plot_trace,
+    plot_transition_matrix,
+)
 
 
 @pytest.fixture(scope="module")
@@ -274,3 +281,172 @@ def test_plot_scores(em_fit, faithful):
     assert len(plot_scores(gmm, x, quantile=None).axes[0].get_lines()) == 0
     with pytest.raises(ValueError, match="quantile"):
         plot_scores(gmm, x, quantile=1.5)
+
+
+# ---------------------------------------------------------------- plot_state_posterior
+def _posterior(num_steps=12, k=3, seed=0):
+    g = np.random.default_rng(seed)
+    return g.dirichlet(np.ones(k), size=num_steps)
+
+
+def _state_polys(ax):
+    """The stacked areas (labelled "state i"), in stacking order."""
+    return [c for c in ax.collections if c.get_label().startswith("state ")]
+
+
+def test_plot_state_posterior_stacked_areas_and_path_strip():
+    probs = _posterior(12, 3)
+    states = np.array([0, 0, 1, 1, 1, 2, 0, 0, 2, 2, 1, 0])
+    fig = plot_state_posterior(probs, states=states, states_label="Viterbi path")
+    assert isinstance(fig, Figure)
+    (ax,) = fig.axes
+    polys = _state_polys(ax)
+    assert [p.get_label() for p in polys] == ["state 0", "state 1", "state 2"]
+    # The first area's upper edge runs through p(state 0) at every step, the last one's at 1.
+    top0 = np.round(polys[0].get_paths()[0].vertices[:, 1], 9)
+    assert np.isin(np.round(probs[:, 0], 9), top0).all()
+    np.testing.assert_allclose(polys[-1].get_paths()[0].vertices[:, 1].max(), 1.0)
+    # The path strip: one bar per run of a state (0: 3 runs, 1: 2 runs, 2: 2 runs).
+    strips = [c for c in ax.collections if c not in polys]
+    assert sum(len(c.get_paths()) for c in strips) == 7
+    widths = sorted(round(float(np.ptp(p.vertices[:, 0]))) for c in strips
+                    for p in c.get_paths())
+    assert widths == [1, 1, 1, 2, 2, 2, 3]
+    assert any(t.get_text() == "Viterbi path" for t in ax.texts)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["state 0", "state 1",
+                                                                   "state 2"]
+    assert ax.get_xlabel() == "time step" and "state" in ax.get_ylabel()
+    assert ax.get_xlim() == (-0.5, 11.5)
+
+
+def test_plot_state_posterior_heatmap_with_path_line():
+    probs = _posterior(20, 4, seed=1)
+    states = probs.argmax(-1)
+    fig = plot_state_posterior(torch.tensor(probs), states=torch.tensor(states),
+                               kind="heatmap", states_label="true states")
+    ax = fig.axes[0]
+    assert len(fig.axes) == 2  # the posterior and its colour bar
+    assert fig.axes[1].get_ylabel() == "p(state | data)"
+    (image,) = ax.get_images()
+    np.testing.assert_allclose(image.get_array(), probs.T)
+    (line,) = ax.get_lines()
+    np.testing.assert_array_equal(line.get_ydata(), states)
+    assert line.get_label() == "true states"
+    assert ax.get_ylabel() == "state"
+    # More states than colours: a heat map by default.
+    many = plot_state_posterior(_posterior(8, 12)).axes[0]
+    assert len(many.get_images()) == 1 and not _state_polys(many)
+
+
+def test_plot_state_posterior_observations_panels():
+    probs = _posterior(15, 2)
+    obs = np.random.default_rng(0).normal(size=(15, 2))
+    fig = plot_state_posterior(probs, observations=obs, names=["pitch", "volume"])
+    ax_obs, ax_post = fig.axes
+    assert len(ax_obs.get_lines()) == 2
+    np.testing.assert_allclose(ax_obs.get_lines()[1].get_ydata(), obs[:, 1])
+    assert [t.get_text() for t in ax_obs.get_legend().get_texts()] == ["pitch", "volume"]
+    assert ax_obs.get_ylabel() == "observation"
+    assert ax_obs.get_shared_x_axes().joined(ax_obs, ax_post)
+    assert len(_state_polys(ax_post)) == 2
+    # Many features (a piano roll) are drawn as an image, features on the y axis.
+    roll = (np.random.default_rng(1).random((15, 88)) < 0.1).astype(float)
+    fig = plot_state_posterior(probs, observations=roll, observations_label="key")
+    (image,) = fig.axes[0].get_images()
+    np.testing.assert_array_equal(image.get_array(), roll.T)
+    assert fig.axes[0].get_ylabel() == "key"
+    # One feature given as a 1-D array; two axes of the caller's own.
+    own = Figure()
+    axes = own.subplots(2, 1)
+    assert plot_state_posterior(probs, observations=obs[:, 0], ax=axes) is own
+    assert len(axes[0].get_lines()) == 1
+
+
+def test_plot_state_posterior_drops_padding():
+    probs = np.zeros((10, 3))
+    probs[:6] = _posterior(6, 3)
+    states = np.array([0, 1, 2, 2, 1, 0, -1, -1, -1, -1])
+    obs = np.arange(10.0)
+    fig = plot_state_posterior(probs, observations=obs, states=states, kind="heatmap")
+    ax_post = fig.axes[1]
+    assert ax_post.get_images()[0].get_array().shape == (3, 6)
+    assert ax_post.get_xlim() == (-0.5, 5.5)
+    np.testing.assert_array_equal(ax_post.get_lines()[0].get_ydata(), states[:6])
+    np.testing.assert_array_equal(fig.axes[0].get_lines()[0].get_ydata(), obs[:6])
+
+
+def test_plot_state_posterior_from_a_fitted_hmm():
+    x, _ = ppgen.datasets.make_hmm(6, 30, num_states=2, seed=0)
+    hmm = ppgen.HiddenMarkovModel(2)
+    ppgen.fit(hmm, x, method="em", seed=0, progress=False, num_steps=5)
+    fig = plot_state_posterior(hmm.predict_proba(x)[0], observations=x[0],
+                               states=hmm.predict(x)[0])
+    assert len(_state_polys(fig.axes[1])) == 2
+    assert len(fig.axes[0].get_lines()) == 2
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"probs": np.full((1, 5, 2), 0.5)}, ValueError, "probs.*one sequence"),
+    ({"probs": np.full((5, 2), 0.4)}, ValueError, "probs.*sum to 1"),
+    ({"probs": np.zeros((5, 2))}, ValueError, "probs"),
+    ({"probs": [[1.5, -0.5]]}, ValueError, "probs.*non-negative"),
+    ({"probs": [["a", "b"]]}, TypeError, "probs"),
+    ({"observations": np.zeros((4, 2))}, ValueError, "observations"),
+    ({"states": np.zeros(4)}, ValueError, "states"),
+    ({"states": [0, 1, 2, 0, 1]}, ValueError, "states.*0..1"),
+    ({"kind": "bars"}, ValueError, "kind"),
+    ({"ax": "not an axes"}, TypeError, "ax"),
+    ({"observations": np.zeros(5), "ax": Figure().add_subplot()}, TypeError, "two"),
+    ({"names": ["a", "b"], "observations": np.zeros((5, 3))}, ValueError, "names"),
+])
+def test_plot_state_posterior_bad_input(kwargs, error, match):
+    args = {"probs": np.full((5, 2), 0.5), **kwargs}
+    probs = args.pop("probs")
+    with pytest.raises(error, match=match):
+        plot_state_posterior(probs, **args)
+
+
+# -------------------------------------------------------------- plot_transition_matrix
+def test_plot_transition_matrix_annotations_labels_colour_bar():
+    a = np.array([[0.9, 0.05, 0.05], [0.2, 0.7, 0.1], [0.333, 0.333, 0.334]])
+    fig = plot_transition_matrix(a)
+    assert isinstance(fig, Figure)
+    ax, bar = fig.axes
+    assert bar.get_ylabel() == "transition probability"
+    assert ax.get_xlabel() == "to state" and ax.get_ylabel() == "from state"
+    np.testing.assert_allclose(ax.get_images()[0].get_array(), a)
+    texts = ax.texts
+    assert len(texts) == 9
+    for t in texts:
+        col, row = (int(round(v)) for v in t.get_position())
+        assert float(t.get_text()) == pytest.approx(a[row, col], abs=0.005)
+        assert t.get_text() == f"{a[row, col]:.2f}"
+    assert [tick.get_text() for tick in ax.get_xticklabels()] == ["0", "1", "2"]
+    assert "3 states" in ax.get_title()
+    # Dark cells get white text.
+    assert {t.get_color() for t in texts if float(t.get_text()) > 0.6} == {"white"}
+
+
+def test_plot_transition_matrix_fitted_model_no_annotation_and_ax():
+    x, _ = ppgen.datasets.make_hmm(6, 30, num_states=2, seed=0)
+    hmm = ppgen.HiddenMarkovModel(2)
+    ppgen.fit(hmm, x, method="em", seed=0, progress=False, num_steps=5)
+    own = Figure()
+    ax = own.add_subplot()
+    assert plot_transition_matrix(hmm.transition_probs, ax=ax, annotate=False) is own
+    assert len(ax.texts) == 0
+    np.testing.assert_allclose(ax.get_images()[0].get_array(), hmm.transition_probs.numpy())
+
+
+@pytest.mark.parametrize("matrix, match", [
+    (np.full((2, 3), 1 / 3), "square"),
+    (np.ones(3), "square"),
+    ([[0.5, 0.6], [0.5, 0.5]], "sum to 1"),
+    ([[1.5, -0.5], [0.5, 0.5]], "non-negative"),
+    ([[np.nan, 1.0], [0.5, 0.5]], "finite"),
+])
+def test_plot_transition_matrix_bad_input(matrix, match):
+    with pytest.raises(ValueError, match=f"transition_probs.*{match}"):
+        plot_transition_matrix(matrix)
+    with pytest.raises(TypeError, match="annotate"):
+        plot_transition_matrix(np.eye(2), annotate="yes")
