@@ -1,0 +1,615 @@
+"""Benchmark: ppgen's Baum-Welch EM for a Gaussian HMM against hmmlearn, and plain Pyro SVI.
+
+Run with ``make bench`` or directly::
+
+    .venv/bin/python benchmarks/hmm_em.py            # full run (N=1,000 x T=100, K=8, D=4)
+    .venv/bin/python benchmarks/hmm_em.py --quick    # smoke run (N=200 x T=50, K=4, D=3)
+
+For each covariance structure (``diag`` and ``full``) the data are drawn with
+``ppgen.datasets.make_hmm`` (float64, every sequence full length) and three fits
+run side by side in this one process, for the same 20 iterations of the same
+maximum-likelihood EM from the same start (true means plus noise, unit
+covariances, near-uniform transition rows, uniform initial probabilities):
+
+* hmmlearn ``GaussianHMM`` with ``implementation="log"`` and ``"scaling"``
+  (``covars_prior=0, covars_weight=1, means_weight=0``, no initialisation,
+  no tolerance), and
+* ``ppgen.fit(HiddenMarkovModel(..., reg_covar=0), x, method="em", tol=0)``.
+
+The script prints, per covariance, a markdown table with time per iteration,
+whole-fit time, the final total log-likelihood, its relative difference to
+ppgen's, whether the Viterbi paths equal ppgen's, and the speed-up of ppgen
+against the FASTER hmmlearn implementation.  torch and the BLAS pools run one
+thread by default (``--threads``), because hmmlearn's forward-backward is
+single-threaded.
+
+Then plain Pyro: the textbook HMM (``pyro.markov`` over time, enumerated states,
+``TraceEnum_ELBO``, parameters as ``pyro.param`` with an empty guide, i.e. a
+point estimate as AutoDelta gives, Adam, full batch) from the same start, run
+for ``--svi-budget`` seconds of training; the exact log-likelihood of its
+parameters is evaluated with ppgen's forward algorithm every few steps (not
+counted as training time), and the time to come within 0.1% of EM's is reported.
+
+Nothing is written to disk unless ``--json PATH`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+try:  # the outside-load meter of the GMM benchmark (same folder)
+    from gmm_em import OutsideLoad
+except ImportError:  # imported from elsewhere: a minimal copy
+
+    class OutsideLoad:  # type: ignore[no-redef]
+        """CPU time other processes used while this one ran (Linux /proc/stat; else None)."""
+
+        def __init__(self) -> None:
+            self.start = self._sample()
+
+        @staticmethod
+        def _sample():
+            try:
+                with open("/proc/stat") as f:
+                    ticks = [int(v) for v in f.readline().split()[1:]]
+            except (OSError, ValueError):
+                return None
+            busy = (sum(ticks[:8]) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+            return time.perf_counter(), busy, sum(os.times()[:2])
+
+        def fraction(self):
+            end = self._sample()
+            if self.start is None or end is None or end[0] <= self.start[0]:
+                return None
+            other = (end[1] - self.start[1]) - (end[2] - self.start[2])
+            return max(other, 0.0) / ((end[0] - self.start[0]) * (os.cpu_count() or 1))
+
+
+LL_RTOL_TARGET = 1e-6
+SVI_RTOL = 1e-3
+
+
+# --------------------------------------------------------------------------- #
+# Problem set-up
+# --------------------------------------------------------------------------- #
+
+
+@dataclass
+class Problem:
+    covariance: str  # "diag" | "full"
+    x: np.ndarray  # (N, T, D) float64
+    start: dict[str, np.ndarray]  # initial_probs, transition_probs, locs, covariances
+    truth_ll: float  # total log-likelihood of the data under the true parameters
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        n, t, d = self.x.shape
+        return n, t, d
+
+    @property
+    def k(self) -> int:
+        return self.start["initial_probs"].shape[0]
+
+
+def make_problem(n: int, t: int, k: int, d: int, covariance: str, seed: int) -> Problem:
+    """Data from ``make_hmm`` and one start shared by every implementation."""
+    import ppgen
+
+    x, truth = ppgen.datasets.make_hmm(n, t, k, num_features=d, covariance=covariance,
+                                       seed=seed, dtype=torch.float64)
+    rng = np.random.default_rng(seed)
+    locs = truth["locs"].numpy() + rng.normal(scale=1.0, size=(k, d))
+    trans = 1.0 + 0.2 * rng.random((k, k))
+    start = {
+        "initial_probs": np.full(k, 1.0 / k),
+        "transition_probs": trans / trans.sum(1, keepdims=True),
+        "locs": locs,
+        "covariances": np.ones((k, d)) if covariance == "diag" else np.tile(np.eye(d), (k, 1, 1)),
+    }
+    ref = ppgen.HiddenMarkovModel(k, emission="gaussian", covariance=covariance, reg_covar=0.0)
+    ref.set_params(**{name: truth[name] for name in
+                      ("initial_probs", "transition_probs", "locs", "covariances")})
+    with torch.no_grad():
+        truth_ll = float(ref.log_prob(x).sum())
+    return Problem(covariance=covariance, x=np.ascontiguousarray(x.numpy()), start=start,
+                   truth_ll=truth_ll)
+
+
+# --------------------------------------------------------------------------- #
+# Implementations
+# --------------------------------------------------------------------------- #
+
+
+@dataclass
+class RunResult:
+    name: str
+    total_s: float  # best wall-clock time of one complete fit
+    per_iter_s: float  # marginal time of one EM iteration
+    loglik: float  # final total log-likelihood of the data
+    viterbi_s: float  # best time of one Viterbi decoding of all sequences
+    notes: list[str] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)
+
+
+class Runner:
+    """One implementation: ``fit(max_iter)`` runs a complete fit and returns (time, model).
+
+    time/iter is the marginal cost of an EM iteration, measured the same way for every
+    implementation: ``(t(iters) - t(1)) / (iters - 1)``, each time the best over the
+    repeats. That leaves out fixed per-fit work (input checks, set-up, and ppgen's final
+    E-step, which hmmlearn does not run); the "total" column keeps it.
+    """
+
+    name = ""
+
+    def __init__(self, prob: Problem, iters: int) -> None:
+        self.prob, self.iters = prob, iters
+        self.best_total, self.best_one, self.best_viterbi = math.inf, math.inf, math.inf
+        self.model = None
+        self.paths: np.ndarray | None = None  # Viterbi paths (every fit gives the same)
+
+    def fit(self, max_iter: int) -> tuple[float, object]:
+        raise NotImplementedError
+
+    def loglik(self, model) -> float:
+        raise NotImplementedError
+
+    def viterbi(self, model) -> np.ndarray:
+        """Most probable state paths, (N, T) int64."""
+        raise NotImplementedError
+
+    def run_once(self) -> None:
+        t, model = self.fit(self.iters)
+        if t < self.best_total:
+            self.best_total, self.model = t, model
+        if self.iters > 1:
+            self.best_one = min(self.best_one, self.fit(1)[0])
+        t0 = time.perf_counter()
+        self.paths = self.viterbi(model)
+        self.best_viterbi = min(self.best_viterbi, time.perf_counter() - t0)
+
+    def result(self) -> RunResult:
+        if self.iters > 1:
+            per_iter = max(self.best_total - self.best_one, 0.0) / (self.iters - 1)
+        else:
+            per_iter = self.best_total
+        return RunResult(
+            name=self.name,
+            total_s=self.best_total,
+            per_iter_s=per_iter,
+            loglik=self.loglik(self.model),
+            viterbi_s=self.best_viterbi,
+            extra={"one_iter_fit_s": self.best_one},
+        )
+
+
+class HmmlearnRunner(Runner):
+    """hmmlearn GaussianHMM: maximum-likelihood EM from the shared start, no tolerance."""
+
+    def __init__(self, prob: Problem, iters: int, implementation: str) -> None:
+        import hmmlearn
+
+        super().__init__(prob, iters)
+        self.implementation = implementation
+        self.name = f"hmmlearn {hmmlearn.__version__} ({implementation})"
+        n, t, d = prob.shape
+        self.x2d = np.ascontiguousarray(prob.x.reshape(n * t, d))
+        self.lengths = np.full(n, t)
+
+    def fit(self, max_iter: int):
+        from hmmlearn.hmm import GaussianHMM
+
+        s = self.prob.start
+        model = GaussianHMM(
+            n_components=self.prob.k,
+            covariance_type=self.prob.covariance,
+            covars_prior=0.0,
+            covars_weight=1.0,
+            means_prior=0.0,
+            means_weight=0.0,
+            startprob_prior=1.0,
+            transmat_prior=1.0,
+            algorithm="viterbi",
+            n_iter=max_iter,
+            tol=-math.inf,
+            init_params="",
+            params="stmc",
+            implementation=self.implementation,
+            random_state=0,
+        )
+        model.startprob_ = s["initial_probs"]
+        model.transmat_ = s["transition_probs"]
+        model.means_ = s["locs"]
+        model.covars_ = s["covariances"]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            t0 = time.perf_counter()
+            model.fit(self.x2d, self.lengths)
+            elapsed = time.perf_counter() - t0
+        if model.monitor_.iter != max_iter:
+            raise RuntimeError(f"{self.name} ran {model.monitor_.iter} of {max_iter} iterations")
+        return elapsed, model
+
+    def loglik(self, model) -> float:
+        return float(model.score(self.x2d, self.lengths))
+
+    def viterbi(self, model) -> np.ndarray:
+        n, t, _ = self.prob.shape
+        return model.predict(self.x2d, self.lengths).reshape(n, t).astype(np.int64)
+
+
+class PpgenRunner(Runner):
+    """ppgen's EM: ``ppgen.fit(HiddenMarkovModel(...), x, method="em", ...)``."""
+
+    name = "ppgen (EM)"
+
+    def __init__(self, prob: Problem, iters: int) -> None:
+        import ppgen  # noqa: F401  (ImportError here means: ppgen not available)
+
+        super().__init__(prob, iters)
+        self.x = torch.from_numpy(prob.x)
+        self.init = {name: torch.from_numpy(v) for name, v in prob.start.items()}
+
+    def fit(self, max_iter: int):
+        import ppgen
+
+        hmm = ppgen.HiddenMarkovModel(self.prob.k, emission="gaussian",
+                                      covariance=self.prob.covariance, reg_covar=0.0)
+        t0 = time.perf_counter()
+        fit = ppgen.fit(hmm, self.x, method="em", init=self.init, num_steps=max_iter, tol=0.0,
+                        seed=0, progress=False)
+        elapsed = time.perf_counter() - t0
+        return elapsed, (hmm, fit)
+
+    def loglik(self, model) -> float:
+        hmm, _ = model
+        with torch.no_grad():
+            return float(hmm.log_prob(self.x).sum())
+
+    def viterbi(self, model) -> np.ndarray:
+        hmm, _ = model
+        with torch.no_grad():
+            return hmm.predict(self.x).numpy().astype(np.int64)
+
+    def result(self) -> RunResult:
+        res = super().result()
+        _, fit = self.model
+        objective = np.asarray(fit.history["objective"], dtype=np.float64)
+        if len(objective) != self.iters + 1:  # the start's value, then one per iteration
+            res.notes.append(
+                f"ppgen history has {len(objective)} objective values for {self.iters} steps."
+            )
+        if len(objective) and abs(objective[-1] - res.loglik) > 1e-9 * abs(res.loglik):
+            res.notes.append(
+                f"ppgen's last history objective {objective[-1]:.10f} differs from "
+                f"hmm.log_prob(x).sum() = {res.loglik:.10f}."
+            )
+        res.extra.update(fit_elapsed_s=float(fit.elapsed),
+                         objective_last=float(objective[-1]) if len(objective) else None)
+        return res
+
+
+# --------------------------------------------------------------------------- #
+# Plain Pyro SVI baseline
+# --------------------------------------------------------------------------- #
+
+
+def run_pyro_svi(prob: Problem, target_ll: float, budget_s: float, lr: float,
+                 eval_every: int, jit: bool = False) -> dict:
+    """Plain Pyro: the textbook HMM trained with (Jit)TraceEnum_ELBO + Adam, full batch.
+
+    The model is written as in Pyro's ``examples/hmm.py``: a ``pyro.markov`` loop over
+    time with one enumerated state site per step inside a plate over the sequences, the
+    parameters as constrained ``pyro.param`` values and an empty guide (a point
+    estimate of every parameter, maximum likelihood). Returns the training time (exact
+    evaluations excluded) until the log-likelihood is within ``SVI_RTOL`` relative of
+    ``target_ll`` (or above it), or the budget runs out.
+    """
+    import pyro
+    import pyro.distributions as dist
+    from pyro.distributions import constraints
+    from pyro.infer import SVI, JitTraceEnum_ELBO, TraceEnum_ELBO
+    from pyro.optim import Adam
+
+    import ppgen
+
+    x = torch.from_numpy(prob.x)
+    n, num_steps, d = x.shape
+    k = prob.k
+    diag = prob.covariance == "diag"
+    s = {name: torch.from_numpy(v).clone() for name, v in prob.start.items()}
+    if diag:
+        scale0 = s["covariances"].sqrt()
+    else:
+        scale0 = torch.linalg.cholesky(s["covariances"])
+
+    def model(data):
+        init = pyro.param("initial_probs", s["initial_probs"], constraint=constraints.simplex)
+        trans = pyro.param("transition_probs", s["transition_probs"],
+                           constraint=constraints.simplex)
+        locs = pyro.param("locs", s["locs"])
+        if diag:
+            scales = pyro.param("scales", scale0, constraint=constraints.positive)
+        else:
+            scale_tril = pyro.param("scale_tril", scale0, constraint=constraints.lower_cholesky)
+        with pyro.plate("sequences", data.shape[0], dim=-1):
+            z = None
+            for t in pyro.markov(range(data.shape[1])):
+                probs = init if z is None else trans[z]
+                z = pyro.sample(f"z_{t}", dist.Categorical(probs),
+                                infer={"enumerate": "parallel"})
+                if diag:
+                    obs = dist.Normal(locs[z], scales[z]).to_event(1)
+                else:
+                    obs = dist.MultivariateNormal(locs[z], scale_tril=scale_tril[z])
+                pyro.sample(f"x_{t}", obs, obs=data[:, t])
+
+    def guide(data):
+        pass
+
+    hmm = ppgen.HiddenMarkovModel(k, emission="gaussian", covariance=prob.covariance,
+                                  reg_covar=0.0)
+
+    def exact_ll(init, trans, locs, scale) -> float:
+        """Total log-likelihood of the data (forward algorithm) for these parameters."""
+        with torch.no_grad():
+            cov = scale**2 if diag else scale @ scale.transpose(-1, -2)
+            hmm.set_params(initial_probs=init, transition_probs=trans, locs=locs,
+                           covariances=cov)
+            return float(hmm.log_prob(x).sum())
+
+    def current_ll() -> float:
+        store = pyro.get_param_store()
+        names = ("initial_probs", "transition_probs", "locs", "scales" if diag else "scale_tril")
+        return exact_ll(*(store[name].detach() for name in names))
+
+    pyro.clear_param_store()
+    elbo_cls = JitTraceEnum_ELBO if jit else TraceEnum_ELBO
+    svi = SVI(model, guide, Adam({"lr": lr}), loss=elbo_cls(max_plate_nesting=1))
+    threshold = target_ll - SVI_RTOL * abs(target_ll)
+    start_ll = exact_ll(s["initial_probs"], s["transition_probs"], s["locs"], scale0)
+    train_s, steps, best_ll, reached = 0.0, 0, start_ll, False
+    trace = [(0, 0.0, start_ll)]
+    try:
+        while train_s < budget_s:
+            t0 = time.perf_counter()
+            for _ in range(eval_every):
+                svi.step(x)
+            train_s += time.perf_counter() - t0
+            steps += eval_every
+            ll = current_ll()
+            trace.append((steps, train_s, ll))
+            best_ll = max(best_ll, ll)
+            if ll >= threshold:
+                reached = True
+                break
+    finally:
+        pyro.clear_param_store()
+    return {
+        "reached": reached,
+        "train_s": train_s,
+        "steps": steps,
+        "step_ms": 1e3 * train_s / max(steps, 1),
+        "start_ll": start_ll,
+        "best_ll": best_ll,
+        "target_ll": target_ll,
+        "threshold_ll": threshold,
+        "budget_s": budget_s,
+        "lr": lr,
+        "jit": jit,
+        "trace": trace,
+    }
+
+
+# --------------------------------------------------------------------------- #
+# Reporting
+# --------------------------------------------------------------------------- #
+
+
+def format_table(rows: list[RunResult], ref: RunResult, ref_paths: np.ndarray,
+                 paths: dict[str, np.ndarray]) -> str:
+    hl_iter = min(r.per_iter_s for r in rows if r is not ref)
+    hl_total = min(r.total_s for r in rows if r is not ref)
+    lines = [
+        "| implementation | time/iter (ms) | total (s) | Viterbi (s) | final log-lik "
+        "| rel. diff vs ppgen | Viterbi paths = ppgen's | ppgen speed-up (iter / total) |",
+        "|---|---:|---:|---:|---:|---:|---|---:|",
+    ]
+    for r in rows:
+        rel = abs(r.loglik - ref.loglik) / abs(ref.loglik)
+        if r is ref:
+            same = "(reference)"
+            speed = f"{hl_iter / r.per_iter_s:.2f}x / {hl_total / r.total_s:.2f}x"
+        else:
+            diff = int((paths[r.name] != ref_paths).sum())
+            same = "yes" if diff == 0 else f"NO ({diff} of {ref_paths.size} steps differ)"
+            speed = f"{r.per_iter_s / ref.per_iter_s:.2f}x / {r.total_s / ref.total_s:.2f}x"
+        lines.append(
+            f"| {r.name} | {r.per_iter_s * 1e3:.1f} | {r.total_s:.3f} | {r.viterbi_s:.3f} "
+            f"| {r.loglik:.6f} | {rel:.2e} | {same} | {speed} |"
+        )
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--n", type=int, default=None,
+                   help="number of sequences (default 1000; 200 with --quick)")
+    p.add_argument("--t", type=int, default=None,
+                   help="steps per sequence (default 100; 50 with --quick)")
+    p.add_argument("--k", type=int, default=None, help="states (default 8; 4 with --quick)")
+    p.add_argument("--d", type=int, default=None, help="features (default 4; 3 with --quick)")
+    p.add_argument("--iters", type=int, default=20, help="EM iterations (default 20)")
+    p.add_argument("--covariances", default="diag,full",
+                   help="comma-separated covariance types (default diag,full)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repeats", type=int, default=None,
+                   help="best of this many fits (default 3; 1 with --quick)")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: N=200, T=50, K=4, D=3, 1 repeat, 10 s SVI budget")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch and BLAS threads (default 1: hmmlearn is single-threaded)")
+    p.add_argument("--skip-svi", action="store_true", help="skip the Pyro SVI baseline")
+    p.add_argument("--svi-budget", type=float, default=None,
+                   help="training seconds for the Pyro SVI baseline, per covariance type "
+                        "(default 120; 10 with --quick)")
+    p.add_argument("--svi-lr", type=float, default=0.1,
+                   help="Adam learning rate for the SVI baseline (default 0.1: fewest steps to "
+                        "the target among 0.05, 0.1, 0.2, 0.4 at the default sizes; 0.2 and "
+                        "0.4 leave full covariance in a worse local optimum)")
+    p.add_argument("--svi-eval-every", type=int, default=5,
+                   help="SVI steps between exact log-likelihood checks (default 5)")
+    p.add_argument("--svi-jit", action="store_true",
+                   help="use JitTraceEnum_ELBO instead of TraceEnum_ELBO")
+    p.add_argument("--json", metavar="PATH", default=None,
+                   help="also write the results as JSON to PATH")
+    args = p.parse_args(argv)
+    defaults = {"n": (1000, 200), "t": (100, 50), "k": (8, 4), "d": (4, 3),
+                "repeats": (3, 1), "svi_budget": (120.0, 10.0)}
+    for name, (full, quick) in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, quick if args.quick else full)
+    args.covariances = [c.strip() for c in args.covariances.split(",") if c.strip()]
+    bad = set(args.covariances) - {"diag", "full"}
+    if bad or not args.covariances:
+        p.error(f"--covariances: expected 'diag' and/or 'full', got {sorted(bad)}")
+    if args.threads < 1:
+        p.error("--threads must be >= 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        import hmmlearn.hmm  # noqa: F401  (load every BLAS before limiting the pools)
+    except ImportError:
+        print("hmmlearn is not installed; it is the peer of this benchmark: "
+              ".venv/bin/python -m pip install 'hmmlearn==0.3.3' (make bench does this).",
+              file=sys.stderr)
+        return 2
+    import pyro
+    import scipy.linalg  # noqa: F401
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    torch.set_num_threads(args.threads)
+    _limits = threadpool_limits(args.threads)  # noqa: F841  (kept for the whole run)
+    n, t, k, d, iters = args.n, args.t, args.k, args.d, args.iters
+
+    import hmmlearn
+
+    blas = ", ".join(f"{i['internal_api']}:{i['num_threads']}" for i in threadpool_info()
+                     if i["user_api"] == "blas")
+    print(f"# HMM EM benchmark: N={n:,} sequences x T={t} steps, K={k} states, D={d} features, "
+          f"Gaussian emissions ({', '.join(args.covariances)} covariance), float64, "
+          f"{iters} EM iterations")
+    print(f"python {platform.python_version()}, torch {torch.__version__}, pyro "
+          f"{pyro.__version__}, numpy {np.__version__} (BLAS {blas}), hmmlearn "
+          f"{hmmlearn.__version__}; best of {args.repeats}")
+    print(f"threads: torch {torch.get_num_threads()}, BLAS {args.threads} "
+          f"(--threads {args.threads}; hmmlearn's forward-backward is single-threaded)")
+    load1 = os.getloadavg()[0]
+    print(f"load average (1 min) before start: {load1:.2f} on {os.cpu_count()} CPUs")
+    if load1 > 0.5:
+        print("WARNING: the machine is busy; timings will be noisy.")
+
+    report: dict = {"config": {k_: v for k_, v in vars(args).items() if k_ != "json"},
+                    "torch_threads": torch.get_num_threads(), "runs": {}}
+    ok = True
+    for cov in args.covariances:
+        prob = make_problem(n, t, k, d, cov, args.seed)
+        runners: list[Runner] = [HmmlearnRunner(prob, iters, impl) for impl in ("log", "scaling")]
+        runners.append(PpgenRunner(prob, iters))
+        # interleave the repeats, so that a burst of outside load hits every implementation
+        load = OutsideLoad()
+        for _ in range(args.repeats):
+            for runner in runners:
+                runner.run_once()
+        outside = load.fraction()
+        rows = [runner.result() for runner in runners]
+        paths = {r.name: runner.paths for r, runner in zip(rows, runners)}
+        pp, hl = rows[-1], rows[:-1]
+        ref_paths = paths[pp.name]
+
+        print()
+        print(f"## covariance={cov!r}: log-likelihood under the true parameters "
+              f"{prob.truth_ll:.6f}")
+        print()
+        print(format_table(rows, pp, ref_paths, paths))
+        print()
+        if iters > 1:
+            print(f"- time/iter = (t(fit with {iters} iterations) - t(fit with 1)) / {iters - 1}, "
+                  f"best of {args.repeats} each: the marginal cost of an EM iteration; total = "
+                  f"the whole fit with its fixed costs (input checks, set-up; ppgen also runs "
+                  f"a final E-step). Viterbi = one decoding of all {n:,} sequences.")
+        if outside is not None:
+            ncpu = os.cpu_count() or 1
+            ours = min(args.threads, ncpu) / ncpu
+            flag = " -- WARNING: timings are not trustworthy" if outside + ours > 1.05 else ""
+            print(f"- other processes used {100 * outside:.0f}% of the machine's {ncpu} CPUs "
+                  f"during the timed fits{flag}.")
+        for r in rows:
+            for note in r.notes:
+                print(f"- {note}")
+        fastest_iter = min(hl, key=lambda r: r.per_iter_s)
+        fastest_total = min(hl, key=lambda r: r.total_s)
+        rel = max(abs(r.loglik - pp.loglik) / abs(pp.loglik) for r in hl)
+        same = all(np.array_equal(paths[r.name], ref_paths) for r in hl)
+        ok_ll = rel <= LL_RTOL_TARGET
+        ok = ok and ok_ll and same
+        print(f"- speed-up of ppgen vs the faster hmmlearn: "
+              f"{fastest_iter.per_iter_s / pp.per_iter_s:.2f}x per iteration (vs "
+              f"{fastest_iter.name}), {fastest_total.total_s / pp.total_s:.2f}x on whole fits "
+              f"(vs {fastest_total.name})")
+        print(f"- agreement: max rel. log-lik diff {rel:.2e} (<= {LL_RTOL_TARGET:g} "
+              f"[{'PASS' if ok_ll else 'FAIL'}]); Viterbi paths identical: "
+              f"{'yes [PASS]' if same else 'no [FAIL]'}")
+
+        svi = None
+        if not args.skip_svi:
+            svi = run_pyro_svi(prob, pp.loglik, args.svi_budget, args.svi_lr,
+                               args.svi_eval_every, args.svi_jit)
+            elbo = "JitTraceEnum_ELBO" if svi["jit"] else "TraceEnum_ELBO"
+            head = (f"- plain Pyro SVI ({elbo}, pyro.markov, Adam lr={svi['lr']:g}, full batch, "
+                    f"same start; log-lik {svi['start_ll']:.2f} at the start), target: within "
+                    f"{SVI_RTOL:.1%} of EM's {svi['target_ll']:.2f} (>= "
+                    f"{svi['threshold_ll']:.2f}): ")
+            if svi["reached"]:
+                print(head + f"reached in {svi['train_s']:.1f} s ({svi['steps']} steps, "
+                      f"{svi['step_ms']:.0f} ms/step), {svi['train_s'] / pp.total_s:.0f}x "
+                      f"ppgen's whole EM fit; log-lik {svi['best_ll']:.2f}")
+            else:
+                print(head + f"not reached in budget ({svi['train_s']:.1f} s, "
+                      f"{svi['steps']} steps, {svi['step_ms']:.0f} ms/step); best log-lik "
+                      f"{svi['best_ll']:.2f}")
+
+        report["runs"][cov] = {
+            "truth_loglik": prob.truth_ll,
+            "results": [asdict(r) for r in rows],
+            "viterbi_identical": {r.name: bool(np.array_equal(paths[r.name], ref_paths))
+                                  for r in hl},
+            "max_rel_loglik_diff": rel,
+            "speedup_per_iter": fastest_iter.per_iter_s / pp.per_iter_s,
+            "speedup_total": fastest_total.total_s / pp.total_s,
+            "outside_cpu_fraction": outside,
+            "pyro_svi": svi,
+        }
+
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
