@@ -23,8 +23,6 @@ test: lint
 	MPLBACKEND=Agg $(BIN)/python -m pytest -q -p no:cacheprovider
 
 bench: $(STAMP)
-	# hmmlearn is the peer of benchmarks/hmm_em.py only (not a dev dependency)
-	$(BIN)/python -c "import hmmlearn" 2>/dev/null || $(BIN)/python -m pip install --quiet "hmmlearn==0.3.3"
 	$(BIN)/python benchmarks/gmm_em.py
 	$(BIN)/python benchmarks/hmm_em.py
 	$(BIN)/python benchmarks/hmm_jsb.py
