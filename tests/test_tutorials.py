@@ -29,6 +29,7 @@ TUTORIALS = ROOT / "tutorials"
 LISTED = (
     "00_your_own_model.ipynb",
     "01_gaussian_mixture.ipynb",
+    "02_hidden_markov_model.ipynb",
 )
 
 NOTEBOOKS = sorted(TUTORIALS.glob("*.ipynb"))
