@@ -190,7 +190,7 @@ def diagnose(fit: Fit) -> list[Diagnostic]:
             for code, table in (("ess_bulk", ess_bulk), ("ess_tail", ess_tail)):
                 e = float(np.nanmin(table[name].values))
                 if e < ESS_PER_CHAIN * chains:
-                    out.append(Diagnostic(code, f"{code.replace('_', ' ')} of {name} is {e:.0f}"
+                    out.append(Diagnostic(code, f"{code.replace('_', ' ')} of {name} is {e:.1f}"
                                           f" < {ESS_PER_CHAIN * chains} ({ESS_PER_CHAIN} per "
                                           f"chain x {chains} chains): draw more samples or "
                                           "reparameterise.", name, e,

@@ -541,3 +541,23 @@ def test_plain_pyro_svi_on_the_model_guide_pair(enumerate_states):
     pyro.clear_param_store()
     ll_em = float(em.log_prob(x).sum())
     assert float(hmm.log_prob(x).sum()) > ll_em - 0.01 * abs(ll_em)
+
+
+@pytest.mark.parametrize("emission", ["bernoulli", "poisson", "categorical"])
+def test_an_impossible_frame_has_log_likelihood_minus_infinity(emission):
+    _, params = _truth(emission, k=2, seed=16)
+    name = "rates" if emission == "poisson" else "probs"
+    p = params[name].clone()
+    if emission == "categorical":
+        p[:, 3] = 0
+        p = p / p.sum(-1, keepdim=True)
+        x = torch.tensor([[0, 1, 3], [0, 1, 2]])
+    else:
+        p[:, 1] = 0
+        x = torch.tensor([[[1.0, 0.0], [1.0, 1.0]], [[1.0, 0.0], [0.0, 0.0]]])
+    params[name] = p
+    hmm = _model(emission, "diag", params)
+    for dtype in (torch.float64, torch.float32):  # no dtype-dependent finite floor
+        lp = hmm.to(dtype).log_prob(x)
+        assert lp[0] == -math.inf and torch.isfinite(lp[1])
+    assert not torch.isnan(hmm.predict_proba(x)).any()

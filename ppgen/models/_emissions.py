@@ -30,7 +30,8 @@ _LOG_2PI = math.log(2 * math.pi)
 
 
 def _safe_log(p: torch.Tensor) -> torch.Tensor:
-    """log p with zeros mapped to log(tiny), so 0 * log p stays 0 inside matrix products."""
+    """log p with zeros mapped to log(tiny), so 0 * log p stays 0 inside matrix products
+    (callers then set impossible entries to -inf explicitly)."""
     return p.clamp_min(torch.finfo(p.dtype).tiny).log()
 
 
@@ -394,8 +395,16 @@ class BernoulliEmission(Emission):
         if observed is not None:
             o = observed.to(x.dtype)
             x = torch.where(observed, x, torch.zeros_like(x))
-            return x @ log_p.transpose(-1, -2) + (o - x) @ log_q.transpose(-1, -2)
-        return x @ (log_p - log_q).transpose(-1, -2) + log_q.sum(-1).unsqueeze(-2)
+            out = x @ log_p.transpose(-1, -2) + (o - x) @ log_q.transpose(-1, -2)
+            ones = o - x
+        else:
+            out = x @ (log_p - log_q).transpose(-1, -2) + log_q.sum(-1).unsqueeze(-2)
+            ones = 1 - x
+        # A bit that a state never emits makes the frame impossible there: exactly -inf
+        # (the safe logs above only keep 0 * log 0 out of the products).
+        never = x @ (p == 0).to(x.dtype).transpose(-1, -2) + \
+            ones @ (p == 1).to(x.dtype).transpose(-1, -2)
+        return out.masked_fill(never > 0, -math.inf)
 
     def pyro_dist(self, sites, z):
         return dist.Bernoulli(Vindex(sites["probs"])[..., z, :]).to_event(1)
@@ -466,10 +475,14 @@ class PoissonEmission(Emission):
         if observed is not None:
             o = observed.to(x.dtype)
             x = torch.where(observed, x, torch.zeros_like(x))
-            return (x @ _safe_log(r).transpose(-1, -2) - o @ r.transpose(-1, -2)
-                    - torch.lgamma(x + 1).sum(-1, keepdim=True))
-        return (x @ _safe_log(r).transpose(-1, -2) - r.sum(-1).unsqueeze(-2)
-                - torch.lgamma(x + 1).sum(-1, keepdim=True))
+            out = (x @ _safe_log(r).transpose(-1, -2) - o @ r.transpose(-1, -2)
+                   - torch.lgamma(x + 1).sum(-1, keepdim=True))
+        else:
+            out = (x @ _safe_log(r).transpose(-1, -2) - r.sum(-1).unsqueeze(-2)
+                   - torch.lgamma(x + 1).sum(-1, keepdim=True))
+        # A positive count where a state's rate is 0 is impossible there: exactly -inf.
+        never = (x > 0).to(x.dtype) @ (r == 0).to(x.dtype).transpose(-1, -2)
+        return out.masked_fill(never > 0, -math.inf)
 
     def pyro_dist(self, sites, z):
         return dist.Poisson(Vindex(sites["rates"])[..., z, :]).to_event(1)
@@ -546,12 +559,12 @@ class CategoricalEmission(Emission):
                             "set num_symbols to cover them.")
 
     def log_prob(self, params, x, observed=None):
-        log_p = _safe_log(params["probs"])  # (*P, K, S)
+        log_p = params["probs"].log()  # (*P, K, S); log 0 = -inf for symbols never emitted
         if observed is not None:
             x = torch.where(observed, x, torch.zeros_like(x))
         out = log_p[..., x].transpose(-1, -2)  # (*P, M, K)
         if observed is not None:
-            out = out * observed.unsqueeze(-1).to(out.dtype)
+            out = out.masked_fill(~observed.unsqueeze(-1), 0.0)
         return out
 
     def pyro_dist(self, sites, z):
