@@ -178,10 +178,11 @@ def diagnose(fit: Fit) -> list[Diagnostic]:
             ess_bulk = az.ess(idata, var_names=names, method="bulk")
             ess_tail = az.ess(idata, var_names=names, method="tail")
         for name in names:
-            values = rhat[name].values
-            if np.all(np.isnan(values)):  # a constant site (e.g. the weight of K=1)
+            draws = fit.posterior[name]
+            if float(draws.double().std()) == 0:  # a constant site (e.g. the weight of K=1)
                 continue
-            r = float(np.nanmax(values))
+            values = rhat[name].values  # all NaN with a single chain: no R-hat check then
+            r = float(np.nanmax(values)) if not np.all(np.isnan(values)) else float("nan")
             if r > RHAT_MAX:
                 out.append(Diagnostic("rhat", f"R-hat of {name} is {r:.3f} > {RHAT_MAX}: the "
                                       "chains disagree. Run longer (num_warmup, num_samples), "

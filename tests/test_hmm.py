@@ -561,3 +561,81 @@ def test_an_impossible_frame_has_log_likelihood_minus_infinity(emission):
         lp = hmm.to(dtype).log_prob(x)
         assert lp[0] == -math.inf and torch.isfinite(lp[1])
     assert not torch.isnan(hmm.predict_proba(x)).any()
+
+
+def test_steps_far_below_an_unreachable_state_stay_exact():
+    """The reachable states emit the frame hundreds of nats below an unreachable one: the
+    scaled recursion underflows there and must redo the step (review finding)."""
+    params = {"initial_probs": torch.tensor([1.0, 0.0]),
+              "transition_probs": torch.tensor([[0.9, 0.1], [0.0, 1.0]]),
+              "locs": torch.tensor([[0.0], [20.0]]), "covariances": torch.ones(2, 1)}
+    for dtype, x0 in ((torch.float32, 16.0), (torch.float64, 60.0)):
+        hmm = ppgen.HiddenMarkovModel(2, dtype=dtype)
+        hmm.set_params(**params)
+        x = torch.tensor([[[x0], [20.0]]], dtype=dtype)
+        exact = _brute_force("gaussian", "diag", {k: v.double() for k, v in params.items()},
+                             x[0].double())
+        assert_close(hmm.log_prob(x).double(), exact.reshape(1), rtol=1e-5)
+        steps = hmm.score(x, per_step=True)
+        assert torch.isfinite(steps).all()
+        assert_close(hmm.predict_proba(x).sum(-1), torch.ones(1, 2, dtype=dtype), rtol=1e-5)
+        assert hmm.sample_states(x, seed=0).shape == (1, 2)
+        mask = torch.ones(1, 2, dtype=torch.bool)
+        fb = forward_backward(hmm._log_b(x, mask), hmm.initial_probs, hmm.transition_probs,
+                              mask)
+        assert_close(fb["log_lik"].double(), exact.reshape(1), rtol=1e-5)
+
+
+def test_review_findings_on_input_handling():
+    x, params = _truth("categorical", n=4, t=6)
+    ref = ppgen.HiddenMarkovModel(2, emission="categorical")
+    ppgen.fit(ref, x, "em", seed=0, progress=False)
+    for dtype in (torch.int32, torch.int16, torch.uint8):  # any integer type of symbols
+        assert torch.equal(ref.log_prob(x.to(dtype)), ref.log_prob(x))
+    ppgen.fit(ppgen.HiddenMarkovModel(2, emission="categorical"), x.to(torch.int32), "em",
+              progress=False)
+    g, gp = _truth("gaussian", "diag", n=3, t=5)
+    hmm = _model("gaussian", "diag", gp)
+    with pytest.raises(ValueError, match="2 features per step"):
+        hmm.log_prob(torch.zeros(1, 4, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="one number of features"):
+        hmm.set_params(locs=torch.zeros(3, 3, dtype=torch.float64))
+    mixed = ppgen.HiddenMarkovModel(2)
+    mixed.set_params(initial_probs=[0.5, 0.5], transition_probs=[[0.9, 0.1], [0.1, 0.9]],
+                     locs=torch.zeros(2, 1), covariances=torch.ones(2, 1, dtype=torch.float64))
+    assert {v.dtype for v in mixed.get_params().values()} == {torch.float64}
+    assert torch.isfinite(mixed.log_prob(torch.zeros(1, 3, 1))).all()
+    bern = _model("bernoulli", "diag", _truth("bernoulli")[1])
+    with pytest.raises(ValueError, match="bits"):  # observed entries of partly missing frames
+        bern.impute(torch.tensor([[[float("nan"), 7.0]]]))
+    with pytest.raises(TypeError, match="model_kwargs.*length"):
+        ppgen.fit(ppgen.HiddenMarkovModel(2), g, "em", model_kwargs={"length": [5, 5, 5]},
+                  progress=False)
+    with pytest.raises(ValueError, match=r"init\['locs'\]"):
+        ppgen.fit(ppgen.HiddenMarkovModel(2), g, "em", init={"locs": torch.zeros(3, 2)},
+                  progress=False)
+    with pytest.raises(ppgen.NotFittedError):
+        ppgen.HiddenMarkovModel(2, emission="categorical").bic(x)
+    # NaN padding gives finite gradients in plain Pyro SVI.
+    padded, kw = hmm.prepare_inputs([s[:n] for s, n in zip(g, [5, 3, 2])], {})
+    nan_pad = padded.clone()
+    nan_pad[torch.arange(5) >= kw["lengths"].unsqueeze(-1)] = float("nan")
+    pyro.clear_param_store()
+    svi = pyro.infer.SVI(hmm.model, hmm.guide, pyro.optim.Adam({"lr": 0.01}),
+                         TraceEnum_ELBO(max_plate_nesting=1))
+    for _ in range(2):
+        assert math.isfinite(svi.step(nan_pad, **kw))
+    assert all(torch.isfinite(v).all() for v in pyro.get_param_store().values())
+    pyro.clear_param_store()
+
+
+def test_float32_gaussian_em_far_from_the_origin():
+    x, _ = ppgen.datasets.make_hmm(20, 50, 2, num_features=2, seed=0)
+    results = []
+    for dtype in (torch.float32, torch.float64):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)
+            fit = ppgen.fit(ppgen.HiddenMarkovModel(2), (x + 1e4).to(dtype), "em", seed=0,
+                            num_steps=50, progress=False)
+        results.append(fit.history["objective"][-1])
+    assert results[0] == pytest.approx(results[1], rel=1e-4)

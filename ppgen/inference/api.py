@@ -144,6 +144,13 @@ def fit(model: GenerativeModel | Callable, data: Any = None, method: Method = "s
         raise bad_type("model_kwargs", "a dict", type(model_kwargs).__name__)
     if init is not None and not isinstance(init, dict):
         raise bad_type("init", "a dict of start values", type(init).__name__)
+    if builtin and model_kwargs:
+        accepted = inspect.signature(model.model).parameters
+        unknown = set(model_kwargs) - set(accepted) - {"data"}
+        if unknown and not any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
+            names = ", ".join(n for n in accepted if n != "data")
+            raise bad_type("model_kwargs", f"keyword arguments of {type(model).__name__}.model"
+                           f" ({names})", ", ".join(sorted(unknown)))
     seed = resolve_seed(seed)
     device = torch.device(device) if device is not None else None
     if device is not None and device.type == "cuda" and not torch.cuda.is_available():

@@ -22,7 +22,14 @@ from pyro.distributions import constraints
 from pyro.ops.indexing import Vindex
 
 from .._validation import bad_value
-from .gmm import _cholesky, _estimate_parameters, _full_covariances, _kmeans, _log_gaussian
+from .gmm import (
+    _cholesky,
+    _estimate_parameters,
+    _full_covariances,
+    _kmeans,
+    _log_gaussian,
+    _sufficient_statistics,
+)
 
 __all__ = ["make_emission", "Emission"]
 
@@ -60,19 +67,12 @@ class Emission:
     name: str = ""
     param_names: tuple[str, ...] = ()
     site_names: tuple[str, ...] = ()
-    #: Whether each frame is a vector (D,) (True) or a single symbol (False).
-    vector: bool = True
-
-    def __init__(self, num_states: int, **options: Any) -> None:
+    def __init__(self, num_states: int) -> None:
         self.k = num_states
-        self.options = options
 
     # ---------------------------------------------------------------- data checks
     def check_frames(self, x: torch.Tensor, arg: str) -> None:
         """Refuse values outside the support (x holds the real, non-missing frames)."""
-
-    def data_dtype(self, param_dtype: torch.dtype) -> torch.dtype:
-        return param_dtype
 
     # ------------------------------------------------------------------- densities
     def log_prob(self, params: dict[str, torch.Tensor], x: torch.Tensor,
@@ -166,6 +166,10 @@ class GaussianEmission(Emission):
             full = _full_covariances(cov, self.covariance, d)
             mvn = dist.MultivariateNormal(locs.unsqueeze(-3), covariance_matrix=full.unsqueeze(-4))
             return mvn.log_prob(x.unsqueeze(-2))
+        # Centre on the state means' average: the expanded quadratic forms below lose all
+        # precision in float32 when the data sit far from the origin.
+        shift = locs.detach().mean(0)
+        x, locs = x - shift, locs - shift
         chol = _cholesky(cov, self.covariance)
         if observed is None or bool(observed.all()):
             return _log_gaussian(x, locs, chol, self.covariance)
@@ -243,8 +247,6 @@ class GaussianEmission(Emission):
         return out
 
     def _estimate(self, x, resp, reg):
-        from .gmm import _sufficient_statistics
-
         shift = x.mean(0)
         nk, sx, sxx = _sufficient_statistics(x - shift, resp, self.covariance)
         _, locs, cov = _estimate_parameters(nk, sx, sxx, x.shape[0], self.covariance, reg)
@@ -540,17 +542,19 @@ class CategoricalEmission(Emission):
     name = "categorical"
     param_names = ("probs",)
     site_names = ("probs",)
-    vector = False
 
     def __init__(self, num_states: int, *, concentration: float, num_symbols: int) -> None:
         super().__init__(num_states)
         self.concentration = concentration
         self.num_symbols = num_symbols
 
-    def data_dtype(self, param_dtype):
-        return torch.long
-
     def check_frames(self, x, arg):
+        if self.num_symbols is None:  # the alphabet is being inferred from these data
+            bad = x < 0
+            if bool(bad.any()):
+                raise bad_value(arg, "symbols >= 0", f"{int(bad.sum())} negative, e.g. "
+                                f"{int(x[bad][0])}", "Map the symbols to 0..num_symbols-1.")
+            return
         bad = (x < 0) | (x >= self.num_symbols)
         if bool(bad.any()):
             raise bad_value(arg, f"symbols in 0..{self.num_symbols - 1} (num_symbols="

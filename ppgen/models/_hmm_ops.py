@@ -12,9 +12,11 @@ Numerics. The forward and backward passes use Rabiner's scaled recursion in whic
 quantity is carried as a log: at each step the emission log-probabilities are shifted by
 their maximum over states before exponentiating (so the largest factor is exactly 1), the
 forward vector is renormalised, and the logs of the normalisers and shifts are summed. This
-is exact in exact arithmetic, never overflows or underflows for finite log-likelihoods, and
-replaces the K x K log-sum-exp of a plain log-space recursion with one matrix product per
-step. Viterbi runs in log space (max-plus).
+is exact in exact arithmetic and replaces the K x K log-sum-exp of a plain log-space
+recursion with one matrix product per step. When the states the chain can reach all emit a
+frame far (hundreds of nats) below an unreachable state, that step underflows; it is then
+redone with the shift taken over the reachable states only, so the result stays exact.
+Viterbi runs in log space (max-plus).
 
 Padded steps (``mask`` False) carry the state forward unchanged and emit nothing, so they
 contribute exactly zero to every log-likelihood and every expected statistic.
@@ -22,25 +24,73 @@ contribute exactly zero to every log-likelihood and every expected statistic.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 __all__ = ["forward_log_prob", "forward_backward", "viterbi", "sample_posterior",
            "sample_states"]
 
 
-def _shifted(log_b: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """exp(log_b - max_k log_b) and the shift, with padded steps set to emission 1."""
-    log_b = torch.where(mask.unsqueeze(-1), log_b, torch.zeros((), dtype=log_b.dtype,
-                                                                device=log_b.device))
-    shift = log_b.amax(-1, keepdim=True)
+def _shifted(log_b: torch.Tensor, mask: torch.Tensor, dim: int = -1):
+    """exp(log_b - max over states) and the shift, with padded steps set to emission 1.
+
+    Returns (b, shift, masked log_b); ``dim`` is the states dimension.
+    """
+    log_b = torch.where(mask, log_b, torch.zeros((), dtype=log_b.dtype, device=log_b.device))
+    shift = log_b.amax(dim, keepdim=True)
     # A step impossible under every state (all -inf) keeps shift 0, so b = 0 and the
     # sequence's log-likelihood becomes -inf instead of NaN.
     shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
-    return (log_b - shift).exp(), shift.squeeze(-1)
+    return (log_b - shift).exp(), shift, log_b
+
+
+def _rescue(pred: torch.Tensor, log_b_t: torch.Tensor, dim: int):
+    """One step redone with the shift taken over the states the chain can reach.
+
+    The usual shift is the largest emission log-density over all states; when every state
+    the chain can be in (pred > 0) emits the frame hundreds of nats below an unreachable
+    one, exp underflows to 0 for all of them. Returns (pred * b', shift') for that step.
+    """
+    reach = pred > 0
+    log_b_t = torch.where(reach, log_b_t, torch.full((), -math.inf, dtype=pred.dtype,
+                                                       device=pred.device))
+    shift = log_b_t.amax(dim, keepdim=True)
+    shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
+    return pred * (log_b_t - shift).exp(), shift
 
 
 def _step_mask(mask: torch.Tensor, t: int) -> torch.Tensor:
     return mask[:, t].unsqueeze(-1)
+
+
+def _filter(log_b: torch.Tensor, init: torch.Tensor, trans: torch.Tensor,
+            mask: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Normalised forward vectors (a list over time of (*P, N, K)) and the per-step log
+    normalisers log p(x_t | x_<t) (*P, N, T); differentiable."""
+    b, shift, masked = _shifted(log_b, mask.unsqueeze(-1))
+    tiny = torch.finfo(b.dtype).tiny
+    alphas, logs = [], []
+    alpha = None
+    for t in range(b.shape[-2]):
+        pred = init.unsqueeze(-2).expand(b[..., 0, :].shape) if alpha is None else \
+            alpha @ trans
+        new = pred * b[..., t, :]
+        norm = new.sum(-1, keepdim=True)
+        step_shift = shift[..., t, :]
+        low = norm <= tiny
+        if bool(low.any()):  # rare: see _rescue
+            redo, redo_shift = _rescue(pred, masked[..., t, :], -1)
+            new = torch.where(low, redo, new)
+            step_shift = torch.where(low, redo_shift, step_shift)
+            norm = new.sum(-1, keepdim=True)
+        if alpha is not None:
+            new = torch.where(_step_mask(mask, t), new, alpha)
+            norm = torch.where(_step_mask(mask, t), norm, torch.ones_like(norm))
+        alpha = new / norm.clamp_min(tiny)
+        alphas.append(alpha)
+        logs.append((norm.log() + step_shift).squeeze(-1))
+    return alphas, torch.stack(logs, -1)
 
 
 def forward_log_prob(log_b: torch.Tensor, init: torch.Tensor, trans: torch.Tensor,
@@ -50,19 +100,7 @@ def forward_log_prob(log_b: torch.Tensor, init: torch.Tensor, trans: torch.Tenso
     Differentiable (used inside Pyro models). With ``per_step`` returns (*P, N, T): the
     one-step predictive log-densities log p(x_t | x_<t), zero at padded steps.
     """
-    b, shift = _shifted(log_b, mask)
-    tiny = torch.finfo(b.dtype).tiny
-    alpha = init.unsqueeze(-2) * b[..., 0, :]
-    norm = alpha.sum(-1, keepdim=True)
-    alpha = alpha / norm.clamp_min(tiny)
-    logs = [norm.squeeze(-1).log()]
-    for t in range(1, b.shape[-2]):
-        new = (alpha @ trans) * b[..., t, :]
-        new = torch.where(_step_mask(mask, t), new, alpha)
-        norm = new.sum(-1, keepdim=True)
-        alpha = new / norm.clamp_min(tiny)
-        logs.append(norm.squeeze(-1).log())
-    steps = torch.stack(logs, -1) + shift
+    steps = _filter(log_b, init, trans, mask)[1]
     return steps if per_step else steps.sum(-1)
 
 
@@ -116,19 +154,31 @@ def forward_backward(log_b: torch.Tensor, init: torch.Tensor, trans: torch.Tenso
     shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
     b = _buffer(workspace, "b", (num_steps, k, n), log_b)
     torch.sub(lbt, shift, out=b).exp_()
+    init_col = init.unsqueeze(-1)
     tiny = torch.finfo(b.dtype).tiny
     alphas = _buffer(workspace, "alphas", (num_steps, k, n), log_b)
     norms = _buffer(workspace, "norms", (num_steps, 1, n), log_b)
     trans_t = trans.T.contiguous()
-    torch.mul(init.unsqueeze(-1), b[0], out=alphas[0])
     for t in range(num_steps):
         alpha = alphas[t]
-        if t > 0:
+        if t == 0:
+            torch.mul(init_col, b[0], out=alpha)
+        else:
             torch.mm(trans_t, alphas[t - 1], out=alpha).mul_(b[t])
-            if partial[t]:
-                alpha.copy_(torch.where(step_mask[t], alpha, alphas[t - 1]))
         torch.sum(alpha, 0, keepdim=True, out=norms[t])
-        alpha.div_(norms[t].clamp_min_(tiny))
+        low = norms[t] <= tiny
+        if bool(low.any()):  # rare: redo the step with a reachable-state shift (_rescue)
+            pred = init_col.expand(k, n) if t == 0 else trans_t @ alphas[t - 1]
+            redo, redo_shift = _rescue(pred, lbt[t], 0)
+            b[t] = torch.where(low, torch.exp(torch.where(
+                pred > 0, lbt[t], torch.full_like(lbt[t], -math.inf)) - redo_shift), b[t])
+            shift[t] = torch.where(low, redo_shift, shift[t])
+            alpha.copy_(torch.where(low, redo, alpha))
+            torch.sum(alpha, 0, keepdim=True, out=norms[t])
+        if t > 0 and partial[t]:
+            alpha.copy_(torch.where(step_mask[t], alpha, alphas[t - 1]))
+            norms[t] = torch.where(step_mask[t], norms[t], torch.ones_like(norms[t]))
+        alpha.div_(norms[t].clamp_min(tiny))
     # Backward pass; carried[t] = b_t * beta_t / c_t, which also gives the expected
     # transitions: xi_t(i, j) = alpha_{t-1}(i) A_ij carried_t(j); gamma_t = alpha_t beta_t.
     carried = _buffer(workspace, "carried", (num_steps, k, n), log_b)
@@ -137,7 +187,7 @@ def forward_backward(log_b: torch.Tensor, init: torch.Tensor, trans: torch.Tenso
     carried[0] = 0
     for t in range(num_steps - 1, 0, -1):
         c = carried[t]
-        torch.mul(b[t], betas[t], out=c).div_(norms[t])
+        torch.mul(b[t], betas[t], out=c).div_(norms[t].clamp_min(tiny))
         if partial[t]:
             c.masked_fill_(~step_mask[t], 0.0)
             betas[t - 1] = torch.where(step_mask[t], trans @ c, betas[t])
@@ -180,21 +230,15 @@ def sample_posterior(log_b: torch.Tensor, init: torch.Tensor, trans: torch.Tenso
                      mask: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """One draw of the state paths from p(z | x) by forward filtering, backward sampling:
     shape (N, T), -1 at padded steps."""
-    b, _ = _shifted(log_b, mask)
-    tiny = torch.finfo(b.dtype).tiny
-    n, num_steps, k = b.shape
-    alphas = []
-    alpha = init * b[:, 0]
-    alpha = alpha / alpha.sum(-1, keepdim=True).clamp_min(tiny)
-    alphas.append(alpha)
-    for t in range(1, num_steps):
-        new = torch.where(_step_mask(mask, t), (alpha @ trans) * b[:, t], alpha)
-        alpha = new / new.sum(-1, keepdim=True).clamp_min(tiny)
-        alphas.append(alpha)
+    alphas = _filter(log_b, init, trans, mask)[0]
+    tiny = torch.finfo(log_b.dtype).tiny
+    num_steps = len(alphas)
     state = torch.multinomial(alphas[-1], 1, generator=generator).squeeze(-1)
     path = [state]
     for t in range(num_steps - 2, -1, -1):
         weights = alphas[t] * trans[:, state].T
+        # Past a sequence's end the draw is discarded; keep its weights valid anyway.
+        weights = torch.where(mask[:, t + 1].unsqueeze(-1), weights, alphas[t])
         draw = torch.multinomial(weights / weights.sum(-1, keepdim=True).clamp_min(tiny), 1,
                                  generator=generator).squeeze(-1)
         state = torch.where(mask[:, t + 1], draw, state)

@@ -74,9 +74,9 @@ def _cholesky(cov: torch.Tensor, covariance: str) -> torch.Tensor:
         chol = cov.clamp_min(0).sqrt()
     if bad or not bool(torch.isfinite(chol).all()):
         raise ValueError(
-            "Fitting the mixture failed: some components have an ill-defined covariance "
-            "(collapsed onto a few identical points). Try fewer components, a larger reg_covar, "
-            "or scaling the input data."
+            "covariances: some components (states) have an ill-defined covariance, "
+            "collapsed onto a few identical points. Try fewer components or states, a larger "
+            "reg_covar, or scaling the input data."
         )
     return chol
 

@@ -96,11 +96,9 @@ def _to_tensor(x: Any, arg: str) -> torch.Tensor:
         if arr.dtype.kind not in "biuf":
             raise bad_type(arg, "numeric values", f"dtype {arr.dtype}")
         t = torch.as_tensor(arr)
-    if t.is_complex() or t.dtype == torch.bool:
-        t = t.to(torch.get_default_dtype()) if t.dtype == torch.bool else t
-        if t.is_complex():
-            raise bad_type(arg, "real values", f"dtype {t.dtype}")
-    return t
+    if t.is_complex():
+        raise bad_type(arg, "real values", f"dtype {t.dtype}")
+    return t.to(torch.get_default_dtype()) if t.dtype == torch.bool else t
 
 
 def _pad(seqs: list[torch.Tensor], arg: str, frame_dims: int):
@@ -126,9 +124,7 @@ def _pad(seqs: list[torch.Tensor], arg: str, frame_dims: int):
     dtype = seqs[0].dtype
     for s in seqs[1:]:
         dtype = torch.promote_types(dtype, s.dtype)
-    out = seqs[0].new_zeros((len(seqs), int(lengths.max()), *seqs[0].shape[1:]), dtype=dtype)
-    for i, s in enumerate(seqs):  # one copy per sequence, only to build the padded batch
-        out[i, :s.shape[0]] = s
+    out = torch.nn.utils.rnn.pad_sequence([s.to(dtype) for s in seqs], batch_first=True)
     return out, lengths
 
 
@@ -154,13 +150,16 @@ class HMMSequences(TorchDistribution):
         self.init = init.reshape(*lead, k)
         self.trans = trans
         self.params = params
-        self.lengths = lengths
         self.mask = torch.arange(num_steps, device=lengths.device) < lengths.unsqueeze(-1)
         self.frame_shape = frame_shape
         super().__init__(lead + lengths.shape, (num_steps, *frame_shape), validate_args=False)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         n, num_steps = self.mask.shape
+        # Padded steps are ignored, also by gradients: zero them (NaN padding would give
+        # 0 * NaN = NaN in the backward pass of the emission's matrix products).
+        pad = ~self.mask.view(n, num_steps, *(1,) * len(self.frame_shape))
+        value = value.masked_fill(pad, 0)
         frames = value.reshape(n * num_steps, *self.frame_shape)
         log_b = self.emission.log_prob(self.params, frames)
         log_b = log_b.reshape(*log_b.shape[:-2], n, num_steps, log_b.shape[-1])
@@ -316,7 +315,8 @@ class HiddenMarkovModel(GenerativeModel):
 
     def _sequences(self, data: Any, lengths: Any = None, *, arg: str = "data",
                    allow_nan: bool = False, dtype: torch.dtype | None = None,
-                   device: torch.device | None = None):
+                   device: torch.device | None = None, fitted_shape: bool = False,
+                   check_range: bool = True):
         """Validate sequences; returns (padded frames, lengths, mask, missing or None).
 
         Padded steps are set to 0. For categorical emissions the frames are long integers.
@@ -353,9 +353,16 @@ class HiddenMarkovModel(GenerativeModel):
                 lengths = torch.full((x.shape[0],), x.shape[1], dtype=torch.long)
             else:
                 lengths = self._check_lengths(lengths, x.shape[0], x.shape[1])
+        if frame_dims and fitted_shape and self.num_features is not None and \
+                x.shape[-1] != self.num_features:
+            raise bad_value(arg, f"{self.num_features} features per step (as the model was "
+                            "fitted with)", f"shape {tuple(x.shape)}",
+                            "Pass data with the same features as in fit.")
         if device is not None:
             x = x.to(device)
         lengths = lengths.to(x.device)
+        if self.emission == "categorical" and not x.is_floating_point():
+            x = x.long()  # any integer type (uint8 would otherwise index as a mask)
         mask = torch.arange(x.shape[1], device=x.device) < lengths.unsqueeze(-1)
         if not x.is_floating_point():
             x = x.to(torch.get_default_dtype() if dtype is None else dtype) \
@@ -382,14 +389,19 @@ class HiddenMarkovModel(GenerativeModel):
                 missing = nan_full
             x = torch.where(mask.view(*mask.shape, *(1,) * frame_dims) & ~nan_full, x,
                             torch.zeros((), dtype=x.dtype, device=x.device))
-        real = mask if missing is None else (
-            mask & ~missing if missing.dim() == 2 else mask & ~missing.any(-1))
         if self.emission == "categorical" and x.is_floating_point():
             if bool((x != x.round()).any()):
                 raise bad_value(arg, "integer symbols for emission='categorical'",
                                 "non-integer values")
             x = x.long()
-        self._emission().check_frames(x[real], arg)
+        # Every observed entry is checked, also those of partly missing frames.
+        seen = mask.view(*mask.shape, *(1,) * frame_dims).expand(x.shape)
+        if missing is not None:
+            seen = seen & ~missing
+        emission = self._emission()
+        if not check_range:
+            emission.num_symbols = None
+        emission.check_frames(x[seen], arg)
         return x, lengths, mask, missing
 
     def _check_lengths(self, lengths: Any, num_sequences: int, num_steps: int) -> torch.Tensor:
@@ -414,7 +426,7 @@ class HiddenMarkovModel(GenerativeModel):
     def _apply_inputs(self, data, lengths, *, allow_nan=False):
         """Sequences for the applications of a fitted model (its dtype and device)."""
         return self._sequences(data, lengths, allow_nan=allow_nan, dtype=self.dtype,
-                               device=self.device)
+                               device=self.device, fitted_shape=True)
 
     # ------------------------------------------------------------ fit preparation
     def prepare_inputs(self, data: Any, model_kwargs: dict[str, Any]):
@@ -423,7 +435,7 @@ class HiddenMarkovModel(GenerativeModel):
         kwargs = dict(model_kwargs)
         if self.emission == "categorical" and self.num_symbols is None and \
                 self.probs is None:
-            x0, lengths0, mask0, _ = self._sequences_unchecked(data, kwargs.get("lengths"))
+            x0, _, mask0, _ = self._sequences(data, kwargs.get("lengths"), check_range=False)
             self._inferred_symbols = max(2, int(x0[mask0].max()) + 1)
         x, lengths, mask, _ = self._sequences(data, kwargs.pop("lengths", None),
                                               dtype=self.param_dtype)
@@ -438,14 +450,6 @@ class HiddenMarkovModel(GenerativeModel):
             self.prior_scale = self.prior_scale.to(dtype)
         kwargs["lengths"] = lengths
         return x, kwargs
-
-    def _sequences_unchecked(self, data, lengths):
-        saved = self.num_symbols
-        self.num_symbols = 1 << 62  # no range check while the alphabet is being inferred
-        try:
-            return self._sequences(data, lengths)
-        finally:
-            self.num_symbols = saved
 
     def _param_dtype_for(self, x: torch.Tensor) -> torch.dtype:
         if self.param_dtype is not None:
@@ -560,9 +564,12 @@ class HiddenMarkovModel(GenerativeModel):
                 probs = torch.where(valid.unsqueeze(-1), Vindex(trans)[..., z, :], stay)
             z = pyro.sample(f"state_{t}", dist.Categorical(probs),
                             infer={"enumerate": "parallel"})
+            frame = None
+            if x is not None:  # padded frames are ignored, also by gradients
+                keep = valid.view(-1, *(1,) * (x.dim() - 2))
+                frame = x[:, t].masked_fill(~keep, 0)
             with poutine.mask(mask=valid):
-                pyro.sample(f"obs_{t}", emission.pyro_dist(sites, z),
-                            obs=None if x is None else x[:, t])
+                pyro.sample(f"obs_{t}", emission.pyro_dist(sites, z), obs=frame)
         return z
 
     def site_dims(self) -> dict[str, list[str]]:
@@ -612,22 +619,48 @@ class HiddenMarkovModel(GenerativeModel):
         return values
 
     # ------------------------------------------------------------------ parameters
-    def _check_params(self, params: dict[str, Any]) -> dict[str, torch.Tensor]:
+    def _check_params(self, params: dict[str, Any], *,
+                      prefix: str = "params") -> dict[str, torch.Tensor]:
         k = self.num_states
         ref = next((getattr(self, n) for n in self.active_param_names + ("prior_loc",)
                     if getattr(self, n) is not None), None)
-        dtype = self.param_dtype or (ref.dtype if ref is not None else None)
-        device = ref.device if ref is not None else None
-        out: dict[str, torch.Tensor] = {}
         extra = set(params) - set(self.active_param_names)
         if extra:
-            raise bad_value("params", f"parameters of emission={self.emission!r} among "
+            raise bad_value(prefix, f"parameters of emission={self.emission!r} among "
                             + ", ".join(self.active_param_names), ", ".join(sorted(extra)))
-        for name, value in params.items():
-            arg = f"params[{name!r}]"
-            t = _to_tensor(value, arg)
-            t = t.to(dtype=dtype if dtype is not None else (
-                t.dtype if t.is_floating_point() else torch.get_default_dtype()), device=device)
+        given = {name: _to_tensor(value, f"{prefix}[{name!r}]") for name, value in
+                 params.items()}
+        # One floating type for all parameters: the constructor's, the model's, or the
+        # widest of the values given.
+        dtype = self.param_dtype or (ref.dtype if ref is not None else None)
+        if dtype is None:
+            floats = [t.dtype for t in given.values() if t.is_floating_point()]
+            dtype = floats[0] if floats else torch.get_default_dtype()
+            for f in floats[1:]:
+                dtype = torch.promote_types(dtype, f)
+        device = ref.device if ref is not None else None
+        # The number of features: from the values given, else the model's (data or fit).
+        widths = {int(t.shape[-1]) for n, t in given.items() if t.dim() == 2 and
+                  n in ("locs", "rates") + (("probs",) if self.emission == "bernoulli" else ())}
+        if self.emission == "gaussian" and "covariances" in given and \
+                given["covariances"].dim() >= 2:
+            widths.add(int(given["covariances"].shape[-1]))
+        known = None
+        if self.emission != "categorical":
+            if self.prior_loc is not None:  # the data's
+                known = self.prior_loc.shape[-1]
+            elif not all(n in given for n in self.emission_param_names):
+                known = self.num_features  # the parameters that stay
+
+        if len(widths) > 1 or (known is not None and widths and widths != {int(known)}):
+            raise bad_value(prefix, "parameters for one number of features" + (
+                f" ({int(known)}, as the data)" if known is not None else ""),
+                f"widths {sorted(widths)}", "Give locs, covariances, probs or rates with as "
+                "many columns as the data has features.")
+        out: dict[str, torch.Tensor] = {}
+        for name, t in given.items():
+            arg = f"{prefix}[{name!r}]"
+            t = t.to(dtype=dtype, device=device)
             if not bool(torch.isfinite(t).all()):
                 raise bad_value(arg, "finite values", "NaN or infinite entries")
             if name in ("initial_probs", "transition_probs") or (
@@ -635,8 +668,10 @@ class HiddenMarkovModel(GenerativeModel):
                 want = {"initial_probs": (k,), "transition_probs": (k, k)}.get(name)
                 if want is not None and tuple(t.shape) != want:
                     raise bad_value(arg, f"shape {want}", f"shape {tuple(t.shape)}")
-                if name == "probs" and (t.dim() != 2 or t.shape[0] != k):
-                    raise bad_value(arg, f"shape ({k}, num_symbols)", f"shape {tuple(t.shape)}")
+                if name == "probs" and (t.dim() != 2 or t.shape[0] != k or t.shape[1] < 2 or (
+                        self.num_symbols is not None and t.shape[1] != self.num_symbols)):
+                    want = self.num_symbols or "num_symbols >= 2"
+                    raise bad_value(arg, f"shape ({k}, {want})", f"shape {tuple(t.shape)}")
                 if bool((t < 0).any()) or bool(((t.sum(-1) - 1).abs() > 1e-5).any()):
                     raise bad_value(arg, "non-negative probabilities summing to 1 along the "
                                     "last dimension", _short(t))
@@ -672,7 +707,7 @@ class HiddenMarkovModel(GenerativeModel):
         if unknown:
             raise bad_value("init", "keys among " + ", ".join(self.active_param_names),
                             ", ".join(sorted(unknown)))
-        given = self._check_params(init) if init else {}
+        given = self._check_params(init, prefix="init") if init else {}
         mask = self._mask(x, lengths)
         dtype = self._param_dtype_for(x) if self.prior_loc is None else self.prior_loc.dtype
         frames = x[mask] if self.emission == "categorical" else x[mask].to(dtype)
@@ -827,8 +862,6 @@ class HiddenMarkovModel(GenerativeModel):
                 extra = v.shape[2:]
                 idx = perms.view(perms.shape + (1,) * len(extra)).expand(v.shape)
                 out[name] = torch.gather(v, 1, idx)
-            elif name.startswith("state_"):
-                out[name] = torch.gather(torch.argsort(perms, -1), 1, v.long())
             else:
                 out[name] = v
         return {name: v.reshape(*lead, *v.shape[1:]) for name, v in out.items()}
@@ -990,12 +1023,14 @@ class HiddenMarkovModel(GenerativeModel):
 
     def bic(self, data: Any, lengths: Any = None) -> float:
         """Bayesian information criterion -2 log L + p log(number of frames)."""
+        self.check_fitted("compute the BIC")
         x, lens, mask, _ = self._apply_inputs(data, lengths)
         ll = float(self.log_prob(x, lens).sum())
         return -2 * ll + self.num_parameters() * math.log(int(mask.sum()))
 
     def aic(self, data: Any, lengths: Any = None) -> float:
         """Akaike information criterion -2 log L + 2 p."""
+        self.check_fitted("compute the AIC")
         return float(-2 * self.log_prob(data, lengths).sum() + 2 * self.num_parameters())
 
 
