@@ -639,3 +639,15 @@ def test_float32_gaussian_em_far_from_the_origin():
                             num_steps=50, progress=False)
         results.append(fit.history["objective"][-1])
     assert results[0] == pytest.approx(results[1], rel=1e-4)
+
+
+def test_fit_with_the_models_own_guide():
+    x, _ = ppgen.datasets.make_hmm(15, 12, 2, num_features=2, seed=17)
+    hmm = ppgen.HiddenMarkovModel(2)
+    fit = ppgen.fit(hmm, x, "svi", guide="model", num_steps=300, lr=0.05, seed=0,
+                    progress=False)
+    assert hmm.is_fitted and fit.posterior is None
+    em = ppgen.HiddenMarkovModel(2)
+    ppgen.fit(em, x, "em", seed=0, progress=False)
+    ll_em = float(em.log_prob(x).sum())
+    assert float(hmm.log_prob(x).sum()) > ll_em - 0.01 * abs(ll_em)

@@ -200,20 +200,27 @@ def _fit_builtin(model: GenerativeModel, data, method, seed, device, init, kwarg
         batch_size = options.pop("batch_size", None)
         num_draws = options.pop("num_samples", 1000)
         guide = options.pop("guide", model.default_guide)
+        # The model's own guide ("model", or its bound guide method) starts itself and
+        # reports its point estimate; automatic guides start from init_values.
+        own = guide == "model" or getattr(guide, "__self__", None) is model
+        if guide == "model":
+            guide = model.guide
         batch = {}
         if batch_size is not None:
             batch = {"subsample_size": min(check_positive_int("batch_size", batch_size),
                                            x.shape[0])}
-        values = model.init_values(x, init=init, seed=seed, **data_kw)
+        values = None if own else model.init_values(x, init=init, seed=seed, **data_kw)
         out = run_svi(model_fn, (x,), kwargs, info, progress=progress, guide=guide,
                       init_values=values, batch_kwargs=batch, **options)
         guide_fn = out["guide"]
         posterior = None
         point = {}
         with torch.no_grad():
-            if hasattr(guide_fn, "median"):
+            if own:
+                point = model.guide_point_estimate()
+            elif hasattr(guide_fn, "median"):
                 point = guide_fn.median(x, **kwargs)
-            if guide != "map":
+            if guide != "map" and not own:
                 posterior = _guide_draws(guide_fn, (x,), kwargs, info, num_draws)
         if point:
             model.set_point_estimate(point)

@@ -75,7 +75,8 @@ class GenerativeModel(PyroModule):
     has_enumerated_sites: ClassVar[bool] = False
     #: Whether ``em_initialize``/``e_step``/``m_step`` exist.
     supports_em: ClassVar[bool] = False
-    #: Default SVI guide kind: ``"map"`` (point estimate) or ``"normal"`` (mean field).
+    #: Default SVI guide kind: ``"map"`` (point estimate), ``"normal"`` (mean field) or
+    #: ``"model"`` (the model's own :meth:`guide`).
     default_guide: ClassVar[str] = "normal"
     #: Name of the observed site(s), for ArviZ's observed_data and log_likelihood groups.
     observed_sites: ClassVar[tuple[str, ...]] = ("obs",)
@@ -200,6 +201,12 @@ class GenerativeModel(PyroModule):
                     seed: int) -> dict[str, torch.Tensor]:
         """Start values of the latent sample sites for SVI and MCMC (site name -> value)."""
         return {}
+
+    def guide_point_estimate(self) -> dict[str, torch.Tensor]:
+        """Site values (for :meth:`set_point_estimate`) read from the param store after SVI
+        with the model's own guide (``guide="model"``)."""
+        raise NotImplementedError(f"{type(self).__name__} has no hand-written guide; use "
+                                  "guide='map' or 'normal'.")
 
     def set_point_estimate(self, values: dict[str, torch.Tensor]) -> None:
         """Store point estimates given as latent site values (e.g. an SVI guide's medians)."""

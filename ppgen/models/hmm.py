@@ -550,6 +550,12 @@ class HiddenMarkovModel(GenerativeModel):
                 value = pyro.param(f"hmm_{name}", initial(name), constraint=support)
                 pyro.sample(name, dist.Delta(value, event_dim=event_dim))
 
+    def guide_point_estimate(self) -> dict[str, torch.Tensor]:
+        """The MAP guide's values from the param store (``fit(..., guide="model")``)."""
+        store = pyro.get_param_store()
+        return {name[len("hmm_"):]: store[name].detach() for name in store.keys()
+                if name.startswith("hmm_")}
+
     def _markov_chain(self, x, lens, num_steps, init, trans, sites, emission):
         """The chain written step by step with enumerated states (``pyro.markov``)."""
         k = self.num_states
