@@ -6,11 +6,11 @@
 >>> fit = ppgen.fit(gmm, x, method="em", seed=0, progress=False)
 """
 
-from . import datasets
+from . import datasets, evaluation
 from ._validation import NotFittedError
 from .inference import ConvergenceWarning, Diagnostic, Fit, fit
 from .io import load, save
-from .models import GaussianMixture, GenerativeModel, HiddenMarkovModel
+from .models import LDA, GaussianMixture, GenerativeModel, HiddenMarkovModel
 
 __version__ = "0.1.0"
 
@@ -23,5 +23,5 @@ def compare(fits, **kwargs):
 
 
 __all__ = ["fit", "Fit", "Diagnostic", "ConvergenceWarning", "NotFittedError", "compare",
-           "save", "load", "GaussianMixture", "HiddenMarkovModel", "GenerativeModel", "datasets",
-           "__version__"]
+           "save", "load", "GaussianMixture", "HiddenMarkovModel", "LDA", "GenerativeModel",
+           "datasets", "evaluation", "__version__"]

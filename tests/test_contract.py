@@ -12,8 +12,10 @@ CASES = {
     "gmm": (lambda: ppgen.GaussianMixture(2), lambda: ppgen.datasets.load_old_faithful()),
     "hmm": (lambda: ppgen.HiddenMarkovModel(2, emission="gaussian"),
             lambda: ppgen.datasets.make_hmm(30, 20, 2, num_features=2, seed=0)[0]),
+    "lda": (lambda: ppgen.LDA(3),
+            lambda: ppgen.datasets.make_corpus(40, 60, 3, doc_length=50, seed=0)[0]),
 }
-METHODS = {"gmm": ("em", {}), "hmm": ("em", {})}
+METHODS = {"gmm": ("em", {}), "hmm": ("em", {}), "lda": ("em", {})}
 # Extra arguments of sample(): sequence models need a length.
 SAMPLE_KWARGS = {"hmm": {"lengths": 20}}
 

@@ -1,7 +1,8 @@
 """Data loaders (small files shipped in the package, large ones from ``../shared/data``) and
 synthetic generators that return the true parameters with the data."""
 
-from .loaders import data_dir, load_jsb_chorales, load_old_faithful
-from .synthetic import make_hmm, make_mixture
+from .loaders import data_dir, load_ap_corpus, load_jsb_chorales, load_old_faithful
+from .synthetic import make_corpus, make_hmm, make_mixture
 
-__all__ = ["load_old_faithful", "load_jsb_chorales", "make_mixture", "make_hmm", "data_dir"]
+__all__ = ["load_old_faithful", "load_jsb_chorales", "load_ap_corpus", "make_mixture", "make_hmm",
+           "make_corpus", "data_dir"]

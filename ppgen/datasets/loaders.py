@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["load_old_faithful", "load_jsb_chorales", "data_dir"]
+__all__ = ["load_old_faithful", "load_jsb_chorales", "load_ap_corpus", "data_dir"]
 
 
 def data_dir() -> Path:
@@ -105,3 +105,64 @@ def load_jsb_chorales(split: str | None = None, *, dtype: torch.dtype = torch.fl
         rolls[seq_idx, step_idx, key_idx] = 1
         out[name] = (rolls, lengths)
     return out if split is None else out[split]
+
+
+def load_ap_corpus(*, dtype: torch.dtype = torch.float32):
+    """Blei's AP corpus: 2246 Associated Press news articles as bags of words over 10473 terms.
+
+    The example data of ``lda-c`` (Blei, Ng & Jordan 2003), shipped inside the package
+    (0.8 MB; the same files as ``../shared/data/ap_corpus.npz`` and ``ap_vocab.txt``, see
+    section 4 of its MANIFEST.md). The tokenisation and stop-word removal are Blei's own;
+    nothing else was done to the counts. 302031 non-zero entries, 435838 tokens, documents of
+    2 to 620 tokens, none empty.
+
+    Parameters
+    ----------
+    dtype : torch.dtype
+        Type of the stored counts: a floating type (default float32, what topic models
+        compute in) or an integer one (``torch.int64`` for exact integer arithmetic). The
+        counts are whole numbers from 1 to 36, exact in every one of these types.
+
+    Returns
+    -------
+    counts : scipy.sparse.csr_matrix of shape (2246, 10473)
+        Document-term counts, one row per document (in ``ap.dat`` order), with the numpy
+        type matching ``dtype`` (``numpy.float32`` for ``torch.float32``).
+    vocabulary : list of str
+        The 10473 terms; ``vocabulary[j]`` is the word of column ``j``.
+
+    Examples
+    --------
+    >>> counts, vocabulary = load_ap_corpus()
+    >>> counts.shape, counts.nnz, int(counts.sum()), vocabulary[:3]
+    ((2246, 10473), 302031, 435838, ['i', 'new', 'percent'])
+    """
+    import numpy as np
+    import scipy.sparse
+
+    np_dtype = _numpy_dtype("dtype", dtype)
+    files = resources.files("ppgen.datasets")
+    with files.joinpath("data/ap_corpus.npz").open("rb") as fh:
+        with np.load(fh, allow_pickle=False) as z:
+            data, indices, indptr = z["data"], z["indices"], z["indptr"]
+            shape = tuple(int(n) for n in z["shape"])
+    counts = scipy.sparse.csr_matrix((data.astype(np_dtype), indices, indptr), shape=shape)
+    vocabulary = files.joinpath("data/ap_vocab.txt").read_text(encoding="utf-8").splitlines()
+    if len(vocabulary) != shape[1]:  # a damaged install, not a user error
+        raise RuntimeError(f"ap_vocab.txt has {len(vocabulary)} terms for {shape[1]} columns; "
+                           "reinstall ppgen.")
+    return counts, vocabulary
+
+
+def _numpy_dtype(arg: str, dtype):
+    """The numpy type of a real torch dtype (floating or integer), or a TypeError."""
+    from .._validation import bad_type
+
+    if not isinstance(dtype, torch.dtype) or dtype.is_complex or dtype == torch.bool:
+        raise bad_type(arg, "a real torch dtype such as torch.float32 or torch.int64",
+                       repr(dtype))
+    try:
+        return torch.empty(0, dtype=dtype).numpy().dtype
+    except TypeError as exc:  # bfloat16 and the like have no numpy counterpart
+        raise bad_type(arg, "a torch dtype with a numpy counterpart (float16/32/64, int*)",
+                       repr(dtype), "Load with torch.float32 and convert afterwards.") from exc

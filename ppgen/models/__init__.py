@@ -3,6 +3,7 @@
 from .base import MODEL_REGISTRY, GenerativeModel, get_model_class, register
 from .gmm import GaussianMixture
 from .hmm import HiddenMarkovModel
+from .lda import LDA
 
-__all__ = ["GenerativeModel", "GaussianMixture", "HiddenMarkovModel", "MODEL_REGISTRY",
+__all__ = ["GenerativeModel", "GaussianMixture", "HiddenMarkovModel", "LDA", "MODEL_REGISTRY",
            "get_model_class", "register"]

@@ -1,0 +1,499 @@
+"""Latent Dirichlet allocation: a Pyro model with the word topics summed out, batch variational
+EM (Blei, Ng & Jordan 2003; scikit-learn's ``learning_method="batch"``), an amortized SVI guide,
+and NUTS on small corpora, through ``ppgen.fit``.
+
+The Pyro model, for documents d with word counts n_d (a bag of words of length N_d)::
+
+    topic_word[k] ~ Dirichlet(topic_word_prior * 1_V)          for each topic k
+    doc_topics[d] ~ Dirichlet(doc_topic_prior * 1_K)           for each document d
+    n_d ~ Multinomial(N_d, doc_topics[d] @ topic_word)         word topics summed out
+
+Summing each word's topic out turns the per-word categorical topics into one mixture over
+the vocabulary per document, so SVI and NUTS never see a discrete site.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.distributions import constraints
+from pyro.distributions.torch_distribution import TorchDistribution
+
+from .._random import derive_seeds
+from .._validation import bad_value, check_positive_float, check_positive_int
+from ._topic_ops import (
+    Corpus,
+    as_corpus,
+    dirichlet_expectation,
+    fit_doc_topics,
+    lda_bound,
+    topic_word_statistics,
+)
+from .base import GenerativeModel, register
+
+__all__ = ["LDA", "BagOfWords"]
+
+#: Share of the prior in the defensive importance-sampling proposal of ``LDA.log_prob``.
+_DEFENSIVE = 0.2
+
+_EMPTY = torch.Size()
+
+
+class BagOfWords(TorchDistribution):
+    """Multinomial word counts with a length per document: log p(n) = log N! - sum log n_w!
+    + sum n_w log p_w. ``probs`` (..., V); ``sample`` needs ``lengths``."""
+
+    arg_constraints = {"probs": constraints.simplex}
+    support = constraints.nonnegative_integer
+
+    def __init__(self, probs: torch.Tensor, lengths: torch.Tensor | None = None,
+                 validate_args: bool | None = None) -> None:
+        self.probs = probs
+        self.lengths = lengths
+        super().__init__(probs.shape[:-1], probs.shape[-1:], validate_args=False)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        logp = self.probs.clamp_min(torch.finfo(self.probs.dtype).tiny).log()
+        total = value.sum(-1)
+        return (torch.lgamma(total + 1) - torch.lgamma(value + 1).sum(-1)
+                + (value * logp).sum(-1))
+
+    def sample(self, sample_shape: torch.Size = _EMPTY) -> torch.Tensor:
+        if tuple(sample_shape) or self.lengths is None:
+            raise NotImplementedError("BagOfWords.sample draws one batch and needs lengths")
+        with torch.no_grad():
+            return _draw_counts(self.probs, self.lengths, None)
+
+
+def _draw_counts(probs: torch.Tensor, lengths: torch.Tensor,
+                 generator: torch.Generator | None) -> torch.Tensor:
+    """Word counts (B, V) of documents with the given lengths, all drawn at once."""
+    probs = probs.reshape(-1, probs.shape[-1])
+    lengths = lengths.reshape(-1).long()
+    most = int(lengths.max()) if lengths.numel() else 0
+    counts = torch.zeros_like(probs)
+    if most == 0:
+        return counts
+    words = torch.multinomial(probs, most, replacement=True, generator=generator)
+    keep = (torch.arange(most, device=probs.device) < lengths.unsqueeze(-1)).to(probs.dtype)
+    return counts.scatter_add_(1, words, keep)
+
+
+class _Encoder(torch.nn.Module):
+    """Word counts (B, V) -> Dirichlet concentrations (B, K) of the topic proportions."""
+
+    def __init__(self, vocab_size: int, num_topics: int, hidden: int, dropout: float) -> None:
+        super().__init__()
+        self.vocab_size = vocab_size
+        self.net = torch.nn.Sequential(
+            torch.nn.Linear(vocab_size, hidden), torch.nn.Softplus(),
+            torch.nn.Linear(hidden, hidden), torch.nn.Softplus(), torch.nn.Dropout(dropout),
+            torch.nn.Linear(hidden, num_topics))
+
+    def forward(self, counts: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.softplus(self.net(torch.log1p(counts))) + 1e-3
+
+
+@register("lda")
+class LDA(GenerativeModel):
+    """Latent Dirichlet allocation.
+
+    Parameters
+    ----------
+    num_topics : int
+        Number of topics K.
+    doc_topic_prior, topic_word_prior : float, optional
+        Concentrations alpha and eta of the symmetric Dirichlet priors; 1 / K by default (as
+        scikit-learn).
+    max_doc_iter, doc_tol : int, float
+        Variational E-step: most fixed-point iterations per document and the mean absolute
+        change of a document's Dirichlet parameters at which it stops (scikit-learn's
+        ``max_doc_update_iter`` and ``mean_change_tol``).
+    vocabulary : list of str, optional
+        Words of the columns, used by :meth:`top_words`.
+
+    Public parameter: ``topic_word`` (K, V), each row a distribution over the vocabulary.
+    After EM the model also keeps the variational Dirichlet parameters
+    ``topic_word_concentration`` (K, V), of which ``topic_word`` is the mean.
+    """
+
+    param_names = ("topic_word",)
+    state_names = ("topic_word_concentration",)
+    supports_em = True
+    default_guide = "model"
+    observed_dims = ("document", "word")
+    jit_compile = False
+
+    def __init__(self, num_topics: int, *, doc_topic_prior: float | None = None,
+                 topic_word_prior: float | None = None, max_doc_iter: int = 100,
+                 doc_tol: float = 1e-3, vocabulary: list[str] | None = None,
+                 hidden_size: int = 100, dropout: float = 0.2) -> None:
+        super().__init__()
+        self.num_topics = check_positive_int("num_topics", num_topics)
+        self.doc_topic_prior = 1.0 / self.num_topics if doc_topic_prior is None else \
+            check_positive_float("doc_topic_prior", doc_topic_prior)
+        self.topic_word_prior = 1.0 / self.num_topics if topic_word_prior is None else \
+            check_positive_float("topic_word_prior", topic_word_prior)
+        self.max_doc_iter = check_positive_int("max_doc_iter", max_doc_iter)
+        self.doc_tol = check_positive_float("doc_tol", doc_tol)
+        self.vocabulary = None if vocabulary is None else [str(w) for w in vocabulary]
+        self.hidden_size = check_positive_int("hidden_size", hidden_size)
+        if not 0 <= dropout < 1:
+            raise bad_value("dropout", "a number in [0, 1)", dropout)
+        self.dropout = float(dropout)
+        self._em: dict[str, Any] | None = None
+
+    def get_config(self) -> dict[str, Any]:
+        return {"num_topics": self.num_topics, "doc_topic_prior": self.doc_topic_prior,
+                "topic_word_prior": self.topic_word_prior, "max_doc_iter": self.max_doc_iter,
+                "doc_tol": self.doc_tol, "vocabulary": self.vocabulary,
+                "hidden_size": self.hidden_size, "dropout": self.dropout}
+
+    def __repr__(self) -> str:
+        return (f"LDA(num_topics={self.num_topics}, doc_topic_prior={self.doc_topic_prior:g}, "
+                f"topic_word_prior={self.topic_word_prior:g})")
+
+    @property
+    def vocab_size(self) -> int | None:
+        if self.topic_word is not None:
+            return int(self.topic_word.shape[-1])
+        return None if self.vocabulary is None else len(self.vocabulary)
+
+    # ---------------------------------------------------------------- parameters
+    def _check_params(self, params: dict[str, Any]) -> dict[str, torch.Tensor]:
+        out = {}
+        if "topic_word" in params:
+            t = torch.as_tensor(params["topic_word"])
+            if self.topic_word is not None:
+                t = t.to(dtype=self.topic_word.dtype, device=self.topic_word.device)
+            elif not t.is_floating_point():
+                t = t.to(torch.get_default_dtype())
+            k = self.num_topics
+            if t.dim() != 2 or t.shape[0] != k:
+                raise bad_value("params['topic_word']", f"shape ({k}, vocabulary_size)",
+                                f"shape {tuple(t.shape)}")
+            if self.vocabulary is not None and t.shape[1] != len(self.vocabulary):
+                raise bad_value("params['topic_word']", f"{len(self.vocabulary)} columns (the "
+                                "vocabulary)", f"shape {tuple(t.shape)}")
+            if not bool(torch.isfinite(t).all()) or bool((t < 0).any()) or bool(
+                    ((t.sum(-1) - 1).abs() > 1e-4).any()):
+                raise bad_value("params['topic_word']", "rows of non-negative probabilities "
+                                "summing to 1", "other values")
+            out["topic_word"] = t
+        return out
+
+    def _corpus(self, data: Any, arg: str = "data") -> Corpus:
+        return as_corpus(data, arg=arg, vocab_size=self.vocab_size, dtype=self.dtype,
+                         device=self.device)
+
+    # ------------------------------------------------------------ fit preparation
+    def prepare(self, data: Any) -> torch.Tensor:
+        """Validate the training counts; returns them as a dense (D, V) tensor."""
+        corpus = as_corpus(data, vocab_size=None if self.vocabulary is None else
+                           len(self.vocabulary),
+                           dtype=self.dtype if self.topic_word is not None else "data")
+        if corpus.counts.numel() == 0:
+            raise bad_value("data", "at least one word in the corpus", "only empty documents")
+        return corpus.dense()
+
+    # -------------------------------------------------------------------- Pyro model
+    def model(self, data: torch.Tensor | None = None, *, doc_lengths: torch.Tensor | None = None,
+              subsample_size: int | None = None) -> torch.Tensor:
+        """The generative process (module docstring); ``data`` (D, V) counts, or None with
+        ``doc_lengths`` (D,) to draw documents from the prior."""
+        if data is None and doc_lengths is None:
+            raise ValueError("LDA.model: give data or doc_lengths.")
+        ref = data if data is not None else self.topic_word
+        if ref is None or self.vocab_size is None and data is None:
+            raise ValueError("LDA.model: the vocabulary size comes from the data.")
+        v = data.shape[-1] if data is not None else self.vocab_size
+        dtype = data.dtype if data is not None and data.is_floating_point() else self.dtype
+        device = data.device if data is not None else self.device
+        num_docs = data.shape[0] if data is not None else doc_lengths.shape[0]
+        k = self.num_topics
+        with pyro.plate("topics", k, dim=-1):
+            topic_word = pyro.sample("topic_word", dist.Dirichlet(
+                torch.full((v,), self.topic_word_prior, dtype=dtype, device=device)))
+        with pyro.plate("documents", num_docs, subsample_size=subsample_size, dim=-1) as idx:
+            theta = pyro.sample("doc_topics", dist.Dirichlet(
+                torch.full((k,), self.doc_topic_prior, dtype=dtype, device=device)))
+            probs = theta @ topic_word  # (..., B, V); word topics summed out
+            x = None if data is None else data[idx]
+            lengths = x.sum(-1) if x is not None else doc_lengths[idx]
+            return pyro.sample("obs", BagOfWords(probs, lengths), obs=x)
+
+    def guide(self, data: torch.Tensor | None = None, *, doc_lengths: torch.Tensor | None = None,
+              subsample_size: int | None = None) -> None:
+        """Amortized variational guide: q(topic_word[k]) = Dirichlet(lambda_k) with free
+        parameters lambda (K, V), and q(doc_topics[d]) = Dirichlet(encoder(n_d)), an MLP from
+        a document's word counts to its Dirichlet concentrations (Srivastava & Sutton 2017's
+        amortization, with LDA's Dirichlet posterior). The encoder makes each step cost one
+        minibatch, so ``batch_size`` scales SVI to corpora of any size.
+
+        lambda starts at ``topic_word_prior`` plus, per topic, the words of a few documents
+        picked k-means++-style (far from the topics so far), so topics start distinct.
+        """
+        if data is None:
+            raise ValueError("LDA.guide: give the data.")
+        encoder = self._get_encoder(data.shape[-1], data.dtype, data.device)
+        pyro.module("lda_encoder", encoder)
+        lam = pyro.param("lda_topic_word_concentration", lambda: self._seed_topics(data),
+                         constraint=constraints.positive)
+        with pyro.plate("topics", self.num_topics, dim=-1):
+            pyro.sample("topic_word", dist.Dirichlet(lam))
+        with pyro.plate("documents", data.shape[0], subsample_size=subsample_size,
+                        dim=-1) as idx:
+            pyro.sample("doc_topics", dist.Dirichlet(encoder(data[idx])))
+
+    def guide_point_estimate(self) -> dict[str, torch.Tensor]:
+        """The topics' posterior means E_q[topic_word] = lambda / sum(lambda)."""
+        lam = pyro.get_param_store()["lda_topic_word_concentration"].detach()
+        return {"topic_word": lam / lam.sum(-1, keepdim=True), "concentration": lam}
+
+    def _get_encoder(self, vocab_size: int, dtype: torch.dtype, device) -> torch.nn.Module:
+        enc = self.__dict__.get("_encoder")
+        if enc is None or enc.vocab_size != vocab_size:
+            enc = _Encoder(vocab_size, self.num_topics, self.hidden_size, self.dropout)
+            object.__setattr__(self, "_encoder", enc)  # not a registered submodule: the
+            # encoder is a training device, not part of the fitted model
+        return enc.to(dtype=dtype, device=device)
+
+    def _seed_topics(self, data: torch.Tensor) -> torch.Tensor:
+        """k-means++-style start of the topics' Dirichlet parameters from whole documents."""
+        probs = data / data.sum(-1, keepdim=True).clamp_min(1)
+        chosen = [int(torch.randint(data.shape[0], (1,)))]
+        closest = (probs - probs[chosen[0]]).square().sum(-1)
+        for _ in range(1, self.num_topics):
+            weights = closest / closest.sum() if float(closest.sum()) > 0 else \
+                torch.ones_like(closest)
+            j = int(torch.multinomial(weights, 1))
+            chosen.append(j)
+            closest = torch.minimum(closest, (probs - probs[j]).square().sum(-1))
+        mean = probs.mean(0)
+        topics = 0.5 * probs[chosen] + 0.5 * mean
+        words_per_topic = float(data.sum()) / self.num_topics
+        return (self.topic_word_prior + topics * words_per_topic).detach()
+
+    def site_dims(self) -> dict[str, list[str]]:
+        return {"topic_word": ["topic", "word"], "doc_topics": ["document", "topic"]}
+
+    def set_point_estimate(self, values: dict[str, torch.Tensor]) -> None:
+        self.topic_word = values["topic_word"].detach().clone()
+        lam = values.get("concentration")
+        self.topic_word_concentration = None if lam is None else lam.detach().clone()
+
+    def summarize_posterior(self, samples: dict[str, torch.Tensor]) -> None:
+        self.topic_word = samples["topic_word"].mean(0)
+        self.topic_word_concentration = None
+
+    def init_values(self, data: torch.Tensor, *, init: dict[str, Any] | None,
+                    seed: int) -> dict[str, torch.Tensor]:
+        """Start values: the topics of a few EM iterations (or ``init``), and each
+        document's proportions fitted to them."""
+        lam = self._initial_concentration(data, init, seed)
+        corpus = as_corpus(data, dtype=data.dtype)
+        for _ in range(5):
+            exp_beta = torch.exp(dirichlet_expectation(lam))
+            gamma = fit_doc_topics(corpus, exp_beta, self.doc_topic_prior, max_iter=20)
+            lam = self.topic_word_prior + topic_word_statistics(corpus, gamma, exp_beta)
+        topic_word = lam / lam.sum(-1, keepdim=True)
+        gamma = fit_doc_topics(corpus, topic_word, self.doc_topic_prior)
+        return {"topic_word": topic_word, "doc_topics": gamma / gamma.sum(-1, keepdim=True)}
+
+    # ---------------------------------------------------------------- EM capability
+    def _initial_concentration(self, data: torch.Tensor, init: dict[str, Any] | None,
+                               seed: int) -> torch.Tensor:
+        init = dict(init or {})
+        unknown = set(init) - {"topic_word", "topic_word_concentration"}
+        if unknown:
+            raise bad_value("init", "keys among topic_word, topic_word_concentration",
+                            ", ".join(sorted(unknown)))
+        k, v = self.num_topics, data.shape[-1]
+        if "topic_word_concentration" in init:
+            lam = torch.as_tensor(init["topic_word_concentration"]).to(data.dtype)
+            if lam.shape != (k, v) or not bool((lam > 0).all()):
+                raise bad_value("init['topic_word_concentration']", f"positive values of "
+                                f"shape ({k}, {v})", f"shape {tuple(lam.shape)}")
+            return lam
+        if "topic_word" in init:
+            topic_word = self._check_params({"topic_word": init["topic_word"]})["topic_word"]
+            # As many pseudo-words per topic as the corpus has words per topic.
+            return self.topic_word_prior + topic_word.to(data.dtype) * float(data.sum()) / k
+        rng = np.random.RandomState(derive_seeds(seed, 1)[0] % 2**32)
+        # scikit-learn's start: Gamma(100, 1/100) entries.
+        return torch.as_tensor(rng.gamma(100.0, 0.01, (k, v)), dtype=data.dtype)
+
+    def em_initialize(self, data: torch.Tensor, *, init: dict[str, Any] | None,
+                      seed: int) -> None:
+        lam = self._initial_concentration(data, init, seed)
+        self._set_concentration(lam)
+        self._em = {"data": data, "corpus": as_corpus(data, dtype=data.dtype), "gamma": None}
+
+    def _set_concentration(self, lam: torch.Tensor) -> None:
+        self.topic_word_concentration = lam
+        self.topic_word = lam / lam.sum(-1, keepdim=True)
+
+    def _em_state(self, data: torch.Tensor) -> dict[str, Any]:
+        if self._em is None or self._em["data"] is not data:
+            self._em = {"data": data, "corpus": as_corpus(data, dtype=data.dtype),
+                        "gamma": None}
+        return self._em
+
+    def e_step(self, data: torch.Tensor) -> tuple[float, torch.Tensor]:
+        """Documents' variational Dirichlets, the evidence lower bound, and the expected
+        topic-word counts."""
+        state = self._em_state(data)
+        lam = self.topic_word_concentration
+        exp_beta = torch.exp(dirichlet_expectation(lam))
+        # Every E-step starts the documents afresh (gamma = 1, as scikit-learn up to its
+        # random jitter): a warm start would stop after one update, since the change rule
+        # measures the step and not the distance to the fixed point, and EM would crawl.
+        gamma = fit_doc_topics(state["corpus"], exp_beta, self.doc_topic_prior,
+                               max_iter=self.max_doc_iter, tol=self.doc_tol)
+        bound = lda_bound(state["corpus"], gamma, lam, self.doc_topic_prior,
+                          self.topic_word_prior)
+        return float(bound), topic_word_statistics(state["corpus"], gamma, exp_beta)
+
+    def m_step(self, data: torch.Tensor, stats: torch.Tensor) -> None:
+        self._set_concentration(self.topic_word_prior + stats)
+
+    def em_finalize(self) -> None:
+        self._em = None
+
+    # ----------------------------------------------------------------- applications
+    def _exp_log_topic_word(self) -> torch.Tensor:
+        if self.topic_word_concentration is not None:
+            return torch.exp(dirichlet_expectation(self.topic_word_concentration))
+        return self.topic_word
+
+    def transform(self, data: Any) -> torch.Tensor:
+        """Topic proportions of each document (D, K): the mean of its variational Dirichlet
+        posterior given the fitted topics. An empty document gets the prior mean."""
+        self.check_fitted("transform documents")
+        corpus = self._corpus(data)
+        gamma = fit_doc_topics(corpus, self._exp_log_topic_word(), self.doc_topic_prior,
+                               max_iter=self.max_doc_iter, tol=self.doc_tol)
+        return gamma / gamma.sum(-1, keepdim=True)
+
+    def top_words(self, num_words: int = 10) -> list[list[str | int]]:
+        """The ``num_words`` most probable words of each topic (strings with a vocabulary)."""
+        self.check_fitted("list top words")
+        num_words = check_positive_int("num_words", num_words)
+        ids = self.topic_word.topk(min(num_words, self.topic_word.shape[1]), -1).indices
+        if self.vocabulary is None:
+            return ids.tolist()
+        return [[self.vocabulary[i] for i in row] for row in ids.tolist()]
+
+    def log_prob(self, data: Any, *, num_samples: int = 100, seed: int = 0) -> torch.Tensor:
+        """Estimated log-likelihood of each document in nats, log p(n_d | topic_word).
+
+        Estimator: importance sampling over the document's topic proportions (Wallach et al.
+        2009), log (1/S) sum_s p(n_d | theta_s) p(theta_s) / q(theta_s) with S =
+        ``num_samples`` draws from the defensive mixture q = 0.8 Dirichlet(gamma_d) + 0.2
+        prior, gamma_d the document's variational posterior; its expectation is a lower
+        bound that tightens as S grows. The multinomial
+        coefficient of the bag of words is included. Deterministic for a given ``seed``.
+        """
+        self.check_fitted("compute log_prob")
+        num_samples = check_positive_int("num_samples", num_samples)
+        corpus = self._corpus(data)
+        gamma = fit_doc_topics(corpus, self._exp_log_topic_word(), self.doc_topic_prior,
+                               max_iter=self.max_doc_iter, tol=self.doc_tol)
+        g = torch.Generator(device=gamma.device).manual_seed(int(seed))
+        # Defensive importance sampling (Hesterberg 1995): a fifth of the draws come from the
+        # prior, so the weights stay bounded where the variational posterior is too narrow.
+        prior_conc = torch.full_like(gamma, self.doc_topic_prior)
+        from_prior = torch.rand(num_samples, corpus.num_docs, 1, generator=g,
+                                dtype=gamma.dtype, device=gamma.device) < _DEFENSIVE
+        conc = torch.where(from_prior, prior_conc, gamma)  # (S, D, K)
+        draws = _gamma_draws(conc, g)
+        theta = draws / draws.sum(-1, keepdim=True)
+        theta = theta.clamp_min(torch.finfo(theta.dtype).tiny)
+        theta = theta / theta.sum(-1, keepdim=True)
+        log_prior = dist.Dirichlet(prior_conc).log_prob(theta)
+        log_q = torch.logaddexp(math.log(1 - _DEFENSIVE) + dist.Dirichlet(gamma).log_prob(theta),
+                                math.log(_DEFENSIVE) + log_prior)
+        log_w = log_prior - log_q  # (S, D)
+        word_probs = (theta[:, corpus.doc_ids] * self.topic_word.T[corpus.word_ids]).sum(-1)
+        lik = torch.zeros(num_samples, corpus.num_docs, dtype=gamma.dtype, device=gamma.device)
+        lik.index_add_(1, corpus.doc_ids, corpus.counts * word_probs.log())
+        lengths = corpus.doc_lengths
+        coef = torch.lgamma(lengths + 1)
+        coef = coef.index_add(0, corpus.doc_ids, -torch.lgamma(corpus.counts + 1))
+        return torch.logsumexp(lik + log_w, 0) - math.log(num_samples) + coef
+
+    def sample(self, num_samples: int, *, doc_length: int | Any = 100,
+               seed: int | None = None, return_topics: bool = False):
+        """Draw ``num_samples`` documents (count vectors) of ``doc_length`` words each (an int
+        or one length per document); with ``return_topics`` also their topic proportions."""
+        self.check_fitted("sample")
+        num_samples = check_positive_int("num_samples", num_samples)
+        lengths = torch.as_tensor(doc_length).reshape(-1)
+        if lengths.numel() == 1:
+            lengths = lengths.expand(num_samples)
+        if lengths.shape[0] != num_samples or bool((lengths < 0).any()):
+            raise bad_value("doc_length", f"an int >= 0 or {num_samples} of them",
+                            str(lengths.tolist()[:10]))
+        g = torch.Generator(device=self.device)
+        g.manual_seed(int(seed)) if seed is not None else g.seed()
+        alpha = torch.full((num_samples, self.num_topics), self.doc_topic_prior,
+                           dtype=self.dtype, device=self.device)
+        gam = _gamma_draws(alpha, g)
+        theta = gam / gam.sum(-1, keepdim=True)
+        counts = _draw_counts(theta @ self.topic_word, lengths.to(self.device), g)
+        return (counts, theta) if return_topics else counts
+
+    def impute(self, data: Any) -> torch.Tensor:
+        """Fill NaN entries of a count matrix with their expected counts given the rest of
+        the document: N_d * (theta_d @ topic_word)_w, with theta_d fitted to the observed
+        words and N_d the document's observed length. Observed entries are unchanged."""
+        self.check_fitted("impute")
+        x = torch.as_tensor(data.toarray() if hasattr(data, "toarray") else data)
+        if x.dim() != 2:
+            raise bad_value("data", "2 dimensions (num_documents, vocabulary_size)",
+                            f"shape {tuple(x.shape)}")
+        x = x.to(dtype=self.dtype, device=self.device)
+        missing = torch.isnan(x)
+        observed = torch.where(missing, torch.zeros_like(x), x)
+        theta = self.transform(observed)
+        expected = observed.sum(-1, keepdim=True) * (theta @ self.topic_word)
+        return torch.where(missing, expected, observed)
+
+    def complete(self, data: Any, num_words: int = 10) -> list[list[str | int]]:
+        """Document completion: each document's ``num_words`` most probable words among
+        those it does not contain, under its fitted topic proportions."""
+        self.check_fitted("complete documents")
+        num_words = check_positive_int("num_words", num_words)
+        corpus = self._corpus(data)
+        probs = self.transform(data) @ self.topic_word  # (D, V)
+        probs[corpus.doc_ids, corpus.word_ids] = -1.0  # words already in the document
+        ids = probs.topk(min(num_words, probs.shape[1]), -1).indices.tolist()
+        if self.vocabulary is None:
+            return ids
+        return [[self.vocabulary[i] for i in row] for row in ids]
+
+
+def _gamma_draws(alpha: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Gamma(alpha, 1) draws from a generator (Marsaglia-Tsang with the alpha < 1 boost)."""
+    boost = alpha < 1
+    a = torch.where(boost, alpha + 1, alpha)
+    d = a - 1.0 / 3
+    c = 1 / (9 * d).sqrt()
+    out = torch.empty_like(a)
+    todo = torch.ones_like(a, dtype=torch.bool)
+    while bool(todo.any()):  # rejection rounds (a handful), vectorised over all entries
+        x = torch.randn(a.shape, generator=generator, dtype=a.dtype, device=a.device)
+        u = torch.rand(a.shape, generator=generator, dtype=a.dtype, device=a.device)
+        v = (1 + c * x) ** 3
+        ok = (v > 0) & (u.clamp_min(1e-300).log() < 0.5 * x**2 + d - d * v
+                        + d * v.clamp_min(1e-300).log())
+        take = todo & ok
+        out[take] = (d * v)[take]
+        todo = todo & ~ok
+    u = torch.rand(a.shape, generator=generator, dtype=a.dtype, device=a.device)
+    return torch.where(boost, out * u.clamp_min(1e-300) ** (1 / alpha), out)
