@@ -8,7 +8,7 @@ topics; documents whose topic proportions have converged drop out of the inner l
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -29,6 +29,25 @@ class Corpus:
     counts: torch.Tensor
     num_docs: int
     vocab_size: int
+    _layouts: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def layout(self) -> dict[str, torch.Tensor]:
+        """Sparse layouts of the entries, built once: document-major CSR (``crow``, ``cols``,
+        ``values`` and ``order``, the entries' permutation into it) and word-major CSR
+        (``crow_t``, ``cols_t`` and ``to_t``, doc-major position -> word-major position)."""
+        if "crow" not in self._layouts:
+            v, d = self.vocab_size, self.num_docs
+            order = torch.argsort(self.doc_ids * v + self.word_ids)
+            docs, words = self.doc_ids[order], self.word_ids[order]
+            crow = torch.zeros(d + 1, dtype=torch.long, device=docs.device)
+            crow[1:] = torch.bincount(docs, minlength=d).cumsum(0)
+            to_t = torch.argsort(words * d + docs)
+            crow_t = torch.zeros(v + 1, dtype=torch.long, device=docs.device)
+            crow_t[1:] = torch.bincount(words, minlength=v).cumsum(0)
+            self._layouts.update(order=order, docs=docs, crow=crow, cols=words,
+                                 values=self.counts[order], to_t=to_t, crow_t=crow_t,
+                                 cols_t=docs[to_t])
+        return self._layouts
 
     @property
     def doc_lengths(self) -> torch.Tensor:
@@ -133,6 +152,21 @@ def _source_dtype(data: Any) -> torch.dtype | None:
     return None
 
 
+def _csr(crow: torch.Tensor, cols: torch.Tensor, values: torch.Tensor,
+         shape: tuple[int, int]) -> torch.Tensor:
+    with warnings.catch_warnings():  # "sparse CSR support is in beta state"
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(crow, cols, values, shape, check_invariants=False)
+
+
+def _sampled_products(corpus: Corpus, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    """(left @ right)[d, w] at every entry, in the document-major order of the layout."""
+    lay = corpus.layout()
+    pattern = _csr(lay["crow"], lay["cols"], torch.ones_like(lay["values"], dtype=left.dtype),
+                   (corpus.num_docs, corpus.vocab_size))
+    return torch.sparse.sampled_addmm(pattern, left, right, beta=0.0).values()
+
+
 def dirichlet_expectation(concentration: torch.Tensor) -> torch.Tensor:
     """E[log x] under Dirichlet(concentration), along the last dimension."""
     return torch.digamma(concentration) - torch.digamma(concentration.sum(-1, keepdim=True))
@@ -149,70 +183,74 @@ def fit_doc_topics(corpus: Corpus, exp_topic_word: torch.Tensor, doc_topic_prior
     gamma_dk = alpha + e_theta_dk * sum_w n_dw e_beta_kw / (sum_j e_theta_dj e_beta_jw).
     A document stops when the mean absolute change of its gamma falls below ``tol``.
 
-    Each iteration costs two passes over the non-zero entries: the normalisers by a gather
-    over entries grouped by document, the update by a sparse (CSR) matrix product. Converged
-    documents are frozen, and dropped from the arrays once they are many.
+    Each iteration costs two passes over the non-zero entries: the normalisers by a sampled
+    dense-dense product at the non-zeros (SDDMM), the update by a sparse (CSR) matrix
+    product. Converged documents are frozen, and dropped from the arrays once they are many.
     """
     k = exp_topic_word.shape[0]
     dtype, device = exp_topic_word.dtype, exp_topic_word.device
     eps = torch.finfo(dtype).eps
     gamma = torch.ones(corpus.num_docs, k, dtype=dtype, device=device) if start is None \
         else start.to(dtype=dtype, device=device).clone()
-    order = torch.argsort(corpus.doc_ids, stable=True)
-    doc_ids, word_ids = corpus.doc_ids[order], corpus.word_ids[order]
-    counts = corpus.counts[order].to(dtype)
+    v = exp_topic_word.shape[1]
+    lay = corpus.layout()
+    doc_ids, word_ids = lay["docs"], lay["cols"]
+    counts = lay["values"].to(dtype)
     beta_t = exp_topic_word.T.contiguous()  # (V, K)
     active = torch.arange(corpus.num_docs, device=device)
 
     def compact(keep_docs: torch.Tensor):
-        """Entries of the documents ``keep_docs`` (sorted), laid out for the products."""
-        keep = torch.zeros(corpus.num_docs, dtype=torch.bool, device=device)
-        keep[keep_docs] = True
-        sel = keep[doc_ids]
-        d, w, c = doc_ids[sel], word_ids[sel], counts[sel]
-        per_doc = torch.bincount(d, minlength=corpus.num_docs)[keep_docs]
-        crow = torch.zeros(len(keep_docs) + 1, dtype=torch.long, device=device)
-        crow[1:] = per_doc.cumsum(0)
-        return w, c, per_doc, crow, beta_t[w]
+        """The entries of the documents ``keep_docs`` (sorted) as a CSR pattern."""
+        if len(keep_docs) == corpus.num_docs:
+            w, c, crow = word_ids, counts, lay["crow"]
+        else:
+            keep = torch.zeros(corpus.num_docs, dtype=torch.bool, device=device)
+            keep[keep_docs] = True
+            sel = keep[doc_ids]
+            w, c = word_ids[sel], counts[sel]
+            per_doc = torch.bincount(doc_ids[sel], minlength=corpus.num_docs)[keep_docs]
+            crow = torch.zeros(len(keep_docs) + 1, dtype=torch.long, device=device)
+            crow[1:] = per_doc.cumsum(0)
+        return w, c, crow, _csr(crow, w, torch.ones_like(c), (len(keep_docs), v))
 
-    words, cnts, per_doc, crow, beta_nz = compact(active)
-    exp_theta = torch.exp(dirichlet_expectation(gamma))
+    words, cnts, crow, pattern = compact(active)
+    # Compact copies for the documents still in the arrays; frozen ones keep their values.
+    gamma_a = gamma
+    exp_a = torch.exp(dirichlet_expectation(gamma_a))
     going = torch.ones(corpus.num_docs, dtype=torch.bool, device=device)
     for _ in range(max_iter):
-        theta_a = exp_theta[active]
-        norm = (torch.repeat_interleave(theta_a, per_doc, dim=0) * beta_nz).sum(-1) + eps
-        with warnings.catch_warnings():  # "sparse CSR support is in beta state"
-            warnings.simplefilter("ignore", UserWarning)
-            ratio = torch.sparse_csr_tensor(crow, words, cnts / norm,
-                                            (len(active), beta_t.shape[0]),
-                                            check_invariants=False)
-        new = doc_topic_prior + theta_a * (ratio @ beta_t)
-        moving = going[active]
-        change = (new - gamma[active]).abs().mean(-1)
-        upd = active[moving]
-        gamma[upd] = new[moving]
-        exp_theta[upd] = torch.exp(dirichlet_expectation(new[moving]))
-        going[active[moving & (change < tol)]] = False
-        still = going[active]
-        if not bool(still.any()):
+        # Normalisers at the non-zeros only (sampled dense-dense product), then the update
+        # as one sparse-dense product.
+        norm = torch.sparse.sampled_addmm(pattern, exp_a, exp_topic_word,
+                                          beta=0.0).values() + eps
+        ratio = _csr(crow, words, cnts / norm, (len(active), v))
+        new = doc_topic_prior + exp_a * (ratio @ beta_t)
+        change = (new - gamma_a).abs().mean(-1)
+        keep = going.unsqueeze(-1)
+        gamma_a = torch.where(keep, new, gamma_a)
+        exp_a = torch.where(keep, torch.exp(dirichlet_expectation(new)), exp_a)
+        going = going & (change >= tol)
+        if not bool(going.any()):
             break
-        if float(still.double().mean()) < 0.7:  # drop the frozen documents from the arrays
-            active = active[still]
-            words, cnts, per_doc, crow, beta_nz = compact(active)
+        if float(going.double().mean()) < 0.7:  # drop the frozen documents from the arrays
+            gamma[active] = gamma_a
+            active, gamma_a, exp_a = active[going], gamma_a[going], exp_a[going]
+            going = going[going]
+            words, cnts, crow, pattern = compact(active)
+    gamma[active] = gamma_a
     return gamma
 
 
 def topic_word_statistics(corpus: Corpus, gamma: torch.Tensor,
                           exp_topic_word: torch.Tensor) -> torch.Tensor:
     """Expected topic-word counts sum_d n_dw phi_dwk (K, V) for the M-step."""
+    lay = corpus.layout()
     eps = torch.finfo(gamma.dtype).eps
-    exp_theta = torch.exp(dirichlet_expectation(gamma))[corpus.doc_ids]  # (nnz, K)
-    beta_nz = exp_topic_word.T[corpus.word_ids]
-    norm = (exp_theta * beta_nz).sum(-1) + eps
-    stats = torch.zeros(exp_topic_word.shape[1], exp_topic_word.shape[0], dtype=gamma.dtype,
-                        device=gamma.device)
-    stats.index_add_(0, corpus.word_ids, exp_theta * (corpus.counts / norm).unsqueeze(-1))
-    return stats.T * exp_topic_word
+    exp_theta = torch.exp(dirichlet_expectation(gamma))
+    norm = _sampled_products(corpus, exp_theta, exp_topic_word) + eps
+    ratio = (lay["values"].to(gamma.dtype) / norm)[lay["to_t"]]  # word-major order
+    by_word = _csr(lay["crow_t"], lay["cols_t"], ratio, (corpus.vocab_size, corpus.num_docs))
+    return (by_word @ exp_theta).T * exp_topic_word
 
 
 def _dirichlet_terms(prior: float, concentration: torch.Tensor,
@@ -232,7 +270,15 @@ def lda_bound(corpus: Corpus, gamma: torch.Tensor, topic_word_concentration: tor
     the document-topic and topic-word factors."""
     e_log_theta = dirichlet_expectation(gamma)
     e_log_beta = dirichlet_expectation(topic_word_concentration)
-    words = torch.logsumexp(e_log_theta[corpus.doc_ids] + e_log_beta.T[corpus.word_ids], -1)
-    return ((corpus.counts * words).sum()
+    # log sum_k exp(E log theta_dk + E log beta_kw) at the entries, as a sampled product of
+    # row- and column-shifted exponentials in float64 (no underflow above e^-708).
+    lay = corpus.layout()
+    row_max = e_log_theta.amax(-1, keepdim=True)
+    col_max = e_log_beta.amax(0, keepdim=True)
+    sums = _sampled_products(corpus, torch.exp(e_log_theta - row_max).double(),
+                             torch.exp(e_log_beta - col_max).double())
+    words = sums.log() + row_max.squeeze(-1).double()[lay["docs"]] + \
+        col_max.squeeze(0).double()[lay["cols"]]
+    return ((lay["values"].double() * words).sum().to(gamma.dtype)
             + _dirichlet_terms(doc_topic_prior, gamma, e_log_theta)
             + _dirichlet_terms(topic_word_prior, topic_word_concentration, e_log_beta))
