@@ -519,9 +519,7 @@ class GaussianMixture(GenerativeModel):
                 inverse = torch.argsort(perms, dim=-1)
                 out[name] = torch.gather(inverse, 1, v.long())
             elif name in ("weights", "locs", "scales", "corr_chol"):
-                extra = v.shape[2:]
-                idx = perms.view(perms.shape + (1,) * len(extra)).expand(v.shape)
-                out[name] = torch.gather(v, 1, idx)
+                out[name] = permute_components(v, perms)
             else:
                 out[name] = v
         return {name: v.reshape(*lead, *v.shape[1:]) for name, v in out.items()}
@@ -665,6 +663,12 @@ def pivot_permutations(feats: torch.Tensor, max_rounds: int = 20) -> torch.Tenso
         perms = new
         ref = torch.gather(feats, 1, perms.unsqueeze(-1).expand_as(feats)).mean(0)
     return perms
+
+
+def permute_components(values: torch.Tensor, perms: torch.Tensor) -> torch.Tensor:
+    """Draws (S, K, ...) with their components reordered: out[s, j] = values[s, perms[s, j]]."""
+    idx = perms.view(perms.shape + (1,) * (values.dim() - 2)).expand(values.shape)
+    return torch.gather(values, 1, idx)
 
 
 def _best_permutations(cost: torch.Tensor) -> torch.Tensor:

@@ -59,7 +59,7 @@ from ._hmm_ops import (
     viterbi,
 )
 from .base import GenerativeModel, register
-from .gmm import _cholesky, pivot_permutations
+from .gmm import _cholesky, permute_components, pivot_permutations
 
 __all__ = ["HiddenMarkovModel"]
 
@@ -861,13 +861,11 @@ class HiddenMarkovModel(GenerativeModel):
         perms = pivot_permutations(torch.cat([feats, stay.unsqueeze(-1)], -1))
         out = {}
         for name, v in flat.items():
-            if name == "transition_probs":
-                rows = torch.gather(v, 1, perms.unsqueeze(-1).expand_as(v))
+            if name == "transition_probs":  # rows and columns
+                rows = permute_components(v, perms)
                 out[name] = torch.gather(rows, 2, perms.unsqueeze(1).expand_as(rows))
             elif name in ("initial_probs",) + self._emission().site_names:
-                extra = v.shape[2:]
-                idx = perms.view(perms.shape + (1,) * len(extra)).expand(v.shape)
-                out[name] = torch.gather(v, 1, idx)
+                out[name] = permute_components(v, perms)
             else:
                 out[name] = v
         return {name: v.reshape(*lead, *v.shape[1:]) for name, v in out.items()}
