@@ -4,6 +4,7 @@
 
     ppgen fit gmm [--data old-faithful|FILE.csv|FILE.npy] [--method em|svi|mcmc] ...
     ppgen fit hmm [--data jsb-chorales|FILE.npz|FILE.npy] [--num-states K] [--emission E] ...
+    ppgen fit lda [--data ap|FILE.npz] [--vocab FILE.txt] [--num-topics K] [--method em|svi] ...
     ppgen sample DIR -n N [--length T] [--seed S] [--out FILE.csv|FILE.npz]
     ppgen score DIR FILE [--out FILE.csv]
 
@@ -11,9 +12,14 @@
 (EM, SVI) or ``trace.png`` (MCMC), ``model.pt`` (:func:`ppgen.save`), ``inference_data.nc``
 (ArviZ InferenceData as netCDF) and ``run.json`` (the command, data source and column names).
 ``ppgen fit hmm`` writes ``report.md``, ``state_posterior.png``, ``transition_matrix.png``,
-``history.png``, ``model.pt``, ``inference_data.nc`` and ``run.json``. ``ppgen sample`` and
-``ppgen score`` read either kind of run (a hidden Markov model draws and scores whole
-sequences: ``--length`` steps each; one score per sequence).
+``history.png``, ``model.pt``, ``inference_data.nc`` and ``run.json``. ``ppgen fit lda``
+holds out ``--heldout-fraction`` of the documents (drawn with ``--seed``), fits on the rest
+and writes ``report.md`` (top words and NPMI coherence per topic, held-out perplexity by
+document completion), ``topics.png``, ``history.png``, ``model.pt`` and ``run.json`` (with
+the held-out document indices). ``ppgen sample`` and ``ppgen score`` read every kind of run
+(a hidden Markov model draws and scores whole sequences: ``--length`` steps each, one score
+per sequence; a topic model whole documents: ``--length`` words each, one score per
+document).
 Files are written only after the fit succeeded, each one atomically (a temporary file renamed
 into place). User errors print one line starting with ``ppgen: error:`` on stderr and exit
 with status 2.
@@ -36,12 +42,17 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-__all__ = ["main", "load_table", "load_sequences", "CLIError"]
+__all__ = ["main", "load_table", "load_sequences", "load_corpus", "CLIError"]
 
 PROG = "ppgen"
 DATASETS = ("old-faithful",)
 #: Sequence data sets of ``ppgen fit hmm``.
 SEQUENCE_DATASETS = ("jsb-chorales",)
+#: Corpora of ``ppgen fit lda``.
+CORPUS_DATASETS = ("ap",)
+#: SVI defaults of ``ppgen fit lda`` (minibatches: a full-batch step on AP costs ~0.5 s;
+#: Srivastava & Sutton train ProdLDA on batches of up to 200 documents).
+LDA_SVI_DEFAULTS = {"batch_size": 200}
 #: MCMC defaults of the command (modest, so that a laptop finishes in minutes).
 MCMC_DEFAULTS = {"num_samples": 500, "num_warmup": 500, "num_chains": 4}
 _MISSING = {"", "nan", "na", "n/a", "null", "none"}
@@ -370,6 +381,188 @@ def _load_sequences(spec: str, emission: str, split: str) -> SequenceData:
     return SequenceData(x, lens, names, str(path))
 
 
+@dataclass
+class CorpusData:
+    """Document-term counts read by the command, with their vocabulary and sources."""
+
+    counts: Any  # scipy.sparse.csr_matrix (documents, vocabulary), float32 (float64 if huge)
+    vocabulary: list[str] | None  # None: no vocabulary given (columns shown as w0, w1, ...)
+    source: str
+    vocab_source: str | None
+
+    @property
+    def num_docs(self) -> int:
+        return int(self.counts.shape[0])
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.counts.shape[1])
+
+    @property
+    def num_tokens(self) -> int:
+        return int(round(float(self.counts.sum())))
+
+    def words(self) -> list[str]:
+        """The word of each column (``w<j>`` without a vocabulary)."""
+        if self.vocabulary is not None:
+            return self.vocabulary
+        return [f"w{j}" for j in range(self.vocab_size)]
+
+
+_CSR_ARRAYS = ("data", "indices", "indptr", "shape")
+_CSR_WHAT = ("a .npz file holding a CSR count matrix (arrays 'data', 'indices', 'indptr' and "
+             "'shape', as scipy.sparse.save_npz writes)")
+
+
+def _read_csr_npz(path: Path) -> Any:
+    """A scipy CSR matrix of whole, non-negative counts from a .npz file, checked."""
+    import zipfile
+
+    import scipy.sparse
+
+    with open(path, "rb") as fh:
+        head = fh.read(6)
+    if not head.startswith(b"PK"):
+        kind = "an empty file" if not head else (
+            "a .npy array" if head.startswith(b"\x93NUMPY") else "a file in another format")
+        raise CLIError(f"{path}: expected {_CSR_WHAT}, got {kind}.")
+    try:
+        with np.load(path, allow_pickle=False) as loaded:
+            names = list(loaded.files)
+            missing = [n for n in _CSR_ARRAYS if n not in names]
+            if missing:
+                hint = (" A dense matrix x converts with scipy.sparse.save_npz(path, "
+                        "scipy.sparse.csr_matrix(x)).")
+                raise CLIError(f"{path}: expected {_CSR_WHAT}, got arrays "
+                               + (", ".join(repr(n) for n in names) or "(none)")
+                               + f" (missing {', '.join(repr(n) for n in missing)}).{hint}")
+            arrays = {n: loaded[n] for n in _CSR_ARRAYS}
+            fmt = loaded["format"] if "format" in names else None
+    except ValueError as exc:
+        if "allow_pickle" in str(exc) or "pickled" in str(exc):
+            raise CLIError(f"{path}: expected {_CSR_WHAT} with numeric arrays, got Python "
+                           "objects (refused: loading them would run pickled code).") from None
+        raise CLIError(f"{path}: expected {_CSR_WHAT}, got a file numpy cannot read "
+                       f"({exc}).") from None
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        raise CLIError(f"{path}: expected {_CSR_WHAT}, got a file numpy cannot read "
+                       f"({type(exc).__name__}: {exc}).") from None
+    if fmt is not None:
+        text = fmt.item() if fmt.ndim == 0 else fmt
+        text = text.decode() if isinstance(text, bytes) else str(text)
+        if text != "csr":
+            raise CLIError(f"{path}: expected a CSR matrix (format 'csr'), got format "
+                           f"{text!r}. Convert it with matrix.tocsr() before saving.")
+    data, indices, indptr, shape = (arrays[n] for n in _CSR_ARRAYS)
+    for name, arr, kinds in (("data", data, "biuf"), ("indices", indices, "iu"),
+                             ("indptr", indptr, "iu"), ("shape", shape, "iu")):
+        if arr.dtype.kind not in kinds:
+            what = "numbers" if name == "data" else "integers"
+            raise CLIError(f"{path}: expected array '{name}' to hold {what}, got dtype "
+                           f"{arr.dtype}.")
+    if shape.shape != (2,) or (shape < 0).any():
+        raise CLIError(f"{path}: expected 'shape' to hold two sizes (documents, vocabulary), "
+                       f"got {shape.tolist()}.")
+    rows, cols = (int(n) for n in shape)
+    if rows == 0 or cols == 0:
+        raise CLIError(f"{path}: expected at least one document and one word, got shape "
+                       f"({rows}, {cols}).")
+    if data.ndim != 1 or indices.shape != data.shape:
+        raise CLIError(f"{path}: expected 'data' and 'indices' to be 1-D arrays of one length "
+                       f"(one entry per non-zero), got shapes {data.shape} and "
+                       f"{indices.shape}.")
+    if (indptr.shape != (rows + 1,) or indptr[0] != 0 or indptr[-1] != len(data)
+            or (np.diff(indptr) < 0).any()):
+        raise CLIError(f"{path}: expected 'indptr' to hold {rows + 1} non-decreasing offsets "
+                       f"from 0 to {len(data)} (one per document, then the number of "
+                       "non-zeros); the CSR matrix is inconsistent.")
+    if len(indices) and (indices.min() < 0 or indices.max() >= cols):
+        bad = int(np.nonzero((indices < 0) | (indices >= cols))[0][0])
+        raise CLIError(f"{path}: expected column indices in 0..{cols - 1}, got "
+                       f"indices[{bad}] = {int(indices[bad])}.")
+    values = data.astype(np.float64)
+    bad = ~np.isfinite(values) | (values < 0) | (values != np.round(values))
+    if bad.any():
+        i = int(np.nonzero(bad)[0][0])
+        doc = int(np.searchsorted(indptr, i, side="right") - 1)
+        raise CLIError(f"{path}: expected word counts (whole numbers >= 0), got "
+                       f"{values[i]:g} for document {doc}, column {int(indices[i])} "
+                       f"(0-based; {_count(int(bad.sum()), 'such entry', 'such entries')} "
+                       "in all).")
+    dtype = np.float32 if (not len(values) or values.max() < 2**24) else np.float64
+    counts = scipy.sparse.csr_matrix((values.astype(dtype), indices.astype(np.int64),
+                                      indptr.astype(np.int64)), shape=(rows, cols))
+    counts.sum_duplicates()
+    counts.eliminate_zeros()
+    return counts
+
+
+def _read_vocabulary(spec: str, vocab_size: int) -> list[str]:
+    path = Path(spec)
+    if not path.exists():
+        raise CLIError(f"{spec}: no such file.")
+    if path.is_dir():
+        raise CLIError(f"{spec}: expected a text file of words (one per line), got a "
+                       "directory.")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise CLIError(f"{spec}: expected a UTF-8 text file of words (one per line), got "
+                       "bytes that are not UTF-8 text.") from None
+    words = text.splitlines()
+    while words and not words[-1].strip():  # trailing blank lines
+        words.pop()
+    if len(words) != vocab_size:
+        raise CLIError(f"{spec}: expected {vocab_size} words, one per line (one per column of "
+                       f"the counts), got {len(words)} lines.")
+    blank = [i for i, w in enumerate(words, start=1) if not w.strip()]
+    if blank:
+        raise CLIError(f"{spec}, line {blank[0]}: expected a word, got an empty line.")
+    return [w.strip() for w in words]
+
+
+def load_corpus(spec: str, vocab: str | None = None) -> CorpusData:
+    """Read ``ap`` (the embedded AP corpus and its vocabulary) or a ``.npz`` CSR count matrix
+    with an optional vocabulary file (one word per line, one per column). Errors start with
+    the option they concern (``--data`` or ``--vocab``)."""
+    if spec in CORPUS_DATASETS:
+        if vocab is not None:
+            raise CLIError(f"--vocab: applies to --data FILE.npz, got --data {spec} (which "
+                           "has its own vocabulary).")
+        import ppgen
+
+        counts, vocabulary = ppgen.datasets.load_ap_corpus()
+        return CorpusData(counts, list(vocabulary), "ap (embedded Associated Press "
+                          "articles)", "ap")
+    try:
+        counts = _load_corpus_file(spec)
+    except CLIError as exc:
+        raise CLIError(f"--data {exc}") from None
+    vocabulary = None
+    if vocab is not None:
+        try:
+            vocabulary = _read_vocabulary(vocab, int(counts.shape[1]))
+        except CLIError as exc:
+            raise CLIError(f"--vocab {exc}") from None
+    return CorpusData(counts, vocabulary, spec, vocab)
+
+
+def _load_corpus_file(spec: str) -> Any:
+    path = Path(spec)
+    suffix = path.suffix.lower()
+    if not path.exists():
+        if suffix == ".npz" or os.sep in spec or "/" in spec:
+            raise CLIError(f"{spec}: no such file.")
+        raise CLIError(f"{spec}: expected {' or '.join(repr(d) for d in CORPUS_DATASETS)} or "
+                       f"a .npz file, got {spec!r} (no data set or file of that name).")
+    if path.is_dir():
+        raise CLIError(f"{spec}: expected a .npz file, got a directory.")
+    if suffix != ".npz":
+        raise CLIError(f"{spec}: expected {_CSR_WHAT}, got a file ending in "
+                       f"{suffix or '(no extension)'!r}.")
+    return _read_csr_npz(path)
+
+
 # ------------------------------------------------------------------------------ output
 def _fmt(v: float, digits: int = 6) -> str:
     return f"{v:.{digits}g}"
@@ -460,9 +653,9 @@ class Report:
         self.text.append(f"  {text}" if text else text)
         self.markdown.append(text if markdown is None else markdown)
 
-    def table(self, header: list[str], rows: list[list[str]]) -> None:
-        self.text.append(_text_table(header, rows))
-        self.markdown.append(_md_table(header, rows))
+    def table(self, header: list[str], rows: list[list[str]], numeric: bool = True) -> None:
+        self.text.append(_text_table(header, rows, numeric=numeric))
+        self.markdown.append(_md_table(header, rows, numeric=numeric))
 
 
 def _fit_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -888,6 +1081,269 @@ def _cmd_fit_hmm(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- fit lda
+#: Top words per topic in the report, the figure and the coherence.
+LDA_TOP_WORDS = 10
+#: Document completion: share of each held-out document's tokens that is observed.
+COMPLETION_OBSERVED_FRACTION = 0.5
+
+
+def _lda_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Fit options of ``ppgen fit lda``, with the method resolved into ``args.method`` (EM
+    for LDA, SVI for ProdLDA by default); refuses options that do not apply."""
+    model_name = getattr(args, "topic_model", "lda")
+    if args.method is None:
+        args.method = "svi" if model_name == "prodlda" else "em"
+    if model_name == "prodlda":
+        if args.method != "svi":
+            raise CLIError(f"--method: --model prodlda is fitted by svi only (its topics are "
+                           f"network weights, with no closed-form EM), got --method "
+                           f"{args.method}. Use --method svi, or --model lda.")
+        if args.topic_word_prior is not None:
+            raise CLIError("--topic-word-prior: applies to --model lda (ProdLDA's topics have "
+                           "no Dirichlet prior).")
+        if args.num_topics < 2:
+            raise CLIError(f"--num-topics: expected at least 2 topics for --model prodlda, got "
+                           f"{args.num_topics}.")
+    if args.method != "svi":
+        given = [flag for flag, v in (("--batch-size", args.batch_size), ("--lr", args.lr))
+                 if v is not None]
+        if given:
+            verb = "applies" if len(given) == 1 else "apply"
+            raise CLIError(f"{', '.join(given)}: {verb} to --method svi, got --method "
+                           f"{args.method}.")
+    options: dict[str, Any] = {}
+    for key in ("num_steps", "tol"):
+        if getattr(args, key) is not None:
+            options[key] = getattr(args, key)
+    if args.method == "svi":
+        options.update(LDA_SVI_DEFAULTS)
+        for key in ("batch_size", "lr"):
+            if getattr(args, key) is not None:
+                options[key] = getattr(args, key)
+    return options
+
+
+def _heldout_split(num_docs: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted indices of the training and held-out documents: round(fraction * D) documents
+    (at least one) drawn without replacement by ``numpy.random.default_rng(seed)``."""
+    if fraction == 0:
+        return np.arange(num_docs), np.arange(0)
+    num_held = max(1, int(round(fraction * num_docs)))
+    if num_held >= num_docs:
+        raise CLIError(f"--heldout-fraction: holding out {fraction:g} of "
+                       f"{_count(num_docs, 'document', 'documents')} leaves none to fit on. "
+                       "Use a smaller fraction (0 holds none out) or more documents.")
+    held = np.sort(np.random.default_rng(seed).permutation(num_docs)[:num_held])
+    train = np.setdiff1d(np.arange(num_docs), held)
+    return train, held
+
+
+def _top_word_ids(topic_word: np.ndarray, num_words: int) -> np.ndarray:
+    """Each topic's most probable columns, ties broken by column (as ``plot_topics``)."""
+    return np.argsort(-topic_word, axis=1, kind="stable")[:, :num_words]
+
+
+def _cmd_fit_lda(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    import ppgen
+    from ppgen.inference import ConvergenceWarning
+
+    from . import plots
+
+    out_dir = Path(args.out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CLIError(f"--out: expected a directory, got {str(out_dir)!r}, which is a file.")
+    options = _lda_settings(args)
+    corpus = load_corpus(args.data, args.vocab)
+    train_idx, held_idx = _heldout_split(corpus.num_docs, args.heldout_fraction, args.seed)
+    train_counts = corpus.counts[train_idx]
+    held_counts = corpus.counts[held_idx] if len(held_idx) else None
+    train_tokens = int(round(float(train_counts.sum())))
+    if train_tokens == 0:
+        raise CLIError(f"--data {corpus.source}: expected words in the training documents, got "
+                       f"{_count(len(train_idx), 'document', 'documents')} without any.")
+    k = args.num_topics
+    model_name = getattr(args, "topic_model", "lda")
+    if model_name == "lda":
+        model = ppgen.LDA(k, doc_topic_prior=args.doc_topic_prior,
+                          topic_word_prior=args.topic_word_prior, vocabulary=corpus.vocabulary)
+    else:
+        model = ppgen.ProdLDA(k, doc_topic_prior=args.doc_topic_prior,
+                              vocabulary=corpus.vocabulary)
+    topic_word_prior = getattr(model, "topic_word_prior", None)
+    progress = not args.quiet and sys.stderr.isatty()
+    with warnings.catch_warnings():
+        # Convergence problems are reported once, as diagnostics, below.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        fit = ppgen.fit(model, train_counts, method=args.method, seed=args.seed,
+                        device=args.device, progress=progress, **options)
+        diagnostics = fit.diagnose()
+    topic_word = model.topic_word.detach()
+    tw = topic_word.cpu().double().numpy()
+    v = corpus.vocab_size
+    words = corpus.words()
+    num_top = min(LDA_TOP_WORDS, v)
+    top_ids = _top_word_ids(tw, num_top)
+    top_words = [[words[j] for j in row] for row in top_ids]
+    npmi = None
+    if num_top >= 2:
+        npmi = ppgen.evaluation.npmi_coherence(topic_word, train_counts, top_n=num_top)
+        npmi = npmi.cpu().numpy()
+    completion = None
+    if held_counts is not None:
+        try:
+            completion = ppgen.evaluation.document_completion(
+                topic_word, held_counts, doc_topic_prior=model.doc_topic_prior,
+                observed_fraction=COMPLETION_OBSERVED_FRACTION, seed=args.seed)
+        except ValueError as exc:
+            raise CLIError(f"--heldout-fraction: cannot evaluate the "
+                           f"{_count(len(held_idx), 'held-out document', 'held-out documents')}"
+                           f" ({exc}) Hold out more documents.") from None
+    held_tokens = int(round(float(held_counts.sum()))) if held_counts is not None else 0
+
+    command = " ".join(shlex.quote(str(a)) for a in [PROG, *argv])
+    label = "LDA" if model_name == "lda" else "ProdLDA"
+    title = f"ppgen fit lda: {label}, {_count(k, 'topic', 'topics')}, method {args.method}"
+    report = Report([title], [f"# {title}", "", "Command:", "", "```", command, "```"])
+    report.section("Data")
+    vocab_text = ("no --vocab: words shown as w0, w1, ..." if corpus.vocab_source is None
+                  else "the corpus's own" if args.data in CORPUS_DATASETS
+                  else f"words from {corpus.vocab_source}")
+    data_lines = [f"{_count(corpus.num_docs, 'document', 'documents')}, vocabulary of "
+                  f"{_count(v, 'word', 'words')} ({vocab_text}), {corpus.num_tokens} tokens, "
+                  f"from {corpus.source}",
+                  f"train: {_count(len(train_idx), 'document', 'documents')}, "
+                  f"{train_tokens} tokens"]
+    if completion is not None:
+        data_lines.append(f"held out: {_count(len(held_idx), 'document', 'documents')}, "
+                          f"{held_tokens} tokens ({args.heldout_fraction:g} of the documents, "
+                          f"drawn with seed {args.seed}; their indices are in run.json)")
+    else:
+        data_lines.append("held out: none (--heldout-fraction 0)")
+    run_settings = ", ".join(f"{key}={val}" for key, val in options.items())
+    priors = f"doc_topic_prior {model.doc_topic_prior:g}" + (
+        "" if topic_word_prior is None else f", topic_word_prior {topic_word_prior:g}")
+    data_lines.append(f"seed {fit.seed}, device {args.device}, {priors}"
+                      + (f", {run_settings}" if run_settings else "")
+                      + f", fitted in {fit.elapsed:.2f} s")
+    report.text += [f"  {line}" for line in data_lines]
+    report.markdown += [f"- {line}" for line in data_lines]
+
+    report.section("Fit")
+    rows = []
+    if completion is not None:
+        ppl, ll, n_tok = completion["perplexity"], completion["log_lik"], completion["num_tokens"]
+        rows += [
+            ["held-out perplexity", f"{ppl:.4f} (document completion: the held-out half of "
+             f"the tokens of {_count(len(held_idx), 'document', 'documents')} given the "
+             "other half; lower is better"
+             + ("; the topics folded in and scored as a mixture, the rule shared by every "
+                "topic model" if model_name == "prodlda" else "") + ")"],
+            ["held-out log-likelihood", f"{ll:.3f} nats over {n_tok} tokens "
+             f"({ll / n_tok:.4f} per token)"],
+        ]
+    else:
+        rows.append(["held-out perplexity", "not computed (--heldout-fraction 0)"])
+    if npmi is not None:
+        rows.append(["mean NPMI coherence", f"{float(npmi.mean()):.4f} (top {num_top} words "
+                     f"of each topic, co-occurrence in the {len(train_idx)} training "
+                     "documents; -1 to 1, higher is better)"])
+    final = float(fit.history["objective"][-1])
+    if args.method == "em":
+        rows.append(["final EM objective", f"{final:.3f} (evidence lower bound, nats)"])
+    else:
+        batch = options.get("batch_size")
+        how = (f", estimated from minibatches of {min(batch, len(train_idx))} documents"
+               if batch is not None and batch < len(train_idx) else "")
+        rows.append(["final SVI loss", f"{final:.3f} (negative ELBO{how})"])
+    rows += [["convergence", _convergence_text(fit)], ["elapsed", f"{fit.elapsed:.2f} s"]]
+    report.table(["quantity", "value"], rows, numeric=False)
+
+    what = ("point estimates" if args.method == "em" else
+            "softmax of the decoder weights" if model_name == "prodlda" else
+            "posterior means of the topics")
+    report.section(f"Topics ({what})")
+    report.both(f"The {num_top} most probable words of each topic, most probable first, and "
+                "the topic's NPMI coherence on the training documents.")
+    report.both("")
+    report.table(["topic", "NPMI", f"top {num_top} words"],
+                 [[str(t), "n/a" if npmi is None else f"{npmi[t]:.3f}", ", ".join(top_words[t])]
+                  for t in range(k)], numeric=False)
+    report.section("Diagnostics")
+    if diagnostics:
+        for d in diagnostics:
+            report.text.append(f"  {d}")
+            report.markdown.append(f"- **{d.code}**: {d.message}")
+    else:
+        report.both("none: no warnings", "None: no warnings.")
+
+    # Figures are drawn in memory before anything is written.
+    titles = [f"topic {t}" + ("" if npmi is None else f" (NPMI {npmi[t]:.2f})")
+              for t in range(k)]
+    fig_topics = plots.plot_topics(tw, vocabulary=words, num_words=num_top, ncols=5,
+                                   titles=titles)
+    fig_history = plots.plot_history(
+        fit, objective_label="evidence lower bound (nats)" if args.method == "em" else None)
+    figures = {"topics.png": _png_bytes(fig_topics), "history.png": _png_bytes(fig_history)}
+    report.section("Files")
+    files = ["report.md", *figures, "model.pt", "run.json"]
+    report.text.append(f"  {out_dir}/: " + ", ".join(files))
+    report.markdown += [
+        "- [topics.png](topics.png): the top words of each topic and their probabilities",
+        "- [history.png](history.png): objective per iteration/step",
+        "- [model.pt](model.pt): the fitted model (`ppgen.load`)",
+        "- [run.json](run.json): the command, settings, results and held-out documents",
+        "", "![topics](topics.png)", "", "![history](history.png)", "",
+    ]
+    run_info = {
+        "command": command, "model": model_name, "method": args.method,
+        "data": corpus.source, "vocabulary": corpus.vocab_source,
+        "num_documents": corpus.num_docs, "vocab_size": v, "num_tokens": corpus.num_tokens,
+        "seed": fit.seed, "num_topics": k, "doc_topic_prior": model.doc_topic_prior,
+        "topic_word_prior": topic_word_prior, "options": options,
+        "heldout_fraction": args.heldout_fraction,
+        "heldout_documents": [int(i) for i in held_idx],
+        "heldout_seed": args.seed,
+        "completion": None if completion is None else {
+            "observed_fraction": COMPLETION_OBSERVED_FRACTION, "seed": args.seed,
+            "perplexity": completion["perplexity"], "log_lik": completion["log_lik"],
+            "num_tokens": completion["num_tokens"]},
+        "npmi_top_n": num_top if npmi is not None else None,
+        "npmi": None if npmi is None else [float(x) for x in npmi],
+        "mean_npmi": None if npmi is None else float(npmi.mean()),
+        "top_words": top_words,
+        "final_objective": final, "converged": fit.converged,
+        "num_steps_run": len(fit.history["objective"]) - (args.method == "em"),
+        "elapsed": fit.elapsed, "ppgen_version": ppgen.__version__,
+    }
+
+    # Everything succeeded: write the files, each atomically.
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ppgen.save(model, out_dir / "model.pt")
+    for name, data in figures.items():
+        _atomic_bytes(out_dir / name, data)
+    _atomic_text(out_dir / "run.json", _json_text(run_info) + "\n")
+    _atomic_text(out_dir / "report.md", "\n".join(report.markdown).rstrip() + "\n")
+    if not args.quiet:
+        print("\n".join(report.text))
+    return 0
+
+
+def _json_text(obj: Any, indent: int = 0) -> str:
+    """JSON indented by 2 like ``json.dumps(obj, indent=2)``, but with each list of plain
+    values (document indices, a topic's words) on one line."""
+    pad, inner = " " * indent, " " * (indent + 2)
+    if isinstance(obj, dict) and obj:
+        items = [f"{inner}{json.dumps(str(k))}: {_json_text(v, indent + 2)}"
+                 for k, v in obj.items()]
+        return "{\n" + ",\n".join(items) + f"\n{pad}}}"
+    if isinstance(obj, list | tuple) and any(isinstance(v, dict | list | tuple) for v in obj):
+        items = [f"{inner}{_json_text(v, indent + 2)}" for v in obj]
+        return "[\n" + ",\n".join(items) + f"\n{pad}]"
+    return json.dumps(obj)
+
+
 def _convergence_text(fit: Any) -> str:
     steps = len(fit.history.get("objective", []))
     if fit.method == "em":
@@ -986,15 +1442,80 @@ def _sample_sequences(args: argparse.Namespace, model: Any) -> int:
     return 0
 
 
+def _is_topic_model(model: Any) -> bool:
+    return getattr(model, "registry_name", "") in ("lda", "prodlda")
+
+
+#: Words per drawn document of ``ppgen sample`` for topic models.
+DEFAULT_DOC_LENGTH = 100
+
+
+def _sample_documents(args: argparse.Namespace, model: Any) -> int:
+    length = DEFAULT_DOC_LENGTH if args.length is None else args.length
+    counts = model.sample(args.num_samples, doc_length=length, seed=args.seed)
+    counts = np.rint(counts.detach().cpu().double().numpy()).astype(np.int64)
+    if args.out is not None and args.out.lower().endswith(".npz"):
+        import scipy.sparse
+
+        path = Path(args.out)
+        if path.is_dir():
+            raise CLIError(f"--out: expected a file name, got the directory {args.out!r}.")
+        m = scipy.sparse.csr_matrix(counts)
+        _atomic_bytes(path, _npz_bytes(data=m.data, indices=m.indices, indptr=m.indptr,
+                                       shape=np.array(m.shape, dtype=np.int64)))
+        return 0
+    out = io.StringIO()
+    if not args.no_header:
+        vocabulary = getattr(model, "vocabulary", None)
+        words = vocabulary or [f"w{j}" for j in range(counts.shape[1])]
+        out.write(",".join(_csv_cell(w) for w in words) + "\n")
+    for row in counts:
+        out.write(",".join(str(int(c)) for c in row) + "\n")
+    _emit(out.getvalue(), args.out)
+    return 0
+
+
+def _csv_cell(text: str) -> str:
+    if any(c in text for c in ',"\n\r') or text != text.strip():
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def _score_documents(args: argparse.Namespace, model: Any) -> int:
+    spec = args.file
+    if spec in CORPUS_DATASETS:
+        counts = load_corpus(spec).counts
+    elif spec.lower().endswith(".npz"):
+        counts = _load_corpus_file(spec)
+    else:
+        table = load_table(spec)
+        table.check_complete()
+        counts = table.values
+    vocab_size = model.vocab_size
+    if vocab_size is not None and counts.shape[1] != vocab_size:
+        raise CLIError(f"{spec}: expected {vocab_size} columns (the vocabulary the model was "
+                       f"fitted with), got {counts.shape[1]}.")
+    try:
+        scores = model.score(counts).detach().cpu().numpy()
+    except ValueError as exc:  # e.g. fractional or negative counts in a CSV file
+        raise CLIError(f"{spec}: {exc}") from None
+    _emit("".join(f"{float(s)!r}\n" for s in scores), args.out)
+    return 0
+
+
 def _cmd_sample(args: argparse.Namespace, argv: Sequence[str]) -> int:
     model = _load_model(args.dir)
     if _is_hmm(model):
         return _sample_sequences(args, model)
+    if _is_topic_model(model):
+        return _sample_documents(args, model)
     if args.length is not None:
-        raise CLIError(f"--length: applies to sequence models (ppgen fit hmm), got a "
+        raise CLIError(f"--length: applies to sequence models (ppgen fit hmm) and topic "
+                       f"models (ppgen fit lda), got a "
                        f"{type(model).__name__} in {args.dir}.")
     if args.out is not None and args.out.lower().endswith(".npz"):
-        raise CLIError("--out: a .npz file holds sequences (hidden Markov models); write the "
+        raise CLIError("--out: a .npz file holds sequences (hidden Markov models) or word "
+                       "counts (topic models); write the "
                        f"rows of a {type(model).__name__} to a .csv file.")
     draws = model.sample(args.num_samples, seed=args.seed).detach().cpu().numpy()
     names = None if args.no_header else _column_names(args.dir, draws.shape[1])
@@ -1022,6 +1543,8 @@ def _cmd_score(args: argparse.Namespace, argv: Sequence[str]) -> int:
     model = _load_model(args.dir)
     if _is_hmm(model):
         return _score_sequences(args, model)
+    if _is_topic_model(model):
+        return _score_documents(args, model)
     table = load_table(args.file)
     table.check_complete()
     if model.num_features is not None and table.values.shape[1] != model.num_features:
@@ -1062,6 +1585,82 @@ _nonnegative_int = _checked(int, lambda v: v >= 0, "an integer >= 0")
 _probability = _checked(float, lambda v: 0 < v < 1, "a number in (0, 1)")
 _positive_float = _checked(float, lambda v: math.isfinite(v) and v > 0, "a positive number")
 _nonnegative_float = _checked(float, lambda v: math.isfinite(v) and v >= 0, "a number >= 0")
+_fraction = _checked(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
+
+
+def _add_lda_parser(models: Any) -> None:
+    """The ``ppgen fit lda`` sub-command."""
+    import ppgen
+
+    prodlda = hasattr(ppgen, "ProdLDA")
+    lda = models.add_parser(
+        "lda", help="topic model (latent Dirichlet allocation"
+        + (", or ProdLDA)" if prodlda else ")"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Fit a topic model (LDA by variational EM or SVI"
+        + (";\n--model prodlda: ProdLDA by SVI" if prodlda else "") + ") on all documents "
+        "but a held-out fraction.\nPrints the top words and NPMI coherence of each topic and "
+        "the held-out\nperplexity by document completion, and writes report.md, topics.png,\n"
+        "history.png, model.pt and run.json into --out (only once the fit succeeded).",
+        epilog="data files:\n"
+        "  FILE.npz  a CSR matrix of word counts (documents x vocabulary): arrays 'data',\n"
+        "            'indices', 'indptr' and 'shape', as scipy.sparse.save_npz writes\n"
+        "  --vocab   a UTF-8 text file with one word per line, one per column\n"
+        "\nevaluation:\n"
+        "  --heldout-fraction of the documents (drawn with --seed) are left out of the fit;\n"
+        "  half of each one's tokens are observed, the topic proportions folded in on\n"
+        "  them, and the other half scored (ppgen.evaluation.document_completion).\n"
+        "\nexamples:\n"
+        "  ppgen fit lda --data ap --num-topics 20 --out runs/ap\n"
+        "  ppgen fit lda --data counts.npz --vocab words.txt --num-topics 10 --method svi "
+        "\\\n      --num-steps 500 --out runs/svi")
+    lda.add_argument("--data", default="ap", metavar="NAME|FILE",
+                     help="'ap' (embedded: 2246 Associated Press articles, 10473 words) or a "
+                     ".npz CSR count matrix (default: %(default)s)")
+    lda.add_argument("--vocab", metavar="FILE",
+                     help="with --data FILE.npz: a text file of words, one per line (default: "
+                     "columns shown as w0, w1, ...)")
+    if prodlda:
+        lda.add_argument("--model", dest="topic_model", choices=("lda", "prodlda"),
+                         default="lda", help="lda (Dirichlet topic proportions) or prodlda "
+                         "(logistic-normal, product of experts; --method svi only) (default: "
+                         "%(default)s)")
+    lda.add_argument("--num-topics", type=_positive_int, default=10, metavar="K",
+                     help="number of topics (default: %(default)s)")
+    lda.add_argument("--method", choices=("em", "svi"),
+                     help="inference method (default: em" + (" for lda, svi for prodlda)"
+                                                               if prodlda else ")"))
+    lda.add_argument("--num-steps", type=_positive_int, metavar="N",
+                     help="EM: most iterations (default 100); SVI: most steps (default 2000)")
+    lda.add_argument("--tol", type=_nonnegative_float, metavar="TOL",
+                     help="stop when the relative change of the objective falls below TOL; "
+                     "0 runs all --num-steps (default: EM 1e-6, SVI 1e-5)")
+    lda.add_argument("--batch-size", type=_positive_int, metavar="B",
+                     help=f"SVI: documents per step (default {LDA_SVI_DEFAULTS['batch_size']},"
+                     " or all of them when fewer)")
+    lda.add_argument("--lr", type=_positive_float, metavar="LR",
+                     help="SVI: learning rate of Adam (default 0.01)")
+    lda.add_argument("--doc-topic-prior", type=_positive_float, metavar="ALPHA",
+                     help="concentration of the Dirichlet prior of each document's topic "
+                     "proportions (default 1/K for lda" + ("; prodlda: 1, through its "
+                                                           "logistic-normal approximation)"
+                                                           if prodlda else ")"))
+    lda.add_argument("--topic-word-prior", type=_positive_float, metavar="ETA",
+                     help="LDA: concentration of the Dirichlet prior of each topic's words "
+                     "(default 1/K)")
+    lda.add_argument("--heldout-fraction", type=_fraction, default=0.1, metavar="F",
+                     help="share of the documents held out of the fit and scored by document "
+                     "completion; 0 holds none out (default: %(default)s)")
+    lda.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                     help="where to fit (default: %(default)s)")
+    lda.add_argument("--seed", type=_nonnegative_int, default=0,
+                     help="random seed of the fit and of the held-out documents (default: "
+                     "%(default)s)")
+    lda.add_argument("--out", default="runs/lda", metavar="DIR",
+                     help="output directory, created if needed (default: %(default)s)")
+    lda.add_argument("--quiet", action="store_true",
+                     help="no progress bar and no report on stdout (files are still written)")
+    lda.set_defaults(handler=_cmd_fit_lda)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -1175,6 +1774,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="no progress bar and no report on stdout (files are still written)")
     hmm.set_defaults(handler=_cmd_fit_hmm)
 
+    _add_lda_parser(models)
+
     sample = commands.add_parser("sample", help="draw new rows (or sequences) from a fitted "
                                  "model (CSV)",
                                  description="Draw rows from the model in DIR/model.pt and "
@@ -1183,17 +1784,23 @@ def build_parser() -> argparse.ArgumentParser:
                                  "of --length steps: one CSV row per step, led by the "
                                  "sequence and step numbers, or a .npz file (arrays x and "
                                  "lengths, as 'ppgen fit hmm --data' and 'ppgen score' read) "
+                                 "with --out FILE.npz. A topic model draws N documents of "
+                                 "--length words: one CSV row of word counts per document "
+                                 "(a header row with the vocabulary), or a .npz CSR count "
+                                 "matrix (as 'ppgen fit lda --data' and 'ppgen score' read) "
                                  "with --out FILE.npz.")
     sample.add_argument("dir", metavar="DIR", help="run directory written by 'ppgen fit'")
     sample.add_argument("-n", "--num-samples", type=_positive_int, required=True,
                         metavar="N", help="number of rows (sequences) to draw")
     sample.add_argument("--length", type=_positive_int, metavar="T",
-                        help="hidden Markov models: steps per sequence (required for them)")
+                        help="hidden Markov models: steps per sequence (required for them); "
+                        f"topic models: words per document (default {DEFAULT_DOC_LENGTH})")
     sample.add_argument("--seed", type=_nonnegative_int, default=None,
                         help="random seed (default: fresh randomness)")
     sample.add_argument("--out", metavar="FILE.csv",
                         help="write the CSV to this file instead of stdout (hidden Markov "
-                        "models: FILE.npz writes x and lengths)")
+                        "models: FILE.npz writes x and lengths; topic models: FILE.npz writes "
+                        "a CSR count matrix)")
     sample.add_argument("--no-header", action="store_true", help="omit the header row")
     sample.set_defaults(handler=_cmd_sample)
 
@@ -1203,11 +1810,14 @@ def build_parser() -> argparse.ArgumentParser:
                                 "of FILE under the model in DIR/model.pt, one per line. For "
                                 "a hidden Markov model: one score per sequence of a .npz or "
                                 ".npy file (as 'ppgen fit hmm --data' reads), or of the test "
-                                "split of 'jsb-chorales'.")
+                                "split of 'jsb-chorales'. For a topic model: one score per "
+                                "document (importance-sampled estimate) of a .npz CSR count "
+                                "matrix (as 'ppgen fit lda --data' reads), a .csv or .npy "
+                                "matrix of counts, or 'ap'.")
     score.add_argument("dir", metavar="DIR", help="run directory written by 'ppgen fit'")
     score.add_argument("file", metavar="FILE", help="data to score: .csv or .npy (or "
                        "'old-faithful'); hidden Markov models: .npz or .npy (or "
-                       "'jsb-chorales')")
+                       "'jsb-chorales'); topic models: .npz, .csv or .npy counts (or 'ap')")
     score.add_argument("--out", metavar="FILE.csv",
                        help="write the scores to this file instead of stdout")
     score.set_defaults(handler=_cmd_score)

@@ -26,7 +26,7 @@ from matplotlib.ticker import MaxNLocator
 from ._validation import bad_type, bad_value, check_data, check_positive_int
 
 __all__ = ["plot_mixture", "plot_history", "plot_trace", "plot_scores", "plot_state_posterior",
-           "plot_transition_matrix"]
+           "plot_transition_matrix", "plot_topics"]
 
 #: Component / chain colours (matplotlib's qualitative "tab10" cycle).
 _COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown",
@@ -216,7 +216,8 @@ def _plot_mixture_1d(ax: Axes, x: np.ndarray, weights: np.ndarray, locs: np.ndar
                 label=f"component {c} (weight {weights[c]:.2f})")
 
 
-def plot_history(fit: Any, ax: Axes | None = None) -> Figure:
+def plot_history(fit: Any, ax: Axes | None = None, *,
+                 objective_label: str | None = None) -> Figure:
     """The objective per EM iteration or SVI step.
 
     EM fits show the total log-likelihood (nats; iteration 0 is the initialisation), SVI fits
@@ -229,6 +230,10 @@ def plot_history(fit: Any, ax: Axes | None = None) -> Figure:
         An EM or SVI fit.
     ax : matplotlib Axes, optional
         Draw into this axes; by default a new figure is made.
+    objective_label : str, optional
+        Name of the objective on the y axis and in the title, for models whose EM objective
+        is not the log-likelihood (e.g. ``"evidence lower bound (nats)"`` for LDA's
+        variational EM). Default: "log-likelihood (nats)" for EM, "loss" for SVI.
 
     Returns
     -------
@@ -243,6 +248,8 @@ def plot_history(fit: Any, ax: Axes | None = None) -> Figure:
         hint = " Use plot_trace for MCMC fits." if method == "mcmc" else ""
         raise bad_value("fit", "a fit with an objective history (EM or SVI)",
                         f"a {method} fit without one", hint.strip() or None)
+    if objective_label is not None and not isinstance(objective_label, str):
+        raise bad_type("objective_label", "a string or None", type(objective_label).__name__)
     fig, ax = _new_axes(ax, (6.4, 4.0))
     if method == "em":
         steps = np.arange(len(values))
@@ -250,6 +257,9 @@ def plot_history(fit: Any, ax: Axes | None = None) -> Figure:
     else:
         steps = np.arange(1, len(values) + 1)
         ylabel, xlabel, what = "loss", "step", f"{method.upper()} loss"
+    if objective_label:
+        ylabel = objective_label
+        what = f"{method.upper()} {objective_label.split(' (')[0]}"
     ax.plot(steps, values, color=_color(0), linewidth=1.2,
             marker="o" if len(values) <= 30 else None, markersize=4)
     finite = values[np.isfinite(values)]
@@ -720,4 +730,153 @@ def plot_transition_matrix(transition_probs: Any, *, ax: Axes | None = None,
                 v = a[i, j]
                 ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=fontsize,
                         color="white" if v > 0.6 else "black")
+    return fig
+
+
+# --------------------------------------------------------------------------- topic models
+def _topic_indices(topics: Any, k: int) -> list[int]:
+    """The topics to draw: all of them, or distinct indices in 0..k-1."""
+    if topics is None:
+        return list(range(k))
+    if isinstance(topics, int | np.integer) and not isinstance(topics, bool):
+        topics = [topics]
+    if isinstance(topics, torch.Tensor | np.ndarray):
+        topics = np.asarray(_np(topics)).reshape(-1).tolist()
+    if isinstance(topics, str) or not isinstance(topics, Sequence):
+        raise bad_type("topics", f"None or a sequence of topic indices in 0..{k - 1}",
+                       type(topics).__name__)
+    if not topics:
+        raise bad_value("topics", f"at least one topic index in 0..{k - 1}", "an empty list")
+    out = []
+    for t in topics:
+        if isinstance(t, bool) or not isinstance(t, int | np.integer):
+            raise bad_type("topics", f"integer topic indices in 0..{k - 1}", repr(t))
+        if not 0 <= t < k:
+            raise bad_value("topics", f"topic indices in 0..{k - 1}", int(t))
+        out.append(int(t))
+    if len(set(out)) != len(out):
+        raise bad_value("topics", "distinct topic indices", out)
+    return out
+
+
+def plot_topics(topic_word: Any, *, vocabulary: Sequence[str] | None = None,
+                num_words: int = 10, topics: Sequence[int] | None = None, ncols: int = 5,
+                titles: Sequence[str] | None = None, title: str | None = None) -> Figure:
+    """Topic-word bars: one horizontal bar chart per topic of its most probable words.
+
+    Each panel lists a topic's ``num_words`` most probable words, the most probable at the
+    top, with bars as long as their probabilities p(word | topic). Panels are laid out in a
+    grid of ``ncols`` columns, in the order of ``topics``; each panel has its own probability
+    axis, so that flat and peaked topics both stay readable (read the values off the axis).
+
+    Parameters
+    ----------
+    topic_word : array-like of shape (num_topics, vocab_size), or a fitted topic model
+        Each row a probability vector over the vocabulary, e.g. ``lda.topic_word`` of a
+        fitted :class:`ppgen.LDA`; for scikit-learn pass ``components_ /
+        components_.sum(axis=1, keepdims=True)``. A fitted model (anything with a
+        ``topic_word`` attribute) is accepted too, its ``vocabulary`` then being the default.
+    vocabulary : sequence of str, optional
+        The word of each column (``vocab_size`` of them); by default the column indices are
+        shown.
+    num_words : int
+        Words per topic (at most the vocabulary size; larger values are capped).
+    topics : sequence of int, optional
+        The topics to draw, as distinct row indices (default: all, in order).
+    ncols : int
+        Panels per row of the grid (fewer when fewer topics are drawn).
+    titles : sequence of str, optional
+        One panel title per drawn topic (default ``"topic k"``).
+    title : str, optional
+        Figure title (default: a description of what is drawn).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One axes per drawn topic, in the order of ``topics``.
+
+    Raises
+    ------
+    ValueError
+        ``topic_word`` not a matrix of probability rows, a ``vocabulary`` of another length,
+        ``topics`` out of range or repeated, ``titles`` of another length.
+    TypeError
+        Arguments of the wrong type.
+
+    Examples
+    --------
+    >>> import ppgen
+    >>> from ppgen.plots import plot_topics
+    >>> counts, truth = ppgen.datasets.make_corpus(100, 40, 4, seed=0)
+    >>> fig = plot_topics(truth["topic_word"], num_words=5, ncols=2)
+    >>> len(fig.axes)
+    4
+    """
+    if not isinstance(topic_word, torch.Tensor | np.ndarray | Sequence) and hasattr(
+            topic_word, "topic_word"):
+        model = topic_word
+        if hasattr(model, "check_fitted"):
+            model.check_fitted("be plotted")
+        if vocabulary is None:
+            vocabulary = getattr(model, "vocabulary", None)
+        topic_word = model.topic_word
+    num_words = check_positive_int("num_words", num_words)
+    ncols = check_positive_int("ncols", ncols)
+    a = _float_array(topic_word, "topic_word")
+    if a.ndim != 2 or a.shape[0] == 0 or a.shape[1] == 0:
+        raise bad_value("topic_word", "a (num_topics, vocab_size) matrix", f"shape {a.shape}",
+                        "For a single topic use topic_word.reshape(1, -1).")
+    _check_matrix_rows(a, "topic_word", "a (num_topics, vocab_size) matrix",
+                       "Normalise the rows first, e.g. components_ / "
+                       "components_.sum(axis=1, keepdims=True).")
+    k, v = a.shape
+    if vocabulary is not None:
+        if isinstance(vocabulary, str) or not isinstance(vocabulary, Sequence | np.ndarray):
+            raise bad_type("vocabulary", "a sequence of words (str), one per column",
+                           type(vocabulary).__name__)
+        words = [str(w) for w in vocabulary]
+        if len(words) != v:
+            raise bad_value("vocabulary", f"{v} words (one per column of topic_word)",
+                            f"{len(words)} words")
+    else:
+        words = [str(j) for j in range(v)]
+    shown = _topic_indices(topics, k)
+    if titles is not None:
+        if isinstance(titles, str) or not isinstance(titles, Sequence):
+            raise bad_type("titles", "a sequence of str, one per drawn topic",
+                           type(titles).__name__)
+        if len(titles) != len(shown):
+            raise bad_value("titles", f"{len(shown)} titles (one per drawn topic)",
+                            f"{len(titles)} titles")
+        panel_titles = [str(t) for t in titles]
+    else:
+        panel_titles = [f"topic {t}" for t in shown]
+    n = min(num_words, v)
+    cols = min(ncols, len(shown))
+    rows = math.ceil(len(shown) / cols)
+    longest = max(len(words[j]) for t in shown for j in np.argsort(-a[t], kind="stable")[:n])
+    width = cols * (1.6 + 0.075 * min(longest, 30) + 1.2)
+    height = rows * (0.6 + 0.2 * n) + 0.5
+    fig = Figure(figsize=(max(width, 4.0), height), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax in axes[len(shown):]:
+        fig.delaxes(ax)
+    for ax, t, panel_title in zip(axes, shown, panel_titles):
+        top = np.argsort(-a[t], kind="stable")[:n]  # ties: lower column first
+        probs = a[t, top]
+        positions = np.arange(n)
+        ax.barh(positions, probs, height=0.75, color=_color(t), alpha=0.85)
+        ax.set_yticks(positions, labels=[words[j] for j in top])
+        ax.set_ylim(n - 0.5, -0.5)  # the most probable word at the top
+        ax.set_xlim(0, max(float(probs.max()), 1e-12) * 1.08)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=3))
+        ax.tick_params(axis="y", length=0, labelsize="small")
+        ax.tick_params(axis="x", labelsize="x-small")
+        ax.set_xlabel("p(word | topic)", fontsize="small")
+        ax.set_title(panel_title, fontsize="medium")
+        ax.grid(True, axis="x", alpha=0.3)
+        ax.set_axisbelow(True)
+    which = (f"of {'the only topic' if k == 1 else f'each of the {k} topics'}"
+             if len(shown) == k else f"of {len(shown)} of the {k} topics")
+    fig.suptitle(title or f"Top {n} word{'s' * (n != 1)} {which} (p(word | topic))")
     return fig

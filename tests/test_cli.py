@@ -645,3 +645,316 @@ def test_fit_hmm_help():
         assert option in out, option
     rc, out, _ = run(["fit", "--help"])
     assert rc == 0 and "hmm" in out and "gmm" in out
+
+
+# ---------------------------------------------------------------------------- fit lda
+LDA_FILES = ("report.md", "topics.png", "history.png", "model.pt", "run.json")
+
+
+def _write_corpus(path, num_docs=120, vocab_size=40, num_topics=4, seed=0):
+    """A synthetic corpus from ppgen.datasets.make_corpus as a CSR .npz (ap_corpus format)."""
+    import scipy.sparse
+
+    counts, truth = ppgen.datasets.make_corpus(num_docs, vocab_size, num_topics,
+                                               doc_length=(20, 60), seed=seed)
+    csr = scipy.sparse.csr_matrix(counts.numpy())
+    np.savez(path, data=csr.data, indices=csr.indices, indptr=csr.indptr,
+             shape=np.array(csr.shape))
+    return csr
+
+
+def _completion_of(out_dir, counts):
+    """document_completion recomputed from model.pt and run.json's held-out documents."""
+    info = json.loads((out_dir / "run.json").read_text())
+    model = ppgen.load(out_dir / "model.pt")
+    held = info["heldout_documents"]
+    result = ppgen.evaluation.document_completion(
+        model.topic_word, counts[held], doc_topic_prior=model.doc_topic_prior,
+        observed_fraction=info["completion"]["observed_fraction"],
+        seed=info["completion"]["seed"])
+    return model, info, result
+
+
+@pytest.fixture(scope="module")
+def lda_run(tmp_path_factory):
+    """``ppgen fit lda`` by EM on a synthetic .npz with a vocabulary file."""
+    base = tmp_path_factory.mktemp("lda")
+    csr = _write_corpus(base / "corpus.npz")
+    words = [f"word{j:02d}" for j in range(csr.shape[1])]
+    (base / "vocab.txt").write_text("\n".join(words) + "\n")
+    out_dir = base / "run"
+    result = run(["fit", "lda", "--data", base / "corpus.npz", "--vocab", base / "vocab.txt",
+                  "--num-topics", 4, "--seed", 3, "--out", out_dir])
+    return out_dir, csr, words, result
+
+
+def test_fit_lda_file_writes_every_file(lda_run):
+    out_dir, _, _, (rc, out, err) = lda_run
+    assert rc == 0, err
+    for name in LDA_FILES:
+        assert (out_dir / name).is_file(), name
+        assert (out_dir / name).stat().st_size > 0
+    assert not [p for p in out_dir.iterdir() if p.name.endswith(".tmp")]
+    for png in ("topics.png", "history.png"):
+        assert (out_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = (out_dir / "report.md").read_text()
+    assert "![topics](topics.png)" in report and "![history](history.png)" in report
+    assert report.startswith("# ppgen fit lda: LDA, 4 topics, method em")
+
+
+def test_fit_lda_file_report_numbers(lda_run):
+    out_dir, csr, words, (rc, out, err) = lda_run
+    report = (out_dir / "report.md").read_text()
+    model, info, completion = _completion_of(out_dir, csr)
+    assert isinstance(model, ppgen.LDA) and model.num_topics == 4
+    assert model.vocabulary == words
+    # The held-out documents: a tenth, drawn with the seed, disjoint from the training ones.
+    held = info["heldout_documents"]
+    assert len(held) == 12 and held == sorted(set(held))
+    assert held == np.sort(np.random.default_rng(3).permutation(120)[:12]).tolist()
+    # Perplexity and log-likelihood as document_completion gives them on those documents.
+    assert _report_value(report, "held-out perplexity").split()[0] == (
+        f"{completion['perplexity']:.4f}")
+    assert _report_value(report, "held-out log-likelihood").startswith(
+        f"{completion['log_lik']:.3f} nats over {completion['num_tokens']} tokens")
+    assert info["completion"]["perplexity"] == pytest.approx(completion["perplexity"],
+                                                             rel=1e-12)
+    assert 1 < completion["perplexity"] < 40  # better than uniform over 40 words
+    # Coherence on the training documents, per topic and on average.
+    train = np.setdiff1d(np.arange(120), held)
+    npmi = ppgen.evaluation.npmi_coherence(model.topic_word, csr[train], top_n=10).numpy()
+    np.testing.assert_allclose(info["npmi"], npmi, rtol=1e-12)
+    assert _report_value(report, "mean NPMI coherence").split()[0] == f"{npmi.mean():.4f}"
+    # The topics table: each topic's NPMI and its 10 most probable words, in order.
+    top = model.top_words(10)
+    assert info["top_words"] == top
+    for t in range(4):
+        assert f"| {t} | {npmi[t]:.3f} | {', '.join(top[t])} |" in report
+    tokens = int(csr.sum())
+    assert "120 documents, vocabulary of 40 words (words from " in report
+    assert f"{tokens} tokens" in report
+    assert f"train: 108 documents, {int(csr[train].sum())} tokens" in report
+    assert "EM iterations" in _report_value(report, "convergence")
+    assert "evidence lower bound" in _report_value(report, "final EM objective")
+    assert _report_value(report, "elapsed") == f"{info['elapsed']:.2f} s"
+    assert info["model"] == "lda" and info["method"] == "em" and info["seed"] == 3
+    assert info["num_tokens"] == tokens and info["vocab_size"] == 40
+    # stdout shows the same report.
+    assert f"{completion['perplexity']:.4f}" in out and "top 10 words" in out
+
+
+def test_fit_lda_svi_without_vocabulary_quiet(tmp_path):
+    csr = _write_corpus(tmp_path / "c.npz", num_docs=80, vocab_size=30, num_topics=3, seed=1)
+    out_dir = tmp_path / "svi"
+    rc, out, err = run(["fit", "lda", "--data", tmp_path / "c.npz", "--num-topics", 3,
+                        "--method", "svi", "--num-steps", 40, "--batch-size", 32, "--lr",
+                        0.05, "--heldout-fraction", 0.25, "--quiet", "--out", out_dir])
+    assert rc == 0, err
+    assert out == ""
+    assert all((out_dir / name).is_file() for name in LDA_FILES)
+    report = (out_dir / "report.md").read_text()
+    model, info, completion = _completion_of(out_dir, csr)
+    assert model.vocabulary is None
+    assert len(info["heldout_documents"]) == 20
+    assert _report_value(report, "held-out perplexity").split()[0] == (
+        f"{completion['perplexity']:.4f}")
+    assert "SVI steps" in _report_value(report, "convergence")
+    assert "minibatches of 32 documents" in _report_value(report, "final SVI loss")
+    assert info["options"] == {"batch_size": 32, "lr": 0.05, "num_steps": 40}
+    # Without --vocab, words are named after their columns.
+    ids = model.top_words(10)
+    assert info["top_words"] == [[f"w{j}" for j in row] for row in ids]
+    assert "no --vocab" in report
+
+
+@pytest.fixture(scope="module")
+def ap_run(tmp_path_factory):
+    out_dir = tmp_path_factory.mktemp("ap") / "run"
+    result = run(["fit", "lda", "--data", "ap", "--num-topics", 3, "--num-steps", 2,
+                  "--out", out_dir])
+    return out_dir, result
+
+
+def test_fit_lda_ap(ap_run):
+    out_dir, (rc, out, err) = ap_run
+    assert rc == 0, err
+    assert all((out_dir / name).is_file() for name in LDA_FILES)
+    counts, vocabulary = ppgen.datasets.load_ap_corpus()
+    report = (out_dir / "report.md").read_text()
+    model, info, completion = _completion_of(out_dir, counts)
+    assert model.vocabulary == vocabulary
+    assert len(info["heldout_documents"]) == 225
+    assert _report_value(report, "held-out perplexity").split()[0] == (
+        f"{completion['perplexity']:.4f}")
+    assert "2246 documents, vocabulary of 10473 words" in report and "435838 tokens" in report
+    assert "after 2 EM iterations" in _report_value(report, "convergence")
+    assert "not_converged" in report  # 2 iterations: reported once, as a diagnostic
+    assert "ConvergenceWarning" not in err
+
+
+def test_fit_lda_no_heldout(tmp_path):
+    _write_corpus(tmp_path / "c.npz", num_docs=30, vocab_size=12, num_topics=2)
+    out_dir = tmp_path / "o"
+    rc, out, err = run(["fit", "lda", "--data", tmp_path / "c.npz", "--num-topics", 2,
+                        "--heldout-fraction", 0, "--num-steps", 5, "--out", out_dir])
+    assert rc == 0, err
+    info = json.loads((out_dir / "run.json").read_text())
+    assert info["heldout_documents"] == [] and info["completion"] is None
+    assert "not computed" in _report_value((out_dir / "report.md").read_text(),
+                                           "held-out perplexity")
+    assert "train: 30 documents" in out
+
+
+def test_sample_and_score_lda(lda_run, tmp_path):
+    out_dir, csr, words, _ = lda_run
+    model = ppgen.load(out_dir / "model.pt")
+    rc, out, err = run(["sample", out_dir, "-n", 3, "--length", 25, "--seed", 4])
+    assert rc == 0, err
+    lines = out.strip().splitlines()
+    assert lines[0].split(",") == words and len(lines) == 4
+    rows = np.array([[int(v) for v in line.split(",")] for line in lines[1:]])
+    np.testing.assert_array_equal(rows, model.sample(3, doc_length=25, seed=4).numpy())
+    assert (rows.sum(1) == 25).all()
+    # .npz out: a CSR count matrix that 'ppgen score' (and 'ppgen fit lda --data') reads.
+    draws = tmp_path / "docs.npz"
+    assert run(["sample", out_dir, "-n", 4, "--seed", 1, "--out", draws])[0] == 0
+    rc, out, err = run(["score", out_dir, draws])
+    assert rc == 0, err
+    expected = model.score(model.sample(4, doc_length=100, seed=1)).numpy()
+    np.testing.assert_allclose([float(v) for v in out.split()], expected, rtol=1e-9)
+    # The training file, and a dense .npy of the same counts, score the same.
+    rc, out, err = run(["score", out_dir, out_dir.parent / "corpus.npz"])
+    assert rc == 0, err
+    scores = np.array([float(v) for v in out.split()])
+    np.testing.assert_allclose(scores, model.score(csr).numpy(), rtol=1e-9)
+    np.save(tmp_path / "dense.npy", csr.toarray())
+    rc, out, err = run(["score", out_dir, tmp_path / "dense.npy"])
+    assert rc == 0, err
+    np.testing.assert_allclose([float(v) for v in out.split()], scores, rtol=1e-6)
+    np.save(tmp_path / "narrow.npy", np.ones((2, 7)))
+    assert_user_error(run(["score", out_dir, tmp_path / "narrow.npy"]), "expected 40 columns")
+
+
+@pytest.fixture(scope="module")
+def bad_corpora(tmp_path_factory):
+    import scipy.sparse
+
+    base = tmp_path_factory.mktemp("badlda")
+    csr = _write_corpus(base / "good.npz", num_docs=20, vocab_size=10, num_topics=2)
+    (base / "vocab9.txt").write_text("\n".join(f"v{j}" for j in range(9)) + "\n")
+    (base / "blank.txt").write_text("a\nb\n\nd\ne\nf\ng\nh\ni\nj\n")
+    (base / "corrupt.npz").write_bytes(b"PK\x03\x04 this is not a zip archive")
+    (base / "text.npz").write_text("hello")
+    np.savez(base / "dense.npz", x=np.ones((3, 4)))
+    scipy.sparse.save_npz(base / "csc.npz", scipy.sparse.csc_matrix(np.ones((3, 4))))
+
+    def save(name, **changes):
+        arrays = dict(data=csr.data, indices=csr.indices, indptr=csr.indptr,
+                      shape=np.array(csr.shape))
+        arrays.update(changes)
+        np.savez(base / name, **arrays)
+
+    save("half.npz", data=csr.data * 0.5)
+    save("negative.npz", data=-csr.data)
+    save("column.npz", indices=np.where(np.arange(csr.nnz) == 5, 99, csr.indices))
+    save("indptr.npz", indptr=csr.indptr[:-1])
+    save("empty.npz", data=np.zeros_like(csr.data))
+    (base / "table.csv").write_text("1,2\n")
+    return base
+
+
+@pytest.mark.parametrize("argv, fragments", [
+    (["--num-topics", "0"], ["--num-topics", "positive integer"]),
+    (["--method", "mcmc"], ["--method", "invalid choice"]),
+    (["--heldout-fraction", "1"], ["--heldout-fraction", "[0, 1)"]),
+    (["--tol", "-1"], ["--tol", ">= 0"]),
+    (["--lr", "0.1"], ["--lr", "--method svi", "--method em"]),
+    (["--method", "em", "--batch-size", "8", "--lr", "0.1"], ["--batch-size, --lr",
+                                                              "--method svi"]),
+    (["--doc-topic-prior", "0"], ["--doc-topic-prior", "positive"]),
+    (["--vocab", "{base}/vocab9.txt"], ["--vocab", "--data FILE.npz", "own vocabulary"]),
+    (["--data", "{base}/missing.npz"], ["--data", "missing.npz", "no such file"]),
+    (["--data", "apx"], ["--data", "'ap'", "'apx'"]),
+    (["--data", "{base}/corrupt.npz"], ["--data", "corrupt.npz", "cannot read"]),
+    (["--data", "{base}/text.npz"], ["--data", "text.npz", "another format"]),
+    (["--data", "{base}/dense.npz"], ["--data", "dense.npz", "CSR", "'x'", "missing 'data'"]),
+    (["--data", "{base}/csc.npz"], ["--data", "csc.npz", "format 'csc'", "tocsr"]),
+    (["--data", "{base}/half.npz"], ["--data", "half.npz", "whole numbers", "0.5"]),
+    (["--data", "{base}/negative.npz"], ["--data", "negative.npz", "whole numbers >= 0"]),
+    (["--data", "{base}/column.npz"], ["--data", "column.npz", "0..9", "= 99"]),
+    (["--data", "{base}/indptr.npz"], ["--data", "indptr.npz", "'indptr'"]),
+    (["--data", "{base}/empty.npz"], ["--data", "empty.npz", "without any"]),
+    (["--data", "{base}/table.csv"], ["--data", "table.csv", ".npz"]),
+    (["--data", "{base}/good.npz", "--vocab", "{base}/vocab9.txt"],
+     ["--vocab", "vocab9.txt", "expected 10 words", "got 9"]),
+    (["--data", "{base}/good.npz", "--vocab", "{base}/blank.txt"],
+     ["--vocab", "blank.txt", "line 3", "empty line"]),
+    (["--data", "{base}/good.npz", "--vocab", "{base}/nowhere.txt"],
+     ["--vocab", "nowhere.txt", "no such file"]),
+    (["--data", "{base}/good.npz", "--heldout-fraction", "0.99"],
+     ["--heldout-fraction", "leaves none"]),
+])
+def test_fit_lda_usage_and_data_errors(bad_corpora, tmp_path, argv, fragments):
+    out_dir = tmp_path / "o"
+    argv = [a.format(base=bad_corpora) for a in argv]
+    assert_user_error(run(["fit", "lda", *argv, "--out", out_dir]), *fragments)
+    assert not out_dir.exists()
+
+
+needs_prodlda = pytest.mark.skipif(not hasattr(ppgen, "ProdLDA"), reason="no ppgen.ProdLDA")
+
+
+@needs_prodlda
+def test_fit_prodlda_svi_and_sample(tmp_path):
+    csr = _write_corpus(tmp_path / "c.npz", num_docs=80, vocab_size=30, num_topics=3, seed=2)
+    out_dir = tmp_path / "prod"
+    rc, out, err = run(["fit", "lda", "--model", "prodlda", "--data", tmp_path / "c.npz",
+                        "--num-topics", 3, "--num-steps", 30, "--batch-size", 40, "--out",
+                        out_dir])
+    assert rc == 0, err
+    assert all((out_dir / name).is_file() for name in LDA_FILES)
+    report = (out_dir / "report.md").read_text()
+    model, info, completion = _completion_of(out_dir, csr)
+    assert isinstance(model, ppgen.ProdLDA) and model.num_topics == 3
+    assert report.startswith("# ppgen fit lda: ProdLDA, 3 topics, method svi")  # svi default
+    assert _report_value(report, "held-out perplexity").split()[0] == (
+        f"{completion['perplexity']:.4f}")
+    assert info["model"] == "prodlda" and info["topic_word_prior"] is None
+    assert "topic_word_prior" not in report
+    rc, out, err = run(["sample", out_dir, "-n", 2, "--length", 10, "--seed", 0,
+                        "--no-header"])
+    assert rc == 0, err
+    rows = np.array([[int(v) for v in line.split(",")] for line in out.split()])
+    np.testing.assert_array_equal(rows, model.sample(2, doc_length=10, seed=0).numpy())
+
+
+@needs_prodlda
+@pytest.mark.parametrize("argv, fragments", [
+    (["--method", "em"], ["--method", "prodlda", "svi only"]),
+    (["--topic-word-prior", "0.1"], ["--topic-word-prior", "--model lda"]),
+    (["--num-topics", "1"], ["--num-topics", "at least 2"]),
+])
+def test_fit_prodlda_errors(bad_corpora, tmp_path, argv, fragments):
+    out_dir = tmp_path / "o"
+    assert_user_error(run(["fit", "lda", "--model", "prodlda", "--data",
+                           bad_corpora / "good.npz", *argv, "--out", out_dir]), *fragments)
+    assert not out_dir.exists()
+
+
+def test_fit_lda_out_is_a_file(bad_corpora, tmp_path):
+    target = tmp_path / "file"
+    target.write_text("keep me")
+    assert_user_error(run(["fit", "lda", "--data", bad_corpora / "good.npz", "--out", target]),
+                      "--out")
+    assert target.read_text() == "keep me"
+
+
+def test_fit_lda_help():
+    rc, out, _ = run(["fit", "lda", "--help"])
+    assert rc == 0
+    for option in ("--data", "--vocab", "--num-topics", "--method", "--num-steps", "--tol",
+                   "--batch-size", "--lr", "--heldout-fraction", "--seed", "--out", "--quiet",
+                   "'ap'", "indptr"):
+        assert option in out, option
+    rc, out, _ = run(["fit", "--help"])
+    assert rc == 0 and "lda" in out

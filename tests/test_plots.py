@@ -18,6 +18,7 @@ from ppgen.plots import (  # noqa: E402
     plot_mixture,
     plot_scores,
     plot_state_posterior,
+    plot_topics,
     plot_trace,
     plot_transition_matrix,
 )
@@ -193,6 +194,15 @@ def test_plot_history_svi(faithful):
     assert ax.get_xlabel() == "step"
     (line,) = ax.get_lines()
     assert len(line.get_ydata()) == 20
+
+
+def test_plot_history_objective_label(em_fit):
+    _, fit = em_fit
+    ax = plot_history(fit, objective_label="evidence lower bound (nats)").axes[0]
+    assert ax.get_ylabel() == "evidence lower bound (nats)"
+    assert ax.get_title().startswith("EM evidence lower bound per iteration")
+    with pytest.raises(TypeError, match="objective_label"):
+        plot_history(fit, objective_label=3)
 
 
 def test_plot_history_log_scale_for_wide_losses():
@@ -450,3 +460,87 @@ def test_plot_transition_matrix_bad_input(matrix, match):
         plot_transition_matrix(matrix)
     with pytest.raises(TypeError, match="annotate"):
         plot_transition_matrix(np.eye(2), annotate="yes")
+
+
+# ------------------------------------------------------------------------ plot_topics
+def _bars(ax):
+    """(widths, y positions) of the bars of a panel, top to bottom."""
+    patches = sorted(ax.patches, key=lambda p: p.get_y())
+    return np.array([p.get_width() for p in patches]), np.array([p.get_y() for p in patches])
+
+
+def test_plot_topics_bars_are_the_top_probabilities():
+    counts, truth = ppgen.datasets.make_corpus(50, 30, 4, seed=0)
+    topic_word = truth["topic_word"]
+    vocabulary = [f"term{j}" for j in range(30)]
+    fig = plot_topics(topic_word, vocabulary=vocabulary, num_words=6, ncols=3)
+    assert isinstance(fig, Figure)
+    assert len(fig.axes) == 4  # the unused fifth and sixth cells of the 2 x 3 grid are gone
+    tw = topic_word.numpy()
+    for k, ax in enumerate(fig.axes):
+        order = np.argsort(-tw[k])[:6]
+        widths, _ = _bars(ax)
+        np.testing.assert_allclose(widths, tw[k, order], rtol=1e-12)  # most probable on top
+        assert [t.get_text() for t in ax.get_yticklabels()] == [vocabulary[j] for j in order]
+        assert ax.get_title() == f"topic {k}"
+        assert ax.get_xlabel() == "p(word | topic)"
+        assert ax.get_ylim()[0] > ax.get_ylim()[1]  # inverted: first word at the top
+    # Grid: three panels on the first row, one on the second.
+    rows = sorted({round(ax.get_position().y0, 3) for ax in fig.axes})
+    assert len(rows) == 2
+    assert "Top 6 words of each of the 4 topics" in fig._suptitle.get_text()
+
+
+def test_plot_topics_subset_titles_ids_and_caps():
+    tw = np.array([[0.5, 0.3, 0.2, 0.0], [0.1, 0.2, 0.3, 0.4], [0.25, 0.25, 0.25, 0.25]])
+    fig = plot_topics(tw, topics=[2, 1], num_words=10, titles=["flat", "rising"], ncols=5)
+    assert [ax.get_title() for ax in fig.axes] == ["flat", "rising"]
+    flat, rising = fig.axes
+    # No vocabulary: the column indices; ties keep column order; num_words capped at V.
+    assert [t.get_text() for t in flat.get_yticklabels()] == ["0", "1", "2", "3"]
+    assert [t.get_text() for t in rising.get_yticklabels()] == ["3", "2", "1", "0"]
+    np.testing.assert_allclose(_bars(rising)[0], [0.4, 0.3, 0.2, 0.1])
+    assert "of 2 of the 3 topics" in fig._suptitle.get_text()
+    fig = plot_topics(torch.tensor(tw, dtype=torch.float32), topics=0, num_words=2,
+                      title="mine")
+    assert len(fig.axes) == 1 and fig._suptitle.get_text() == "mine"
+    np.testing.assert_allclose(_bars(fig.axes[0])[0], [0.5, 0.3], rtol=1e-6)
+
+
+def test_plot_topics_from_a_fitted_lda():
+    counts, _ = ppgen.datasets.make_corpus(60, 20, 2, seed=1)
+    vocabulary = [f"w{j:02d}" for j in range(20)]
+    lda = ppgen.LDA(2, vocabulary=vocabulary)
+    ppgen.fit(lda, counts, "em", seed=0, num_steps=5, tol=0, progress=False)
+    fig = plot_topics(lda, num_words=5)
+    top = lda.top_words(5)
+    for k, ax in enumerate(fig.axes):
+        assert [t.get_text() for t in ax.get_yticklabels()] == top[k]
+        np.testing.assert_allclose(_bars(ax)[0], lda.topic_word[k].sort(descending=True)
+                                   .values[:5].numpy(), rtol=1e-6)
+    with pytest.raises(ppgen.NotFittedError):
+        plot_topics(ppgen.LDA(2))
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"topic_word": [0.5, 0.5]}, ValueError, "topic_word: expected a .num_topics, vocab_size"),
+    ({"topic_word": [[0.5, 0.6]]}, ValueError, "row 0 summing to 1.1"),
+    ({"topic_word": [[1.5, -0.5]]}, ValueError, "topic_word: expected non-negative"),
+    ({"topic_word": [[np.nan, 1.0]]}, ValueError, "topic_word: expected finite"),
+    ({"topic_word": [["a", "b"]]}, TypeError, "topic_word: expected a numeric array"),
+    ({"vocabulary": ["a", "b"]}, ValueError, "vocabulary: expected 3 words"),
+    ({"vocabulary": "abc"}, TypeError, "vocabulary"),
+    ({"num_words": 0}, ValueError, "num_words"),
+    ({"num_words": 2.5}, TypeError, "num_words"),
+    ({"ncols": 0}, ValueError, "ncols"),
+    ({"topics": [0, 2]}, ValueError, r"topics: expected topic indices in 0\.\.1, got 2"),
+    ({"topics": [1, 1]}, ValueError, "topics: expected distinct"),
+    ({"topics": []}, ValueError, "topics: expected at least one"),
+    ({"topics": [0.0]}, TypeError, "topics: expected integer"),
+    ({"topics": [True]}, TypeError, "topics"),
+    ({"titles": ["one"]}, ValueError, "titles: expected 2 titles"),
+])
+def test_plot_topics_bad_input(kwargs, error, match):
+    args = {"topic_word": [[0.2, 0.3, 0.5], [0.6, 0.2, 0.2]], **kwargs}
+    with pytest.raises(error, match=match):
+        plot_topics(args.pop("topic_word"), **args)
