@@ -14,8 +14,11 @@ CASES = {
             lambda: ppgen.datasets.make_hmm(30, 20, 2, num_features=2, seed=0)[0]),
     "lda": (lambda: ppgen.LDA(3),
             lambda: ppgen.datasets.make_corpus(40, 60, 3, doc_length=50, seed=0)[0]),
+    "prodlda": (lambda: ppgen.ProdLDA(3, hidden_size=20),
+                lambda: ppgen.datasets.make_corpus(40, 60, 3, doc_length=50, seed=0)[0]),
 }
-METHODS = {"gmm": ("em", {}), "hmm": ("em", {}), "lda": ("em", {})}
+METHODS = {"gmm": ("em", {}), "hmm": ("em", {}), "lda": ("em", {}),
+           "prodlda": ("svi", {"num_steps": 100, "lr": 0.05, "batch_size": 20, "tol": 0})}
 # Extra arguments of sample(): sequence models need a length.
 SAMPLE_KWARGS = {"hmm": {"lengths": 20}}
 
@@ -112,4 +115,10 @@ def test_cuda_fit_matches_cpu():
         assert gpu.device.type == "cuda"
         lp = gpu.log_prob(data.cuda())
         assert lp.device.type == "cuda"
+        if method == "svi":
+            # SVI draws from the device's own RNG stream, so the two fits differ; the
+            # applications of the same parameters must not.
+            assert torch.isfinite(lp).all()
+            gpu.set_params(**{k: v.cuda() for k, v in cpu.get_params().items()})
+            lp = gpu.log_prob(data.cuda())
         torch.testing.assert_close(lp.cpu(), cpu.log_prob(data), rtol=1e-6, atol=1e-8)

@@ -4,6 +4,7 @@ from .base import MODEL_REGISTRY, GenerativeModel, get_model_class, register
 from .gmm import GaussianMixture
 from .hmm import HiddenMarkovModel
 from .lda import LDA
+from .prodlda import ProdLDA
 
-__all__ = ["GenerativeModel", "GaussianMixture", "HiddenMarkovModel", "LDA", "MODEL_REGISTRY",
-           "get_model_class", "register"]
+__all__ = ["GenerativeModel", "GaussianMixture", "HiddenMarkovModel", "LDA", "ProdLDA",
+           "MODEL_REGISTRY", "get_model_class", "register"]
