@@ -138,8 +138,13 @@ def fit(model: GenerativeModel | Callable, data: Any = None, method: Method = "s
                        type(model).__name__)
     if method == "em" and not (builtin and model.supports_em):
         name = type(model).__name__ if builtin else getattr(model, "__name__", "model")
+        others = "'svi' or 'mcmc'" if not builtin or model.supports_mcmc else "'svi'"
         raise bad_value("method", "a method the model supports", "'em'",
-                        f"{name} has no closed-form EM steps; use method='svi' or 'mcmc'.")
+                        f"{name} has no closed-form EM steps; use method={others}.")
+    if method == "mcmc" and builtin and not model.supports_mcmc:
+        raise bad_value("method", "a method the model supports", "'mcmc'",
+                        f"{type(model).__name__} has network weights that are not latent "
+                        "sites, so NUTS cannot sample it; use method='svi'.")
     if model_kwargs is not None and not isinstance(model_kwargs, dict):
         raise bad_type("model_kwargs", "a dict", type(model_kwargs).__name__)
     if init is not None and not isinstance(init, dict):

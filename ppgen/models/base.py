@@ -75,6 +75,8 @@ class GenerativeModel(PyroModule):
     has_enumerated_sites: ClassVar[bool] = False
     #: Whether ``em_initialize``/``e_step``/``m_step`` exist.
     supports_em: ClassVar[bool] = False
+    #: Whether NUTS can sample every parameter (False for models with network weights).
+    supports_mcmc: ClassVar[bool] = True
     #: Default SVI guide kind: ``"map"`` (point estimate), ``"normal"`` (mean field) or
     #: ``"model"`` (the model's own :meth:`guide`).
     default_guide: ClassVar[str] = "normal"

@@ -327,6 +327,7 @@ class ProdLDA(GenerativeModel):
 
     param_names = ("topic_word",)
     default_guide = "model"
+    supports_mcmc = False
     observed_dims = ("document", "word")
     jit_compile = False
 
