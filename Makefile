@@ -26,6 +26,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/gmm_em.py
 	$(BIN)/python benchmarks/hmm_em.py
 	$(BIN)/python benchmarks/hmm_jsb.py
+	$(BIN)/python benchmarks/lda.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -92,3 +92,43 @@ def test_hmm_jsb_benchmark_runs(tmp_path):
         for split in ("train", "valid", "test"):
             # 88 keys: between 0 and 88 log(2) nats per step for any sensible model
             assert 0 < r[f"{split}_nll"] < 88 * math.log(2), r
+
+
+def test_lda_benchmark_quick_agrees_with_sklearn(tmp_path):
+    pytest.importorskip("sklearn")
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from lda import AGREEMENT_RTOL, parse_table
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    out = tmp_path / "lda.json"
+    stdout = _run_script("lda.py", "--quick", "--json", str(out))
+    assert "## K = 5 topics" in stdout
+    assert "threads: torch 1" in stdout and "n_jobs=None" in stdout
+    assert "a bound, not a predictive likelihood" in stdout  # scikit-learn's perplexity() note
+    rows = {(r["model"].split(" ")[0] + " " + r["model"].split(" ")[-1], r["inference"]): r
+            for r in parse_table(stdout)}
+    em = rows[("ppgen LDA", "variational EM (batch)")]
+    batch = rows[("scikit-learn LDA", "variational EM (batch)")]
+    online = rows[("scikit-learn LDA", "online VB (batch_size 128)")]
+    svi = rows[("ppgen LDA", "SVI (batch 256)")]
+    assert em["iterations"] == "10 (tol 0)" and batch["iterations"] == "10 (max_iter)"
+    assert online["iterations"].startswith("3 passes")
+    expected = 5 if "ProdLDA: not available" not in stdout else 4
+    assert len(rows) == expected, stdout
+    for row in rows.values():
+        assert math.isfinite(row["perplexity"]) and row["perplexity"] > 1, row
+        assert -1 <= row["npmi"] <= 1, row
+        assert row["train_s"] > 0, row
+    for row in (em, batch, online, svi):  # the LDA rows have a scikit-learn bound
+        assert row["sk_perplexity"] is not None and row["sk_perplexity"] > 1, row
+    # Same algorithm from the same start: the held-out perplexities agree.
+    assert abs(em["perplexity"] - batch["perplexity"]) <= AGREEMENT_RTOL * batch["perplexity"]
+    verdict = next(ln for ln in stdout.splitlines()
+                   if ln.startswith("ppgen em vs sklearn batch: perplexity"))
+    assert f"{em['perplexity']:.1f} vs {batch['perplexity']:.1f}" in verdict
+    report = json.loads(out.read_text())
+    assert report["torch_threads"] == 1 and report["split"]["test_docs"] == 30
+    verdict = report["runs"]["5"]["verdict"]
+    assert verdict["rel_perplexity_diff"] <= AGREEMENT_RTOL
+    assert verdict["iterations"] == 10
