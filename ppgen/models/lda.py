@@ -36,7 +36,7 @@ from ._topic_ops import (
 )
 from .base import GenerativeModel, register
 
-__all__ = ["LDA", "BagOfWords"]
+__all__ = ["LDA", "BagOfWords", "TopicModel"]
 
 #: Share of the prior in the defensive importance-sampling proposal of ``LDA.log_prob``.
 _DEFENSIVE = 0.2
@@ -99,8 +99,57 @@ class _Encoder(torch.nn.Module):
         return torch.nn.functional.softplus(self.net(torch.log1p(counts))) + 1e-3
 
 
+class TopicModel(GenerativeModel):
+    """What LDA and ProdLDA share: a (K, V) ``topic_word`` parameter with rows on the
+    simplex, an optional vocabulary, and the topics' top words."""
+
+    param_names = ("topic_word",)
+    observed_dims = ("document", "word")
+    num_topics: int
+    vocabulary: list[str] | None
+
+    @property
+    def vocab_size(self) -> int | None:
+        if self.topic_word is not None:
+            return int(self.topic_word.shape[-1])
+        return None if self.vocabulary is None else len(self.vocabulary)
+
+    # ---------------------------------------------------------------- parameters
+    def _check_params(self, params: dict[str, Any]) -> dict[str, torch.Tensor]:
+        out = {}
+        if "topic_word" in params:
+            t = torch.as_tensor(params["topic_word"])
+            if self.topic_word is not None:
+                t = t.to(dtype=self.topic_word.dtype, device=self.topic_word.device)
+            elif not t.is_floating_point():
+                t = t.to(torch.get_default_dtype())
+            k = self.num_topics
+            if t.dim() != 2 or t.shape[0] != k:
+                raise bad_value("params['topic_word']", f"shape ({k}, vocabulary_size)",
+                                f"shape {tuple(t.shape)}")
+            if self.vocabulary is not None and t.shape[1] != len(self.vocabulary):
+                raise bad_value("params['topic_word']", f"{len(self.vocabulary)} columns (the "
+                                "vocabulary)", f"shape {tuple(t.shape)}")
+            if not bool(torch.isfinite(t).all()) or bool((t < 0).any()) or bool(
+                    ((t.sum(-1) - 1).abs() > 1e-4).any()):
+                raise bad_value("params['topic_word']", "rows of non-negative probabilities "
+                                "summing to 1", "other values")
+            out["topic_word"] = t
+        return out
+
+    def top_words(self, num_words: int = 10) -> list[list[str | int]]:
+        """The ``num_words`` most probable words of each topic (strings with a vocabulary)."""
+        self.check_fitted("list top words")
+        num_words = check_positive_int("num_words", num_words)
+        ids = self.topic_word.topk(min(num_words, self.topic_word.shape[1]), -1).indices
+        if self.vocabulary is None:
+            return ids.tolist()
+        return [[self.vocabulary[i] for i in row] for row in ids.tolist()]
+
+
+
 @register("lda")
-class LDA(GenerativeModel):
+class LDA(TopicModel):
     """Latent Dirichlet allocation.
 
     Parameters
@@ -157,35 +206,6 @@ class LDA(GenerativeModel):
     def __repr__(self) -> str:
         return (f"LDA(num_topics={self.num_topics}, doc_topic_prior={self.doc_topic_prior:g}, "
                 f"topic_word_prior={self.topic_word_prior:g})")
-
-    @property
-    def vocab_size(self) -> int | None:
-        if self.topic_word is not None:
-            return int(self.topic_word.shape[-1])
-        return None if self.vocabulary is None else len(self.vocabulary)
-
-    # ---------------------------------------------------------------- parameters
-    def _check_params(self, params: dict[str, Any]) -> dict[str, torch.Tensor]:
-        out = {}
-        if "topic_word" in params:
-            t = torch.as_tensor(params["topic_word"])
-            if self.topic_word is not None:
-                t = t.to(dtype=self.topic_word.dtype, device=self.topic_word.device)
-            elif not t.is_floating_point():
-                t = t.to(torch.get_default_dtype())
-            k = self.num_topics
-            if t.dim() != 2 or t.shape[0] != k:
-                raise bad_value("params['topic_word']", f"shape ({k}, vocabulary_size)",
-                                f"shape {tuple(t.shape)}")
-            if self.vocabulary is not None and t.shape[1] != len(self.vocabulary):
-                raise bad_value("params['topic_word']", f"{len(self.vocabulary)} columns (the "
-                                "vocabulary)", f"shape {tuple(t.shape)}")
-            if not bool(torch.isfinite(t).all()) or bool((t < 0).any()) or bool(
-                    ((t.sum(-1) - 1).abs() > 1e-4).any()):
-                raise bad_value("params['topic_word']", "rows of non-negative probabilities "
-                                "summing to 1", "other values")
-            out["topic_word"] = t
-        return out
 
     def _corpus(self, data: Any, arg: str = "data") -> Corpus:
         return as_corpus(data, arg=arg, vocab_size=self.vocab_size, dtype=self.dtype,
@@ -379,15 +399,6 @@ class LDA(GenerativeModel):
         gamma = fit_doc_topics(corpus, self._exp_log_topic_word(), self.doc_topic_prior,
                                max_iter=self.max_doc_iter, tol=self.doc_tol)
         return gamma / gamma.sum(-1, keepdim=True)
-
-    def top_words(self, num_words: int = 10) -> list[list[str | int]]:
-        """The ``num_words`` most probable words of each topic (strings with a vocabulary)."""
-        self.check_fitted("list top words")
-        num_words = check_positive_int("num_words", num_words)
-        ids = self.topic_word.topk(min(num_words, self.topic_word.shape[1]), -1).indices
-        if self.vocabulary is None:
-            return ids.tolist()
-        return [[self.vocabulary[i] for i in row] for row in ids.tolist()]
 
     def log_prob(self, data: Any, *, num_samples: int = 100, seed: int = 0) -> torch.Tensor:
         """Estimated log-likelihood of each document in nats, log p(n_d | topic_word).

@@ -45,8 +45,8 @@ from .._validation import (
     check_positive_int,
 )
 from ._topic_ops import Corpus, as_corpus
-from .base import GenerativeModel, register
-from .lda import BagOfWords, _draw_counts
+from .base import register
+from .lda import BagOfWords, TopicModel, _draw_counts
 
 __all__ = ["ProdLDA", "laplace_dirichlet", "fit_doc_logits"]
 
@@ -288,7 +288,7 @@ class _Decoder(torch.nn.Module):
 
 # ---------------------------------------------------------------------------- model
 @register("prodlda")
-class ProdLDA(GenerativeModel):
+class ProdLDA(TopicModel):
     """ProdLDA: product-of-experts topics, a logistic-normal prior, amortized SVI.
 
     Parameters
@@ -353,35 +353,6 @@ class ProdLDA(GenerativeModel):
 
     def __repr__(self) -> str:
         return f"ProdLDA(num_topics={self.num_topics}, doc_topic_prior={self.doc_topic_prior:g})"
-
-    @property
-    def vocab_size(self) -> int | None:
-        if self.topic_word is not None:
-            return int(self.topic_word.shape[-1])
-        return None if self.vocabulary is None else len(self.vocabulary)
-
-    # ---------------------------------------------------------------- parameters
-    def _check_params(self, params: dict[str, Any]) -> dict[str, torch.Tensor]:
-        out = {}
-        if "topic_word" in params:
-            t = torch.as_tensor(params["topic_word"])
-            if self.topic_word is not None:
-                t = t.to(dtype=self.topic_word.dtype, device=self.topic_word.device)
-            elif not t.is_floating_point():
-                t = t.to(torch.get_default_dtype())
-            k = self.num_topics
-            if t.dim() != 2 or t.shape[0] != k:
-                raise bad_value("params['topic_word']", f"shape ({k}, vocabulary_size)",
-                                f"shape {tuple(t.shape)}")
-            if self.vocabulary is not None and t.shape[1] != len(self.vocabulary):
-                raise bad_value("params['topic_word']", f"{len(self.vocabulary)} columns (the "
-                                "vocabulary)", f"shape {tuple(t.shape)}")
-            if not bool(torch.isfinite(t).all()) or bool((t < 0).any()) or bool(
-                    ((t.sum(-1) - 1).abs() > 1e-4).any()):
-                raise bad_value("params['topic_word']", "rows of non-negative probabilities "
-                                "summing to 1", "other values")
-            out["topic_word"] = t
-        return out
 
     def _prior(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and scale (K,) of the logistic-normal prior, in ``like``'s dtype and device."""
@@ -504,15 +475,6 @@ class ProdLDA(GenerativeModel):
         self.check_fitted("transform documents")
         counts = self._corpus(data).dense()
         return torch.softmax(self._doc_logits(counts)[0], -1)
-
-    def top_words(self, num_words: int = 10) -> list[list[str | int]]:
-        """The ``num_words`` largest-weight words of each topic (strings with a vocabulary)."""
-        self.check_fitted("list top words")
-        num_words = check_positive_int("num_words", num_words)
-        ids = self.topic_word.topk(min(num_words, self.topic_word.shape[1]), -1).indices
-        if self.vocabulary is None:
-            return ids.tolist()
-        return [[self.vocabulary[i] for i in row] for row in ids.tolist()]
 
     def log_prob(self, data: Any, *, num_samples: int = 100, seed: int = 0) -> torch.Tensor:
         """Estimated log-likelihood of each document in nats, log p(n_d | topic_word).
