@@ -16,9 +16,8 @@ from tests.common import assert_close
 
 
 def _ap(num_docs):
-    z = np.load(ppgen.datasets.data_dir() / "ap_corpus.npz")
-    x = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
-    return x[:num_docs].astype(np.float64)
+    counts, _ = ppgen.datasets.load_ap_corpus(dtype=torch.float64)  # shipped in the package
+    return counts[:num_docs]
 
 
 def _corpus(num_docs=300, vocab=120, k=4, length=100, seed=0):
