@@ -146,6 +146,56 @@ class TopicModel(GenerativeModel):
             return ids.tolist()
         return [[self.vocabulary[i] for i in row] for row in ids.tolist()]
 
+    def _corpus(self, data: Any, arg: str = "data") -> Corpus:
+        return as_corpus(data, arg=arg, vocab_size=self.vocab_size, dtype=self.dtype,
+                         device=self.device)
+
+    def _doc_word_probs(self, counts: torch.Tensor) -> torch.Tensor:
+        """Each document's predictive word distribution (D, V) given its counts (D, V),
+        with its topic proportions fitted to them."""
+        raise NotImplementedError
+
+    def _sample_lengths(self, num_samples: int, doc_length: Any) -> torch.Tensor:
+        """``doc_length`` (an int or one per document) as a long tensor (num_samples,)."""
+        lengths = torch.as_tensor(doc_length).reshape(-1)
+        if lengths.is_floating_point() and not bool((lengths == lengths.round()).all()):
+            raise bad_value("doc_length", "whole numbers of words", str(lengths.tolist()[:10]))
+        if lengths.numel() == 1:
+            lengths = lengths.expand(num_samples)
+        if lengths.shape[0] != num_samples or bool((lengths < 0).any()):
+            raise bad_value("doc_length", f"an int >= 0 or {num_samples} of them",
+                            str(lengths.tolist()[:10]))
+        return lengths.long().to(self.device)
+
+    def impute(self, data: Any) -> torch.Tensor:
+        """Fill NaN entries of a count matrix with their expected counts given the rest of
+        the document: N_d p(w | document d), with the document's topic proportions fitted to
+        its observed words and N_d its observed length. Observed entries are unchanged (and
+        validated as counts)."""
+        self.check_fitted("impute")
+        x = torch.as_tensor(data.toarray() if hasattr(data, "toarray") else data)
+        if x.dim() != 2:
+            raise bad_value("data", "2 dimensions (num_documents, vocabulary_size)",
+                            f"shape {tuple(x.shape)}")
+        x = x.to(dtype=self.dtype, device=self.device)
+        missing = torch.isnan(x)
+        observed = self._corpus(torch.where(missing, torch.zeros_like(x), x)).dense()
+        expected = observed.sum(-1, keepdim=True) * self._doc_word_probs(observed)
+        return torch.where(missing, expected, observed)
+
+    def complete(self, data: Any, num_words: int = 10) -> list[list[str | int]]:
+        """Document completion: each document's ``num_words`` most probable words among
+        those it does not contain, under its fitted topic proportions."""
+        self.check_fitted("complete documents")
+        num_words = check_positive_int("num_words", num_words)
+        corpus = self._corpus(data)
+        probs = self._doc_word_probs(corpus.dense())  # (D, V)
+        probs[corpus.doc_ids, corpus.word_ids] = -1.0  # words already in the document
+        ids = probs.topk(min(num_words, probs.shape[1]), -1).indices.tolist()
+        if self.vocabulary is None:
+            return ids
+        return [[self.vocabulary[i] for i in row] for row in ids]
+
 
 
 @register("lda")
@@ -206,10 +256,6 @@ class LDA(TopicModel):
     def __repr__(self) -> str:
         return (f"LDA(num_topics={self.num_topics}, doc_topic_prior={self.doc_topic_prior:g}, "
                 f"topic_word_prior={self.topic_word_prior:g})")
-
-    def _corpus(self, data: Any, arg: str = "data") -> Corpus:
-        return as_corpus(data, arg=arg, vocab_size=self.vocab_size, dtype=self.dtype,
-                         device=self.device)
 
     # ------------------------------------------------------------ fit preparation
     def prepare(self, data: Any) -> torch.Tensor:
@@ -444,49 +490,18 @@ class LDA(TopicModel):
         or one length per document); with ``return_topics`` also their topic proportions."""
         self.check_fitted("sample")
         num_samples = check_positive_int("num_samples", num_samples)
-        lengths = torch.as_tensor(doc_length).reshape(-1)
-        if lengths.numel() == 1:
-            lengths = lengths.expand(num_samples)
-        if lengths.shape[0] != num_samples or bool((lengths < 0).any()):
-            raise bad_value("doc_length", f"an int >= 0 or {num_samples} of them",
-                            str(lengths.tolist()[:10]))
+        lengths = self._sample_lengths(num_samples, doc_length)
         g = torch.Generator(device=self.device)
         g.manual_seed(int(seed)) if seed is not None else g.seed()
         alpha = torch.full((num_samples, self.num_topics), self.doc_topic_prior,
                            dtype=self.dtype, device=self.device)
         gam = _gamma_draws(alpha, g)
         theta = gam / gam.sum(-1, keepdim=True)
-        counts = _draw_counts(theta @ self.topic_word, lengths.to(self.device), g)
+        counts = _draw_counts(theta @ self.topic_word, lengths, g)
         return (counts, theta) if return_topics else counts
 
-    def impute(self, data: Any) -> torch.Tensor:
-        """Fill NaN entries of a count matrix with their expected counts given the rest of
-        the document: N_d * (theta_d @ topic_word)_w, with theta_d fitted to the observed
-        words and N_d the document's observed length. Observed entries are unchanged."""
-        self.check_fitted("impute")
-        x = torch.as_tensor(data.toarray() if hasattr(data, "toarray") else data)
-        if x.dim() != 2:
-            raise bad_value("data", "2 dimensions (num_documents, vocabulary_size)",
-                            f"shape {tuple(x.shape)}")
-        x = x.to(dtype=self.dtype, device=self.device)
-        missing = torch.isnan(x)
-        observed = torch.where(missing, torch.zeros_like(x), x)
-        theta = self.transform(observed)
-        expected = observed.sum(-1, keepdim=True) * (theta @ self.topic_word)
-        return torch.where(missing, expected, observed)
-
-    def complete(self, data: Any, num_words: int = 10) -> list[list[str | int]]:
-        """Document completion: each document's ``num_words`` most probable words among
-        those it does not contain, under its fitted topic proportions."""
-        self.check_fitted("complete documents")
-        num_words = check_positive_int("num_words", num_words)
-        corpus = self._corpus(data)
-        probs = self.transform(data) @ self.topic_word  # (D, V)
-        probs[corpus.doc_ids, corpus.word_ids] = -1.0  # words already in the document
-        ids = probs.topk(min(num_words, probs.shape[1]), -1).indices.tolist()
-        if self.vocabulary is None:
-            return ids
-        return [[self.vocabulary[i] for i in row] for row in ids]
+    def _doc_word_probs(self, counts: torch.Tensor) -> torch.Tensor:
+        return self.transform(counts) @ self.topic_word
 
 
 def _gamma_draws(alpha: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -44,7 +44,7 @@ from .._validation import (
     check_positive_float,
     check_positive_int,
 )
-from ._topic_ops import Corpus, as_corpus
+from ._topic_ops import as_corpus
 from .base import register
 from .lda import BagOfWords, TopicModel, _draw_counts
 
@@ -367,10 +367,6 @@ class ProdLDA(TopicModel):
         """The fitted product of experts: softmax(theta @ log topic_word) (..., V)."""
         return torch.softmax(theta @ self._log_topic_word(), -1)
 
-    def _corpus(self, data: Any, arg: str = "data") -> Corpus:
-        return as_corpus(data, arg=arg, vocab_size=self.vocab_size, dtype=self.dtype,
-                         device=self.device)
-
     # ------------------------------------------------------------ fit preparation
     def prepare(self, data: Any) -> torch.Tensor:
         """Validate the training counts; returns them as a dense (D, V) tensor. Every fit
@@ -536,51 +532,15 @@ class ProdLDA(TopicModel):
         ``return_topics`` also their topic proportions (num_samples, K)."""
         self.check_fitted("sample")
         num_samples = check_positive_int("num_samples", num_samples)
-        lengths = torch.as_tensor(doc_length).reshape(-1)
-        if lengths.is_floating_point() and not bool((lengths == lengths.round()).all()):
-            raise bad_value("doc_length", "whole numbers of words", str(lengths.tolist()[:10]))
-        if lengths.numel() == 1:
-            lengths = lengths.expand(num_samples)
-        if lengths.shape[0] != num_samples or bool((lengths < 0).any()):
-            raise bad_value("doc_length", f"an int >= 0 or {num_samples} of them",
-                            str(lengths.tolist()[:10]))
+        lengths = self._sample_lengths(num_samples, doc_length)
         g = torch.Generator(device=self.device)
         g.manual_seed(int(seed)) if seed is not None else g.seed()
         loc, scale = self._prior(self.topic_word)
         z = loc + scale * torch.randn(num_samples, self.num_topics, generator=g,
                                       dtype=self.dtype, device=self.device)
         theta = torch.softmax(z, -1)
-        counts = _draw_counts(self._word_probs(theta), lengths.to(self.device), g)
+        counts = _draw_counts(self._word_probs(theta), lengths, g)
         return (counts, theta) if return_topics else counts
 
-    def impute(self, data: Any) -> torch.Tensor:
-        """Fill NaN entries of a count matrix with their expected counts given the rest of
-        the document: N_d * softmax(theta_d @ log topic_word)_w, with theta_d fitted to the
-        observed words and N_d the document's observed length. Observed entries are
-        unchanged (and validated as counts)."""
-        self.check_fitted("impute")
-        x = torch.as_tensor(data.toarray() if hasattr(data, "toarray") else data)
-        if x.dim() != 2:
-            raise bad_value("data", "2 dimensions (num_documents, vocabulary_size)",
-                            f"shape {tuple(x.shape)}")
-        x = x.to(dtype=self.dtype, device=self.device)
-        missing = torch.isnan(x)
-        observed = torch.where(missing, torch.zeros_like(x), x)
-        counts = self._corpus(observed).dense()
-        theta = torch.softmax(self._doc_logits(counts)[0], -1)
-        expected = counts.sum(-1, keepdim=True) * self._word_probs(theta)
-        return torch.where(missing, expected, observed)
-
-    def complete(self, data: Any, num_words: int = 10) -> list[list[str | int]]:
-        """Document completion: each document's ``num_words`` most probable words among
-        those it does not contain, under its fitted topic proportions."""
-        self.check_fitted("complete documents")
-        num_words = check_positive_int("num_words", num_words)
-        corpus = self._corpus(data)
-        theta = torch.softmax(self._doc_logits(corpus.dense())[0], -1)
-        probs = self._word_probs(theta)  # (D, V)
-        probs[corpus.doc_ids, corpus.word_ids] = -1.0  # words already in the document
-        ids = probs.topk(min(num_words, probs.shape[1]), -1).indices.tolist()
-        if self.vocabulary is None:
-            return ids
-        return [[self.vocabulary[i] for i in row] for row in ids]
+    def _doc_word_probs(self, counts: torch.Tensor) -> torch.Tensor:
+        return self._word_probs(torch.softmax(self._doc_logits(counts)[0], -1))
