@@ -828,17 +828,8 @@ def _cmd_fit_gmm(args: argparse.Namespace, argv: Sequence[str]) -> int:
                 "options": options, "log_likelihood": total, "bic": bic, "aic": aic,
                 "ppgen_version": ppgen.__version__}
 
-    # Everything succeeded: write the files, each atomically.
-    out_dir.mkdir(parents=True, exist_ok=True)
-    ppgen.save(model, out_dir / "model.pt")
-    _atomic(out_dir / "inference_data.nc", lambda tmp: idata.to_netcdf(tmp))
-    for name, data in figures.items():
-        _atomic_bytes(out_dir / name, data)
-    _atomic_text(out_dir / "run.json", json.dumps(run_info, indent=2) + "\n")
-    _atomic_text(out_dir / "report.md", "\n".join(report.markdown).rstrip() + "\n")
-    if not args.quiet:
-        print("\n".join(report.text))
-    return 0
+    return _write_run(out_dir, model, figures, json.dumps(run_info, indent=2), report,
+                      quiet=args.quiet, idata=idata)
 
 
 # --------------------------------------------------------------------------- fit hmm
@@ -1068,17 +1059,8 @@ def _cmd_fit_hmm(args: argparse.Namespace, argv: Sequence[str]) -> int:
                 "bic": bic, "converged": fit.converged, "elapsed": fit.elapsed,
                 "ppgen_version": ppgen.__version__}
 
-    # Everything succeeded: write the files, each atomically.
-    out_dir.mkdir(parents=True, exist_ok=True)
-    ppgen.save(model, out_dir / "model.pt")
-    _atomic(out_dir / "inference_data.nc", lambda tmp: idata.to_netcdf(tmp))
-    for name, data in figures.items():
-        _atomic_bytes(out_dir / name, data)
-    _atomic_text(out_dir / "run.json", json.dumps(run_info, indent=2) + "\n")
-    _atomic_text(out_dir / "report.md", "\n".join(report.markdown).rstrip() + "\n")
-    if not args.quiet:
-        print("\n".join(report.text))
-    return 0
+    return _write_run(out_dir, model, figures, json.dumps(run_info, indent=2), report,
+                      quiet=args.quiet, idata=idata)
 
 
 # --------------------------------------------------------------------------- fit lda
@@ -1318,14 +1300,23 @@ def _cmd_fit_lda(args: argparse.Namespace, argv: Sequence[str]) -> int:
         "elapsed": fit.elapsed, "ppgen_version": ppgen.__version__,
     }
 
-    # Everything succeeded: write the files, each atomically.
+    return _write_run(out_dir, model, figures, _json_text(run_info), report, quiet=args.quiet)
+
+
+def _write_run(out_dir: Path, model: Any, figures: dict[str, bytes], run_json: str, report: Any,
+               *, quiet: bool, idata: Any = None) -> int:
+    """Everything succeeded: write the run's files, each atomically, and print the report."""
+    import ppgen
+
     out_dir.mkdir(parents=True, exist_ok=True)
     ppgen.save(model, out_dir / "model.pt")
+    if idata is not None:
+        _atomic(out_dir / "inference_data.nc", lambda tmp: idata.to_netcdf(tmp))
     for name, data in figures.items():
         _atomic_bytes(out_dir / name, data)
-    _atomic_text(out_dir / "run.json", _json_text(run_info) + "\n")
+    _atomic_text(out_dir / "run.json", run_json + "\n")
     _atomic_text(out_dir / "report.md", "\n".join(report.markdown).rstrip() + "\n")
-    if not args.quiet:
+    if not quiet:
         print("\n".join(report.text))
     return 0
 
