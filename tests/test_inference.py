@@ -185,6 +185,30 @@ def test_nan_guard_restores_parameters_and_stops():
     assert any(d.code == "nan" for d in fit.diagnose())
 
 
+def test_nan_guard_names_the_parameter_when_only_the_gradient_is_nan():
+    data = torch.randn(50) + 2
+    calls = {"n": 0}
+
+    def model(data):
+        calls["n"] += 1
+        w = pyro.param("weight", torch.tensor(1.0))
+        if calls["n"] > 6:  # from step 5 on (one trace was the set-up): NaN gradient only
+            w = w + 0.0 * torch.nan_to_num(torch.sqrt(w - 3.0))
+        with pyro.plate("data", len(data)):
+            pyro.sample("obs", dist.Normal(w, 1.0), obs=data)
+
+    def guide(data):
+        pass
+
+    with pytest.warns(RuntimeWarning, match=r"gradients became NaN.*'weight'"):
+        fit = ppgen.fit(model, data, method="svi", guide=guide, seed=0, num_steps=50,
+                        progress=False)
+    assert 0 < len(fit.history["objective"]) < 50
+    assert np.isfinite(fit.history["objective"]).all()
+    (nan,) = [d for d in fit.diagnose() if d.code == "nan"]
+    assert nan.site == "weight"
+
+
 def test_nan_guard_names_the_offending_site():
     def model(data):
         mu = pyro.sample("mu", dist.Normal(0.0, 1.0))

@@ -214,6 +214,8 @@ def _fit_builtin(model: GenerativeModel, data, method, seed, device, init, kwarg
         if batch_size is not None:
             batch = {"subsample_size": min(check_positive_int("batch_size", batch_size),
                                            x.shape[0])}
+        if options.get("loss") is None:
+            options["loss"] = model.default_loss(options.get("num_particles", 1))
         values = None if own else model.init_values(x, init=init, seed=seed, **data_kw)
         out = run_svi(model_fn, (x,), kwargs, info, progress=progress, guide=guide,
                       init_values=values, batch_kwargs=batch, **options)

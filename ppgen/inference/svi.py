@@ -140,17 +140,26 @@ def run_svi(model_fn: Callable, args: tuple, kwargs: dict, info: ModelInfo, *, p
         value = svi.step(*args, **step_kwargs)
         if step == 0:
             params = _trainable(guide_fn, train_model, args, step_kwargs)
-        finite = math.isfinite(value) and all(bool(torch.isfinite(p).all())
-                                              for p in params.values())
-        if not finite:
+        bad_params = [name for name, p in params.items() if not bool(torch.isfinite(p).all())]
+        if not math.isfinite(value) or bad_params:
             if last_good is not None:
                 with torch.no_grad():
                     for name, p in params.items():
                         p.copy_(last_good[name])
-            site = _first_bad_site(train_model, guide_fn, args, kwargs)
-            msg = (f"SVI loss became {value} at step {step}; offending site {site}. "
-                   f"Parameters were restored to step {step - 1} and the run stopped. "
-                   "Lower lr, rescale the data, or use tighter priors.")
+            if math.isfinite(value):
+                # The loss was finite but its gradient was not: name the parameters.
+                shown = ", ".join(repr(n) for n in bad_params[:4])
+                more = f" and {len(bad_params) - 4} more" if len(bad_params) > 4 else ""
+                what = (f"SVI gradients became NaN or infinite at step {step} (loss {value:.6g}): "
+                        f"parameters {shown}{more} went non-finite")
+                site = bad_params[0]
+            else:
+                site = _first_bad_site(train_model, guide_fn, args, kwargs)
+                what = f"SVI loss became {value} at step {step}; offending site {site}"
+            msg = (f"{what}. Parameters were restored to step {step - 1} and the run stopped. "
+                   "Lower lr, rescale the data, use tighter priors, or (for reparameterised "
+                   "Dirichlet or Gamma guides) an ELBO with analytic KL terms such as "
+                   "TraceMeanField_ELBO.")
             messages.append(Diagnostic("nan", msg, site=site, severity="error"))
             warnings.warn(msg, RuntimeWarning, stacklevel=3)
             converged = False

@@ -204,6 +204,13 @@ class GenerativeModel(PyroModule):
         """Start values of the latent sample sites for SVI and MCMC (site name -> value)."""
         return {}
 
+    def default_loss(self, num_particles: int = 1) -> Any:
+        """The SVI objective ``fit(..., "svi")`` uses when given no ``loss=``: a Pyro ELBO,
+        a callable ``loss(model, guide, *args, **kwargs)``, or None for the runner's choice
+        (``Trace_ELBO``, or ``TraceEnum_ELBO`` with enumerated sites). By default
+        :attr:`custom_loss`."""
+        return type(self).custom_loss
+
     def guide_point_estimate(self) -> dict[str, torch.Tensor]:
         """Site values (for :meth:`set_point_estimate`) read from the param store after SVI
         with the model's own guide (``guide="model"``)."""

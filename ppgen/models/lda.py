@@ -84,19 +84,41 @@ def _draw_counts(probs: torch.Tensor, lengths: torch.Tensor,
     return counts.scatter_add_(1, words, keep)
 
 
-class _Encoder(torch.nn.Module):
-    """Word counts (B, V) -> Dirichlet concentrations (B, K) of the topic proportions."""
+class _GuideDirichlet(dist.Dirichlet):
+    """A Dirichlet whose reparameterised draws are made in float64 and kept above the
+    smallest normal number of the working dtype.
 
-    def __init__(self, vocab_size: int, num_topics: int, hidden: int, dropout: float) -> None:
+    With concentrations near LDA's priors (0.01-0.1), Gamma draws underflow to exactly 0 in
+    float32 (probability ~1% per entry at 0.05) and then torch's implicit reparameterisation
+    gradient is NaN; in float64 the same happens only below ~1e-300. Draws that had to be
+    lifted get a zero gradient.
+    """
+
+    def rsample(self, sample_shape: torch.Size = _EMPTY) -> torch.Tensor:
+        conc = self.concentration
+        x = dist.Dirichlet(conc.double()).rsample(sample_shape)
+        tiny = torch.finfo(conc.dtype).tiny
+        return x.clamp_min(tiny).to(conc.dtype)
+
+
+class _Encoder(torch.nn.Module):
+    """Word counts (B, V) -> Dirichlet concentrations (B, K) of the topic proportions,
+    ``floor + softplus(MLP(log1p(counts)))``: the exact mean-field posterior of a document's
+    proportions is ``alpha`` plus its expected topic counts, so it never lies below the prior
+    concentration ``floor = alpha``."""
+
+    def __init__(self, vocab_size: int, num_topics: int, hidden: int, dropout: float,
+                 floor: float) -> None:
         super().__init__()
         self.vocab_size = vocab_size
+        self.floor = floor
         self.net = torch.nn.Sequential(
             torch.nn.Linear(vocab_size, hidden), torch.nn.Softplus(),
             torch.nn.Linear(hidden, hidden), torch.nn.Softplus(), torch.nn.Dropout(dropout),
             torch.nn.Linear(hidden, num_topics))
 
     def forward(self, counts: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.softplus(self.net(torch.log1p(counts))) + 1e-3
+        return torch.nn.functional.softplus(self.net(torch.log1p(counts))) + self.floor
 
 
 class TopicModel(GenerativeModel):
@@ -309,12 +331,18 @@ class LDA(TopicModel):
         encoder = self._get_encoder(data.shape[-1], data.dtype, data.device)
         pyro.module("lda_encoder", encoder)
         lam = pyro.param("lda_topic_word_concentration", lambda: self._seed_topics(data),
-                         constraint=constraints.positive)
+                         constraint=constraints.greater_than(self.topic_word_prior))
         with pyro.plate("topics", self.num_topics, dim=-1):
-            pyro.sample("topic_word", dist.Dirichlet(lam))
+            pyro.sample("topic_word", _GuideDirichlet(lam))
         with pyro.plate("documents", data.shape[0], subsample_size=subsample_size,
                         dim=-1) as idx:
-            pyro.sample("doc_topics", dist.Dirichlet(encoder(data[idx])))
+            pyro.sample("doc_topics", _GuideDirichlet(encoder(data[idx])))
+
+    def default_loss(self, num_particles: int = 1) -> pyro.infer.ELBO:
+        """``TraceMeanField_ELBO``: the KL terms of the topic-word and document-topic sites
+        are computed in closed form, not from draws (the draws' log-densities are huge and
+        cancel; their gradients overflow near the simplex's corners)."""
+        return pyro.infer.TraceMeanField_ELBO(num_particles=num_particles)
 
     def guide_point_estimate(self) -> dict[str, torch.Tensor]:
         """The topics' posterior means E_q[topic_word] = lambda / sum(lambda)."""
@@ -324,7 +352,8 @@ class LDA(TopicModel):
     def _get_encoder(self, vocab_size: int, dtype: torch.dtype, device) -> torch.nn.Module:
         enc = self.__dict__.get("_encoder")
         if enc is None or enc.vocab_size != vocab_size:
-            enc = _Encoder(vocab_size, self.num_topics, self.hidden_size, self.dropout)
+            enc = _Encoder(vocab_size, self.num_topics, self.hidden_size, self.dropout,
+                           self.doc_topic_prior)
             object.__setattr__(self, "_encoder", enc)  # not a registered submodule: the
             # encoder is a training device, not part of the fitted model
         return enc.to(dtype=dtype, device=device)
@@ -343,7 +372,8 @@ class LDA(TopicModel):
         mean = probs.mean(0)
         topics = 0.5 * probs[chosen] + 0.5 * mean
         words_per_topic = float(data.sum()) / self.num_topics
-        return (self.topic_word_prior + topics * words_per_topic).detach()
+        excess = (topics * words_per_topic).clamp_min(1e-3 * self.topic_word_prior)
+        return (self.topic_word_prior + excess).detach()  # strictly above the prior
 
     def site_dims(self) -> dict[str, list[str]]:
         return {"topic_word": ["topic", "word"], "doc_topics": ["document", "topic"]}

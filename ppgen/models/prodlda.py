@@ -440,6 +440,12 @@ class ProdLDA(TopicModel):
             loc, scale = encoder(data[idx])
             pyro.sample("logtheta", dist.Normal(loc, scale).to_event(1))
 
+    def default_loss(self, num_particles: int = 1) -> pyro.infer.ELBO:
+        """``TraceMeanField_ELBO``: the KL of the document-topic site (Normal guide against
+        the Laplace-approximation Normal prior) in closed form, as in Srivastava & Sutton
+        (2017), instead of a one-draw estimate."""
+        return pyro.infer.TraceMeanField_ELBO(num_particles=num_particles)
+
     def guide_point_estimate(self) -> dict[str, torch.Tensor]:
         """The topics softmax(beta), read from the trained decoder."""
         beta = self._nets["decoder"].beta.weight.detach().T  # (K, V)
