@@ -13,13 +13,14 @@ log-weights, where LDA has a mixture of the topics. The guide is q(logtheta[d]) 
 Normal(encoder(n_d)), an MLP with batch-normalised mean and log-variance (as in the paper and
 in Pyro's ProdLDA tutorial).
 
-Batch normalisation and dropout are training devices: they keep the topics from collapsing
-while SVI runs, and are not part of the fitted model. The fitted model is the product of
-experts of the saved topics ``topic_word = softmax(beta)`` (rows)::
+Dropout is a training device; batch normalisation keeps the topics from collapsing while SVI
+runs, and its running statistics are folded into the saved topics (a per-word shift and scale
+of beta; see ``guide_point_estimate``). The fitted model is the product of experts of the
+saved topics ``topic_word = softmax(beta')`` (rows), exactly the decoder in evaluation mode::
 
     p(w | theta) = softmax(theta @ log topic_word)_w
 
-which equals softmax(theta @ beta) (each topic's normaliser adds the same constant to every
+which equals softmax(theta @ beta') (each topic's normaliser adds the same constant to every
 word, and the weights theta sum to 1). Every application (``transform``, ``log_prob``,
 ``sample``, ``impute``, ``complete``) uses only this, so a saved and loaded model behaves
 exactly as the one that was fitted; the encoder and decoder networks are not saved.
@@ -306,8 +307,9 @@ class ProdLDA(TopicModel):
     vocabulary : list of str, optional
         Words of the columns, used by :meth:`top_words` and :meth:`complete`.
 
-    Public parameter: ``topic_word`` (K, V), softmax(beta) row by row; the fitted model is
-    the product of these experts (module docstring).
+    Public parameter: ``topic_word`` (K, V), softmax(beta') row by row (beta with the
+    decoder's batch-normalisation statistics folded in); the fitted model is the product of
+    these experts (module docstring).
 
     Fitted by ``ppgen.fit(model, counts, "svi", batch_size=..., lr=...)`` with its own
     amortized guide (``guide="model"``, the default); ``lr`` around 1e-3..1e-2 with batches
@@ -405,7 +407,7 @@ class ProdLDA(TopicModel):
               subsample_size: int | None = None) -> torch.Tensor:
         """The generative process (module docstring); ``data`` (D, V) counts. With ``data``
         None and ``doc_lengths`` (D,), documents are drawn from the fitted product of experts
-        (batch normalisation and dropout are training devices)."""
+        (the decoder in evaluation mode)."""
         if data is None:
             if doc_lengths is None:
                 raise ValueError("ProdLDA.model: give data or doc_lengths.")
@@ -447,8 +449,16 @@ class ProdLDA(TopicModel):
         return pyro.infer.TraceMeanField_ELBO(num_particles=num_particles)
 
     def guide_point_estimate(self) -> dict[str, torch.Tensor]:
-        """The topics softmax(beta), read from the trained decoder."""
-        beta = self._nets["decoder"].beta.weight.detach().T  # (K, V)
+        """The topics of the trained decoder in evaluation mode, batch normalisation folded
+        in: the decoder's logits are ``(theta @ beta - m) / s`` with the running mean ``m``
+        and ``s = sqrt(running_var + eps)`` per word, and since theta sums to 1 they equal
+        ``theta @ beta'`` with ``beta'_k = (beta_k - m) / s``. So ``topic_word =
+        softmax(beta')`` reproduces the evaluation-mode decoder exactly."""
+        decoder = self._nets["decoder"]
+        beta = decoder.beta.weight.detach().T  # (K, V)
+        bn = decoder.bn
+        if bn.running_mean is not None:
+            beta = (beta - bn.running_mean) / (bn.running_var + bn.eps).sqrt()
         return {"topic_word": torch.softmax(beta, -1)}
 
     def set_point_estimate(self, values: dict[str, torch.Tensor]) -> None:
