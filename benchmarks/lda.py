@@ -20,7 +20,8 @@ Models, fitted side by side in this one process on the same scipy CSR training m
 * scikit-learn ``LatentDirichletAllocation(learning_method="online")``, ``batch_size=128``,
   ``max_iter=--online-iters`` passes, default ``learning_offset`` / ``learning_decay``;
 * ppgen ``LDA(K)`` by SVI with its amortized Dirichlet guide (``--svi-steps`` steps of
-  ``--batch-size`` documents, ``lr=0.02``, ``lr_decay=1.0``, ``tol=0``);
+  ``--batch-size`` documents, ``lr=--svi-lr`` (0.05), ``lr_decay=1.0``, ``tol=0``;
+  its default objective, ``TraceMeanField_ELBO``);
 * ppgen ``ProdLDA(K)`` by SVI (same steps and batch size, ``lr=--prodlda-lr``) when
   ``ppgen`` has it.
 
@@ -402,7 +403,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--svi-steps", type=int, default=None,
                    help="SVI steps for ppgen LDA and ProdLDA (default 500; 20 with --quick)")
     p.add_argument("--batch-size", type=int, default=256, help="SVI minibatch (default 256)")
-    p.add_argument("--svi-lr", type=float, default=0.02)
+    p.add_argument("--svi-lr", type=float, default=0.05)
     p.add_argument("--svi-lr-decay", type=float, default=1.0)
     p.add_argument("--prodlda-lr", type=float, default=0.01)
     p.add_argument("--skip-svi", action="store_true", help="skip ppgen's SVI models")
