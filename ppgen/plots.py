@@ -4,7 +4,8 @@ Every function returns a :class:`matplotlib.figure.Figure`. Figures are built wi
 object-oriented API (``matplotlib.figure.Figure``), never through ``pyplot``'s global state, so
 the functions work under any backend (Agg in scripts and the ``ppgen`` command, inline in
 notebooks) and nothing needs closing. Save with ``fig.savefig("name.png")``; in a notebook make
-the figure the cell's last expression, or pass ``ax=`` to draw into an axes of your own.
+the figure the cell's last expression (the figures render themselves as PNG, also before
+pyplot has been used), or pass ``ax=`` to draw into an axes of your own.
 
 This module never imports ArviZ; it reads draws straight from :attr:`ppgen.Fit.posterior`.
 """
@@ -28,6 +29,19 @@ from ._validation import bad_type, bad_value, check_data, check_positive_int
 __all__ = ["plot_mixture", "plot_history", "plot_trace", "plot_scores", "plot_state_posterior",
            "plot_transition_matrix", "plot_topics"]
 
+class _Figure(Figure):
+    """A ``Figure`` that shows itself in Jupyter without pyplot: IPython displays a plain
+    ``Figure`` as an image only once the inline backend has been activated (by a first pyplot
+    figure), and as the text ``<Figure size ...>`` before that."""
+
+    def _repr_png_(self) -> bytes:
+        from io import BytesIO
+
+        buf = BytesIO()
+        self.savefig(buf, format="png", bbox_inches="tight")
+        return buf.getvalue()
+
+
 #: Component / chain colours (matplotlib's qualitative "tab10" cycle).
 _COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown",
            "tab:pink", "tab:gray", "tab:olive", "tab:cyan")
@@ -45,7 +59,7 @@ def _np(x: Any) -> np.ndarray:
 
 def _new_axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
     if ax is None:
-        fig = Figure(figsize=figsize, layout="constrained")
+        fig = _Figure(figsize=figsize, layout="constrained")
         return fig, fig.add_subplot()
     if not isinstance(ax, Axes):
         raise bad_type("ax", "a matplotlib Axes or None", type(ax).__name__)
@@ -344,7 +358,7 @@ def plot_trace(fit: Any, var_names: Sequence[str] | None = None, *,
         raise bad_value("var_names", "sites whose draws vary", ", ".join(names))
     rows = rows[:max_rows]
     num_chains, num_draws = rows[0][1].shape
-    fig = Figure(figsize=(10.0, 1.55 * len(rows) + 0.9), layout="constrained")
+    fig = _Figure(figsize=(10.0, 1.55 * len(rows) + 0.9), layout="constrained")
     axes = fig.subplots(len(rows), 2, squeeze=False, gridspec_kw={"width_ratios": [1, 2]})
     diverging = None
     stats = getattr(fit, "sample_stats", None) or {}
@@ -586,7 +600,7 @@ def plot_state_posterior(probs: Any, *, observations: Any = None, states: Any = 
         fig, ax_post = _new_axes(ax, (9.0, 3.6))
         ax_obs = None
     elif ax is None:
-        fig = Figure(figsize=(9.0, 6.0), layout="constrained")
+        fig = _Figure(figsize=(9.0, 6.0), layout="constrained")
         ax_obs, ax_post = fig.subplots(2, 1, sharex=True,
                                        gridspec_kw={"height_ratios": [1.0, 1.0]})
     else:
@@ -857,7 +871,7 @@ def plot_topics(topic_word: Any, *, vocabulary: Sequence[str] | None = None,
     longest = max(len(words[j]) for t in shown for j in np.argsort(-a[t], kind="stable")[:n])
     width = cols * (1.6 + 0.075 * min(longest, 30) + 1.2)
     height = rows * (0.6 + 0.2 * n) + 0.5
-    fig = Figure(figsize=(max(width, 4.0), height), layout="constrained")
+    fig = _Figure(figsize=(max(width, 4.0), height), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax in axes[len(shown):]:
         fig.delaxes(ax)

@@ -544,3 +544,12 @@ def test_plot_topics_bad_input(kwargs, error, match):
     args = {"topic_word": [[0.2, 0.3, 0.5], [0.6, 0.2, 0.2]], **kwargs}
     with pytest.raises(error, match=match):
         plot_topics(args.pop("topic_word"), **args)
+
+
+def test_figures_render_as_png_in_a_notebook_without_pyplot():
+    """Jupyter shows a bare Figure as text until pyplot's inline backend is active; ppgen's
+    figures carry their own PNG representation."""
+    counts, truth = ppgen.datasets.make_corpus(50, 20, 2, seed=0)
+    fig = ppgen.plots.plot_topics(truth["topic_word"], num_words=4)
+    png = fig._repr_png_()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000

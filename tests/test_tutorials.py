@@ -30,6 +30,7 @@ LISTED = (
     "00_your_own_model.ipynb",
     "01_gaussian_mixture.ipynb",
     "02_hidden_markov_model.ipynb",
+    "03_topic_models.ipynb",
 )
 
 NOTEBOOKS = sorted(TUTORIALS.glob("*.ipynb"))
