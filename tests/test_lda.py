@@ -214,3 +214,19 @@ def test_gamma_draws_have_the_right_moments():
     se = (alpha[0] / 200_000).sqrt()  # sd of the mean: sqrt(alpha / n)
     assert ((draws.mean(0) - alpha[0]).abs() < 5 * se).all()
     assert ((draws.var(0) - alpha[0]).abs() < 0.05 * alpha[0] + 5e-3).all()
+
+
+@pytest.mark.parametrize("k", [1, 2, 5, 7, 8, 9])
+def test_sampled_products_equal_the_dense_product_at_the_entries(k):
+    """Inner sizes 2..7 are zero-padded to 8 (torch's sampled_addmm is ~10x slower there)."""
+    from ppgen.models._topic_ops import _sampled_products, as_corpus
+
+    g = torch.Generator().manual_seed(k)
+    dense = torch.poisson(torch.full((30, 40), 0.3, dtype=torch.float64), generator=g)
+    corpus = as_corpus(dense)
+    left = torch.rand(30, k, dtype=torch.float64, generator=g)
+    right = torch.rand(k, 40, dtype=torch.float64, generator=g)
+    got = _sampled_products(corpus, left, right)
+    lay = corpus.layout()
+    expected = (left @ right)[lay["docs"], lay["cols"]]
+    assert_close(got, expected, rtol=1e-12, atol=0)

@@ -159,12 +159,28 @@ def _csr(crow: torch.Tensor, cols: torch.Tensor, values: torch.Tensor,
         return torch.sparse_csr_tensor(crow, cols, values, shape, check_invariants=False)
 
 
+#: ``torch.sparse.sampled_addmm`` takes another, far slower path for inner sizes 2 to 7 (torch
+#: 2.13 on CPU, AP's 2,246 x 10,473 pattern: 9.4 ms at K=5, 0.9 ms at K=8, 1.3 ms at K=9), so
+#: smaller inner sizes are padded with zeros to this one.
+_SDDMM_MIN_INNER = 8
+
+
+def _sddmm(pattern: torch.Tensor, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    """The values of (left @ right) at the entries of the CSR ``pattern``."""
+    k = left.shape[-1]
+    if 1 < k < _SDDMM_MIN_INNER:
+        pad = _SDDMM_MIN_INNER - k
+        left = torch.nn.functional.pad(left, (0, pad))
+        right = torch.nn.functional.pad(right, (0, 0, 0, pad))
+    return torch.sparse.sampled_addmm(pattern, left, right, beta=0.0).values()
+
+
 def _sampled_products(corpus: Corpus, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
     """(left @ right)[d, w] at every entry, in the document-major order of the layout."""
     lay = corpus.layout()
     pattern = _csr(lay["crow"], lay["cols"], torch.ones_like(lay["values"], dtype=left.dtype),
                    (corpus.num_docs, corpus.vocab_size))
-    return torch.sparse.sampled_addmm(pattern, left, right, beta=0.0).values()
+    return _sddmm(pattern, left, right)
 
 
 def dirichlet_expectation(concentration: torch.Tensor) -> torch.Tensor:
@@ -221,8 +237,7 @@ def fit_doc_topics(corpus: Corpus, exp_topic_word: torch.Tensor, doc_topic_prior
     for _ in range(max_iter):
         # Normalisers at the non-zeros only (sampled dense-dense product), then the update
         # as one sparse-dense product.
-        norm = torch.sparse.sampled_addmm(pattern, exp_a, exp_topic_word,
-                                          beta=0.0).values() + eps
+        norm = _sddmm(pattern, exp_a, exp_topic_word) + eps
         ratio = _csr(crow, words, cnts / norm, (len(active), v))
         new = doc_topic_prior + exp_a * (ratio @ beta_t)
         change = (new - gamma_a).abs().mean(-1)
