@@ -28,6 +28,7 @@ with status 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import math
@@ -223,22 +224,43 @@ class SequenceData:
                 f"from {self.source}")
 
 
-def _read_npz_or_npy(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """The padded array and the lengths (None when not given) of a .npz or .npy file."""
-    import zipfile
-
-    suffix = path.suffix.lower()
-    what = ("a .npz file written by np.savez (arrays 'x' and optionally 'lengths')"
-            if suffix == ".npz" else "a .npy file written by np.save")
+def _check_magic(path: Path, what: str, suffix: str) -> None:
+    """Refuse a file whose first bytes are not those of a .npz archive or a .npy array."""
     with open(path, "rb") as fh:
         head = fh.read(6)
-    magic = b"PK" if suffix == ".npz" else b"\x93NUMPY"
-    if not head.startswith(magic):
+    if not head.startswith(b"PK" if suffix == ".npz" else b"\x93NUMPY"):
         kind = "an empty file" if not head else (
             "a .npy array" if head.startswith(b"\x93NUMPY") else
             "a .npz archive" if head.startswith(b"PK") else "a file in another format")
         raise CLIError(f"{path}: expected {what}, got {kind}.")
+
+
+@contextlib.contextmanager
+def _numpy_file_errors(path: Path, what: str):
+    """Turn numpy's errors on reading ``path`` into a CLIError naming the file and ``what``
+    was expected (pickled objects are refused, never loaded)."""
+    import zipfile
+
     try:
+        yield
+    except ValueError as exc:
+        if "allow_pickle" in str(exc) or "pickled" in str(exc):
+            raise CLIError(f"{path}: expected {what} with numeric arrays, got Python objects "
+                           "(refused: loading them would run pickled code).") from None
+        raise CLIError(f"{path}: expected {what}, got a file numpy cannot read "
+                       f"({exc}).") from None
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        raise CLIError(f"{path}: expected {what}, got a file numpy cannot read "
+                       f"({type(exc).__name__}: {exc}).") from None
+
+
+def _read_npz_or_npy(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """The padded array and the lengths (None when not given) of a .npz or .npy file."""
+    suffix = path.suffix.lower()
+    what = ("a .npz file written by np.savez (arrays 'x' and optionally 'lengths')"
+            if suffix == ".npz" else "a .npy file written by np.save")
+    _check_magic(path, what, suffix)
+    with _numpy_file_errors(path, what):
         loaded = np.load(path, allow_pickle=False)
         if isinstance(loaded, np.ndarray):
             return loaded, None
@@ -252,15 +274,6 @@ def _read_npz_or_npy(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
             x = loaded["x"]
             lengths = loaded["lengths"] if "lengths" in names else None
         return x, lengths
-    except ValueError as exc:
-        if "allow_pickle" in str(exc) or "pickled" in str(exc):
-            raise CLIError(f"{path}: expected {what} with numeric arrays, got Python objects "
-                           "(refused: loading them would run pickled code).") from None
-        raise CLIError(f"{path}: expected {what}, got a file numpy cannot read "
-                       f"({exc}).") from None
-    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-        raise CLIError(f"{path}: expected {what}, got a file numpy cannot read "
-                       f"({type(exc).__name__}: {exc}).") from None
 
 
 def _check_sequences(x: np.ndarray, lengths: np.ndarray | None, source: str,
@@ -416,17 +429,10 @@ _CSR_WHAT = ("a .npz file holding a CSR count matrix (arrays 'data', 'indices', 
 
 def _read_csr_npz(path: Path) -> Any:
     """A scipy CSR matrix of whole, non-negative counts from a .npz file, checked."""
-    import zipfile
-
     import scipy.sparse
 
-    with open(path, "rb") as fh:
-        head = fh.read(6)
-    if not head.startswith(b"PK"):
-        kind = "an empty file" if not head else (
-            "a .npy array" if head.startswith(b"\x93NUMPY") else "a file in another format")
-        raise CLIError(f"{path}: expected {_CSR_WHAT}, got {kind}.")
-    try:
+    _check_magic(path, _CSR_WHAT, ".npz")
+    with _numpy_file_errors(path, _CSR_WHAT):
         with np.load(path, allow_pickle=False) as loaded:
             names = list(loaded.files)
             missing = [n for n in _CSR_ARRAYS if n not in names]
@@ -438,15 +444,6 @@ def _read_csr_npz(path: Path) -> Any:
                                + f" (missing {', '.join(repr(n) for n in missing)}).{hint}")
             arrays = {n: loaded[n] for n in _CSR_ARRAYS}
             fmt = loaded["format"] if "format" in names else None
-    except ValueError as exc:
-        if "allow_pickle" in str(exc) or "pickled" in str(exc):
-            raise CLIError(f"{path}: expected {_CSR_WHAT} with numeric arrays, got Python "
-                           "objects (refused: loading them would run pickled code).") from None
-        raise CLIError(f"{path}: expected {_CSR_WHAT}, got a file numpy cannot read "
-                       f"({exc}).") from None
-    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-        raise CLIError(f"{path}: expected {_CSR_WHAT}, got a file numpy cannot read "
-                       f"({type(exc).__name__}: {exc}).") from None
     if fmt is not None:
         text = fmt.item() if fmt.ndim == 0 else fmt
         text = text.decode() if isinstance(text, bytes) else str(text)
