@@ -650,9 +650,31 @@ class Report:
         self.text.append(f"  {text}" if text else text)
         self.markdown.append(text if markdown is None else markdown)
 
+    def bullets(self, lines: list[str]) -> None:
+        """Indented lines in the text report, a bulleted list in report.md."""
+        self.text += [f"  {line}" for line in lines]
+        self.markdown += [f"- {line}" for line in lines]
+
+    def diagnostics(self, diagnostics: list[Any]) -> None:
+        """The Diagnostics section: one line per finding of ``fit.diagnose()``."""
+        self.section("Diagnostics")
+        if not diagnostics:
+            self.both("none: no warnings", "None: no warnings.")
+        for d in diagnostics:
+            self.text.append(f"  {d}")
+            self.markdown.append(f"- **{d.code}**: {d.message}")
+
     def table(self, header: list[str], rows: list[list[str]], numeric: bool = True) -> None:
         self.text.append(_text_table(header, rows, numeric=numeric))
         self.markdown.append(_md_table(header, rows, numeric=numeric))
+
+
+def _settings_line(fit: Any, device: str | None, extra: str, options: dict[str, Any]) -> str:
+    """The report's line of run settings: seed, device, model settings, fit options, time."""
+    run_settings = ", ".join(f"{key}={val}" for key, val in options.items())
+    return (f"seed {fit.seed}, device {device}{extra}"
+            + (f", {run_settings}" if run_settings else "")
+            + f", fitted in {fit.elapsed:.2f} s")
 
 
 def _fit_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -788,15 +810,8 @@ def _cmd_fit_gmm(args: argparse.Namespace, argv: Sequence[str]) -> int:
             ["free parameters", str(num_params)],
             ["convergence", _convergence_text(fit)],
         ]
-        report.text.append(_text_table(["quantity", "value"], rows, numeric=False))
-        report.markdown.append(_md_table(["quantity", "value"], rows, numeric=False))
-        report.section("Diagnostics")
-        if diagnostics:
-            for d in diagnostics:
-                report.text.append(f"  {d}")
-                report.markdown.append(f"- **{d.code}**: {d.message}")
-        else:
-            report.both("none: no warnings", "None: no warnings.")
+        report.table(["quantity", "value"], rows, numeric=False)
+        report.diagnostics(diagnostics)
         # Figures are drawn in memory before anything is written.
         fig_mix = plots.plot_mixture(model, x_fit, names=table.names)
         if args.method == "mcmc":
@@ -975,12 +990,8 @@ def _cmd_fit_hmm(args: argparse.Namespace, argv: Sequence[str]) -> int:
         data_lines.append(f"test (held out): {test.describe()}")
     prior = (f", emission concentration {settings['emission_concentration']:g}"
              if emission in ("bernoulli", "categorical") else "")
-    run_settings = ", ".join(f"{key}={v}" for key, v in options.items())
-    data_lines.append(f"seed {fit.seed}, device {args.device}{prior}"
-                      + (f", {run_settings}" if run_settings else "")
-                      + f", fitted in {fit.elapsed:.2f} s")
-    report.text += [f"  {line}" for line in data_lines]
-    report.markdown += [f"- {line}" for line in data_lines]
+    data_lines.append(_settings_line(fit, args.device, prior, options))
+    report.bullets(data_lines)
     report.section("Fit")
     rows = [
         ["log-likelihood (train)", f"{total:.3f} nats (total over {frames} frames)"],
@@ -1005,18 +1016,11 @@ def _cmd_fit_hmm(args: argparse.Namespace, argv: Sequence[str]) -> int:
         ["convergence", _convergence_text(fit)],
         ["elapsed", f"{fit.elapsed:.2f} s"],
     ]
-    report.text.append(_text_table(["quantity", "value"], rows, numeric=False))
-    report.markdown.append(_md_table(["quantity", "value"], rows, numeric=False))
+    report.table(["quantity", "value"], rows, numeric=False)
     what = "point estimates" if args.method == "em" else "MAP estimates"
     report.section(f"States ({what})")
     _per_state_report(report, model, train.names, occupancy)
-    report.section("Diagnostics")
-    if diagnostics:
-        for d in diagnostics:
-            report.text.append(f"  {d}")
-            report.markdown.append(f"- **{d.code}**: {d.message}")
-    else:
-        report.both("none: no warnings", "None: no warnings.")
+    report.diagnostics(diagnostics)
 
     # Figures are drawn in memory before anything is written.
     jsb = args.data in SEQUENCE_DATASETS
@@ -1200,14 +1204,10 @@ def _cmd_fit_lda(args: argparse.Namespace, argv: Sequence[str]) -> int:
                           f"drawn with seed {args.seed}; their indices are in run.json)")
     else:
         data_lines.append("held out: none (--heldout-fraction 0)")
-    run_settings = ", ".join(f"{key}={val}" for key, val in options.items())
-    priors = f"doc_topic_prior {model.doc_topic_prior:g}" + (
+    priors = f", doc_topic_prior {model.doc_topic_prior:g}" + (
         "" if topic_word_prior is None else f", topic_word_prior {topic_word_prior:g}")
-    data_lines.append(f"seed {fit.seed}, device {args.device}, {priors}"
-                      + (f", {run_settings}" if run_settings else "")
-                      + f", fitted in {fit.elapsed:.2f} s")
-    report.text += [f"  {line}" for line in data_lines]
-    report.markdown += [f"- {line}" for line in data_lines]
+    data_lines.append(_settings_line(fit, args.device, priors, options))
+    report.bullets(data_lines)
 
     report.section("Fit")
     rows = []
@@ -1249,13 +1249,7 @@ def _cmd_fit_lda(args: argparse.Namespace, argv: Sequence[str]) -> int:
     report.table(["topic", "NPMI", f"top {num_top} words"],
                  [[str(t), "n/a" if npmi is None else f"{npmi[t]:.3f}", ", ".join(top_words[t])]
                   for t in range(k)], numeric=False)
-    report.section("Diagnostics")
-    if diagnostics:
-        for d in diagnostics:
-            report.text.append(f"  {d}")
-            report.markdown.append(f"- **{d.code}**: {d.message}")
-    else:
-        report.both("none: no warnings", "None: no warnings.")
+    report.diagnostics(diagnostics)
 
     # Figures are drawn in memory before anything is written.
     titles = [f"topic {t}" + ("" if npmi is None else f" (NPMI {npmi[t]:.2f})")
