@@ -13,11 +13,24 @@ import numpy as np
 import torch
 
 __all__ = ["bad_value", "bad_type", "check_data", "check_positive_int", "check_choice",
-           "check_nonnegative_float", "check_positive_float", "NotFittedError"]
+           "check_nonnegative_float", "check_positive_float", "NotFittedError",
+           "NotSupportedError", "not_supported"]
 
 
 class NotFittedError(RuntimeError):
     """Raised when a model that has not been fitted is asked for something that needs fitting."""
+
+
+class NotSupportedError(ValueError):
+    """A model was asked for something it does not declare (a method, an application, a kind
+    of log-likelihood); the message names what to use instead."""
+
+
+def not_supported(model: Any, what: str, instead: str) -> NotSupportedError:
+    """The one message for a capability a model lacks: ``<Model> does not support <what>;
+    <instead>.``"""
+    name = model if isinstance(model, str) else type(model).__name__
+    return NotSupportedError(f"{name} does not support {what}; {instead}.")
 
 
 def _message(arg: str, expected: str, got: Any, remedy: str | None) -> str:

@@ -1,4 +1,4 @@
-"""Evaluation of fitted generative models on one scale.
+"""Topic-model evaluation: document completion, perplexity and NPMI coherence.
 
 Topic models (LDA, ProdLDA, or any model that ends in a topic-word matrix, scikit-learn's
 included) are measured here by two rules that only need the topics:
@@ -21,13 +21,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._validation import (
+from .._validation import (
     bad_type,
     bad_value,
     check_positive_float,
     check_positive_int,
 )
-from .models._topic_ops import Corpus, as_corpus, fit_doc_topics
+from ..models._topic_ops import Corpus, as_corpus, fit_doc_topics
 
 __all__ = ["split_documents", "document_completion", "perplexity", "npmi_coherence"]
 
