@@ -1,4 +1,4 @@
-"""Loaders and synthetic generators of ppgen.datasets (topic-model data)."""
+"""Loaders and synthetic generators of ppgen.datasets (topic-model data, digits, MNIST)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,15 @@ import pytest
 import scipy.sparse
 import torch
 
-from ppgen.datasets import data_dir, load_ap_corpus, make_corpus
-from tests.common import assert_close
+from ppgen.datasets import (
+    DynamicBinarized,
+    data_dir,
+    load_ap_corpus,
+    load_digits,
+    load_mnist,
+    make_corpus,
+)
+from tests.common import assert_close, requires_cuda
 
 # ------------------------------------------------------------------------------ AP corpus
 
@@ -135,3 +142,199 @@ def test_make_corpus_bad_input(kwargs, arg, exc):
     args = {"num_docs": 5, "vocab_size": 10, "num_topics": 2} | kwargs
     with pytest.raises(exc, match=rf"^{arg}"):
         make_corpus(**args)
+
+
+# ---------------------------------------------------------------------------------- digits
+
+
+def test_load_digits_matches_manifest():
+    images, labels = load_digits()
+    assert images.shape == (1797, 64) and images.dtype == torch.float32
+    assert labels.shape == (1797,) and labels.dtype == torch.int64
+    assert float(images.min()) == 0.0 and float(images.max()) == 1.0
+    assert bool(((images * 16) == (images * 16).round()).all())  # pixel / 16
+    assert labels.bincount().tolist() == [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]
+    x64, _ = load_digits(dtype=torch.float64)
+    assert x64.dtype == torch.float64 and torch.equal(x64.float(), images)
+    with pytest.raises(TypeError, match=r"^dtype:"):
+        load_digits(dtype=torch.int64)
+
+
+def test_digits_is_the_shared_file():
+    """The packaged copy is byte for byte ../shared/data's (MANIFEST.md section 5)."""
+    from importlib import resources
+
+    shared = _shared_file("sklearn_digits.csv.gz")
+    packaged = resources.files("ppgen.datasets").joinpath("data/sklearn_digits.csv.gz")
+    assert hashlib.sha256(packaged.read_bytes()).hexdigest() == hashlib.sha256(
+        shared.read_bytes()).hexdigest()
+
+
+# ----------------------------------------------------------------------------------- MNIST
+
+MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+
+
+def _shared_file(name):
+    """The file in the shared data folder, or skip (a clean clone may have no ../shared)."""
+    try:
+        folder = data_dir()
+    except FileNotFoundError:
+        pytest.skip("no shared data directory (../shared/data or PPGEN_DATA_DIR)")
+    if not (folder / name).exists():
+        pytest.skip(f"{name} not in the shared data directory {folder}")
+    return folder / name
+
+
+@pytest.fixture(scope="module")
+def mnist_dir():
+    return _shared_file("mnist.npz").parent
+
+
+@pytest.fixture(scope="module")
+def binarized_dir():
+    return _shared_file("binarized_mnist_packed.npz").parent
+
+
+@pytest.fixture(scope="module")
+def mnist_test(mnist_dir):
+    return load_mnist("test", data_dir=mnist_dir)
+
+
+def test_mnist_intensity_splits(mnist_dir, mnist_test):
+    x, y = mnist_test
+    assert x.shape == (10000, 784) and x.dtype == torch.float32
+    assert y.shape == (10000,) and y.dtype == torch.int64
+    assert float(x.min()) == 0.0 and float(x.max()) == 1.0
+    assert y.bincount().tolist() == MNIST_TEST_COUNTS
+    assert y[:5].tolist() == [7, 2, 1, 0, 4]  # the original MNIST test order
+    train, y_train = load_mnist("train", data_dir=mnist_dir)
+    valid, y_valid = load_mnist("valid", data_dir=mnist_dir, dtype=torch.float64)
+    assert train.shape == (50000, 784) and valid.shape == (10000, 784)
+    assert valid.dtype == torch.float64
+    # train + valid are MNIST train in order: their class counts add up to train's
+    assert (y_train.bincount() + y_valid.bincount()).tolist() == MNIST_TRAIN_COUNTS
+    mean = (float(train.double().sum()) + float(valid.sum())) / (60000 * 784)
+    assert abs(mean - 0.13066) < 5e-6  # MANIFEST: mean train pixel / 255
+
+
+@pytest.mark.parametrize("split, mean, size", [("train", 0.1306, 50000),
+                                               ("valid", 0.1311, 10000),
+                                               ("test", 0.1325, 10000)])
+def test_mnist_fixed_binarization(binarized_dir, split, mean, size):
+    x, labels = load_mnist(split, binarize="fixed", data_dir=binarized_dir)
+    assert labels is None  # not stored with Larochelle's files
+    assert x.shape == (size, 784) and x.dtype == torch.float32
+    assert set(x.unique().tolist()) == {0.0, 1.0}
+    assert abs(float(x.mean()) - mean) < 5e-5  # MANIFEST rounds to 4 digits
+
+
+def test_mnist_dynamic_binarization(mnist_dir, mnist_test):
+    data, y = load_mnist("test", binarize="dynamic", data_dir=mnist_dir)
+    probs, labels = mnist_test
+    assert isinstance(data, DynamicBinarized) and torch.equal(y, labels)
+    assert len(data) == 10000 and data.shape == (10000, 784)
+    assert data.dtype == torch.float32 and data.device == torch.device("cpu")
+    assert torch.equal(data.probs, probs)
+    index = torch.arange(2000)
+    a, b = data.take(index), data.take(index)
+    assert a.shape == (2000, 784) and set(a.unique().tolist()) <= {0.0, 1.0}
+    assert not torch.equal(a, b)  # fresh draws each call
+    # Mean of 1.568M Bernoulli draws against the mean intensity: sd <= 0.5 / sqrt(n).
+    n = a.numel()
+    assert abs(float(a.mean()) - float(probs[index].mean())) < 5 * 0.5 / n ** 0.5
+    # Pixels that are exactly 0 or 1 stay so.
+    assert bool((a[probs[index] == 0] == 0).all()) and bool((a[probs[index] == 1] == 1).all())
+
+
+def test_dynamic_binarized_is_reproducible():
+    probs = torch.rand(300, 20, generator=torch.Generator().manual_seed(0))
+    data = DynamicBinarized(probs)
+    state = torch.random.get_rng_state()
+    assert torch.equal(data.fixed(3), data.fixed(3))
+    assert not torch.equal(data.fixed(3), data.fixed(4))
+    assert torch.equal(state, torch.random.get_rng_state())  # global RNG untouched
+    g1, g2 = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    assert torch.equal(data.take([1, 5, 9], generator=g1), data.take([1, 5, 9], generator=g2))
+    assert torch.equal(data.take(slice(0, 10), generator=g1),
+                       data.take(slice(0, 10), generator=g2))
+    assert data.take(4).shape == (20,)
+    draws = torch.stack([data.take(torch.arange(300)) for _ in range(200)])
+    sd = (probs * (1 - probs) / 200).sqrt()
+    assert float(((draws.mean(0) - probs).abs() / sd.clamp_min(1e-3)).max()) < 6
+    assert data.to("cpu") is data
+    d64 = data.to(dtype=torch.float64)
+    assert d64.dtype == torch.float64 and d64.take([0]).dtype == torch.float64
+    assert "DynamicBinarized(shape=(300, 20)" in repr(data)
+
+
+@requires_cuda
+def test_dynamic_binarized_on_gpu():
+    data = DynamicBinarized(torch.rand(50, 8)).to("cuda")
+    assert data.device.type == "cuda"
+    g = torch.Generator(device="cuda").manual_seed(1)
+    assert data.take(torch.arange(10), generator=g).device.type == "cuda"
+    assert data.fixed(0).device.type == "cuda"
+
+
+def test_dynamic_binarized_bad_input():
+    with pytest.raises(TypeError, match=r"^probs:"):
+        DynamicBinarized(torch.ones(3, 2, dtype=torch.int64))
+    with pytest.raises(ValueError, match=r"^probs: expected values in \[0, 1\]"):
+        DynamicBinarized(torch.full((3, 2), 2.0))
+    with pytest.raises(TypeError, match=r"^seed:"):
+        DynamicBinarized(torch.rand(3, 2)).fixed(None)
+
+
+def test_mnist_missing_file_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.delenv("PPGEN_DATA_DIR", raising=False)
+    with pytest.raises(FileNotFoundError) as info:
+        load_mnist("test", data_dir=tmp_path)
+    msg = str(info.value)
+    assert msg.startswith("mnist.npz: not found in") and str(tmp_path) in msg
+    assert "PPGEN_DATA_DIR" in msg and "data_dir argument" in msg
+    with pytest.raises(FileNotFoundError, match=r"^binarized_mnist_packed\.npz: not found"):
+        load_mnist("test", binarize="fixed", data_dir=tmp_path)
+
+
+def test_mnist_honours_ppgen_data_dir(tmp_path, monkeypatch):
+    """PPGEN_DATA_DIR is where the files are read from (a tiny stand-in file here)."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(10000, 28, 28), dtype=np.uint8)
+    y = rng.integers(0, 10, size=10000, dtype=np.uint8)
+    np.savez(tmp_path / "mnist.npz", x_test=x, y_test=y)
+    monkeypatch.setenv("PPGEN_DATA_DIR", str(tmp_path))
+    images, labels = load_mnist("test", dtype=torch.float64)
+    assert torch.equal(images, torch.from_numpy(x.reshape(10000, 784) / 255.0))
+    assert torch.equal(labels, torch.from_numpy(y.astype(np.int64)))
+    # data_dir wins over the environment variable
+    with pytest.raises(FileNotFoundError, match="data_dir argument"):
+        load_mnist("test", data_dir=tmp_path / "elsewhere")
+    monkeypatch.setenv("PPGEN_DATA_DIR", str(tmp_path / "nothing"))
+    with pytest.raises(FileNotFoundError, match="PPGEN_DATA_DIR environment variable"):
+        load_mnist("test")
+
+
+def test_mnist_corrupt_file_is_a_clear_error(tmp_path):
+    (tmp_path / "mnist.npz").write_bytes(b"not a zip file at all")
+    with pytest.raises(ValueError, match=r"^mnist\.npz: expected a numpy \.npz file"):
+        load_mnist("test", data_dir=tmp_path)
+    np.savez(tmp_path / "mnist.npz", x_test=np.zeros((5, 28, 28), np.uint8),
+             y_test=np.zeros(5, np.uint8))  # wrong shape
+    with pytest.raises(ValueError, match=r"cannot be read as one \(array 'x_test'"):
+        load_mnist("test", data_dir=tmp_path)
+    np.savez(tmp_path / "binarized_mnist_packed.npz", train=np.zeros((3, 98), np.uint8))
+    with pytest.raises(ValueError, match=r"^binarized_mnist_packed\.npz: expected"):
+        load_mnist("test", binarize="fixed", data_dir=tmp_path)  # no 'test' array
+
+
+@pytest.mark.parametrize("kwargs, arg, exc", [
+    ({"split": "validation"}, "split", ValueError),
+    ({"binarize": "stochastic"}, "binarize", ValueError),
+    ({"dtype": torch.uint8}, "dtype", TypeError),
+    ({"data_dir": 3}, "data_dir", TypeError),
+])
+def test_mnist_bad_input(kwargs, arg, exc):
+    with pytest.raises(exc, match=rf"^{arg}:"):
+        load_mnist(**kwargs)
