@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from .._progress import progress_bar
 from .._random import derive_seeds
 from .._validation import check_nonnegative_float, check_positive_int
 from .result import ConvergenceWarning, Diagnostic
@@ -66,7 +66,7 @@ def run_em(model: Any, data: torch.Tensor, *, init: dict[str, Any] | None, seed:
     num_restarts = check_positive_int("num_restarts", num_restarts)
     monitor = ConvergenceMonitor(tol, num_steps)
     messages: list[Diagnostic] = []
-    bar = tqdm(total=num_steps * num_restarts, disable=not progress, desc="EM", leave=False)
+    bar = progress_bar(num_steps * num_restarts, desc="EM", enabled=progress)
     try:
         best = _restarts(model, data, dict(data_kwargs or {}), init, seed, num_steps,
                          num_restarts, monitor, messages, bar)

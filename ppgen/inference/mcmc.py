@@ -19,6 +19,7 @@ import torch
 from pyro.infer import MCMC, NUTS, config_enumerate, infer_discrete
 from pyro.infer.autoguide.initialization import init_to_median, init_to_value
 
+from .._progress import progress_enabled
 from .._random import derive_seeds, seeded
 from .._validation import bad_value, check_positive_float, check_positive_int
 from .tracing import ModelInfo, flatten_draws
@@ -93,6 +94,7 @@ def run_mcmc(model_fn: Callable, args: tuple, kwargs: dict, info: ModelInfo, *, 
     if kernel != "nuts":
         raise bad_value("kernel", "'nuts'", repr(kernel))
     enum_model = config_enumerate(model_fn, default="parallel") if info.discrete else model_fn
+    show_bar = progress_enabled(progress)  # Pyro draws its own bar: only where it is seen
     chains: list[dict[str, torch.Tensor]] = []
     stats: list[list[dict[str, float]]] = []
     for chain_seed in derive_seeds(seed, num_chains):
@@ -105,7 +107,7 @@ def run_mcmc(model_fn: Callable, args: tuple, kwargs: dict, info: ModelInfo, *, 
                                   max_tree_depth=max_tree_depth, init_strategy=strategy,
                                   jit_compile=bool(jit_compile), ignore_jit_warnings=True)
             mcmc = MCMC(nuts, num_samples=num_samples, warmup_steps=num_warmup, num_chains=1,
-                        disable_progbar=not progress)
+                        disable_progbar=not show_bar)
             mcmc.run(*args, **kwargs)
             chains.append({k: v.detach() for k, v in mcmc.get_samples().items()})
             stats.append(nuts.records[num_warmup:])
