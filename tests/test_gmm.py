@@ -11,7 +11,7 @@ from scipy.stats import multivariate_normal
 
 import ppgen
 from ppgen import GaussianMixture, NotFittedError
-from ppgen.models.gmm import _full_covariances
+from ppgen.models.gaussian import full_covariances
 
 
 def _sklearn_start(x, k, covariance, seed):
@@ -95,13 +95,26 @@ def test_log_prob_matches_scipy(old_faithful):
 
 
 @pytest.mark.parametrize("covariance", ["full", "diag", "spherical"])
+def test_log_prob_follows_a_dtype_change(old_faithful, covariance):
+    """The cached Cholesky factors follow ``.to(dtype)`` (they were kept in float64)."""
+    gmm = GaussianMixture(2, covariance=covariance)
+    ppgen.fit(gmm, old_faithful, method="em", seed=0, progress=False)
+    x = torch.as_tensor(old_faithful, dtype=torch.float64)
+    expected = gmm.log_prob(x)  # fills the cache in float64
+    gmm.to(torch.float32)
+    got = gmm.log_prob(x.float())
+    assert got.dtype == torch.float32
+    assert_close(got.double(), expected, rtol=1e-4)
+
+
+@pytest.mark.parametrize("covariance", ["full", "diag", "spherical"])
 def test_sample_moments_match_the_mixture(covariance):
     gmm = GaussianMixture(3, covariance=covariance)
     x, _ = ppgen.datasets.make_mixture(300, 3, 2, covariance=covariance, seed=3)
     ppgen.fit(gmm, x, method="em", seed=0, progress=False)
     n = 200_000
     draws = gmm.sample(n, seed=5)
-    full = _full_covariances(gmm.covariances, covariance, 2)
+    full = full_covariances(gmm.covariances, covariance, 2)
     mean = gmm.weights @ gmm.locs
     second = torch.einsum("k,kij->ij", gmm.weights, full + gmm.locs[:, :, None] *
                           gmm.locs[:, None, :])

@@ -14,7 +14,7 @@ import torch
 from pyro.infer import TraceEnum_ELBO, config_enumerate, infer_discrete
 
 import ppgen
-from ppgen.models._hmm_ops import forward_backward
+from ppgen.models.sequence.ops import forward_backward
 from tests.common import assert_close
 
 EMISSIONS = [("gaussian", "diag"), ("gaussian", "full"), ("gaussian", "spherical"),

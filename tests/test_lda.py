@@ -11,7 +11,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 import ppgen
-from ppgen.models.lda import LDA, BagOfWords
+from ppgen.models.topic import LDA, BagOfWords
 from tests.common import assert_close
 
 
@@ -206,7 +206,7 @@ def test_bad_input_is_refused_clearly():
 
 
 def test_gamma_draws_have_the_right_moments():
-    from ppgen.models.lda import _gamma_draws
+    from ppgen.models.topic.lda import _gamma_draws
 
     g = torch.Generator().manual_seed(0)
     alpha = torch.tensor([0.05, 0.3, 1.0, 4.0], dtype=torch.float64).expand(200_000, 4)
@@ -219,7 +219,7 @@ def test_gamma_draws_have_the_right_moments():
 @pytest.mark.parametrize("k", [1, 2, 5, 7, 8, 9])
 def test_sampled_products_equal_the_dense_product_at_the_entries(k):
     """Inner sizes 2..7 are zero-padded to 8 (torch's sampled_addmm is ~10x slower there)."""
-    from ppgen.models._topic_ops import _sampled_products, as_corpus
+    from ppgen.models.topic.ops import _sampled_products, as_corpus
 
     g = torch.Generator().manual_seed(k)
     dense = torch.poisson(torch.full((30, 40), 0.3, dtype=torch.float64), generator=g)

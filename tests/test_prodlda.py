@@ -12,7 +12,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 import ppgen
-from ppgen.models.prodlda import (
+from ppgen.models.topic.prodlda import (
     ProdLDA,
     _newton_terms,
     _topic_products,

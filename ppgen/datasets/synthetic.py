@@ -76,7 +76,7 @@ def make_hmm(num_sequences: int, num_steps: int, num_states: int, *, num_feature
         parameters (``locs``/``covariances``, ``probs`` or ``rates``), ``states`` (N, T)
         (-1 past each end) and ``lengths`` (N,).
     """
-    from ..models.hmm import HiddenMarkovModel
+    from ..models.sequence import HiddenMarkovModel
 
     n = check_positive_int("num_sequences", num_sequences)
     t = check_positive_int("num_steps", num_steps)

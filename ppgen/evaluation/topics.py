@@ -27,7 +27,7 @@ from .._validation import (
     check_positive_float,
     check_positive_int,
 )
-from ..models._topic_ops import Corpus, as_corpus, fit_doc_topics
+from ..models.topic.ops import Corpus, as_corpus, fit_doc_topics
 
 __all__ = ["split_documents", "document_completion", "perplexity", "npmi_coherence"]
 

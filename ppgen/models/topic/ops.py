@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._validation import bad_type, bad_value
+from ..._validation import bad_type, bad_value
 
 __all__ = ["Corpus", "as_corpus", "dirichlet_expectation", "fit_doc_topics", "lda_bound",
            "topic_word_statistics"]

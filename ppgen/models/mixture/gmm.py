@@ -1,7 +1,8 @@
 """Gaussian mixture: a Pyro model with enumerated assignments and closed-form EM.
 
-Pure helpers first (Gaussian log-densities, sufficient statistics, k-means++), the model
-class that wires them last.
+The Gaussian algebra (log-densities, sufficient statistics, the M-step) lives in
+:mod:`ppgen.models.gaussian`, the k-means++ start in :mod:`ppgen.models.kmeans` and the
+label-switching helpers in :mod:`ppgen.models.relabel`, all shared with the HMM.
 
 The Pyro model::
 
@@ -22,18 +23,16 @@ covariance diagonal in every M-step, exactly as scikit-learn's ``GaussianMixture
 
 from __future__ import annotations
 
-import itertools
 import math
 from typing import Any, Literal
 
-import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
 from pyro.ops.indexing import Vindex
 
-from .._random import derive_seeds
-from .._validation import (
+from ..._random import derive_seeds
+from ..._validation import (
     bad_value,
     check_choice,
     check_data,
@@ -41,12 +40,21 @@ from .._validation import (
     check_positive_float,
     check_positive_int,
 )
-from .base import GenerativeModel, register
+from ..base import GenerativeModel, register
+from ..gaussian import (
+    cholesky,
+    estimate_parameters,
+    full_covariances,
+    log_gaussian,
+    outer_rows,
+    sufficient_statistics,
+)
+from ..kmeans import kmeans
+from ..relabel import permute_components, pivot_permutations
 
 __all__ = ["GaussianMixture"]
 
 CovarianceType = Literal["full", "diag", "spherical"]
-_LOG_2PI = math.log(2 * math.pi)
 # Rows per chunk of the E-step, so the (rows, K, D) temporaries stay near 32 MB in float64.
 _CHUNK_ELEMENTS = 1_000_000
 # Largest data cache (centred rows and their outer products) kept during one EM fit.
@@ -54,138 +62,9 @@ _EM_CACHE_BYTES = 2 * 1024**3
 
 
 # ------------------------------------------------------------------------ pure helpers
-def _full_covariances(cov: torch.Tensor, covariance: str, num_features: int) -> torch.Tensor:
-    """Public covariance parameter (sklearn shapes) -> (..., K, D, D)."""
-    if covariance == "full":
-        return cov
-    eye = torch.eye(num_features, dtype=cov.dtype, device=cov.device)
-    if covariance == "diag":
-        return cov.unsqueeze(-1) * eye
-    return cov[..., None, None] * eye
-
-
-def _cholesky(cov: torch.Tensor, covariance: str) -> torch.Tensor:
-    """Cholesky factor (full) or standard deviations (diag/spherical), with a clear error."""
-    if covariance == "full":
-        chol, info = torch.linalg.cholesky_ex(cov)
-        bad = bool((info != 0).any())
-    else:
-        bad = bool((cov <= 0).any())
-        chol = cov.clamp_min(0).sqrt()
-    if bad or not bool(torch.isfinite(chol).all()):
-        raise ValueError(
-            "covariances: some components (states) have an ill-defined covariance, "
-            "collapsed onto a few identical points. Try fewer components or states, a larger "
-            "reg_covar, or scaling the input data."
-        )
-    return chol
-
-
-def _outer_rows(x: torch.Tensor) -> torch.Tensor:
-    """Row-wise outer products x_n x_n^T flattened: shape (N, D*D)."""
-    return (x.unsqueeze(-1) * x.unsqueeze(-2)).reshape(x.shape[0], -1)
-
-
-def _log_gaussian(x: torch.Tensor, locs: torch.Tensor, chol: torch.Tensor,
-                  covariance: str, x2: torch.Tensor | None = None) -> torch.Tensor:
-    """log N(x_n | locs_k, cov_k) for all n, k: shape (N, K), via a few large matmuls.
-
-    With ``x2`` (the rows' outer products, float64 only) the full-covariance quadratic form
-    is x2 @ vec(precision) - 2 x @ (precision mu) + mu' precision mu: one GEMM with inner
-    dimension D*D instead of a thin whitening GEMM, and the same ``x2`` serves the M-step.
-    """
-    n, d = x.shape
-    k = locs.shape[0]
-    if covariance == "full" and x2 is not None:
-        eye = torch.eye(d, dtype=x.dtype, device=x.device).expand(k, d, d)
-        inv_chol = torch.linalg.solve_triangular(chol, eye, upper=False)
-        prec = inv_chol.transpose(-1, -2) @ inv_chol
-        prec_mu = (prec @ locs.unsqueeze(-1)).squeeze(-1)  # (K, D)
-        maha = x2 @ prec.reshape(k, d * d).T - 2 * x @ prec_mu.T + (locs * prec_mu).sum(-1)
-        log_det = -chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
-        return -0.5 * (d * _LOG_2PI + maha) + log_det
-    if covariance == "full":
-        eye = torch.eye(d, dtype=x.dtype, device=x.device).expand(k, d, d)
-        # P_k = L_k^{-T}, so that (x - mu)^T cov^{-1} (x - mu) = |(x - mu) P_k|^2.
-        prec_chol = torch.linalg.solve_triangular(chol, eye, upper=False).transpose(-1, -2)
-        y = (x @ prec_chol.transpose(0, 1).reshape(d, k * d)).view(n, k, d)
-        y = y - torch.einsum("kd,kde->ke", locs, prec_chol)
-        maha = y.square().sum(-1)
-        log_det = -chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
-    elif covariance == "diag":
-        prec = chol.square().reciprocal()  # (K, D)
-        maha = (x.square() @ prec.T - 2 * x @ (locs * prec).T
-                + (locs.square() * prec).sum(-1))
-        log_det = -chol.log().sum(-1)
-    else:
-        prec = chol.square().reciprocal()  # (K,)
-        maha = (x.square().sum(-1, keepdim=True) - 2 * x @ locs.T
-                + locs.square().sum(-1)) * prec
-        log_det = -d * chol.log()
-    return -0.5 * (d * _LOG_2PI + maha) + log_det
-
-
 def _row_chunks(num_rows: int, num_components: int, num_features: int) -> list[slice]:
     size = max(1, _CHUNK_ELEMENTS // max(1, num_components * num_features))
     return [slice(i, min(i + size, num_rows)) for i in range(0, num_rows, size)]
-
-
-def _sufficient_statistics(x: torch.Tensor, resp: torch.Tensor, covariance: str,
-                           x2: torch.Tensor | None = None):
-    """Responsibility-weighted counts, sums and (uncentred) second moments of one chunk."""
-    n, d = x.shape
-    k = resp.shape[1]
-    nk = resp.sum(0)
-    sx = resp.T @ x
-    if covariance == "full" and x2 is not None:
-        sxx = (resp.T @ x2).view(k, d, d)
-    elif covariance == "full":
-        sxx = ((resp.unsqueeze(-1) * x.unsqueeze(1)).reshape(n, k * d).T @ x).view(k, d, d)
-    elif covariance == "diag":
-        sxx = resp.T @ x.square()
-    else:
-        sxx = resp.T @ x.square().sum(-1)
-    return nk, sx, sxx
-
-
-def _estimate_parameters(nk, sx, sxx, num_data, covariance, reg_covar):
-    """M-step from sufficient statistics (data centred), as scikit-learn estimates them."""
-    eps = 10 * torch.finfo(nk.dtype).eps
-    nk = nk + eps
-    weights = nk / nk.sum()
-    locs = sx / nk.unsqueeze(-1)
-    if covariance == "full":
-        d = locs.shape[-1]
-        cov = sxx / nk[:, None, None] - locs.unsqueeze(-1) * locs.unsqueeze(-2)
-        cov = 0.5 * (cov + cov.transpose(-1, -2))
-        cov = cov + reg_covar * torch.eye(d, dtype=cov.dtype, device=cov.device)
-    elif covariance == "diag":
-        cov = sxx / nk.unsqueeze(-1) - locs.square() + reg_covar
-    else:
-        d = locs.shape[-1]
-        cov = (sxx / nk - locs.square().sum(-1)) / d + reg_covar
-    return weights, locs, cov
-
-
-def _kmeans(x: torch.Tensor, k: int, generator: torch.Generator, num_iters: int = 10):
-    """k-means++ seeding followed by a few vectorised Lloyd iterations; returns labels."""
-    n = x.shape[0]
-    first = int(torch.randint(n, (1,), generator=generator, device=x.device))
-    centers = x[first:first + 1]
-    closest = (x - centers).square().sum(-1)
-    for _ in range(1, k):
-        probs = closest / closest.sum() if float(closest.sum()) > 0 else torch.ones_like(closest)
-        idx = torch.multinomial(probs, 1, generator=generator)
-        centers = torch.cat([centers, x[idx]])
-        closest = torch.minimum(closest, (x - x[idx]).square().sum(-1))
-    for _ in range(num_iters):
-        dist2 = torch.cdist(x, centers).square()
-        labels = dist2.argmin(1)
-        onehot = torch.nn.functional.one_hot(labels, k).to(x.dtype)
-        counts = onehot.sum(0)
-        new = (onehot.T @ x) / counts.clamp_min(1).unsqueeze(-1)
-        centers = torch.where(counts.unsqueeze(-1) > 0, new, centers)
-    return torch.cdist(x, centers).argmin(1)
 
 
 # ------------------------------------------------------------------------------ model
@@ -253,12 +132,16 @@ class GaussianMixture(GenerativeModel):
         return None if ref is None else int(ref.shape[-1])
 
     def _on_params_changed(self) -> None:
+        # Called after set_params / set_state / EM steps and after every ``.to()``: the
+        # Cholesky factors are recomputed lazily, in the parameters' dtype and device.
         self._chol = None
 
     def _cached_chol(self) -> torch.Tensor:
-        if self._chol is None or self._chol.device != self.covariances.device:
-            self._chol = _cholesky(self.covariances, self.covariance)
-        return self._chol
+        cov = self.covariances
+        chol = self._chol
+        if chol is None or chol.device != cov.device or chol.dtype != cov.dtype:
+            chol = self._chol = cholesky(cov, self.covariance)
+        return chol
 
     # ------------------------------------------------------------ parameter checks
     def _check_params(self, params: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -288,7 +171,7 @@ class GaussianMixture(GenerativeModel):
                 raise bad_value("params['covariances']", f"shape {want} for covariance="
                                 f"{self.covariance!r}", f"shape {tuple(c.shape)}")
             try:
-                _cholesky(c, self.covariance)
+                cholesky(c, self.covariance)
             except ValueError:
                 raise bad_value("params['covariances']", "positive-definite covariances",
                                 "a matrix that is not", "Add a small value to the diagonal."
@@ -402,7 +285,7 @@ class GaussianMixture(GenerativeModel):
                     seed: int) -> dict[str, torch.Tensor]:
         """Start values of the sites, from ``init`` and the EM initialisation (k-means++)."""
         w, m, c = self._initial_params(data, init, seed)
-        full = _full_covariances(c, self.covariance, data.shape[1])
+        full = full_covariances(c, self.covariance, data.shape[1])
         std = full.diagonal(dim1=-2, dim2=-1).sqrt()
         values = {"weights": w.clamp_min(1e-3) / w.clamp_min(1e-3).sum(), "locs": m}
         if self.covariance == "spherical":
@@ -430,13 +313,13 @@ class GaussianMixture(GenerativeModel):
             labels = torch.cdist(x, given["locs"]).argmin(1)
             resp = torch.nn.functional.one_hot(labels, k).to(x.dtype)
         elif self.init_method == "kmeans++":
-            resp = torch.nn.functional.one_hot(_kmeans(x, k, g), k).to(x.dtype)
+            resp = torch.nn.functional.one_hot(kmeans(x, k, g), k).to(x.dtype)
         else:
             resp = torch.rand(x.shape[0], k, generator=g, dtype=x.dtype, device=x.device)
             resp = resp / resp.sum(1, keepdim=True)
         shift = x.mean(0)
-        nk, sx, sxx = _sufficient_statistics(x - shift, resp, self.covariance)
-        w, m, c = _estimate_parameters(nk, sx, sxx, x.shape[0], self.covariance,
+        nk, sx, sxx = sufficient_statistics(x - shift, resp, self.covariance)
+        w, m, c = estimate_parameters(nk, sx, sxx, x.shape[0], self.covariance,
                                        max(self.reg_covar, 1e-6 * float(x.var(0).mean())))
         m = m + shift
         return given.get("weights", w), given.get("locs", m), given.get("covariances", c)
@@ -461,7 +344,7 @@ class GaussianMixture(GenerativeModel):
         chunks = []
         for rows in _row_chunks(n, d if outer else self.num_components, d):
             xc = data[rows] - shift
-            chunks.append((xc, _outer_rows(xc) if outer else None))
+            chunks.append((xc, outer_rows(xc) if outer else None))
         size = n * d * (d + 1 if outer else 1) * data.element_size()
         if size <= _EM_CACHE_BYTES:
             self._em_cache = (data, chunks)
@@ -480,16 +363,16 @@ class GaussianMixture(GenerativeModel):
         total = data.new_zeros(())
         stats = None
         for xc, x2 in self._em_chunks(data):
-            lp = _log_gaussian(xc, locs, chol, self.covariance, x2) + log_w
+            lp = log_gaussian(xc, locs, chol, self.covariance, x2) + log_w
             norm = torch.logsumexp(lp, dim=1, keepdim=True)
             total = total + norm.sum()
-            chunk = _sufficient_statistics(xc, (lp - norm).exp(), self.covariance, x2)
+            chunk = sufficient_statistics(xc, (lp - norm).exp(), self.covariance, x2)
             stats = chunk if stats is None else tuple(a + b for a, b in zip(stats, chunk))
         return float(total), stats
 
     def m_step(self, data: torch.Tensor, stats: tuple[torch.Tensor, ...]) -> None:
         shift = self._em_shift if self._em_shift is not None else data.mean(0)
-        w, m, c = _estimate_parameters(*stats, data.shape[0], self.covariance, self.reg_covar)
+        w, m, c = estimate_parameters(*stats, data.shape[0], self.covariance, self.reg_covar)
         self.weights, self.locs, self.covariances = w, m + shift, c
         self._on_params_changed()
 
@@ -529,7 +412,7 @@ class GaussianMixture(GenerativeModel):
                        **data_kwargs: Any) -> dict[str, torch.Tensor]:
         w, m, c = self._params_from_sites(samples["weights"], samples["locs"],
                                           samples["scales"], samples.get("corr_chol"))
-        full = _full_covariances(c, self.covariance, m.shape[-1])
+        full = full_covariances(c, self.covariance, m.shape[-1])
         s, k, d = m.shape
         per_draw = max(1, _CHUNK_ELEMENTS // max(1, data.shape[0] * k * d))
         rows = []
@@ -547,7 +430,7 @@ class GaussianMixture(GenerativeModel):
                           allow_nan=allow_nan, dtype=self.dtype, device=self.device)
 
     def _log_joint(self, x: torch.Tensor) -> torch.Tensor:
-        return _log_gaussian(x, self.locs, self._cached_chol(), self.covariance) + \
+        return log_gaussian(x, self.locs, self._cached_chol(), self.covariance) + \
             self.weights.log()
 
     def log_prob(self, data: Any) -> torch.Tensor:
@@ -586,7 +469,7 @@ class GaussianMixture(GenerativeModel):
         z = torch.multinomial(self.weights, num_samples, replacement=True, generator=g)
         d = self.num_features
         eps = torch.randn(num_samples, d, generator=g, dtype=self.dtype, device=self.device)
-        full = _full_covariances(self.covariances, self.covariance, d)
+        full = full_covariances(self.covariances, self.covariance, d)
         tril = torch.linalg.cholesky(full)
         x = self.locs[z] + (tril[z] @ eps.unsqueeze(-1)).squeeze(-1)
         return (x, z) if return_labels else x
@@ -605,7 +488,7 @@ class GaussianMixture(GenerativeModel):
         rows = missing.any(1).nonzero().squeeze(-1)
         if rows.numel() == 0:
             return out
-        full = _full_covariances(self.covariances, self.covariance, self.num_features)
+        full = full_covariances(self.covariances, self.covariance, self.num_features)
         patterns, which = torch.unique(missing[rows], dim=0, return_inverse=True)
         for p, pattern in enumerate(patterns):  # one pass per distinct missing pattern
             r = rows[which == p]
@@ -618,7 +501,7 @@ class GaussianMixture(GenerativeModel):
             s_mo = full[:, mis][:, :, obs]
             chol = torch.linalg.cholesky(s_oo)
             diff = x[r][:, obs].unsqueeze(1) - self.locs[:, obs]  # (R, K, O)
-            log_w = _log_gaussian(x[r][:, obs], self.locs[:, obs], chol, "full") + \
+            log_w = log_gaussian(x[r][:, obs], self.locs[:, obs], chol, "full") + \
                 self.weights.log()
             resp = torch.softmax(log_w, -1)  # (R, K)
             sol = torch.cholesky_solve(diff.permute(1, 2, 0), chol)  # (K, O, R)
@@ -643,51 +526,3 @@ class GaussianMixture(GenerativeModel):
     def aic(self, data: Any) -> float:
         """Akaike information criterion -2 log L + 2 p (lower is better)."""
         return float(-2 * self.log_prob(data).sum() + 2 * self.num_parameters())
-
-
-def pivot_permutations(feats: torch.Tensor, max_rounds: int = 20) -> torch.Tensor:
-    """Label-switching permutations of draws described by per-component features.
-
-    ``feats`` (S, K, F): draw ``s``'s component ``k`` described by F numbers. Returns
-    ``perms`` (S, K) with ``perms[s, j]`` the draw component placed in slot ``j``. The
-    reference starts as the first draw (the pivot) and becomes the mean of the relabelled
-    draws until no permutation changes (Stephens 2000; Marin, Mengersen & Robert 2005).
-    """
-    ref = feats[0]
-    perms = None
-    for _ in range(max_rounds):
-        cost = (feats.unsqueeze(-2) - ref).square().sum(-1)  # (S, K_draw, K_ref)
-        new = _best_permutations(cost)
-        if perms is not None and bool((new == perms).all()):
-            break
-        perms = new
-        ref = torch.gather(feats, 1, perms.unsqueeze(-1).expand_as(feats)).mean(0)
-    return perms
-
-
-def permute_components(values: torch.Tensor, perms: torch.Tensor) -> torch.Tensor:
-    """Draws (S, K, ...) with their components reordered: out[s, j] = values[s, perms[s, j]]."""
-    idx = perms.view(perms.shape + (1,) * (values.dim() - 2)).expand(values.shape)
-    return torch.gather(values, 1, idx)
-
-
-def _best_permutations(cost: torch.Tensor) -> torch.Tensor:
-    """For each draw, the assignment of draw components to reference slots of least cost.
-
-    cost : (S, K, K) with cost[s, i, j] = distance of draw component i to reference slot j.
-    Returns (S, K) long: perm[s, j] = the draw component placed in slot j.
-    """
-    s, k, _ = cost.shape
-    if k <= 6:
-        perms = torch.tensor(list(itertools.permutations(range(k))), device=cost.device)
-        slots = torch.arange(k, device=cost.device)
-        total = cost[:, perms, slots].sum(-1)  # (S, P)
-        return perms[total.argmin(-1)]
-    from scipy.optimize import linear_sum_assignment
-
-    out = np.empty((s, k), dtype=np.int64)
-    c = cost.detach().cpu().numpy()
-    for i in range(s):  # one small assignment problem per draw (not per data point)
-        rows, cols = linear_sum_assignment(c[i])
-        out[i, cols] = rows
-    return torch.as_tensor(out, device=cost.device)

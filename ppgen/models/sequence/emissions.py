@@ -21,19 +21,19 @@ import torch
 from pyro.distributions import constraints
 from pyro.ops.indexing import Vindex
 
-from .._validation import bad_value
-from .gmm import (
-    _cholesky,
-    _estimate_parameters,
-    _full_covariances,
-    _kmeans,
-    _log_gaussian,
-    _sufficient_statistics,
+from ..._validation import bad_value
+from ..gaussian import (
+    LOG_2PI,
+    cholesky,
+    estimate_parameters,
+    full_covariances,
+    log_gaussian,
+    sufficient_statistics,
 )
+from ..kmeans import kmeans
 
 __all__ = ["make_emission", "Emission"]
 
-_LOG_2PI = math.log(2 * math.pi)
 
 
 def _safe_log(p: torch.Tensor) -> torch.Tensor:
@@ -54,11 +54,11 @@ def _kmeans_labels(x: torch.Tensor, k: int, generator: torch.Generator) -> torch
     if x.shape[0] > 20_000:
         idx = torch.randperm(x.shape[0], generator=generator, device=x.device)[:20_000]
         centers_from = x[idx]
-        labels = _kmeans(centers_from, k, generator)
+        labels = kmeans(centers_from, k, generator)
         onehot = torch.nn.functional.one_hot(labels, k).to(x.dtype)
         centers = (onehot.T @ centers_from) / onehot.sum(0).clamp_min(1).unsqueeze(-1)
         return torch.cdist(x, centers).argmin(1)
-    return _kmeans(x, k, generator)
+    return kmeans(x, k, generator)
 
 
 class Emission:
@@ -163,16 +163,16 @@ class GaussianEmission(Emission):
         locs, cov = params["locs"], params["covariances"]
         d = x.shape[-1]
         if locs.dim() > 2:  # posterior draws: (*P, K, D)
-            full = _full_covariances(cov, self.covariance, d)
+            full = full_covariances(cov, self.covariance, d)
             mvn = dist.MultivariateNormal(locs.unsqueeze(-3), covariance_matrix=full.unsqueeze(-4))
             return mvn.log_prob(x.unsqueeze(-2))
         # Centre on the state means' average: the expanded quadratic forms below lose all
         # precision in float32 when the data sit far from the origin.
         shift = locs.detach().mean(0)
         x, locs = x - shift, locs - shift
-        chol = _cholesky(cov, self.covariance)
+        chol = cholesky(cov, self.covariance)
         if observed is None or bool(observed.all()):
-            return _log_gaussian(x, locs, chol, self.covariance)
+            return log_gaussian(x, locs, chol, self.covariance)
         out = torch.zeros(x.shape[0], self.k, dtype=x.dtype, device=x.device)
         if self.covariance != "full":
             # Independent coordinates: missing ones simply drop out of the sum.
@@ -183,7 +183,7 @@ class GaussianEmission(Emission):
             prec = var.reciprocal()
             maha = (xo.square() @ prec.T - 2 * xo @ (locs * prec).T
                     + o @ (locs.square() * prec).T)
-            return -0.5 * (o @ (_LOG_2PI + var.log()).T + maha)
+            return -0.5 * (o @ (LOG_2PI + var.log()).T + maha)
         full = cov
         patterns, which = torch.unique(observed, dim=0, return_inverse=True)
         for p, pattern in enumerate(patterns):  # one pass per distinct missing pattern
@@ -191,7 +191,7 @@ class GaussianEmission(Emission):
             if not bool(pattern.any()):
                 continue
             sub = full[:, pattern][:, :, pattern]
-            out[rows] = _log_gaussian(x[rows][:, pattern], locs[:, pattern],
+            out[rows] = log_gaussian(x[rows][:, pattern], locs[:, pattern],
                                       torch.linalg.cholesky(sub), "full")
         return out
 
@@ -238,7 +238,7 @@ class GaussianEmission(Emission):
     def sites_from_params(self, params):
         locs, cov = params["locs"], params["covariances"]
         d = locs.shape[-1]
-        full = _full_covariances(cov, self.covariance, d)
+        full = full_covariances(cov, self.covariance, d)
         std = full.diagonal(dim1=-2, dim2=-1).sqrt()
         out = {"locs": locs, "scales": cov.sqrt() if self.covariance == "spherical" else std}
         if self.covariance == "full" and d > 1:
@@ -248,8 +248,8 @@ class GaussianEmission(Emission):
 
     def _estimate(self, x, resp, reg):
         shift = x.mean(0)
-        nk, sx, sxx = _sufficient_statistics(x - shift, resp, self.covariance)
-        _, locs, cov = _estimate_parameters(nk, sx, sxx, x.shape[0], self.covariance, reg)
+        nk, sx, sxx = sufficient_statistics(x - shift, resp, self.covariance)
+        _, locs, cov = estimate_parameters(nk, sx, sxx, x.shape[0], self.covariance, reg)
         return nk, locs + shift, cov
 
     def initial_params(self, x, generator, dtype):
@@ -287,7 +287,7 @@ class GaussianEmission(Emission):
             return self.log_prob(params, feats)
         locs, cov = params["locs"] - self._shift, params["covariances"]
         k, d = locs.shape
-        chol = _cholesky(cov, self.covariance)
+        chol = cholesky(cov, self.covariance)
         if self.covariance == "full":
             eye = torch.eye(d, dtype=cov.dtype, device=cov.device).expand(k, d, d)
             inv_chol = torch.linalg.solve_triangular(chol, eye, upper=False)
@@ -305,7 +305,7 @@ class GaussianEmission(Emission):
             prec_mu = locs * prec.unsqueeze(-1)
             second = -0.5 * prec.unsqueeze(-1)
             log_det = d * cov.log()
-        const = -0.5 * (d * _LOG_2PI + log_det + (locs * prec_mu).sum(-1))
+        const = -0.5 * (d * LOG_2PI + log_det + (locs * prec_mu).sum(-1))
         weights = torch.cat([second, prec_mu, const.unsqueeze(-1)], 1)  # (K, F)
         return feats @ weights.T
 
@@ -321,7 +321,7 @@ class GaussianEmission(Emission):
             sxx = sxx.view(k, d, d)
         elif self.covariance == "spherical":
             sxx = sxx.squeeze(-1)
-        _, locs, cov = _estimate_parameters(nk, sx, sxx, feats.shape[0], self.covariance,
+        _, locs, cov = estimate_parameters(nk, sx, sxx, feats.shape[0], self.covariance,
                                             self.reg_covar)
         return {"locs": _keep_empty(locs + self._shift, old["locs"], nk),
                 "covariances": _keep_empty(cov, old["covariances"], nk)}
@@ -329,13 +329,13 @@ class GaussianEmission(Emission):
     def sample(self, params, z, generator):
         locs, cov = params["locs"], params["covariances"]
         d = locs.shape[-1]
-        tril = torch.linalg.cholesky(_full_covariances(cov, self.covariance, d))
+        tril = torch.linalg.cholesky(full_covariances(cov, self.covariance, d))
         eps = torch.randn(*z.shape, d, generator=generator, dtype=locs.dtype, device=locs.device)
         return locs[z] + (tril[z] @ eps.unsqueeze(-1)).squeeze(-1)
 
     def fill(self, params, x, missing, gamma):
         locs = params["locs"]
-        full = _full_covariances(params["covariances"], self.covariance, x.shape[-1])
+        full = full_covariances(params["covariances"], self.covariance, x.shape[-1])
         out = x.clone()
         patterns, which = torch.unique(missing, dim=0, return_inverse=True)
         for p, pattern in enumerate(patterns):  # one pass per distinct missing pattern

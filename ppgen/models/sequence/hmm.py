@@ -41,8 +41,8 @@ from pyro.distributions import constraints
 from pyro.distributions.torch_distribution import TorchDistribution
 from pyro.ops.indexing import Vindex
 
-from .._random import derive_seeds
-from .._validation import (
+from ..._random import derive_seeds
+from ..._validation import (
     bad_type,
     bad_value,
     check_choice,
@@ -50,16 +50,17 @@ from .._validation import (
     check_positive_float,
     check_positive_int,
 )
-from ._emissions import Emission, make_emission
-from ._hmm_ops import (
+from ..base import GenerativeModel, register
+from ..gaussian import cholesky
+from ..relabel import permute_components, pivot_permutations
+from .emissions import Emission, make_emission
+from .ops import (
     forward_backward,
     forward_log_prob,
     sample_posterior,
     sample_states,
     viterbi,
 )
-from .base import GenerativeModel, register
-from .gmm import _cholesky, permute_components, pivot_permutations
 
 __all__ = ["HiddenMarkovModel"]
 
@@ -696,7 +697,7 @@ class HiddenMarkovModel(GenerativeModel):
                     raise bad_value(arg, f"shape {want} for covariance={self.covariance!r}",
                                     f"shape {tuple(t.shape)}")
                 try:
-                    _cholesky(t, self.covariance)
+                    cholesky(t, self.covariance)
                 except ValueError:
                     raise bad_value(arg, "positive-definite covariances", "a matrix that is "
                                     "not", "Add a small value to the diagonal.") from None
@@ -848,7 +849,7 @@ class HiddenMarkovModel(GenerativeModel):
 
         Each draw's states are permuted to best match a reference built from the emission
         parameters (in units of the data) and the log self-transition probabilities, by the
-        pivot/Stephens scheme of :func:`ppgen.models.gmm.pivot_permutations`. Transition
+        pivot/Stephens scheme of :func:`ppgen.models.relabel.pivot_permutations`. Transition
         matrices are permuted in rows and columns.
         """
         k = self.num_states

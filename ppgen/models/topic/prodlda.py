@@ -39,15 +39,15 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from .._validation import (
+from ..._validation import (
     bad_value,
     check_nonnegative_float,
     check_positive_float,
     check_positive_int,
 )
-from ._topic_ops import as_corpus
-from .base import register
-from .lda import BagOfWords, TopicModel, _draw_counts
+from ..base import register
+from .base import BagOfWords, TopicModel, draw_counts
+from .ops import as_corpus
 
 __all__ = ["ProdLDA", "laplace_dirichlet", "fit_doc_logits"]
 
@@ -555,7 +555,7 @@ class ProdLDA(TopicModel):
         z = loc + scale * torch.randn(num_samples, self.num_topics, generator=g,
                                       dtype=self.dtype, device=self.device)
         theta = torch.softmax(z, -1)
-        counts = _draw_counts(self._word_probs(theta), lengths, g)
+        counts = draw_counts(self._word_probs(theta), lengths, g)
         return (counts, theta) if return_topics else counts
 
     def _doc_word_probs(self, counts: torch.Tensor) -> torch.Tensor:

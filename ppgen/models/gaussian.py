@@ -1,0 +1,125 @@
+"""Gaussian algebra shared by the Gaussian mixture and the HMM's Gaussian emissions.
+
+Covariance parameters come in scikit-learn's shapes: (K, D, D) for ``"full"``, (K, D) for
+``"diag"`` and (K,) for ``"spherical"``; "components" below are mixture components or HMM
+states.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["LOG_2PI", "full_covariances", "cholesky", "outer_rows", "log_gaussian",
+           "sufficient_statistics", "estimate_parameters"]
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+def full_covariances(cov: torch.Tensor, covariance: str, num_features: int) -> torch.Tensor:
+    """Public covariance parameter (sklearn shapes) -> (..., K, D, D)."""
+    if covariance == "full":
+        return cov
+    eye = torch.eye(num_features, dtype=cov.dtype, device=cov.device)
+    if covariance == "diag":
+        return cov.unsqueeze(-1) * eye
+    return cov[..., None, None] * eye
+
+
+def cholesky(cov: torch.Tensor, covariance: str) -> torch.Tensor:
+    """Cholesky factor (full) or standard deviations (diag/spherical), with a clear error."""
+    if covariance == "full":
+        chol, info = torch.linalg.cholesky_ex(cov)
+        bad = bool((info != 0).any())
+    else:
+        bad = bool((cov <= 0).any())
+        chol = cov.clamp_min(0).sqrt()
+    if bad or not bool(torch.isfinite(chol).all()):
+        raise ValueError(
+            "covariances: some components (states) have an ill-defined covariance, "
+            "collapsed onto a few identical points. Try fewer components or states, a larger "
+            "reg_covar, or scaling the input data."
+        )
+    return chol
+
+
+def outer_rows(x: torch.Tensor) -> torch.Tensor:
+    """Row-wise outer products x_n x_n^T flattened: shape (N, D*D)."""
+    return (x.unsqueeze(-1) * x.unsqueeze(-2)).reshape(x.shape[0], -1)
+
+
+def log_gaussian(x: torch.Tensor, locs: torch.Tensor, chol: torch.Tensor,
+                  covariance: str, x2: torch.Tensor | None = None) -> torch.Tensor:
+    """log N(x_n | locs_k, cov_k) for all n, k: shape (N, K), via a few large matmuls.
+
+    With ``x2`` (the rows' outer products, float64 only) the full-covariance quadratic form
+    is x2 @ vec(precision) - 2 x @ (precision mu) + mu' precision mu: one GEMM with inner
+    dimension D*D instead of a thin whitening GEMM, and the same ``x2`` serves the M-step.
+    """
+    n, d = x.shape
+    k = locs.shape[0]
+    if covariance == "full" and x2 is not None:
+        eye = torch.eye(d, dtype=x.dtype, device=x.device).expand(k, d, d)
+        inv_chol = torch.linalg.solve_triangular(chol, eye, upper=False)
+        prec = inv_chol.transpose(-1, -2) @ inv_chol
+        prec_mu = (prec @ locs.unsqueeze(-1)).squeeze(-1)  # (K, D)
+        maha = x2 @ prec.reshape(k, d * d).T - 2 * x @ prec_mu.T + (locs * prec_mu).sum(-1)
+        log_det = -chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+        return -0.5 * (d * LOG_2PI + maha) + log_det
+    if covariance == "full":
+        eye = torch.eye(d, dtype=x.dtype, device=x.device).expand(k, d, d)
+        # P_k = L_k^{-T}, so that (x - mu)^T cov^{-1} (x - mu) = |(x - mu) P_k|^2.
+        prec_chol = torch.linalg.solve_triangular(chol, eye, upper=False).transpose(-1, -2)
+        y = (x @ prec_chol.transpose(0, 1).reshape(d, k * d)).view(n, k, d)
+        y = y - torch.einsum("kd,kde->ke", locs, prec_chol)
+        maha = y.square().sum(-1)
+        log_det = -chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+    elif covariance == "diag":
+        prec = chol.square().reciprocal()  # (K, D)
+        maha = (x.square() @ prec.T - 2 * x @ (locs * prec).T
+                + (locs.square() * prec).sum(-1))
+        log_det = -chol.log().sum(-1)
+    else:
+        prec = chol.square().reciprocal()  # (K,)
+        maha = (x.square().sum(-1, keepdim=True) - 2 * x @ locs.T
+                + locs.square().sum(-1)) * prec
+        log_det = -d * chol.log()
+    return -0.5 * (d * LOG_2PI + maha) + log_det
+
+
+def sufficient_statistics(x: torch.Tensor, resp: torch.Tensor, covariance: str,
+                           x2: torch.Tensor | None = None):
+    """Responsibility-weighted counts, sums and (uncentred) second moments of one chunk."""
+    n, d = x.shape
+    k = resp.shape[1]
+    nk = resp.sum(0)
+    sx = resp.T @ x
+    if covariance == "full" and x2 is not None:
+        sxx = (resp.T @ x2).view(k, d, d)
+    elif covariance == "full":
+        sxx = ((resp.unsqueeze(-1) * x.unsqueeze(1)).reshape(n, k * d).T @ x).view(k, d, d)
+    elif covariance == "diag":
+        sxx = resp.T @ x.square()
+    else:
+        sxx = resp.T @ x.square().sum(-1)
+    return nk, sx, sxx
+
+
+def estimate_parameters(nk, sx, sxx, num_data, covariance, reg_covar):
+    """M-step from sufficient statistics (data centred), as scikit-learn estimates them."""
+    eps = 10 * torch.finfo(nk.dtype).eps
+    nk = nk + eps
+    weights = nk / nk.sum()
+    locs = sx / nk.unsqueeze(-1)
+    if covariance == "full":
+        d = locs.shape[-1]
+        cov = sxx / nk[:, None, None] - locs.unsqueeze(-1) * locs.unsqueeze(-2)
+        cov = 0.5 * (cov + cov.transpose(-1, -2))
+        cov = cov + reg_covar * torch.eye(d, dtype=cov.dtype, device=cov.device)
+    elif covariance == "diag":
+        cov = sxx / nk.unsqueeze(-1) - locs.square() + reg_covar
+    else:
+        d = locs.shape[-1]
+        cov = (sxx / nk - locs.square().sum(-1)) / d + reg_covar
+    return weights, locs, cov

@@ -1,0 +1,5 @@
+"""Gaussian mixture models."""
+
+from .gmm import GaussianMixture
+
+__all__ = ["GaussianMixture"]
