@@ -574,6 +574,81 @@ def test_sample_score_errors_for_hmm_and_gmm(hmm_run, em_run, tmp_path):
                       "no such file")
 
 
+def test_not_supported_error_is_one_clean_line(hmm_run, tmp_path, monkeypatch):
+    """A model's NotSupportedError, raised anywhere in a command, is one 'ppgen: error:' line
+    (also under PPGEN_DEBUG, and not re-worded by the handlers of other ValueErrors)."""
+    from ppgen._validation import NotSupportedError, not_supported
+
+    def refuse(what, instead):
+        def method(self, *args, **kwargs):
+            raise not_supported(self, what, instead)
+        return method
+
+    monkeypatch.setenv("PPGEN_DEBUG", "1")
+    monkeypatch.setattr(ppgen.GaussianMixture, "bic", refuse("BIC", "compare held-out "
+                                                             "log-likelihoods instead"))
+    out_dir = tmp_path / "o"
+    rc, out, err = result = run(["fit", "gmm", "--num-steps", 5, "--out", out_dir])
+    assert_user_error(result)
+    assert err == ("ppgen: error: GaussianMixture does not support BIC; compare held-out "
+                   "log-likelihoods instead.\n")
+    assert not out_dir.exists()
+    assert issubclass(NotSupportedError, ValueError)
+    # 'ppgen score' turns an HMM's ValueError into '<file>: <message>'; not this one.
+    monkeypatch.setattr(ppgen.HiddenMarkovModel, "score", refuse("scoring", "use log_prob"))
+    rc, out, err = result = run(["score", hmm_run[0], hmm_run[0].parent / "seqs.npz"])
+    assert_user_error(result)
+    assert err == "ppgen: error: HiddenMarkovModel does not support scoring; use log_prob.\n"
+
+
+def test_a_registered_fit_command_gets_the_shared_skeleton(tmp_path, monkeypatch):
+    """A family declares its hooks only; parser, fit, report and run directory are shared."""
+    from ppgen.cli import FIT_COMMANDS, Figure, FitCommand, load_table
+
+    class ToyFit(FitCommand):
+        name = "toy"
+        help = "a toy family"
+        data_default = "old-faithful"
+        data_help = "a table"
+
+        def add_arguments(self, parser):
+            parser.add_argument("--method", default="em")
+
+        def load_data(self, args):
+            return load_table(args.data)
+
+        def build_model(self, args, data):
+            return ppgen.GaussianMixture(2)
+
+        def fit_inputs(self, args, data):
+            return torch.as_tensor(data.values), {}
+
+        def figures(self, run):
+            from ppgen import plots
+
+            return [Figure("history.png", plots.plot_history(run.fit), "the objective")]
+
+        def run_info(self, run):
+            return {"rows": len(run.data.values)}
+
+    monkeypatch.setitem(FIT_COMMANDS, "toy", ToyFit())
+    rc, out, _ = run(["fit", "--help"])
+    assert rc == 0 and "a toy family" in out
+    out_dir = tmp_path / "toy"
+    rc, out, err = run(["fit", "toy", "--seed", 1, "--out", out_dir])
+    assert rc == 0, err
+    assert sorted(p.name for p in out_dir.iterdir()) == [
+        "history.png", "inference_data.nc", "model.pt", "report.md", "run.json"]
+    info = json.loads((out_dir / "run.json").read_text())
+    assert info["model"] == "toy" and info["method"] == "em" and info["rows"] == 272
+    assert list(info)[-1] == "ppgen_version"
+    report = (out_dir / "report.md").read_text()
+    assert report.startswith("# ppgen fit toy: method em")
+    assert "- seed 1, device cpu" in report and "## Diagnostics" in report
+    assert "- [history.png](history.png): the objective" in report
+    assert isinstance(ppgen.load(out_dir / "model.pt"), ppgen.GaussianMixture)
+
+
 @pytest.fixture(scope="module")
 def bad_files(tmp_path_factory):
     base = tmp_path_factory.mktemp("bad")
