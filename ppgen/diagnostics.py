@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ._context import isolated
 from .inference.result import Diagnostic, Fit
 from .inference.tracing import (
     flatten_draws,
@@ -79,6 +80,11 @@ def to_inference_data(fit: Fit) -> az.InferenceData:
     ``sample_stats`` (MCMC), ``log_likelihood`` (per datum, discrete latents summed out),
     ``posterior_predictive`` (one replicated data set per draw) and ``observed_data``.
     """
+    with fit.fitted_model():
+        return _inference_data(fit)
+
+
+def _inference_data(fit: Fit) -> az.InferenceData:
     model = fit.model
     builtin = isinstance(model, GenerativeModel)
     dims: dict[str, list[str]] = dict(model.site_dims()) if builtin else {}
@@ -129,9 +135,8 @@ def summary(fit: Fit, **kwargs: Any) -> pd.DataFrame:
     if fit.posterior is not None:
         names = [k for k in fit.posterior if k in fit.info.continuous + fit.info.deterministic]
         return az.summary(fit.to_arviz(), var_names=names, **kwargs)
-    params = fit.model.get_params() if isinstance(fit.model, GenerativeModel) else fit.params
     rows = []
-    for name, value in params.items():
+    for name, value in fit.params.items():
         arr = _np(value)
         if arr.ndim == 0:
             rows.append((name, float(arr)))
@@ -143,8 +148,6 @@ def summary(fit: Fit, **kwargs: Any) -> pd.DataFrame:
 def _khat(fit: Fit, num_draws: int = 1000) -> float:
     """PSIS k-hat of the importance weights log p(x, theta) - log q(theta), theta ~ q."""
     import pyro.poutine as poutine
-
-    from .inference.api import isolated
 
     args = (fit.data,)
     # isolated(): seeded, and the guide's parameters stay module-local (running a guide

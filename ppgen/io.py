@@ -56,7 +56,8 @@ def save(model: GenerativeModel, path: str | os.PathLike) -> Path:
         "version": VERSION,
         "model": model.registry_name,
         "config": json.dumps(model.get_config()),
-        "state": {k: v.detach().cpu() for k, v in model.get_state().items() if v is not None},
+        "state": {k: v.detach().cpu() for k, v in model.get_state(training=False).items()
+                  if v is not None},
     }
     return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
@@ -64,6 +65,8 @@ def save(model: GenerativeModel, path: str | os.PathLike) -> Path:
 def load(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> GenerativeModel:
     """Load a model saved by :func:`save`; a corrupt or foreign file gives a clear error."""
     path = Path(path)
+    if path.is_dir() and (path / "model.pt").is_file():
+        path = path / "model.pt"  # a run directory written by the ppgen command
     if not path.is_file():
         raise FileNotFoundError(f"path: expected a ppgen model file, got {str(path)!r} which "
                                 "does not exist.")
@@ -84,8 +87,8 @@ def load(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -
     try:
         cls = get_model_class(payload["model"])
         model = cls(**json.loads(payload["config"]))
-        state = {k: v for k, v in payload["state"].items()}
-        model.set_state({n: state.get(n) for n in model.param_names + model.state_names})
+        state = dict(payload["state"])
+        model.set_state({**{n: None for n in model.param_names + model.state_names}, **state})
         model.set_params(**{n: state[n] for n in model.active_param_names})
     except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
         what = f"missing entry {exc}" if isinstance(exc, KeyError) else str(exc)

@@ -4,20 +4,20 @@ model function."""
 from __future__ import annotations
 
 import inspect
-import os
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
 import pyro
 import torch
 
-from .._random import resolve_seed, seeded
-from .._validation import bad_type, bad_value, check_positive_int
+from .._context import isolated
+from .._random import resolve_seed
+from .._validation import NotSupportedError, bad_type, bad_value, check_positive_int
 from ..models.base import GenerativeModel
 from .em import run_em
+from .loop import plan_steps, train
 from .mcmc import recover_discrete, run_mcmc
 from .result import Fit
 from .svi import run_svi
@@ -27,34 +27,19 @@ __all__ = ["fit"]
 
 Method = Literal["em", "svi", "mcmc"]
 
+#: Options of the training loop itself (minibatches, length, checkpoints, validation).
+LOOP_OPTIONS = {"num_epochs", "checkpoint", "checkpoint_every", "resume", "validation_data",
+                "eval_every", "patience", "max_bad_steps"}
+#: Options of the objective a model's default_objective receives.
+OBJECTIVE_OPTIONS = {"lr", "lr_decay", "clip_norm", "num_particles"}
+
 _OPTIONS = {
     "em": {"num_steps", "tol", "num_restarts"},
-    "svi": {"num_steps", "tol", "lr", "lr_decay", "clip_norm", "check_every", "num_particles",
-            "guide", "loss", "batch_size", "num_samples"},
+    "svi": {"num_steps", "tol", "check_every", "guide", "loss", "batch_size", "num_samples"}
+    | LOOP_OPTIONS | OBJECTIVE_OPTIONS,
     "mcmc": {"num_samples", "num_warmup", "num_chains", "target_accept_prob", "max_tree_depth",
              "kernel", "jit_compile"},
 }
-
-
-#: Pyro's distribution argument checks cost 5x on small models; tests switch them on with
-#: the environment variable PPGEN_VALIDATE=1.
-VALIDATE = os.environ.get("PPGEN_VALIDATE", "0") == "1"
-
-
-@contextmanager
-def isolated(seed: int) -> Iterator[None]:
-    """Seeded RNGs, an empty global param store and module-local PyroModule parameters for
-    the block; the user's RNG states and param store are put back afterwards."""
-    store = pyro.get_param_store()
-    saved = store.get_state()
-    store.clear()
-    try:
-        with seeded(seed), pyro.settings.context(module_local_params=True), \
-                pyro.validation_enabled(VALIDATE):
-            yield
-    finally:
-        store.clear()
-        store.set_state(saved)
 
 
 def _to_device(x: Any, device: torch.device | None) -> Any:
@@ -128,23 +113,26 @@ def fit(model: GenerativeModel | Callable, data: Any = None, method: Method = "s
     """
     if method not in _OPTIONS:
         raise bad_value("method", "'em', 'svi' or 'mcmc'", repr(method))
-    unknown = set(options) - _OPTIONS[method]
-    if unknown:
-        raise bad_type("options", f"options of method={method!r} among "
-                       + ", ".join(sorted(_OPTIONS[method])), ", ".join(sorted(unknown)))
     builtin = isinstance(model, GenerativeModel)
     if not builtin and not callable(model):
         raise bad_type("model", "a ppgen GenerativeModel or a Pyro model function",
                        type(model).__name__)
-    if method == "em" and not (builtin and model.supports_em):
+    allowed = set(_OPTIONS[method])
+    if builtin and method == "svi":
+        allowed |= set(model.objective_options)
+    unknown = set(options) - allowed
+    if unknown:
+        raise bad_type("options", f"options of method={method!r} among "
+                       + ", ".join(sorted(allowed)), ", ".join(sorted(unknown)))
+    methods = model.capabilities().methods if builtin else ("svi", "mcmc")
+    if method not in methods:
         name = type(model).__name__ if builtin else getattr(model, "__name__", "model")
-        others = "'svi' or 'mcmc'" if not builtin or model.supports_mcmc else "'svi'"
-        raise bad_value("method", "a method the model supports", "'em'",
-                        f"{name} has no closed-form EM steps; use method={others}.")
-    if method == "mcmc" and builtin and not model.supports_mcmc:
-        raise bad_value("method", "a method the model supports", "'mcmc'",
-                        f"{type(model).__name__} has network weights that are not latent "
-                        "sites, so NUTS cannot sample it; use method='svi'.")
+        others = " or ".join(repr(m) for m in methods)
+        why = {"em": f"{name} has no closed-form EM steps",
+               "mcmc": f"{name} has network weights that are not latent sites, so NUTS "
+                       "cannot sample it"}[method]
+        raise NotSupportedError(f"method: expected a method the model supports, got "
+                                f"{method!r}. {why}; use method={others}.")
     if model_kwargs is not None and not isinstance(model_kwargs, dict):
         raise bad_type("model_kwargs", "a dict", type(model_kwargs).__name__)
     if init is not None and not isinstance(init, dict):
@@ -198,44 +186,10 @@ def _fit_builtin(model: GenerativeModel, data, method, seed, device, init, kwarg
         return Fit(model=model, method="em", history=out["history"], converged=out["converged"],
                    elapsed=0.0, seed=seed, model_fn=model_fn, data=x, model_kwargs=kwargs,
                    info=info, params=model.get_params(), messages=out["messages"],
-                   options=dict(options))
-    info = inspect_model(model_fn, (x,), kwargs)
+                   options=dict(options), state=model.get_state())
     if method == "svi":
-        options = dict(options)
-        batch_size = options.pop("batch_size", None)
-        num_draws = options.pop("num_samples", 1000)
-        guide = options.pop("guide", model.default_guide)
-        # The model's own guide ("model", or its bound guide method) starts itself and
-        # reports its point estimate; automatic guides start from init_values.
-        own = guide == "model" or getattr(guide, "__self__", None) is model
-        if guide == "model":
-            guide = model.guide
-        batch = {}
-        if batch_size is not None:
-            batch = {"subsample_size": min(check_positive_int("batch_size", batch_size),
-                                           x.shape[0])}
-        if options.get("loss") is None:
-            options["loss"] = model.default_loss(options.get("num_particles", 1))
-        values = None if own else model.init_values(x, init=init, seed=seed, **data_kw)
-        out = run_svi(model_fn, (x,), kwargs, info, progress=progress, guide=guide,
-                      init_values=values, batch_kwargs=batch, **options)
-        guide_fn = out["guide"]
-        posterior = None
-        point = {}
-        with torch.no_grad():
-            if own:
-                point = model.guide_point_estimate()
-            elif hasattr(guide_fn, "median"):
-                point = guide_fn.median(x, **kwargs)
-            if guide != "map" and not own:
-                posterior = _guide_draws(guide_fn, (x,), kwargs, info, num_draws)
-        if point:
-            model.set_point_estimate(point)
-        return Fit(model=model, method="svi", history=out["history"],
-                   converged=out["converged"], elapsed=0.0, seed=seed, model_fn=model_fn,
-                   data=x, model_kwargs=kwargs, info=info,
-                   params=model.get_params() if model.is_fitted else {}, posterior=posterior,
-                   guide=guide_fn, messages=out["messages"], options=dict(options))
+        return _svi_builtin(model, x, seed, init, kwargs, data_kw, progress, options)
+    info = inspect_model(model_fn, (x,), kwargs)
     options = dict(options)
     options.setdefault("jit_compile", model.jit_compile)
     out = run_mcmc(model_fn, (x,), kwargs, info, seed=seed, progress=progress,
@@ -248,16 +202,133 @@ def _fit_builtin(model: GenerativeModel, data, method, seed, device, init, kwarg
     return Fit(model=model, method="mcmc", history={}, converged=None, elapsed=0.0, seed=seed,
                model_fn=model_fn, data=x, model_kwargs=kwargs, info=info,
                params=model.get_params(), posterior=samples, sample_stats=out["sample_stats"],
-               options=dict(options))
+               options=dict(options), state=model.get_state())
+
+
+def _split(options: dict[str, Any], names) -> dict[str, Any]:
+    return {k: options.pop(k) for k in list(options) if k in names}
+
+
+def _fingerprint(model: Any, x: Any, method: str, objective: Any,
+                 options: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint must match to be resumed by this fit: the model (class and
+    configuration), the method, the objective and its options, and the data (shape and two
+    cheap float64 moments)."""
+    values = getattr(x, "probs", x)
+    if isinstance(model, GenerativeModel):
+        try:
+            config = model.get_config()
+        except Exception:  # a model with user modules: its class and repr
+            config = repr(model)
+        name = type(model).__name__
+    else:
+        config, name = getattr(model, "__qualname__", repr(model)), "function"
+    data: dict[str, Any] = {}
+    if isinstance(values, torch.Tensor) and not values.is_sparse:
+        v = values.detach().double()
+        data = {"shape": list(v.shape), "sum": round(float(v.sum()), 6),
+                "sq": round(float((v * v).sum()), 6)}
+    return {"model": name, "config": json_safe(config), "method": method,
+            "objective": type(objective).__name__,
+            "options": {k: repr(v) for k, v in sorted(options.items())}, "data": data}
+
+
+def json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return repr(value)
+
+
+def _svi_builtin(model: GenerativeModel, x, seed, init, kwargs, data_kw, progress,
+                 options) -> Fit:
+    """SVI on a built-in model: its own objective when it has one (networks trained by a
+    hand-written step), else an ELBO on its Pyro model and a guide."""
+    options = dict(options)
+    loop_kw = _split(options, LOOP_OPTIONS)
+    num_draws = options.pop("num_samples", 1000)
+    batch_size = options.pop("batch_size", None)
+    num_steps = options.pop("num_steps", None)
+    tol = options.pop("tol", 1e-5)
+    check_every = options.pop("check_every", 100)
+    objective = None
+    if "loss" not in options and "guide" not in options:
+        total = plan_steps(len(x), num_steps, loop_kw.get("num_epochs"), batch_size)
+        objective = model.default_objective(
+            total_steps=total, **_split(options, OBJECTIVE_OPTIONS | set(model.objective_options)))
+    if objective is not None:
+        fingerprint = _fingerprint(model, x, "svi", objective, {
+            "batch_size": batch_size, **{k: v for k, v in vars(objective).items()
+                                         if isinstance(v, int | float | str | bool)}})
+        out = train(objective, model, x, seed=seed, num_steps=num_steps, batch_size=batch_size,
+                    tol=tol, check_every=check_every, progress=progress, kwargs=kwargs,
+                    per_datum=model.data_kwargs, fingerprint=fingerprint, **loop_kw)
+        model.finish_fit()
+        info = ModelInfo(model.observed_sites, (), (), model.max_plate_nesting, {})
+        return Fit(model=model, method="svi", history=out.history, converged=out.converged,
+                   elapsed=0.0, seed=seed, model_fn=model.model, data=x, model_kwargs=kwargs,
+                   info=info, params=model.get_params() if model.is_fitted else {},
+                   messages=out.messages, options=dict(options, batch_size=batch_size),
+                   state=model.get_state())
+    guide = options.pop("guide", model.default_guide)
+    # The model's own guide ("model", or its bound guide method) starts itself and
+    # reports its point estimate; automatic guides start from init_values.
+    own = guide == "model" or getattr(guide, "__self__", None) is model
+    if guide == "model":
+        guide = model.guide
+    if batch_size is not None:
+        batch_size = min(check_positive_int("batch_size", batch_size), x.shape[0])
+        kwargs = dict(kwargs, subsample_size=batch_size)
+    # One trace on a minibatch (not the whole data set) tells the sites and the plates.
+    info = inspect_model(model.model, (x,), kwargs)
+    kwargs = {k: v for k, v in kwargs.items() if k != "subsample_size"}
+    if options.get("loss") is None:
+        options["loss"] = model.default_loss(options.get("num_particles", 1))
+    values = None if own else model.init_values(x, init=init, seed=seed, **data_kw)
+    fingerprint = _fingerprint(model, x, "svi", guide if callable(guide) else str(guide),
+                               dict(options, batch_size=batch_size, guide=str(guide)))
+    out = run_svi(model.model, (x,), kwargs, info, progress=progress, seed=seed, guide=guide,
+                  init_values=values, batch_size=batch_size, num_steps=num_steps, tol=tol,
+                  check_every=check_every, loop_options=loop_kw, fingerprint=fingerprint,
+                  model=model, **options)
+    guide_fn = out["guide"]
+    posterior = None
+    point = {}
+    with torch.no_grad():
+        if own:
+            point = model.guide_point_estimate()
+        elif hasattr(guide_fn, "median"):
+            point = guide_fn.median(x, **kwargs)
+        if guide != "map" and not own:
+            posterior = _guide_draws(guide_fn, (x,), kwargs, info, num_draws)
+    if point:
+        model.set_point_estimate(point)
+    return Fit(model=model, method="svi", history=out["history"], converged=out["converged"],
+               elapsed=0.0, seed=seed, model_fn=model.model, data=x, model_kwargs=kwargs,
+               info=info, params=model.get_params() if model.is_fitted else {},
+               posterior=posterior, guide=guide_fn, messages=out["messages"],
+               options=dict(options, batch_size=batch_size), state=model.get_state())
 
 
 def _guide_draws(guide_fn, args, kwargs, info: ModelInfo, num_draws: int):
     """``num_draws`` joint draws of the latent sites from a guide: site -> (1, S, ...)."""
     num_draws = check_positive_int("num_samples", num_draws)
-    predictive = pyro.infer.Predictive(guide_fn, num_samples=num_draws,
-                                       return_sites=list(info.continuous))
-    with pyro.poutine.block():
-        draws = predictive(*args, **kwargs)
+    sites = list(info.continuous)
+    try:  # all draws in one vectorised call of the guide
+        predictive = pyro.infer.Predictive(guide_fn, num_samples=num_draws, return_sites=sites,
+                                           parallel=True)
+        with pyro.poutine.block():
+            draws = predictive(*args, **kwargs)
+        if any(v.shape[0] != num_draws for k, v in draws.items() if k in sites):
+            raise ValueError("a site ignored the draws' plate")
+    except (RuntimeError, ValueError, NotImplementedError):
+        # A guide that cannot broadcast over a plate of draws: one call per draw.
+        predictive = pyro.infer.Predictive(guide_fn, num_samples=num_draws, return_sites=sites)
+        with pyro.poutine.block():
+            draws = predictive(*args, **kwargs)
     # Predictive pads sites to the plate depth; give every site its own shape back.
     return {k: v.detach().reshape(1, num_draws, *info.shapes.get(k, v.shape[1:]))
             for k, v in draws.items() if k in info.continuous}
@@ -289,8 +360,12 @@ def _fit_function(model_fn: Callable, data, method, seed, init, kwargs, progress
                            "pyro.plate(..., subsample_size=B) and index the data with it.")
         num_draws = options.pop("num_samples", 1000)
         guide = options.pop("guide", "normal")
-        out = run_svi(model_fn, args, kwargs, info, progress=progress, guide=guide,
-                      init_values=init, **options)
+        loop_kw = _split(options, LOOP_OPTIONS)
+        fingerprint = _fingerprint(model_fn, data, "svi", guide if callable(guide) else
+                                   str(guide), dict(options, guide=str(guide)))
+        out = run_svi(model_fn, args, kwargs, info, progress=progress, seed=seed, guide=guide,
+                      init_values=init, loop_options=loop_kw, fingerprint=fingerprint,
+                      **options)
         guide_fn = out["guide"]
         params: dict[str, torch.Tensor] = {}
         posterior = None

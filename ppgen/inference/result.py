@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -73,6 +74,10 @@ class Fit:
     params : dict of str to Tensor
         Point estimates: the model's public parameters, or for a user function the guide's
         medians and any ``pyro.param`` values.
+    state : dict of str to Tensor, or None
+        A built-in model's whole state (``get_state()``: parameters, buffers, network
+        weights) as this fit left it. ``to_arviz``, ``summary`` and ``diagnose`` describe
+        this fit from it, even after the model has been refitted.
     """
 
     model: Any
@@ -91,7 +96,22 @@ class Fit:
     guide: Any = None
     messages: list[Diagnostic] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)
+    state: dict[str, Any] | None = field(default=None, repr=False)
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @contextmanager
+    def fitted_model(self) -> Iterator[Any]:
+        """The model as this fit left it, for the block: a built-in model gets this fit's
+        :attr:`state` back, and its current state again afterwards."""
+        if self.state is None or not hasattr(self.model, "set_state"):
+            yield self.model
+            return
+        current = self.model.get_state()
+        self.model.set_state(self.state)
+        try:
+            yield self.model
+        finally:
+            self.model.set_state(current)
 
     def __repr__(self) -> str:
         name = getattr(self.model, "__name__", None) or type(self.model).__name__

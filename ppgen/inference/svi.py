@@ -1,5 +1,6 @@
-"""The SVI runner: Pyro's ``SVI`` with an ELBO chosen from the model, automatic guides,
-minibatches, a learning-rate schedule, gradient clipping, early stopping and a NaN guard.
+"""The SVI runner: an ELBO chosen from the model (or any callable loss), automatic guides,
+trained by the shared loop (:mod:`ppgen.inference.loop`: minibatches, learning-rate schedule,
+gradient clipping, early stopping, the non-finite guard, checkpoints and resume).
 
 It also trains models whose objective is not an ELBO: ``loss=`` takes any callable
 ``loss(model, guide, *args, **kwargs) -> Tensor`` (as ``pyro.infer.SVI`` does), which is how
@@ -8,31 +9,22 @@ contrastive (Boltzmann machines) and adversarial (GANs) objectives are plugged i
 
 from __future__ import annotations
 
-import math
-import warnings
 from collections.abc import Callable
 from typing import Any, Literal
 
-import numpy as np
 import pyro
 import pyro.poutine as poutine
 import torch
-from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO
+from pyro.infer import Trace_ELBO, TraceEnum_ELBO
 from pyro.infer.autoguide import AutoDelta, AutoNormal
 from pyro.infer.autoguide.initialization import init_to_median, init_to_value
-from tqdm.auto import tqdm
 
-from .._validation import (
-    bad_type,
-    bad_value,
-    check_nonnegative_float,
-    check_positive_float,
-    check_positive_int,
-)
-from .result import ConvergenceWarning, Diagnostic
-from .tracing import ModelInfo
+from .._validation import bad_type, bad_value, check_positive_float, check_positive_int
+from .loop import plan_steps, train
+from .objectives import PyroLoss
+from .tracing import ModelInfo, enumerated
 
-__all__ = ["run_svi", "make_guide"]
+__all__ = ["run_svi", "make_guide", "default_elbo", "resolve_loss"]
 
 GuideKind = Literal["normal", "map"]
 
@@ -79,120 +71,126 @@ def _first_bad_site(model_fn, guide, args, kwargs) -> str:
     return "unknown (all sites finite at the restored parameters)"
 
 
+def default_elbo(info: ModelInfo, num_particles: int) -> pyro.infer.ELBO:
+    """``TraceEnum_ELBO`` when the model has discrete latent sites, else ``Trace_ELBO``."""
+    if info.discrete:
+        return TraceEnum_ELBO(max_plate_nesting=info.max_plate_nesting,
+                              num_particles=num_particles)
+    return Trace_ELBO(num_particles=num_particles)
+
+
+def resolve_loss(loss: Any, info: ModelInfo, num_particles: int) -> Any:
+    """The ELBO or callable loss an SVI fit minimises: ``loss`` as given, ``"elbo"``, or
+    ``"iwae"`` (the importance-weighted bound with ``num_particles`` samples, Burda et al.
+    2015, as Pyro's ``RenyiELBO(alpha=0)``)."""
+    if loss is None or loss == "elbo":
+        return default_elbo(info, num_particles)
+    if loss == "iwae":
+        if info.discrete:
+            raise bad_value("loss", "'elbo' for a model with enumerated discrete sites",
+                            "'iwae'", "Pyro's importance-weighted bound does not enumerate.")
+        return pyro.infer.RenyiELBO(alpha=0.0, num_particles=max(num_particles, 2))
+    if isinstance(loss, str):
+        raise bad_value("loss", "'elbo', 'iwae', a pyro ELBO or a callable", repr(loss))
+    if not callable(loss) and not isinstance(loss, pyro.infer.ELBO):
+        raise bad_type("loss", "a pyro ELBO or a callable loss(model, guide, *args, **kwargs)",
+                       type(loss).__name__)
+    return loss
+
+
 def run_svi(model_fn: Callable, args: tuple, kwargs: dict, info: ModelInfo, *, progress: bool,
-            guide: GuideKind | Callable = "normal", init_values=None, loss=None,
-            num_steps: int = 2000, lr: float = 0.01, lr_decay: float = 0.1,
-            clip_norm: float = 10.0, tol: float = 1e-5, check_every: int = 100,
-            num_particles: int = 1, batch_kwargs: dict | None = None) -> dict[str, Any]:
-    """Run SVI.
+            seed: int, guide: GuideKind | Callable = "normal", init_values=None, loss=None,
+            num_steps: int | None = None, lr: float = 0.01,
+            lr_decay: float = 0.1, clip_norm: float = 10.0, tol: float = 1e-5,
+            check_every: int = 100, num_particles: int = 1, batch_size: int | None = None,
+            loop_options: dict[str, Any] | None = None,
+            fingerprint: dict[str, Any] | None = None, model: Any = None) -> dict[str, Any]:
+    """Run SVI through the training loop (:func:`ppgen.inference.loop.train`).
 
     Parameters
     ----------
     guide : {"normal", "map"} or callable
         ``"normal"``: mean-field ``AutoNormal``; ``"map"``: ``AutoDelta`` (MAP); or a guide.
-    loss : pyro ELBO or callable, optional
+    loss : pyro ELBO, callable, "elbo" or "iwae", optional
         Default: ``TraceEnum_ELBO`` when the model has discrete latent sites, else
         ``Trace_ELBO``. A callable ``loss(model, guide, *args, **kwargs)`` returning a scalar
         tensor to minimise is used as is (contrastive and adversarial objectives).
-    num_steps, lr : int, float
-        Most optimisation steps; Adam's learning rate.
+    num_steps : int, optional
+        How long (default 2000 steps; or ``loop_options['num_epochs']`` epochs of
+        ``ceil(num_data / batch_size)`` steps).
+    lr : float
+        Adam's learning rate.
     lr_decay : float
-        The learning rate decays geometrically to ``lr * lr_decay`` at ``num_steps``.
+        The learning rate decays geometrically to ``lr * lr_decay`` at the last step.
     clip_norm : float
-        Gradient norm clipping (ClippedAdam).
+        The total gradient norm is clipped to it (its non-finite value skips the step).
     tol : float
         Early stopping: the run stops when the mean loss of the last ``check_every`` steps
         changed by less than ``tol`` relative to the previous window; 0 runs all steps.
+    batch_size : int, optional
+        Minibatches of the model's subsampled plate (built-in models).
+    loop_options : dict
+        Checkpoint, resume and validation options of the loop.
     """
-    num_steps = check_positive_int("num_steps", num_steps)
     lr = check_positive_float("lr", lr)
     lr_decay = check_positive_float("lr_decay", lr_decay)
     clip_norm = check_positive_float("clip_norm", clip_norm)
-    tol = check_nonnegative_float("tol", tol)
-    check_every = check_positive_int("check_every", check_every)
     num_particles = check_positive_int("num_particles", num_particles)
     guide_fn = make_guide(model_fn, info, guide, init_values)
-    if loss is None:
-        if info.discrete:
-            loss = TraceEnum_ELBO(max_plate_nesting=info.max_plate_nesting,
-                                  num_particles=num_particles)
-        else:
-            loss = Trace_ELBO(num_particles=num_particles)
-    elif not callable(loss) and not isinstance(loss, pyro.infer.ELBO):
-        raise bad_type("loss", "a pyro ELBO or a callable loss(model, guide, *args, **kwargs)",
-                       type(loss).__name__)
-    train_model = model_fn
-    if info.discrete:
-        from pyro.infer import config_enumerate
-
-        train_model = config_enumerate(model_fn, default="parallel")
-    optim = pyro.optim.ClippedAdam({"lr": lr, "clip_norm": clip_norm,
-                                    "lrd": lr_decay ** (1.0 / num_steps)})
-    svi = SVI(train_model, guide_fn, optim, loss=loss)
-    step_kwargs = dict(kwargs, **(batch_kwargs or {}))
-    losses: list[float] = []
-    messages: list[Diagnostic] = []
-    converged: bool | None = None if tol == 0 else False
-    last_good: dict[str, torch.Tensor] | None = None
-    params: dict[str, torch.Tensor] = {}
-    bar = tqdm(range(num_steps), disable=not progress, desc="SVI", leave=False)
-    for step in bar:
-        value = svi.step(*args, **step_kwargs)
-        if step == 0:
-            params = _trainable(guide_fn, train_model, args, step_kwargs)
-        bad_params = [name for name, p in params.items() if not bool(torch.isfinite(p).all())]
-        if not math.isfinite(value) or bad_params:
-            if last_good is not None:
-                with torch.no_grad():
-                    for name, p in params.items():
-                        p.copy_(last_good[name])
-            if math.isfinite(value):
-                # The loss was finite but its gradient was not: name the parameters.
-                shown = ", ".join(repr(n) for n in bad_params[:4])
-                more = f" and {len(bad_params) - 4} more" if len(bad_params) > 4 else ""
-                what = (f"SVI gradients became NaN or infinite at step {step} (loss {value:.6g}): "
-                        f"parameters {shown}{more} went non-finite")
-                site = bad_params[0]
-            else:
-                site = _first_bad_site(train_model, guide_fn, args, kwargs)
-                what = f"SVI loss became {value} at step {step}; offending site {site}"
-            msg = (f"{what}. Parameters were restored to step {step - 1} and the run stopped. "
-                   "Lower lr, rescale the data, use tighter priors, or (for reparameterised "
-                   "Dirichlet or Gamma guides) an ELBO with analytic KL terms such as "
-                   "TraceMeanField_ELBO.")
-            messages.append(Diagnostic("nan", msg, site=site, severity="error"))
-            warnings.warn(msg, RuntimeWarning, stacklevel=3)
-            converged = False
-            break
-        last_good = {name: p.detach().clone() for name, p in params.items()}
-        losses.append(value)
-        if progress and step % 10 == 0:
-            bar.set_postfix(loss=f"{value:.4g}")
-        if tol > 0 and (step + 1) % check_every == 0 and len(losses) >= 2 * check_every:
-            current = float(np.mean(losses[-check_every:]))
-            before = float(np.mean(losses[-2 * check_every:-check_every]))
-            if abs(current - before) <= tol * max(abs(before), 1e-12):
-                converged = True
-                break
-    bar.close()
-    if converged is False and not messages:
-        msg = (f"SVI did not converge in {num_steps} steps (windowed relative loss change above "
-               f"tol={tol:g}); increase num_steps or lr, or loosen tol.")
-        messages.append(Diagnostic("not_converged", msg, threshold=tol))
-        warnings.warn(msg, ConvergenceWarning, stacklevel=3)
-    return {"guide": guide_fn, "history": {"objective": np.asarray(losses)},
-            "converged": converged, "messages": messages}
+    loss = resolve_loss(loss, info, num_particles)
+    train_model = enumerated(model_fn, info)
+    loop_options = dict(loop_options or {})
+    source = args[0] if batch_size is not None else _Whole(args[0])
+    total = plan_steps(len(source), num_steps, loop_options.pop("num_epochs", None), batch_size)
+    objective = PyroLoss(train_model, guide_fn, loss, kwargs=kwargs, plates=info.subsampled,
+                         lr=lr, lr_decay=lr_decay, clip_norm=clip_norm, total_steps=total)
+    objective.offending_site = lambda: _first_bad_site(train_model, guide_fn, args, kwargs)
+    out = train(objective, model, source, seed=seed, num_steps=total, batch_size=batch_size,
+                tol=tol, check_every=check_every, progress=progress,
+                extra_state=_pyro_state(guide_fn), fingerprint=fingerprint, **loop_options)
+    return {"guide": guide_fn, "history": out.history, "converged": out.converged,
+            "messages": out.messages, "loop": out}
 
 
-def _trainable(guide, model, args, kwargs) -> dict[str, torch.Tensor]:
-    """The unconstrained tensors SVI optimises (guide modules, model modules, pyro.param)."""
-    params: dict[str, torch.Tensor] = {}
-    if isinstance(guide, torch.nn.Module):
-        params.update({f"guide.{n}": p for n, p in guide.named_parameters()})
-    for fn in (guide, model):
-        with poutine.block():
-            trace = poutine.trace(fn, param_only=True).get_trace(*args, **kwargs)
-        for name, site in trace.nodes.items():
-            if site["type"] == "param":
-                params.setdefault(name, site["value"].unconstrained())
-    return params
+class _Whole:
+    """A full-batch "data set" of one row for the loop, whose minibatch is the data itself
+    (models without a subsampled plate, user functions)."""
+
+    def __init__(self, data: Any) -> None:
+        self.data = data
+        self.device = getattr(data, "device", None)
+
+    def __len__(self) -> int:
+        return 1
+
+    def take(self, index: torch.Tensor) -> Any:
+        return self.data
+
+
+def _pyro_state(guide_fn: Any):
+    """Checkpoint hooks for what Pyro trains beside the model: the automatic guide's module
+    and the values in the param store (as unconstrained tensors)."""
+
+    def get() -> dict[str, Any]:
+        store = pyro.get_param_store()
+        out: dict[str, Any] = {"store": {k: store._params[k].detach().clone()
+                                         for k in store.keys()}}
+        if isinstance(guide_fn, torch.nn.Module):
+            out["guide"] = {k: v.detach().clone() for k, v in guide_fn.state_dict().items()}
+        return out
+
+    def put(state: dict[str, Any]) -> None:
+        store = pyro.get_param_store()
+        saved = state.get("store", {})
+        if set(saved) != set(store.keys()):
+            raise bad_value("resume", f"a checkpoint with the parameters {sorted(store.keys())}",
+                            sorted(saved), "It was written by another model or guide.")
+        if isinstance(guide_fn, torch.nn.Module):
+            guide_fn.load_state_dict(state.get("guide", {}))
+        with torch.no_grad():
+            for k, v in saved.items():
+                store._params[k].copy_(v)
+
+    return get, put
+
+

@@ -34,6 +34,9 @@ class ModelInfo:
     batch_dims: dict[str, int] = field(default_factory=dict)
     deterministic: tuple[str, ...] = ()
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    #: Plates that subsampled in the inspected trace (their names are the sites that hold
+    #: the minibatch indices).
+    subsampled: tuple[str, ...] = ()
 
 
 def inspect_model(model_fn: Callable, args: tuple, kwargs: dict) -> ModelInfo:
@@ -44,8 +47,13 @@ def inspect_model(model_fn: Callable, args: tuple, kwargs: dict) -> ModelInfo:
     batch_dims: dict[str, int] = {}
     shapes: dict[str, tuple[int, ...]] = {}
     nesting = 0
+    subsampled = []
     for name, site in trace.nodes.items():
-        if site["type"] != "sample" or isinstance(site["fn"], _Subsample):
+        if site["type"] == "sample" and isinstance(site["fn"], _Subsample):
+            if (site["fn"].subsample_size or site["fn"].size) < site["fn"].size:
+                subsampled.append(name)
+            continue
+        if site["type"] != "sample":
             continue
         for frame in site["cond_indep_stack"]:
             if frame.vectorized:
@@ -68,7 +76,7 @@ def inspect_model(model_fn: Callable, args: tuple, kwargs: dict) -> ModelInfo:
         shapes[name] = tuple(site["value"].shape)
     values = {n: trace.nodes[n]["value"] for n in observed}
     return ModelInfo(tuple(observed), tuple(continuous), tuple(discrete), nesting, values,
-                     batch_dims, tuple(deterministic), shapes)
+                     batch_dims, tuple(deterministic), shapes, tuple(subsampled))
 
 
 def enumerated(model_fn: Callable, info: ModelInfo) -> Callable:

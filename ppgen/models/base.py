@@ -15,7 +15,18 @@ point estimates          ``set_point_estimate`` (SVI guide medians), ``summarize
 label switching          ``relabel`` (applied to MCMC draws before diagnostics)
 fast log-likelihood      ``log_likelihood`` (per datum, vectorised over posterior draws)
 custom loss              ``custom_loss`` (contrastive / adversarial models)
+training objective       ``default_objective`` (an :class:`ppgen.training.Objective`: own
+                         steps, parameter groups, persistent state), ``parameter_groups``
+training-only modules    ``training_only`` (submodules kept in checkpoints, left out of
+                         ``ppgen.save``)
 =======================  ==================================================================
+
+What a model can do is declared, not discovered: :meth:`GenerativeModel.capabilities` reads the
+class attributes ``supports_em``, ``supports_mcmc``, ``log_prob_kind`` and ``applications``.
+A request outside them raises :class:`~ppgen.NotSupportedError` naming the alternative.
+
+The model's state is its ``state_dict()`` (public parameters, buffers and network weights):
+snapshots, the rollback of a failed fit, checkpoints and ``ppgen.save`` all use it.
 
 The inference layer never imports a concrete model: it talks to this class only.
 """
@@ -23,23 +34,53 @@ The inference layer never imports a concrete model: it talks to this class only.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, TypeVar
 
 import torch
 from pyro.nn import PyroModule
 
-from .._validation import NotFittedError, bad_value
+from .._validation import NotFittedError, bad_value, not_supported
 
-__all__ = ["GenerativeModel", "register", "MODEL_REGISTRY", "get_model_class"]
+__all__ = ["GenerativeModel", "Capabilities", "register", "MODEL_REGISTRY", "get_model_class"]
+
+LogProbKind = Literal["exact", "estimate", "bound", "none"]
+ModelT = TypeVar("ModelT", bound="type[GenerativeModel]")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a model declares it can do.
+
+    Attributes
+    ----------
+    methods : tuple of str
+        Fitting methods among ``"em"``, ``"svi"``, ``"mcmc"``.
+    log_prob : {"exact", "estimate", "bound", "none"}
+        The kind of :meth:`GenerativeModel.log_prob`: exact, a stochastic estimate with a
+        standard error (``estimator`` names it), a lower bound, or none.
+    estimator : str or None
+        The estimator behind an ``"estimate"`` or ``"bound"`` log_prob (e.g.
+        ``"importance sampling"``).
+    applications : tuple of str
+        Among ``"sample"``, ``"log_prob"``, ``"score"``, ``"impute"``, ``"reconstruct"``,
+        ``"transform"``.
+    """
+
+    methods: tuple[str, ...]
+    log_prob: LogProbKind
+    estimator: str | None
+    applications: tuple[str, ...]
 
 #: Built-in models by short name (``"gmm"``), filled by :func:`register`.
 MODEL_REGISTRY: dict[str, type[GenerativeModel]] = {}
 
 
-def register(name: str) -> Callable[[type[GenerativeModel]], type[GenerativeModel]]:
-    """Class decorator adding a model to :data:`MODEL_REGISTRY` under ``name``."""
+def register(name: str) -> Callable[[ModelT], ModelT]:
+    """Class decorator adding a model to :data:`MODEL_REGISTRY` under ``name`` (the class
+    itself is returned unchanged, so type checkers see its own signature)."""
 
-    def deco(cls: type[GenerativeModel]) -> type[GenerativeModel]:
+    def deco(cls: ModelT) -> ModelT:
         if name in MODEL_REGISTRY and MODEL_REGISTRY[name] is not cls:
             raise ValueError(f"model name {name!r} is already registered")
         cls.registry_name = name
@@ -77,6 +118,17 @@ class GenerativeModel(PyroModule):
     supports_em: ClassVar[bool] = False
     #: Whether NUTS can sample every parameter (False for models with network weights).
     supports_mcmc: ClassVar[bool] = True
+    #: The kind of ``log_prob``: "exact", "estimate" (stochastic, with a standard error),
+    #: "bound" (a lower bound) or "none"; and the estimator behind an estimate or bound.
+    log_prob_kind: ClassVar[LogProbKind] = "exact"
+    log_prob_estimator: ClassVar[str | None] = None
+    #: The applications the model offers (see :class:`Capabilities`).
+    applications: ClassVar[tuple[str, ...]] = ("sample", "log_prob", "score", "impute")
+    #: Extra ``fit(..., "svi")`` options this model's :meth:`default_objective` takes.
+    objective_options: ClassVar[tuple[str, ...]] = ()
+    #: Names of submodules used only in training (e.g. a GAN's discriminator): kept in
+    #: snapshots and checkpoints, left out of ``ppgen.save``.
+    training_only: ClassVar[tuple[str, ...]] = ()
     #: Default SVI guide kind: ``"map"`` (point estimate), ``"normal"`` (mean field) or
     #: ``"model"`` (the model's own :meth:`guide`).
     default_guide: ClassVar[str] = "normal"
@@ -98,6 +150,27 @@ class GenerativeModel(PyroModule):
         super().__init__()
         for name in self.param_names + self.state_names:
             self.register_buffer(name, None)
+
+    @classmethod
+    def capabilities(cls) -> Capabilities:
+        """What this model declares it can do (methods, kind of log_prob, applications)."""
+        methods = tuple(m for m, ok in (("em", cls.supports_em), ("svi", True),
+                                        ("mcmc", cls.supports_mcmc)) if ok)
+        return Capabilities(methods=methods, log_prob=cls.log_prob_kind,
+                            estimator=cls.log_prob_estimator, applications=cls.applications)
+
+    def check_supports(self, application: str, instead: str) -> None:
+        """Raise :class:`~ppgen.NotSupportedError` unless ``application`` is declared."""
+        if application not in self.applications:
+            raise not_supported(self, application, instead)
+
+    def _apply(self, fn, recurse=True):
+        # .to(), .float(), .cuda(): derived caches (Cholesky factors, log-parameters) must
+        # follow the new device and dtype.
+        out = super()._apply(fn, recurse)
+        if self.is_fitted:
+            self._on_params_changed()
+        return out
 
     # ----------------------------------------------------------------------- Pyro
     def model(self, data: torch.Tensor | None = None, **kwargs: Any) -> Any:
@@ -143,15 +216,43 @@ class GenerativeModel(PyroModule):
         self.check_fitted("report parameters")
         return {n: getattr(self, n).detach().clone() for n in self.active_param_names}
 
-    def get_state(self) -> dict[str, torch.Tensor | None]:
-        """Everything that fitting changes, for snapshots and ``ppgen.save``."""
-        return {
-            n: (None if getattr(self, n) is None else getattr(self, n).detach().clone())
-            for n in self.param_names + self.state_names
-        }
+    def get_state(self, *, training: bool = True) -> dict[str, torch.Tensor | None]:
+        """Everything that fitting changes: the module's ``state_dict()`` (public parameters,
+        buffers, network weights) as detached copies, and ``None`` for public parameters that
+        are not set yet. ``training=False`` leaves out the :attr:`training_only` modules (what
+        ``ppgen.save`` writes); snapshots and checkpoints keep them."""
+        state: dict[str, torch.Tensor | None] = {n: None for n in self.param_names
+                                                 + self.state_names}
+        skip = tuple(f"{m}." for m in self.training_only) if not training else ()
+        for k, v in self.state_dict(keep_vars=True).items():
+            if not k.startswith(skip):
+                state[k] = v.detach().clone()
+        return state
 
     def set_state(self, state: dict[str, torch.Tensor | None]) -> None:
-        for n in self.param_names + self.state_names:
+        """Restore a state from :meth:`get_state` (all of it, or nothing: the entries are
+        checked against the module before anything is changed). Network weights are copied
+        into the existing tensors, so they keep the model's device and dtype; public
+        parameters take the given tensors (None unsets them)."""
+        named = self.param_names + self.state_names
+        own = {k: v for k, v in self.state_dict(keep_vars=True).items() if k not in named}
+        given = {k: v for k, v in state.items() if k not in named}
+        skipped = tuple(f"{m}." for m in self.training_only)
+        missing = [k for k in own if k not in given and not k.startswith(skipped)]
+        unexpected = [k for k in given if k not in own]
+        wrong = [k for k, v in given.items() if k in own and v is not None
+                 and tuple(v.shape) != tuple(own[k].shape)]
+        if missing or unexpected or wrong:
+            what = "; ".join(f"{label} {', '.join(names[:4])}" for label, names in
+                             (("missing", missing), ("unexpected", unexpected),
+                              ("wrong shape", wrong)) if names)
+            raise bad_value("state", f"the state of this {type(self).__name__} "
+                            "(get_state() of the same configuration)", what)
+        with torch.no_grad():
+            for k, v in given.items():
+                if v is not None:
+                    own[k].copy_(v)
+        for n in named:
             setattr(self, n, state.get(n))
         self._on_params_changed()
 
@@ -172,21 +273,46 @@ class GenerativeModel(PyroModule):
     def _on_params_changed(self) -> None:
         """Hook: recompute caches derived from the parameters."""
 
+    def _tensors(self):
+        yield from (getattr(self, n) for n in self.param_names + self.state_names)
+        yield from self.parameters()
+        yield from self.buffers()
+
     @property
     def device(self) -> torch.device:
-        for n in self.param_names + self.state_names:
-            v = getattr(self, n)
+        """The device of the model's tensors (public parameters first, then networks)."""
+        for v in self._tensors():
             if v is not None:
                 return v.device
         return torch.device("cpu")
 
     @property
     def dtype(self) -> torch.dtype:
-        for n in self.param_names + self.state_names:
-            v = getattr(self, n)
+        """The floating dtype of the model's tensors (public parameters first)."""
+        for v in self._tensors():
             if v is not None and v.is_floating_point():
                 return v.dtype
         return torch.get_default_dtype()
+
+    def parameter_groups(self) -> dict[str, list[torch.nn.Parameter]]:
+        """Network parameters by group, each trained by its own optimiser (e.g.
+        ``{"generator": [...], "discriminator": [...]}``); by default one group ``"model"``
+        with every ``nn.Parameter`` of the module, or none."""
+        params = list(self.parameters())
+        return {"model": params} if params else {}
+
+    def default_objective(self, **options: Any) -> Any:
+        """The training objective ``fit(..., "svi")`` uses for this model: an object with
+        ``init(model, batch, seed) -> TrainState`` and ``step(model, state, batch) ->
+        metrics`` (:class:`ppgen.training.Objective`), built from the fit's options; or None
+        (the default) for an ELBO on :meth:`model` and the chosen guide. It receives
+        ``total_steps``, the fit's ``lr``, ``lr_decay``, ``clip_norm``, ``num_particles``
+        where given, and the options named in :attr:`objective_options`."""
+        return None
+
+    def finish_fit(self) -> None:
+        """Hook called once the training loop has run this model's own objective (e.g. to
+        switch networks to evaluation mode and mark the model fitted)."""
 
     # ---------------------------------------------------------------- inference hooks
     def prepare(self, data: torch.Tensor) -> torch.Tensor:
