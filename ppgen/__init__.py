@@ -10,7 +10,15 @@ from . import datasets, evaluation
 from ._validation import NotFittedError
 from .inference import ConvergenceWarning, Diagnostic, Fit, fit
 from .io import load, save
-from .models import LDA, GaussianMixture, GenerativeModel, HiddenMarkovModel, ProdLDA
+from .models import (
+    LDA,
+    VAE,
+    ConditionalVAE,
+    GaussianMixture,
+    GenerativeModel,
+    HiddenMarkovModel,
+    ProdLDA,
+)
 
 __version__ = "0.1.0"
 
@@ -24,4 +32,5 @@ def compare(fits, **kwargs):
 
 __all__ = ["fit", "Fit", "Diagnostic", "ConvergenceWarning", "NotFittedError", "compare",
            "save", "load", "GaussianMixture", "HiddenMarkovModel", "LDA", "ProdLDA",
-           "GenerativeModel", "datasets", "evaluation", "__version__"]
+           "GenerativeModel", "datasets", "evaluation", "__version__",
+           "VAE", "ConditionalVAE"]
