@@ -7,7 +7,7 @@
 """
 
 from . import datasets, evaluation
-from ._validation import NotFittedError
+from ._validation import NotFittedError, NotSupportedError
 from .inference import ConvergenceWarning, Diagnostic, Fit, fit
 from .io import load, save
 from .models import (
@@ -30,7 +30,7 @@ def compare(fits, **kwargs):
     return _compare(fits, **kwargs)
 
 
-__all__ = ["fit", "Fit", "Diagnostic", "ConvergenceWarning", "NotFittedError", "compare",
-           "save", "load", "GaussianMixture", "HiddenMarkovModel", "LDA", "ProdLDA",
-           "GenerativeModel", "datasets", "evaluation", "__version__",
-           "VAE", "ConditionalVAE"]
+__all__ = ["fit", "Fit", "Diagnostic", "ConvergenceWarning", "NotFittedError",
+           "NotSupportedError", "compare", "save", "load", "GaussianMixture",
+           "HiddenMarkovModel", "LDA", "ProdLDA", "VAE", "ConditionalVAE", "GenerativeModel",
+           "datasets", "evaluation", "__version__"]

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from .._progress import progress_bar
+from .._threads import num_elements, work_threads
 from .._validation import bad_type, check_nonnegative_float, check_positive_int
 from ..training import Batch, TrainState
 from .checkpoint import read_checkpoint, rng_state, set_rng_state, write_checkpoint
@@ -169,7 +170,10 @@ def train(objective: Any, model: Any, source: Any, *, seed: int, num_steps: int 
 
     pos = _Position()
     first = None if batch is None else torch.arange(batch, device=device)
-    state = objective.init(model, make_batch(first, pos), seed)
+    init_batch = make_batch(first, pos)
+    state = objective.init(model, init_batch, seed)
+    # Threads by the size of one step's data (small steps run on one thread).
+    work = num_elements(init_batch.data, *kwargs.values())
     resumed = None
     if resume is not None:
         payload = read_checkpoint(resume, fingerprint or {}, map_location=device)
@@ -184,59 +188,60 @@ def train(objective: Any, model: Any, source: Any, *, seed: int, num_steps: int 
             write_checkpoint(checkpoint, _payload(pos, model, state, generator, extra_state),
                              fingerprint or {})
 
-    try:
-        while pos.step < total and not pos.stopped:
-            if batch is None:
-                index = None
-            else:
-                if pos.perm is None:
-                    pos.perm = torch.randperm(num_data, generator=generator).to(device)
-                index = pos.perm[pos.offset:pos.offset + batch]
-            metrics = objective.step(model, state, make_batch(index, pos))
-            state.step = pos.step + 1
-            loss = float(metrics["loss"])
-            norm = metrics.get("grad_norm")
-            finite = math.isfinite(loss) and (norm is None or math.isfinite(float(norm)))
-            if finite:
-                pos.bad_run = 0
-                _record(pos.history, metrics, pos.step)
-            else:
-                pos.skipped += 1
-                pos.bad_run += 1
-                if pos.skipped == 1:
-                    messages.append(_first_bad(objective, pos.step, loss))
-                if pos.bad_run >= max_bad_steps:
-                    pos.stopped = "nan"
-            pos.step += 1
-            if batch is not None:
-                pos.offset += batch
-                if pos.offset >= num_data:
-                    pos.offset, pos.perm = 0, None
-                    pos.epoch += 1
-            if progress and (pos.step % 10 == 0 or pos.step == total):
-                bar.set_postfix(loss=f"{loss:.4g}", epoch=pos.epoch)
-            bar.update(1)
-            if validation_data is not None and pos.step % eval_every == 0:
-                scores = evaluate(model, state, validation_data)
-                _record(pos.history, scores, pos.step, prefix="eval_")
-                value = sign * float(scores[monitor])
-                if not math.isfinite(pos.best) or value < pos.best - tol * abs(pos.best):
-                    pos.best, pos.since_best = value, 0
+    with work_threads(work, device=device):
+        try:
+            while pos.step < total and not pos.stopped:
+                if batch is None:
+                    index = None
                 else:
-                    pos.since_best += 1
-                    if tol > 0 and pos.since_best >= patience:
-                        pos.stopped = "converged"
-            elif validation_data is None and tol > 0 and pos.step % check_every == 0:
-                losses = pos.history.get("objective", [])
-                if len(losses) >= 2 * check_every:
-                    current = float(np.mean(losses[-check_every:]))
-                    before = float(np.mean(losses[-2 * check_every:-check_every]))
-                    if abs(current - before) <= tol * max(abs(before), 1e-12):
-                        pos.stopped = "converged"
-            if pos.step % every == 0 or pos.step == total or pos.stopped:
-                save()
-    finally:
-        bar.close()
+                    if pos.perm is None:
+                        pos.perm = torch.randperm(num_data, generator=generator).to(device)
+                    index = pos.perm[pos.offset:pos.offset + batch]
+                metrics = objective.step(model, state, make_batch(index, pos))
+                state.step = pos.step + 1
+                loss = float(metrics["loss"])
+                norm = metrics.get("grad_norm")
+                finite = math.isfinite(loss) and (norm is None or math.isfinite(float(norm)))
+                if finite:
+                    pos.bad_run = 0
+                    _record(pos.history, metrics, pos.step)
+                else:
+                    pos.skipped += 1
+                    pos.bad_run += 1
+                    if pos.skipped == 1:
+                        messages.append(_first_bad(objective, pos.step, loss))
+                    if pos.bad_run >= max_bad_steps:
+                        pos.stopped = "nan"
+                pos.step += 1
+                if batch is not None:
+                    pos.offset += batch
+                    if pos.offset >= num_data:
+                        pos.offset, pos.perm = 0, None
+                        pos.epoch += 1
+                if progress and (pos.step % 10 == 0 or pos.step == total):
+                    bar.set_postfix(loss=f"{loss:.4g}", epoch=pos.epoch)
+                bar.update(1)
+                if validation_data is not None and pos.step % eval_every == 0:
+                    scores = evaluate(model, state, validation_data)
+                    _record(pos.history, scores, pos.step, prefix="eval_")
+                    value = sign * float(scores[monitor])
+                    if not math.isfinite(pos.best) or value < pos.best - tol * abs(pos.best):
+                        pos.best, pos.since_best = value, 0
+                    else:
+                        pos.since_best += 1
+                        if tol > 0 and pos.since_best >= patience:
+                            pos.stopped = "converged"
+                elif validation_data is None and tol > 0 and pos.step % check_every == 0:
+                    losses = pos.history.get("objective", [])
+                    if len(losses) >= 2 * check_every:
+                        current = float(np.mean(losses[-check_every:]))
+                        before = float(np.mean(losses[-2 * check_every:-check_every]))
+                        if abs(current - before) <= tol * max(abs(before), 1e-12):
+                            pos.stopped = "converged"
+                if pos.step % every == 0 or pos.step == total or pos.stopped:
+                    save()
+        finally:
+            bar.close()
     converged: bool | None = None if tol == 0 else pos.stopped == "converged"
     if pos.stopped == "nan":
         converged = False

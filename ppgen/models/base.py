@@ -377,9 +377,11 @@ class GenerativeModel(PyroModule):
             f"{type(self).__name__} has no tractable log-likelihood; use ppgen.evaluation"
         )
 
-    def score(self, data: Any) -> torch.Tensor:
-        """Anomaly score per example: the negative log-likelihood in nats (higher = odder)."""
-        return -self.log_prob(data)
+    def score(self, data: Any, **kwargs: Any) -> torch.Tensor:
+        """Anomaly score per example: the negative log-likelihood in nats (higher = odder).
+        Takes the keyword arguments of :meth:`log_prob` (an estimator's ``num_samples`` and
+        ``seed``)."""
+        return -self.log_prob(data, **kwargs)
 
     def impute(self, data: Any) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} cannot complete missing values")

@@ -65,6 +65,9 @@ class TopicModel(GenerativeModel):
 
     param_names = ("topic_word",)
     observed_dims = ("document", "word")
+    log_prob_kind = "estimate"
+    log_prob_estimator = ("importance sampling over the document's topic proportions "
+                          "(defensive proposal; num_samples, seed)")
     num_topics: int
     vocabulary: list[str] | None
 
