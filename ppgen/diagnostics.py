@@ -38,6 +38,9 @@ from .models.base import GenerativeModel
 __all__ = ["to_inference_data", "summary", "diagnose", "compare", "RHAT_MAX", "ESS_PER_CHAIN",
            "KHAT_MAX"]
 
+#: Importance samples per datum for the log_likelihood group of a model whose log_prob is an
+#: estimate (``to_arviz`` scores every training datum).
+ESTIMATE_SAMPLES = 100
 RHAT_MAX = 1.01
 ESS_PER_CHAIN = 100
 KHAT_MAX = 0.7
@@ -87,6 +90,8 @@ def to_inference_data(fit: Fit) -> az.InferenceData:
 def _inference_data(fit: Fit) -> az.InferenceData:
     model = fit.model
     builtin = isinstance(model, GenerativeModel)
+    # A data source (a dynamically binarised set) is scored by one seeded draw of it.
+    data = fit.data.fixed(fit.seed) if hasattr(fit.data, "fixed") else fit.data
     dims: dict[str, list[str]] = dict(model.site_dims()) if builtin else {}
     groups: dict[str, Any] = {}
     if fit.posterior is not None:
@@ -102,9 +107,14 @@ def _inference_data(fit: Fit) -> az.InferenceData:
     elif builtin:
         groups["posterior"] = {k: _np(v)[None, None] for k, v in model.get_params().items()}
         data_kw = _data_kwargs(fit)
-        groups["log_likelihood"] = {"obs": _np(model.log_prob(fit.data, **data_kw))[None, None]}
+        # An estimated log_prob (importance sampling) is drawn with ESTIMATE_SAMPLES per datum
+        # and the fit's seed, so that the whole training set stays affordable.
+        est = ({"num_samples": ESTIMATE_SAMPLES, "seed": fit.seed}
+               if model.capabilities().log_prob == "estimate" else {})
+        groups["log_likelihood"] = {"obs": _np(model.log_prob(data, **data_kw, **est))[
+            None, None]}
         groups["posterior_predictive"] = {
-            "obs": _np(model.sample(len(fit.data), seed=fit.seed, **data_kw))[None, None]}
+            "obs": _np(model.sample(len(data), seed=fit.seed, **data_kw))[None, None]}
     else:
         samples = _point_draws(fit)
         groups["posterior"] = {k: _np(v) for k, v in fit.params.items()}
@@ -114,8 +124,8 @@ def _inference_data(fit: Fit) -> az.InferenceData:
     if fit.sample_stats:
         groups["sample_stats"] = dict(fit.sample_stats)
     if builtin:
-        groups["observed_data"] = {"obs": _np(fit.data)}
-        data_dims = {"obs": list(model.observed_dims[:fit.data.dim()])}
+        groups["observed_data"] = {"obs": _np(data)}
+        data_dims = {"obs": list(model.observed_dims[:data.dim()])}
         ll_dims = {"obs": [model.observed_dims[0]]}
     else:
         groups["observed_data"] = {k: _np(v) for k, v in fit.info.observed_values.items()}

@@ -290,12 +290,6 @@ def test_cuda_without_a_gpu_is_refused(old_faithful):
     assert not gmm.is_fitted
 
 
-def test_progress_bar_runs(old_faithful, capsys):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ppgen.fit(GaussianMixture(2), old_faithful, method="svi", num_steps=20, progress=True)
-
-
 def test_svi_minibatches_reach_em(old_faithful):
     em = GaussianMixture(2, covariance="diag")
     ppgen.fit(em, old_faithful, method="em", seed=0, progress=False)

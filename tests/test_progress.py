@@ -12,6 +12,7 @@ import torch
 
 import ppgen
 import ppgen.inference.em as em_module
+import ppgen.inference.loop as loop_module
 import ppgen.inference.mcmc as mcmc_module
 from ppgen._progress import interactive, progress_bar, progress_enabled
 
@@ -136,3 +137,21 @@ def test_mcmc_fit_shows_pyros_bar_on_a_terminal(monkeypatch):
               num_warmup=5, num_chains=2)
     assert [kw["disable_progbar"] for kw, _ in runs] == [False, False]
     assert "Sample" in tty.getvalue()  # Pyro's own bar
+
+
+def test_svi_loop_prints_nothing_when_captured(capfd, monkeypatch, old_faithful):
+    bars = _recording(monkeypatch, loop_module, "progress_bar")
+    ppgen.fit(ppgen.GaussianMixture(2), old_faithful, method="svi", seed=0, num_steps=20,
+              tol=0, progress=True)
+    assert len(bars) == 1 and bars[0][1] is True
+    assert capfd.readouterr().err == ""
+
+
+def test_svi_loop_shows_loss_and_epoch_on_a_terminal(monkeypatch, old_faithful):
+    tty = fake_tty(monkeypatch)
+    bars = _recording(monkeypatch, loop_module, "progress_bar")
+    ppgen.fit(ppgen.GaussianMixture(2), old_faithful, method="svi", seed=0, num_steps=20,
+              tol=0, batch_size=100, progress=True)
+    assert len(bars) == 1 and bars[0][1] is False
+    shown = tty.getvalue()
+    assert "SVI" in shown and "loss=" in shown and "epoch=" in shown
