@@ -27,7 +27,8 @@ from matplotlib.ticker import MaxNLocator
 from ._validation import bad_type, bad_value, check_data, check_positive_int
 
 __all__ = ["plot_mixture", "plot_history", "plot_trace", "plot_scores", "plot_state_posterior",
-           "plot_transition_matrix", "plot_topics"]
+           "plot_transition_matrix", "plot_topics", "plot_image_grid", "plot_latent_space",
+           "plot_elbo_history"]
 
 class _Figure(Figure):
     """A ``Figure`` that shows itself in Jupyter without pyplot: IPython displays a plain
@@ -893,4 +894,265 @@ def plot_topics(topic_word: Any, *, vocabulary: Sequence[str] | None = None,
     which = (f"of {'the only topic' if k == 1 else f'each of the {k} topics'}"
              if len(shown) == k else f"of {len(shown)} of the {k} topics")
     fig.suptitle(title or f"Top {n} word{'s' * (n != 1)} {which} (p(word | topic))")
+    return fig
+
+
+# ------------------------------------------------------------------------ images, latents
+def _image_shape(image_shape: Any) -> tuple[int, int]:
+    if isinstance(image_shape, int | np.integer) and not isinstance(image_shape, bool):
+        image_shape = (1, int(image_shape))
+    if (not isinstance(image_shape, Sequence) or len(image_shape) != 2
+            or not all(isinstance(v, int | np.integer) and not isinstance(v, bool) and v >= 1
+                       for v in image_shape)):
+        raise bad_value("image_shape", "(height, width), two positive ints", repr(image_shape))
+    return int(image_shape[0]), int(image_shape[1])
+
+
+def plot_image_grid(images: Any, image_shape: tuple[int, int], *, ncols: int | None = None,
+                    row_labels: Sequence[str] | None = None, title: str | None = None,
+                    cmap: str = "gray_r", vmin: float = 0.0, vmax: float = 1.0,
+                    missing_color: str = "tab:red", ax: Axes | None = None) -> Figure:
+    """A grid of images (samples, reconstructions, completions), drawn as one picture.
+
+    The images are laid out row by row, ``ncols`` per row, with a thin grey line between
+    them; pixel values are mapped to ``cmap`` from ``vmin`` to ``vmax`` (by default ink is
+    black on white for intensities in [0, 1]) and NaN pixels (missing entries) are drawn in
+    ``missing_color``.
+
+    Parameters
+    ----------
+    images : array-like of shape (num_images, height, width) or (num_images, height * width)
+        E.g. ``vae.sample(16)`` or rows of ``ppgen.datasets.load_digits()``.
+    image_shape : (int, int)
+        Height and width of one image (rows are reshaped row-major).
+    ncols : int, optional
+        Images per row (default: ``num_images / len(row_labels)`` with ``row_labels``, else
+        about the square root of ``num_images``, at most 16).
+    row_labels : sequence of str, optional
+        A label at the left of each row of the grid (e.g. ``["original", "reconstruction"]``);
+        there must be as many rows as labels.
+    title : str, optional
+        Axes title (default: none).
+    cmap : str
+        A matplotlib colormap name.
+    vmin, vmax : float
+        The pixel values at the two ends of the colormap.
+    missing_color : str
+        Colour of NaN pixels.
+    ax : matplotlib Axes, optional
+        Draw into this axes; by default a new figure is made.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> import ppgen
+    >>> from ppgen.plots import plot_image_grid
+    >>> x, _ = ppgen.datasets.load_digits()
+    >>> fig = plot_image_grid(x[:20], (8, 8), ncols=10, row_labels=["a", "b"])
+    """
+    import matplotlib as mpl
+    from matplotlib.colors import to_rgba
+
+    h, w = _image_shape(image_shape)
+    arr = _float_array(images, "images")
+    if arr.ndim == 3 and arr.shape[1:] == (h, w):
+        arr = arr.reshape(arr.shape[0], h * w)
+    if arr.ndim != 2 or arr.shape[1] != h * w or arr.shape[0] == 0:
+        raise bad_value("images", f"shape (num_images, {h}, {w}) or (num_images, {h * w})",
+                        f"shape {arr.shape}", "Pass image_shape=(height, width) of one image.")
+    if np.isinf(arr).any():
+        raise bad_value("images", "finite pixel values (NaN marks a missing pixel)",
+                        "infinite entries")
+    if not (math.isfinite(vmin) and math.isfinite(vmax) and vmin < vmax):
+        raise bad_value("vmin, vmax", "finite numbers with vmin < vmax", (vmin, vmax))
+    n = arr.shape[0]
+    if row_labels is not None:
+        if isinstance(row_labels, str) or not isinstance(row_labels, Sequence):
+            raise bad_type("row_labels", "a sequence of str, one per row of the grid",
+                           type(row_labels).__name__)
+        if not row_labels:
+            raise bad_value("row_labels", "at least one label", "an empty sequence")
+    if ncols is None:
+        ncols = (math.ceil(n / len(row_labels)) if row_labels is not None
+                 else min(16, max(1, math.ceil(math.sqrt(n)))))
+    cols = min(check_positive_int("ncols", ncols), n)
+    rows = math.ceil(n / cols)
+    if row_labels is not None and len(row_labels) != rows:
+        raise bad_value("row_labels", f"{rows} labels (one per row of {cols} images)",
+                        f"{len(row_labels)} labels")
+    try:
+        colormap = mpl.colormaps[cmap]
+    except KeyError:
+        raise bad_value("cmap", "a matplotlib colormap name", repr(cmap)) from None
+    pad = 1
+    height, width = rows * (h + pad) + pad, cols * (w + pad) + pad
+    mosaic = np.empty((height, width, 4))
+    mosaic[:] = (0.8, 0.8, 0.8, 1.0)  # the lines between images
+    bad = np.asarray(to_rgba(missing_color))
+    for i in range(n):
+        r, c = divmod(i, cols)
+        img = arr[i].reshape(h, w)
+        rgba = colormap(np.clip((img - vmin) / (vmax - vmin), 0.0, 1.0))
+        rgba[np.isnan(img)] = bad
+        top, left = pad + r * (h + pad), pad + c * (w + pad)
+        mosaic[top:top + h, left:left + w] = rgba
+    cell = min(0.75, 12.0 / cols)
+    fig, ax = _new_axes(ax, (cols * cell * w / max(h, w) + (1.4 if row_labels else 0.3),
+                             rows * cell * h / max(h, w) + (0.5 if title else 0.2)))
+    ax.imshow(mosaic, interpolation="nearest")
+    ax.set_xticks([])
+    if row_labels is not None:
+        ax.set_yticks([pad + r * (h + pad) + (h - 1) / 2 for r in range(rows)],
+                      labels=[str(label) for label in row_labels])
+        ax.tick_params(axis="y", length=0)
+    else:
+        ax.set_yticks([])
+    for side in ax.spines.values():
+        side.set_visible(False)
+    if title:
+        ax.set_title(title, fontsize="medium")
+    return fig
+
+
+def plot_latent_space(z: Any, labels: Any = None, *, ax: Axes | None = None,
+                      title: str | None = None, label_name: str = "label") -> Figure:
+    """Scatter of latent codes (e.g. ``vae.transform(x)``), coloured by label.
+
+    Two-dimensional codes are drawn as they are; longer codes are projected on their first
+    two principal components (the axes then say how much of the variance each explains);
+    one-dimensional codes are drawn against a small random vertical jitter.
+
+    Parameters
+    ----------
+    z : array-like of shape (num_data, latent_dim)
+    labels : array-like of shape (num_data,), optional
+        Integer classes (one colour each, with a legend) or None (one colour).
+    ax : matplotlib Axes, optional
+        Draw into this axes; by default a new figure is made.
+    title : str, optional
+        Axes title (default: a description of what is drawn).
+    label_name : str
+        What the labels are, in the legend title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> import torch
+    >>> from ppgen.plots import plot_latent_space
+    >>> fig = plot_latent_space(torch.randn(50, 5), torch.arange(50) % 3)
+    """
+    a = _float_array(z, "z")
+    if a.ndim == 1:
+        a = a.reshape(-1, 1)
+    if a.ndim != 2 or a.shape[0] == 0:
+        raise bad_value("z", "shape (num_data, latent_dim)", f"shape {a.shape}")
+    if not np.isfinite(a).all():
+        raise bad_value("z", "finite latent codes", "NaN or infinite entries")
+    n, dim = a.shape
+    lab = None
+    if labels is not None:
+        lab = _np(labels).reshape(-1)
+        if lab.shape[0] != n:
+            raise bad_value("labels", f"one label per row of z ({n})", f"{lab.shape[0]} labels")
+        if lab.dtype.kind == "f" and not np.all(lab == np.round(lab)):
+            raise bad_value("labels", "integer classes", "fractional values")
+    if dim == 1:
+        xy = np.column_stack([a[:, 0], np.random.default_rng(0).uniform(-1, 1, n)])
+        xlabel, ylabel, what = "z", "jitter (no meaning)", "1-D latent codes"
+    elif dim == 2:
+        xy, xlabel, ylabel, what = a, "z[0]", "z[1]", "latent codes"
+    else:
+        centred = a - a.mean(0)
+        _, s, vt = np.linalg.svd(centred, full_matrices=False)
+        xy = centred @ vt[:2].T
+        share = s**2 / max(float((s**2).sum()), 1e-300)
+        xlabel = f"PC 1 ({100 * share[0]:.0f}% of variance)"
+        ylabel = f"PC 2 ({100 * share[1]:.0f}% of variance)"
+        what = f"{dim}-D latent codes, first two principal components"
+    fig, ax = _new_axes(ax, (6.0, 5.0))
+    size = 12 if n > 500 else 20
+    if lab is None:
+        ax.scatter(xy[:, 0], xy[:, 1], s=size, color=_color(0), alpha=0.7, linewidths=0)
+    else:
+        classes = np.unique(lab)
+        for i, c in enumerate(classes):
+            rows = lab == c
+            name = f"{int(c)}" if lab.dtype.kind in "biuf" else str(c)
+            ax.scatter(xy[rows, 0], xy[rows, 1], s=size, color=_color(i), alpha=0.7,
+                       linewidths=0, label=name)
+        ax.legend(title=label_name, fontsize="small", markerscale=1.5,
+                  loc="center left", bbox_to_anchor=(1.0, 0.5))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title or f"{what} of {n} data", fontsize="medium")
+    ax.grid(True, alpha=0.3)
+    return fig
+
+
+def plot_elbo_history(fit: Any, ax: Axes | None = None, *,
+                      train_label: str = "training ELBO (minibatch)") -> Figure:
+    """The training bound per step and, when the fit had validation data, the validation
+    ELBO per evaluation (every epoch by default), in nats per datum.
+
+    The training curve is minus the loss of each step (``fit.history["objective"]``, the
+    negative bound of the minibatch), drawn faintly, with its running mean over an epoch's
+    worth of steps on top; the validation ELBO (``fit.history["eval_val_elbo"]``, at
+    ``fit.history["eval_step"]``) is drawn with markers.
+
+    Parameters
+    ----------
+    fit : ppgen.Fit
+        An SVI fit whose loss is a negative bound per datum (a VAE's objective).
+    ax : matplotlib Axes, optional
+        Draw into this axes; by default a new figure is made.
+    train_label : str
+        Legend entry of the training curve (e.g. ``"training IWAE-5 bound"``).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    history = getattr(fit, "history", None)
+    if history is None or not hasattr(fit, "method"):
+        raise bad_type("fit", "a ppgen.Fit", type(fit).__name__)
+    losses = np.asarray(history.get("objective", []), dtype=float)
+    if losses.size == 0:
+        raise bad_value("fit", "an SVI fit with a loss history", f"a {fit.method} fit "
+                        "without one")
+    steps = np.asarray(history.get("step", np.arange(losses.size)), dtype=float) + 1
+    val = np.asarray(history.get("eval_val_elbo", []), dtype=float)
+    val_steps = np.asarray(history.get("eval_step", []), dtype=float)
+    fig, ax = _new_axes(ax, (6.4, 4.0))
+    bound = -losses
+    ax.plot(steps, bound, color=_color(0), alpha=0.3, linewidth=0.8)
+    window = int(val_steps[0]) if val_steps.size else max(1, losses.size // 20)
+    window = max(1, min(window, losses.size))
+    smooth = np.convolve(bound, np.ones(window) / window, mode="valid")
+    ax.plot(steps[window - 1:], smooth, color=_color(0), linewidth=1.5,
+            label=f"{train_label}, running mean of {window} step{'s' * (window != 1)}")
+    final = f"final training {bound[-window:].mean():.4g}"
+    if val.size:
+        ax.plot(val_steps, val, color=_color(1), marker="o", markersize=3.5, linewidth=1.2,
+                label="validation ELBO")
+        final += f", validation {val[-1]:.4g}"
+    # Early steps can be far below the rest: keep the range of the last 90% readable.
+    tail = bound[losses.size // 10:]
+    tail = tail[np.isfinite(tail)]
+    if tail.size:
+        low = min(float(tail.min()), float(val.min()) if val.size else np.inf)
+        high = max(float(tail.max()), float(val.max()) if val.size else -np.inf)
+        margin = 0.05 * max(high - low, 1e-9)
+        ax.set_ylim(low - margin, high + margin)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("step")
+    ax.set_ylabel("nats per datum")
+    ax.set_title(f"Evidence lower bound per step ({final})", fontsize="medium")
+    ax.legend(loc="lower right", fontsize="small")
+    ax.grid(True, alpha=0.3)
     return fig

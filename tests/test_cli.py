@@ -1033,3 +1033,180 @@ def test_fit_lda_help():
         assert option in out, option
     rc, out, _ = run(["fit", "--help"])
     assert rc == 0 and "lda" in out
+
+
+# ------------------------------------------------------------------------------ fit vae
+VAE_FILES = ("report.md", "history.png", "samples.png", "reconstructions.png", "latent.png",
+             "model.pt", "run.json")
+#: A tiny VAE on the digits: 1437 training images, 8 steps of 200 per epoch.
+VAE_TINY = ["--data", "digits", "--latent-dim", 2, "--hidden-dims", 16, "--batch-size", 200,
+            "--eval-samples", 50]
+
+
+def _heldout_digits(out_dir):
+    """The held-out images of a digits run, binarized as the command scored them."""
+    info = json.loads((out_dir / "run.json").read_text())
+    x, y = ppgen.datasets.load_digits()
+    index = torch.tensor(info["heldout_images"])
+    held = ppgen.datasets.DynamicBinarized(x[index]).fixed(info["seed"] + 1)
+    return info, held, y[index]
+
+
+@pytest.fixture(scope="module")
+def vae_run(tmp_path_factory):
+    base = tmp_path_factory.mktemp("vae")
+    out_dir, checkpoint = base / "run", base / "ckpt"
+    result = run(["fit", "vae", *VAE_TINY, "--num-epochs", 2, "--checkpoint", checkpoint,
+                  "--out", out_dir])
+    return out_dir, checkpoint, result
+
+
+def test_fit_vae_digits_writes_every_file(vae_run):
+    out_dir, checkpoint, (rc, out, err) = vae_run
+    assert rc == 0, err
+    assert sorted(p.name for p in out_dir.iterdir()) == sorted(VAE_FILES)
+    for name in VAE_FILES:
+        if name.endswith(".png"):
+            assert (out_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    assert (checkpoint / "checkpoint.pt").is_file()
+    report = (out_dir / "report.md").read_text()
+    for section in ("## Data", "## Fit", "## Diagnostics", "## Files"):
+        assert section in report
+    for name in VAE_FILES[1:]:
+        assert f"({name})" in report, name
+
+
+def test_fit_vae_report_numbers_are_the_models(vae_run):
+    """The held-out log-likelihood, its standard error and the ELBO are recomputed from
+    model.pt and run.json's held-out images."""
+    out_dir, _, (rc, out, err) = vae_run
+    assert rc == 0, err
+    vae = ppgen.load(out_dir / "model.pt")
+    assert isinstance(vae, ppgen.VAE) and vae.latent_dim == 2 and vae.hidden_dims == (16,)
+    info, held, _ = _heldout_digits(out_dir)
+    assert len(held) == 180 and info["eval_samples"] == 50 and info["binarized"] is True
+    assert info["num_steps_run"] == 16  # 2 epochs of ceil(1437 / 200) steps
+    lp = vae.log_prob(held, num_samples=50, seed=0).double()
+    assert info["log_likelihood"] == pytest.approx(float(lp.mean()), abs=1e-4)
+    assert info["log_likelihood_se"] == pytest.approx(float(lp.std() / 180**0.5), rel=1e-3)
+    assert info["heldout_elbo"] < info["log_likelihood"]
+    report = (out_dir / "report.md").read_text()
+    ll = f"{info['log_likelihood']:.3f} ± {info['log_likelihood_se']:.3f} nats per image"
+    assert ll in report and ll in out
+    assert "50 samples per image" in report and "180 held-out images" in report
+    assert "validation ELBO" in report and "train: 1437, validation: 180" in report
+
+
+def test_sample_and_score_vae(vae_run, tmp_path):
+    out_dir, _, _ = vae_run
+    vae = ppgen.load(out_dir / "model.pt")
+    rc, out, err = run(["sample", out_dir, "-n", 16, "--seed", 3])
+    assert rc == 0, err
+    lines = out.strip().splitlines()
+    assert len(lines) == 17 and lines[0].split(",")[:2] == ["x0", "x1"]
+    rows = np.array([[float(v) for v in line.split(",")] for line in lines[1:]])
+    np.testing.assert_array_equal(rows, vae.sample(16, seed=3).numpy())
+    x, _ = ppgen.datasets.load_digits()
+    np.save(tmp_path / "flat.npy", x[:4].numpy())
+    np.save(tmp_path / "square.npy", x[:4].numpy().reshape(4, 8, 8))
+    expected = vae.score(x[:4], num_samples=50).numpy()
+    for name in ("flat.npy", "square.npy"):
+        rc, out, err = run(["score", out_dir, tmp_path / name])
+        assert rc == 0, err
+        np.testing.assert_allclose([float(v) for v in out.split()], expected, rtol=1e-5)
+    np.save(tmp_path / "wide.npy", np.zeros((2, 10)))
+    assert_user_error(run(["score", out_dir, tmp_path / "wide.npy"]), "expected 64 pixels")
+    np.save(tmp_path / "big.npy", np.full((2, 64), 3.0))
+    assert_user_error(run(["score", out_dir, tmp_path / "big.npy"]), "[0, 1]")
+    assert_user_error(run(["sample", out_dir, "-n", 2, "--length", 3]), "--length", "VAE")
+
+
+def test_fit_vae_resume_continues_an_interrupted_run(vae_run, tmp_path, monkeypatch):
+    """Interrupted after its first epoch (checkpointed), the run resumed from --checkpoint
+    ends with the weights and history of the uninterrupted run."""
+    from ppgen.models.latent import VAEObjective
+
+    out_dir, _, _ = vae_run
+    step, calls = VAEObjective.step, []
+
+    def interrupted(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 11:
+            raise KeyboardInterrupt
+        return step(self, *args, **kwargs)
+
+    checkpoint, resumed = tmp_path / "ckpt", tmp_path / "resumed"
+    argv = ["fit", "vae", *VAE_TINY, "--num-epochs", 2, "--checkpoint", checkpoint]
+    with monkeypatch.context() as m:
+        m.setattr(VAEObjective, "step", interrupted)
+        rc, _, err = run([*argv, "--out", resumed])
+    assert rc == 130 and "interrupted" in err
+    assert (checkpoint / "checkpoint.pt").is_file() and not resumed.exists()
+    rc, out, err = run([*argv, "--resume", checkpoint, "--out", resumed])
+    assert rc == 0, err
+    info = json.loads((resumed / "run.json").read_text())
+    assert info["num_steps_run"] == 16 and info["options"]["resume"] == str(checkpoint)
+    assert "resumed" in (resumed / "report.md").read_text()
+    full, again = ppgen.load(out_dir / "model.pt"), ppgen.load(resumed / "model.pt")
+    for (name, a), b in zip(full.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_fit_vae_iwae_on_a_file(tmp_path):
+    g = np.random.default_rng(0)
+    np.save(tmp_path / "bits.npy", (g.uniform(size=(60, 3, 4)) < 0.3).astype(np.float32))
+    out_dir = tmp_path / "o"
+    rc, out, err = run(["fit", "vae", "--data", tmp_path / "bits.npy", "--latent-dim", 3,
+                        "--hidden-dims", "8,8", "--iwae-k", 3, "--num-epochs", 2,
+                        "--batch-size", 20, "--eval-samples", 20, "--quiet", "--out", out_dir])
+    assert rc == 0, err
+    assert out == ""
+    info = json.loads((out_dir / "run.json").read_text())
+    assert info["image_shape"] == [3, 4] and info["binarized"] is False
+    assert info["objective"] == "IWAE-3 bound" and info["options"]["iwae"] is True
+    assert info["options"]["num_particles"] == 3 and len(info["heldout_images"]) == 6
+    assert "trained on the IWAE-3 bound" in (out_dir / "report.md").read_text()
+
+
+@pytest.mark.parametrize("argv, fragments", [
+    (["--latent-dim", "0"], ["--latent-dim", "positive integer"]),
+    (["--hidden-dims", "200,x"], ["--hidden-dims", "comma-separated"]),
+    (["--hidden-dims", "0"], ["--hidden-dims", "positive"]),
+    (["--iwae-k", "0"], ["--iwae-k", "positive integer"]),
+    (["--lr", "-1"], ["--lr", "positive"]),
+    (["--likelihood", "poisson"], ["--likelihood", "invalid choice"]),
+    (["--heldout-fraction", "0"], ["--heldout-fraction", "(0, 1)"]),
+    (["--heldout-fraction", "0.6", "--validation-fraction", "0.5"], ["leaves none"]),
+    (["--eval-size", "10"], ["--eval-size", "--data mnist"]),
+    (["--data", "mnist", "--heldout-fraction", "0.2"], ["--heldout-fraction", "fixed splits"]),
+    (["--resume", "{base}"], ["--resume", "checkpoint.pt"]),
+    (["--checkpoint", "{base}/text.npy"], ["--checkpoint", "a file"]),
+    (["--data", "digitz"], ["--data", "'digits' or 'mnist'", "'digitz'"]),
+    (["--data", "{base}/missing.npy"], ["missing.npy", "no such file"]),
+    (["--data", "{base}/text.npy"], ["text.npy", "another format"]),
+    (["--data", "{base}/cube.npy"], ["cube.npy", "shape (2, 2, 2, 2)"]),
+    (["--data", "{base}/nan.npy"], ["nan.npy", "finite", "image 1, pixel 2"]),
+    (["--data", "{base}/big.npy"], ["big.npy", "[0, 1]", "--likelihood gaussian"]),
+])
+def test_fit_vae_usage_and_data_errors(tmp_path, argv, fragments):
+    (tmp_path / "text.npy").write_text("hello")
+    np.save(tmp_path / "cube.npy", np.zeros((2, 2, 2, 2)))
+    nan = np.zeros((3, 4))
+    nan[1, 2] = np.nan
+    np.save(tmp_path / "nan.npy", nan)
+    np.save(tmp_path / "big.npy", np.full((20, 4), 2.0))
+    out_dir = tmp_path / "o"
+    argv = [a.format(base=tmp_path) for a in argv]
+    assert_user_error(run(["fit", "vae", *argv, "--out", out_dir]), *fragments)
+    assert not out_dir.exists()
+
+
+def test_fit_vae_help():
+    rc, out, _ = run(["fit", "vae", "--help"])
+    assert rc == 0
+    for option in ("--data", "--latent-dim", "--hidden-dims", "--num-epochs", "--batch-size",
+                   "--lr", "--iwae-k", "--eval-samples", "--checkpoint", "--resume",
+                   "--device", "--seed", "--out", "'digits'", "mnist"):
+        assert option in out, option
+    rc, out, _ = run(["fit", "--help"])
+    assert rc == 0 and "vae" in out

@@ -14,7 +14,10 @@ from matplotlib.patches import Ellipse  # noqa: E402
 
 import ppgen  # noqa: E402
 from ppgen.plots import (  # noqa: E402
+    plot_elbo_history,
     plot_history,
+    plot_image_grid,
+    plot_latent_space,
     plot_mixture,
     plot_scores,
     plot_state_posterior,
@@ -553,3 +556,109 @@ def test_figures_render_as_png_in_a_notebook_without_pyplot():
     fig = ppgen.plots.plot_topics(truth["topic_word"], num_words=4)
     png = fig._repr_png_()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
+
+
+# ------------------------------------------------------------------ images and latent codes
+def test_plot_image_grid_lays_images_out_row_by_row():
+    images = np.zeros((6, 2, 3))
+    images[4] = 1.0  # the fifth image: second row, first column
+    images[5, 0, 0] = np.nan
+    fig = plot_image_grid(images, (2, 3), ncols=4, row_labels=["a", "b"], title="t",
+                          missing_color="red")
+    ax = fig.axes[0]
+    mosaic = ax.get_images()[0].get_array()
+    assert mosaic.shape[:2] == (2 * 3 + 1, 4 * 4 + 1)  # 1-pixel lines between images
+    # gray_r: 0 is white and 1 black; the lines are light grey, NaN red.
+    np.testing.assert_allclose(mosaic[1, 1, :3], 1.0)
+    np.testing.assert_allclose(mosaic[4:6, 1:4, :3], 0.0)
+    np.testing.assert_allclose(mosaic[0, 0, :3], 0.8)
+    np.testing.assert_allclose(mosaic[4, 5, :3], (1.0, 0.0, 0.0))
+    np.testing.assert_allclose(mosaic[4, 6, :3], 1.0)
+    np.testing.assert_allclose(mosaic[4:6, 9:16, :3], 0.8)  # no seventh and eighth image
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b"]
+    assert ax.get_title() == "t"
+    flat = plot_image_grid(torch.rand(5, 6), (2, 3)).axes[0]
+    assert flat.get_images()[0].get_array().shape[:2] == (2 * 3 + 1, 3 * 4 + 1)  # 3 columns
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"images": np.zeros((2, 5)), "image_shape": (2, 3)}, ValueError, "images"),
+    ({"images": np.zeros((2, 6)), "image_shape": (2, 0)}, ValueError, "image_shape"),
+    ({"images": np.full((2, 6), np.inf), "image_shape": (2, 3)}, ValueError, "infinite"),
+    ({"images": np.zeros((4, 6)), "image_shape": (2, 3), "ncols": 2, "row_labels": ["a"]},
+     ValueError, "row_labels"),
+    ({"images": np.zeros((2, 6)), "image_shape": (2, 3), "row_labels": "ab"}, TypeError,
+     "row_labels"),
+    ({"images": np.zeros((2, 6)), "image_shape": (2, 3), "vmin": 1.0, "vmax": 0.0},
+     ValueError, "vmin"),
+    ({"images": np.zeros((2, 6)), "image_shape": (2, 3), "cmap": "nope"}, ValueError, "cmap"),
+    ({"images": [["a"]], "image_shape": (1, 1)}, TypeError, "images"),
+])
+def test_plot_image_grid_bad_input(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        plot_image_grid(**kwargs)
+
+
+def test_plot_latent_space_two_dims_pca_and_one_dim():
+    g = np.random.default_rng(0)
+    z = g.normal(size=(30, 2))
+    ax = plot_latent_space(z, np.arange(30) % 3, label_name="digit").axes[0]
+    assert len(ax.collections) == 3
+    np.testing.assert_allclose(ax.collections[0].get_offsets(), z[::3])
+    assert ax.get_legend().get_title().get_text() == "digit"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["0", "1", "2"]
+    assert ax.get_xlabel() == "z[0]"
+    # Five dimensions with all the variance along the first axis: PC 1 explains it all.
+    wide = np.zeros((30, 5))
+    wide[:, 3] = g.normal(size=30)
+    ax = plot_latent_space(torch.tensor(wide), title="codes").axes[0]
+    assert ax.get_xlabel() == "PC 1 (100% of variance)" and ax.get_title() == "codes"
+    xy = ax.collections[0].get_offsets()
+    np.testing.assert_allclose(np.abs(xy[:, 0]), np.abs(wide[:, 3] - wide[:, 3].mean()))
+    assert ax.get_legend() is None
+    ax = plot_latent_space(g.normal(size=10)).axes[0]
+    assert ax.get_xlabel() == "z" and "jitter" in ax.get_ylabel()
+
+
+@pytest.mark.parametrize("z, labels, match", [
+    (np.zeros((0, 2)), None, "shape"),
+    (np.full((3, 2), np.nan), None, "finite"),
+    (np.zeros((3, 2)), [0, 1], "one label per row"),
+    (np.zeros((3, 2)), [0.5, 1, 2], "integer"),
+])
+def test_plot_latent_space_bad_input(z, labels, match):
+    with pytest.raises(ValueError, match=match):
+        plot_latent_space(z, labels)
+
+
+def test_plot_elbo_history_training_and_validation_curves():
+    losses = np.linspace(40.0, 20.0, 50)
+    history = {"objective": losses, "step": np.arange(50.0),
+               "eval_val_elbo": np.linspace(-35.0, -21.0, 5),
+               "eval_step": np.arange(10.0, 51.0, 10)}
+    fit = SimpleNamespace(method="svi", history=history, converged=None)
+    ax = plot_elbo_history(fit, train_label="training IWAE-5 bound").axes[0]
+    raw, smooth, val = ax.get_lines()
+    np.testing.assert_allclose(raw.get_ydata(), -losses)
+    np.testing.assert_allclose(raw.get_xdata(), np.arange(1, 51))
+    assert len(smooth.get_xdata()) == 41  # running mean over an epoch (10 steps)
+    np.testing.assert_allclose(val.get_xdata(), history["eval_step"])
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend[0].startswith("training IWAE-5 bound") and legend[1] == "validation ELBO"
+    assert "validation -21" in ax.get_title()
+    # Without validation data: the training curve only.
+    fit = SimpleNamespace(method="svi", history={"objective": losses}, converged=None)
+    assert len(plot_elbo_history(fit).axes[0].get_lines()) == 2
+
+
+def test_plot_elbo_history_of_a_vae_fit_and_errors(em_fit):
+    x, _ = ppgen.datasets.load_digits()
+    vae = ppgen.VAE(64, latent_dim=2, hidden_dims=(8,))
+    fit = ppgen.fit(vae, x[:200], "svi", num_epochs=2, batch_size=50, seed=0, progress=False,
+                    validation_data=x[200:260], tol=0)
+    ax = plot_elbo_history(fit).axes[0]
+    assert len(ax.get_lines()) == 3 and len(ax.get_lines()[2].get_xdata()) == 2
+    with pytest.raises(TypeError, match="fit"):
+        plot_elbo_history(object())
+    with pytest.raises(ValueError, match="loss history"):
+        plot_elbo_history(SimpleNamespace(method="mcmc", history={}))

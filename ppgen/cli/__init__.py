@@ -5,6 +5,7 @@
     ppgen fit gmm [--data old-faithful|FILE.csv|FILE.npy] [--method em|svi|mcmc] ...
     ppgen fit hmm [--data jsb-chorales|FILE.npz|FILE.npy] [--num-states K] [--emission E] ...
     ppgen fit lda [--data ap|FILE.npz] [--vocab FILE.txt] [--num-topics K] [--method em|svi] ...
+    ppgen fit vae [--data digits|mnist|FILE.npy] [--latent-dim D] [--hidden-dims 200,200] ...
     ppgen sample DIR -n N [--length T] [--seed S] [--out FILE.csv|FILE.npz]
     ppgen score DIR FILE [--out FILE.csv]
 
@@ -16,7 +17,11 @@
 holds out ``--heldout-fraction`` of the documents (drawn with ``--seed``), fits on the rest
 and writes ``report.md`` (top words and NPMI coherence per topic, held-out perplexity by
 document completion), ``topics.png``, ``history.png``, ``model.pt`` and ``run.json`` (with
-the held-out document indices). ``ppgen sample`` and ``ppgen score`` read every kind of run
+the held-out document indices). ``ppgen fit vae`` fits a variational autoencoder on all
+images but a validation and a held-out part (drawn with ``--seed``; MNIST's own splits) and
+writes ``report.md`` (held-out log-likelihood by importance sampling, with its standard
+error), ``history.png``, ``samples.png``, ``reconstructions.png``, ``latent.png``,
+``model.pt`` and ``run.json``. ``ppgen sample`` and ``ppgen score`` read every kind of run
 (a hidden Markov model draws and scores whole sequences: ``--length`` steps each, one score
 per sequence; a topic model whole documents: ``--length`` words each, one score per
 document).
@@ -27,7 +32,7 @@ into place). User errors (and a model's ``NotSupportedError``) print one line st
 Layout: ``_fit`` holds the fit skeleton and its extension point (:class:`FitCommand`,
 :func:`fit_command`), ``_io`` the readers, the error type and atomic output, ``_report`` the
 report, ``_apply`` the ``sample`` and ``score`` commands; every public module of this package
-is a family (``mixture``, ``sequence``, ``topic``), imported here so that it registers its
+is a family (``mixture``, ``sequence``, ``topic``, ``latent``), imported here so that it registers its
 ``ppgen fit`` command: adding a family is adding one module.
 """
 
