@@ -356,3 +356,18 @@ def test_psis_khat_is_small_when_the_guide_is_exact_and_large_when_it_is_not():
     with torch.no_grad():  # shrink the guide's scale 20-fold: far too narrow a proposal
         fit.guide.scales.mu_unconstrained -= math.log(20.0)
     assert _khat(fit) > 0.7
+
+
+def test_a_fit_describes_itself_after_the_model_is_refitted(old_faithful):
+    gmm = GaussianMixture(2)
+    first = ppgen.fit(gmm, old_faithful, method="em", seed=0, progress=False)
+    second = ppgen.fit(gmm, 2 * old_faithful, method="em", seed=0, progress=False)
+    assert not torch.allclose(first.params["locs"], second.params["locs"])
+    locs = first.to_arviz().posterior["locs"].values[0, 0]
+    assert_close(locs, first.params["locs"])
+    assert_close(first.summary().loc["locs[0, 0]", "value"], first.params["locs"][0, 0])
+    ll = first.to_arviz().log_likelihood["obs"].values[0, 0]
+    with first.fitted_model() as model:
+        assert_close(ll, model.log_prob(first.data))
+    # ... and the model keeps the second fit's parameters.
+    assert_close(gmm.locs, second.params["locs"])
