@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/hmm_em.py
 	$(BIN)/python benchmarks/hmm_jsb.py
 	$(BIN)/python benchmarks/lda.py
+	$(BIN)/python benchmarks/threads.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -18,6 +18,7 @@ import torch
 
 from .._progress import progress_bar
 from .._random import derive_seeds
+from .._threads import num_elements, work_threads
 from .._validation import check_nonnegative_float, check_positive_int
 from .result import ConvergenceWarning, Diagnostic
 
@@ -68,8 +69,11 @@ def run_em(model: Any, data: torch.Tensor, *, init: dict[str, Any] | None, seed:
     messages: list[Diagnostic] = []
     bar = progress_bar(num_steps * num_restarts, desc="EM", enabled=progress)
     try:
-        best = _restarts(model, data, dict(data_kwargs or {}), init, seed, num_steps,
-                         num_restarts, monitor, messages, bar)
+        # One intra-op thread for small data (ppgen._threads): EM's ops are data-sized.
+        with work_threads(num_elements(data, *(data_kwargs or {}).values()),
+                          device=data.device):
+            best = _restarts(model, data, dict(data_kwargs or {}), init, seed, num_steps,
+                             num_restarts, monitor, messages, bar)
     finally:
         bar.close()
         if hasattr(model, "em_finalize"):

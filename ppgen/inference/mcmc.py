@@ -21,6 +21,7 @@ from pyro.infer.autoguide.initialization import init_to_median, init_to_value
 
 from .._progress import progress_enabled
 from .._random import derive_seeds, seeded
+from .._threads import num_elements, work_threads
 from .._validation import bad_value, check_positive_float, check_positive_int
 from .tracing import ModelInfo, flatten_draws
 
@@ -98,7 +99,7 @@ def run_mcmc(model_fn: Callable, args: tuple, kwargs: dict, info: ModelInfo, *, 
     chains: list[dict[str, torch.Tensor]] = []
     stats: list[list[dict[str, float]]] = []
     for chain_seed in derive_seeds(seed, num_chains):
-        with seeded(chain_seed):
+        with seeded(chain_seed), _threads_for_data(args, kwargs):
             init = init_values_fn(chain_seed) if init_values_fn is not None else None
             strategy = init_to_value(values=init, fallback=init_to_median) if init else \
                 init_to_median
@@ -128,7 +129,7 @@ def recover_discrete(model_fn: Callable, samples: dict[str, torch.Tensor], args:
     names = [n for n in info.continuous if n in flat]
     out: dict[str, list[torch.Tensor]] = {n: [] for n in info.discrete}
     enum_model = config_enumerate(model_fn, default="parallel")
-    with seeded(seed), poutine.block():
+    with seeded(seed), poutine.block(), _threads_for_data(args, kwargs):
         for s in range(flat[names[0]].shape[0] if names else 0):  # one pass per draw
             cond = poutine.condition(enum_model, data={n: flat[n][s] for n in names})
             sampler = infer_discrete(cond, first_available_dim=-info.max_plate_nesting - 1,
@@ -141,3 +142,11 @@ def recover_discrete(model_fn: Callable, samples: dict[str, torch.Tensor], args:
                     value = value.reshape(()).expand(shape)  # one category: nothing to draw
                 out[n].append(value.reshape(shape))
     return {n: torch.stack(v).reshape(*lead, *v[0].shape) for n, v in out.items() if v}
+
+
+def _threads_for_data(args: tuple, kwargs: dict):
+    """Intra-op threads by the size of the model's tensor arguments (ppgen._threads): NUTS
+    and infer_discrete run many small ops, which one thread does fastest."""
+    tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
+    return work_threads(num_elements(*tensors),
+                        device=tensors[0].device if tensors else None)

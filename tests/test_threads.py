@@ -1,0 +1,186 @@
+"""Intra-op threads by the size of the work (ppgen._threads).
+
+tests/conftest.py runs the suite on one thread by its own choice, which ppgen's detection
+counts as the user's; the tests of the automatic rule switch the detection off with the
+module attribute ``user_choice = False`` (or simulate a default import).
+"""
+
+from __future__ import annotations
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+
+import ppgen
+import ppgen._threads as threads
+import ppgen.inference.em as em_module
+from ppgen._threads import (
+    SMALL_WORK,
+    default_threads,
+    num_elements,
+    threads_for,
+    user_chose_threads,
+    work_threads,
+)
+from tests.common import requires_cuda
+
+
+@pytest.fixture
+def torch_threads():
+    """Set torch's thread count for the test; the suite's count comes back afterwards."""
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def automatic(monkeypatch):
+    """The automatic rule, whatever the suite's own thread setting."""
+    monkeypatch.setattr(threads, "user_choice", False)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture
+def default_import(monkeypatch):
+    """As if ppgen had been imported with torch's default of 2 threads and no choice made."""
+    monkeypatch.setattr(threads, "user_choice", None)
+    monkeypatch.setattr(threads, "_IMPORT_THREADS", 2)
+    monkeypatch.setattr(threads, "_IMPORT_IS_DEFAULT", True)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def test_rule():
+    assert threads_for(0) == threads_for(SMALL_WORK - 1) == 1
+    assert threads_for(SMALL_WORK) == default_threads() >= 1
+
+
+def test_small_work_gets_one_thread_and_the_setting_comes_back(automatic, torch_threads):
+    torch_threads(2)
+    with work_threads(1_000) as n:
+        assert n == 1 and torch.get_num_threads() == 1
+    assert torch.get_num_threads() == 2
+    with pytest.raises(RuntimeError, match="inside"):
+        with work_threads(1_000):
+            raise RuntimeError("inside")
+    assert torch.get_num_threads() == 2  # restored after an error too
+
+
+def test_large_work_gets_the_default_and_the_setting_comes_back(automatic, torch_threads):
+    torch_threads(1)
+    with work_threads(10 * SMALL_WORK) as n:
+        assert n == default_threads() == torch.get_num_threads()
+    assert torch.get_num_threads() == 1
+
+
+def test_detects_an_untouched_default(default_import, torch_threads):
+    torch_threads(2)  # the default seen at import: not a choice
+    assert not user_chose_threads()
+    with work_threads(1_000) as n:
+        assert n == 1 and torch.get_num_threads() == 1
+        assert user_chose_threads()  # nested blocks keep the outer block's count
+        with work_threads(10 * SMALL_WORK) as inner:
+            assert inner == 1
+    assert torch.get_num_threads() == 2
+
+
+def test_respects_torch_set_num_threads(default_import, torch_threads):
+    torch_threads(3)  # differs from the default seen at import
+    assert user_chose_threads()
+    with work_threads(1_000) as n:
+        assert n == 3 and torch.get_num_threads() == 3
+    assert torch.get_num_threads() == 3
+
+
+@pytest.mark.parametrize("var", ["OMP_NUM_THREADS", "MKL_NUM_THREADS"])
+def test_respects_the_environment(default_import, torch_threads, monkeypatch, var):
+    torch_threads(2)
+    monkeypatch.setenv(var, "2")
+    assert user_chose_threads()
+    with work_threads(1_000) as n:
+        assert n == 2 and torch.get_num_threads() == 2
+
+
+def test_a_choice_before_import_is_respected(monkeypatch, torch_threads):
+    """A count at import that is not torch's own default counts as the user's."""
+    monkeypatch.setattr(threads, "user_choice", None)
+    monkeypatch.setattr(threads, "_IMPORT_THREADS", 2)
+    monkeypatch.setattr(threads, "_IMPORT_IS_DEFAULT", False)
+    torch_threads(2)
+    assert user_chose_threads()
+    with work_threads(1_000) as n:
+        assert n == 2
+
+
+def test_user_choice_flag(monkeypatch, torch_threads):
+    monkeypatch.setattr(threads, "user_choice", True)
+    torch_threads(2)
+    with work_threads(1_000) as n:
+        assert n == 2 and torch.get_num_threads() == 2
+
+
+def test_other_devices_are_left_alone(automatic, torch_threads):
+    torch_threads(2)
+    with work_threads(1_000, device="cuda") as n:  # no CUDA needed: nothing is run
+        assert n == 2 and torch.get_num_threads() == 2
+    with work_threads(1_000, device=torch.device("cpu")) as n:
+        assert n == 1
+
+
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
+def test_num_elements():
+    dense = torch.zeros(3, 4)
+    sparse = torch.eye(5).to_sparse()
+    assert num_elements(dense, sparse, None, 7) == 12 + 5
+    assert num_elements(torch.eye(6).to_sparse_csr()) == 6
+    assert num_elements() == 0
+
+
+def test_em_runs_small_data_on_one_thread(automatic, torch_threads, monkeypatch, old_faithful):
+    torch_threads(2)
+    gmm = ppgen.GaussianMixture(2)
+    seen = []
+    e_step = gmm.e_step
+
+    def recording_e_step(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return e_step(*args, **kwargs)
+
+    monkeypatch.setattr(gmm, "e_step", recording_e_step)
+    sizes = []
+    original = em_module.work_threads
+
+    def recording(size, **kwargs):
+        sizes.append(size)
+        return original(size, **kwargs)
+
+    monkeypatch.setattr(em_module, "work_threads", recording)
+    ppgen.fit(gmm, old_faithful, method="em", seed=0, num_steps=5, progress=False)
+    assert sizes == [old_faithful.numel()]
+    assert seen and set(seen) == {1}
+    assert torch.get_num_threads() == 2
+
+
+def test_mcmc_runs_small_data_on_one_thread(automatic, torch_threads):
+    torch_threads(2)
+    seen = []
+
+    def model(data):
+        seen.append(torch.get_num_threads())
+        loc = pyro.sample("loc", dist.Normal(0.0, 10.0))
+        pyro.sample("obs", dist.Normal(loc, 1.0).expand(data.shape).to_event(1), obs=data)
+
+    data = torch.randn(30, generator=torch.Generator().manual_seed(0))
+    ppgen.fit(model, data, method="mcmc", seed=0, num_samples=5, num_warmup=5, num_chains=1,
+              progress=False)
+    assert torch.get_num_threads() == 2
+    assert seen.count(1) > 5  # every potential-energy evaluation of NUTS
+
+
+@requires_cuda
+def test_cuda_data_leaves_threads_alone(automatic, torch_threads, old_faithful):
+    torch_threads(2)
+    with work_threads(1_000, device=old_faithful.cuda().device) as n:
+        assert n == 2
