@@ -31,6 +31,7 @@ LISTED = (
     "01_gaussian_mixture.ipynb",
     "02_hidden_markov_model.ipynb",
     "03_topic_models.ipynb",
+    "04_variational_autoencoder.ipynb",
 )
 
 NOTEBOOKS = sorted(TUTORIALS.glob("*.ipynb"))
