@@ -32,8 +32,8 @@ into place). User errors (and a model's ``NotSupportedError``) print one line st
 Layout: ``_fit`` holds the fit skeleton and its extension point (:class:`FitCommand`,
 :func:`fit_command`), ``_io`` the readers, the error type and atomic output, ``_report`` the
 report, ``_apply`` the ``sample`` and ``score`` commands; every public module of this package
-is a family (``mixture``, ``sequence``, ``topic``, ``latent``), imported here so that it registers its
-``ppgen fit`` command: adding a family is adding one module.
+is a family (``mixture``, ``sequence``, ``topic``, ``latent``), imported here so that it
+registers its ``ppgen fit`` command: adding a family is adding one module.
 """
 
 from __future__ import annotations

@@ -410,8 +410,9 @@ class LatentFit(FitCommand):
             ["final training loss", f"{res['final_loss']:.3f} (negative {_bound_name(args)} "
              f"of the last minibatch, nats per image)"],
             ["convergence", convergence_text(run.fit).replace(
-                "SVI steps", f"SVI steps (at most {args.num_epochs} epochs of "
-                f"{args.batch_size} images per step; early stopping on the validation ELBO)")],
+                "SVI steps", f"SVI steps (at most {count(args.num_epochs, 'epoch', 'epochs')}"
+                f" of {args.batch_size} images per step; early stopping on the validation "
+                "ELBO)")],
             ["elapsed", f"{run.fit.elapsed:.2f} s"],
         ]
         if args.resume is not None:
