@@ -143,12 +143,15 @@ def importance_log_prob(
             while done < num_samples:
                 s = min(batch_size, num_samples - done)
                 z = q.sample((s,))
-                log_w = log_joint(xr, z) - q.log_prob(z)
-                if log_w.shape != (s, xr.shape[0]):
-                    raise bad_value("log_joint", f"log-weights of shape (draws, rows) = "
-                                    f"{(s, xr.shape[0])}", f"shape {tuple(log_w.shape)}",
-                                    "Sum log p(x, z) and log q(z | x) over the event "
-                                    "dimensions (e.g. .to_event(1) on the proposal).")
+                log_p, log_q = log_joint(xr, z), q.log_prob(z)
+                for name, value in (("log_joint", log_p), ("proposal", log_q)):
+                    if value.shape != (s, xr.shape[0]):
+                        raise bad_value(name, f"log-densities of shape (draws, rows) = "
+                                        f"{(s, xr.shape[0])}", f"shape {tuple(value.shape)}",
+                                        "Sum log p(x, z) and log q(z | x) over the event "
+                                        "dimensions (e.g. Independent(..., 1) or "
+                                        ".to_event(1) on the proposal).")
+                log_w = log_p - log_q
                 if out_dtype is None:
                     out_dtype = log_w.dtype
                 log_w = log_w.to(acc)

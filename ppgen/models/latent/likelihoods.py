@@ -85,10 +85,13 @@ def log_lik(kind: str, params: Any, x: torch.Tensor) -> torch.Tensor:
         loc, log_scale = params
         return (-0.5 * ((x - loc) * torch.exp(-log_scale)).square() - log_scale
                 - _HALF_LOG_2PI).sum(-1)
-    out = x * params - F.softplus(params)
-    if kind == "continuous_bernoulli":
-        out = out + cb_log_norm(params)
-    return out.sum(-1)
+    if kind == "bernoulli":
+        # one fused kernel (x log sigmoid(l) + (1 - x) log sigmoid(-l) = x l - softplus(l))
+        if params.shape != x.shape:
+            shape = torch.broadcast_shapes(params.shape, x.shape)
+            params, x = params.expand(shape), x.expand(shape)
+        return -F.binary_cross_entropy_with_logits(params, x, reduction="none").sum(-1)
+    return (x * params - F.softplus(params) + cb_log_norm(params)).sum(-1)
 
 
 def mean(kind: str, params: Any) -> torch.Tensor:

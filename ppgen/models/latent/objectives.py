@@ -70,14 +70,20 @@ def _terms(model: Any, x: torch.Tensor, cond: tuple[torch.Tensor, ...], num_part
     the KL term per datum (B,), detached (analytic for the ELBO; the mean of log q - log p
     over the draws for IWAE)."""
     loc, scale = model.encoder(x, *cond)
+    if not iwae:
+        # One draw: no particle axis (3-D activations cost more in the backward pass).
+        shape = loc.shape if num_particles == 1 else (num_particles, *loc.shape)
+        z = loc + scale * torch.randn(shape, dtype=loc.dtype, device=loc.device)
+        rec = _log_lik(model, z, x, cond)
+        if num_particles > 1:
+            rec = rec.mean(0)
+        kl = gaussian_kl(loc, scale)
+        bound = rec - kl
+        surrogate = -(bound if beta == 1.0 else rec - beta * kl).mean()
+        return surrogate, bound.detach(), kl.detach()
     eps = torch.randn((num_particles, *loc.shape), dtype=loc.dtype, device=loc.device)
     z = loc + scale * eps  # (K, B, L)
     rec = _log_lik(model, z, x, cond)  # (K, B)
-    if not iwae:
-        kl = gaussian_kl(loc, scale)
-        rec_mean = rec.mean(0)
-        surrogate = -(rec_mean - beta * kl).mean()
-        return surrogate, (rec_mean - kl).detach(), kl.detach()
     log_pz = (-0.5 * z.square() - _HALF_LOG_2PI).sum(-1)
     if dreg:
         loc_d, scale_d = loc.detach(), scale.detach()
@@ -250,9 +256,11 @@ class VAEObjective:
         optimizer = state.optimizers["model"]
         lr = optimizer.param_groups[0]["lr"]
         norm = guarded_update(optimizer, state.params["model"], self.clip_norm)
-        state.schedulers["model"].step()
+        if self.lr_decay < 1:
+            state.schedulers["model"].step()
+        if state.step == 0:
+            model.mark_fitted()
         state.step += 1
-        model.mark_fitted()
         return {"loss": -bound.mean(), "grad_norm": norm, "kl": kl.mean(), "beta": beta,
                 "lr": lr}
 

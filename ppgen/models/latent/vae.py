@@ -266,6 +266,7 @@ class VAE(GenerativeModel):
             expected = f"shape (N, {', '.join(map(str, self.data_shape))})"
             if len(self.data_shape) > 1:
                 expected += f" or (N, {self.num_features})"
+            expected += " (a leading data dimension, then the datum's dimensions)"
             remedy = ("For a single datum add a leading axis, e.g. x[None]."
                       if tuple(t.shape) in (self.data_shape, flat) else None)
             raise bad_value(arg, expected, f"shape {tuple(t.shape)}", remedy)
