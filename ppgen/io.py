@@ -62,6 +62,26 @@ def save(model: GenerativeModel, path: str | os.PathLike) -> Path:
     return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
+def read_payload(path: Path, *, arg: str, expected: str, fmt: str, version: int,
+                 unreadable: str, foreign: str,
+                 map_location: str | torch.device | None = None) -> dict[str, Any]:
+    """Read a ppgen file of format ``fmt`` with ``torch.load(weights_only=True)`` (tensors,
+    numbers and strings only: never an arbitrary object). An unreadable (truncated, corrupt,
+    pickled-object) file, one of another format and one of a newer version each get an error
+    naming ``arg``, with the remedy given."""
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        raise bad_value(arg, expected, f"{str(path)!r}, which could not be read "
+                        f"({type(exc).__name__})", unreadable) from None
+    if not isinstance(payload, dict) or payload.get("format") != fmt:
+        raise bad_value(arg, expected, f"{str(path)!r}, a file of another format", foreign)
+    if not isinstance(payload.get("version"), int) or payload["version"] > version:
+        raise bad_value(arg, f"format version <= {version}", payload.get("version"),
+                        "Upgrade ppgen to read this file.")
+    return payload
+
+
 def load(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> GenerativeModel:
     """Load a model saved by :func:`save`; a corrupt or foreign file gives a clear error."""
     path = Path(path)
@@ -70,20 +90,10 @@ def load(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -
     if not path.is_file():
         raise FileNotFoundError(f"path: expected a ppgen model file, got {str(path)!r} which "
                                 "does not exist.")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:
-        raise bad_value("path", "a ppgen model file written by ppgen.save", f"{str(path)!r}, "
-                        f"which could not be read ({type(exc).__name__})",
-                        "The file is corrupt or from another program; save the model again."
-                        ) from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise bad_value("path", "a ppgen model file written by ppgen.save",
-                        f"{str(path)!r}, a file of another format",
-                        "Load it with the program that wrote it.")
-    if payload.get("version", 0) > VERSION:
-        raise bad_value("path", f"format version <= {VERSION}", payload.get("version"),
-                        "Upgrade ppgen to read this file.")
+    payload = read_payload(path, arg="path", expected="a ppgen model file written by "
+                           "ppgen.save", fmt=FORMAT, version=VERSION, map_location=map_location,
+                           unreadable="The file is corrupt or from another program; save the "
+                           "model again.", foreign="Load it with the program that wrote it.")
     try:
         cls = get_model_class(payload["model"])
         model = cls(**json.loads(payload["config"]))

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .._validation import bad_value
-from ..io import atomic_write
+from ..io import atomic_write, read_payload
 
 __all__ = ["FORMAT", "VERSION", "checkpoint_file", "write_checkpoint", "read_checkpoint",
            "rng_state", "set_rng_state"]
@@ -80,19 +80,12 @@ def read_checkpoint(directory: str | os.PathLike, fingerprint: dict[str, Any], *
         raise bad_value("resume", "a directory holding a ppgen checkpoint (checkpoint.pt)",
                         repr(str(directory)), "Pass the directory given as checkpoint= to the "
                         "interrupted fit, or drop resume= to start afresh.")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:
-        raise bad_value("resume", "a complete ppgen checkpoint", f"{str(path)!r}, which could "
-                        f"not be read ({type(exc).__name__}: {str(exc)[:120]})",
-                        "The file is truncated or corrupt, or was written by another program; "
-                        "delete it and start afresh.") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise bad_value("resume", "a ppgen checkpoint", f"{str(path)!r}, a file of another "
-                        "format", "Pass a directory written by ppgen.fit(..., checkpoint=DIR).")
-    if not isinstance(payload.get("version"), int) or payload["version"] > VERSION:
-        raise bad_value("resume", f"checkpoint format version <= {VERSION}",
-                        payload.get("version"), "Upgrade ppgen to resume from it.")
+    payload = read_payload(path, arg="resume", expected="a complete ppgen checkpoint",
+                           fmt=FORMAT, version=VERSION, map_location=map_location,
+                           unreadable="The file is truncated or corrupt, or was written by "
+                           "another program; delete it and start afresh.",
+                           foreign="Pass a directory written by ppgen.fit(..., "
+                           "checkpoint=DIR).")
     try:
         theirs = json.loads(payload["fingerprint"])
     except (KeyError, TypeError, json.JSONDecodeError):
