@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/hmm_jsb.py
 	$(BIN)/python benchmarks/lda.py
 	$(BIN)/python benchmarks/threads.py
+	$(BIN)/python benchmarks/vae_mnist.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

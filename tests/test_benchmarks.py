@@ -151,3 +151,36 @@ def test_threads_benchmark_quick(tmp_path):
     assert [r["threads_b"] for r in report["rows"]] == [1, 1, 1]  # quick sizes are small
     for r in report["rows"]:
         assert r["a_s"] > 0 and r["b_s"] > 0 and r["c_s"] > 0
+
+
+def test_vae_mnist_benchmark_quick(tmp_path):
+    """The VAE benchmark trains ppgen, plain Pyro, plain PyTorch and ppgen IWAE on a tiny
+    subset, scores all four with the same estimator, and prints the guard and thread rows
+    (no timing or quality target is checked at these sizes)."""
+    from ppgen.datasets.images import _read_npz
+
+    try:
+        _read_npz("mnist.npz", None, {})
+    except FileNotFoundError:
+        pytest.skip("mnist.npz is not in the shared data folder")
+    out = tmp_path / "vae.json"
+    stdout = _run_script("vae_mnist.py", "--quick", "--json", str(out))
+    names = ["ppgen.fit(vae, data, 'svi') (VAEObjective", "plain Pyro SVI", "plain PyTorch loop",
+             "ppgen.fit(vae, data, 'svi', num_particles=5, iwae=True)"]
+    rows = [ln for ln in stdout.splitlines() if ln.startswith("| ")]
+    for name in names:
+        assert any(ln.startswith("| " + name) for ln in rows), (name, stdout)
+    for key in ("- target: ppgen epoch <= 1.1x plain PyTorch", "- target: ppgen within 0.3 nats",
+                "- IWAE (k=5) - VAE (k=1)", "| guarded_update (clip + isfinite + step) |",
+                "- target: b/a <= 1.5x", "busy loop included, still running at the end"):
+        assert key in stdout, (key, stdout)
+    report = json.loads(out.read_text())
+    assert report["train_images"] == 500 and report["test_images"] == 10
+    assert [r["name"] for r in report["rows"]] == ["ppgen", "plain Pyro", "plain PyTorch",
+                                                   "ppgen IWAE (k=5)"]
+    for r in report["rows"]:
+        # 784 binary pixels: a log-likelihood between -784 log 2 and 0 for a barely trained net
+        assert -784 * math.log(2) < r["mean"] < 0, r
+        assert r["mc_se"] > 0 and r["train_wall_s"] > 0, r
+    assert report["guard"]["num_params"] == 784 * 64 + 64 + 64 * 784 + 784
+    assert report["threads"]["a_wall_s"] > 0 and report["threads"]["b_wall_s"] > 0
