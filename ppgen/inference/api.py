@@ -14,6 +14,7 @@ import torch
 
 from .._context import isolated
 from .._random import resolve_seed
+from .._threads import num_elements, work_threads
 from .._validation import NotSupportedError, bad_type, bad_value, check_positive_int
 from ..models.base import GenerativeModel
 from .em import run_em
@@ -153,8 +154,11 @@ def fit(model: GenerativeModel | Callable, data: Any = None, method: Method = "s
     start = time.perf_counter()
     if builtin:
         snapshot = model.get_state()
+        # Threads for the data's preparation (e.g. padding a list of sequences); the runners
+        # choose again for their own work.
+        rows = data if isinstance(data, list | tuple) else (data,)
         try:
-            with isolated(seed):
+            with isolated(seed), work_threads(num_elements(*rows), device=device):
                 result = _fit_builtin(model, data, method, seed, device, init, kwargs,
                                       progress, options)
         except BaseException:
