@@ -223,3 +223,20 @@ def test_sigkilled_fit_resumes_to_the_uninterrupted_result(kind, tmp_path):
     for proc in (reference, resumed):
         assert proc.wait() == 0, proc.stderr.read().decode()[-2000:]
     _states_equal(torch.load(tmp_path / "resumed.pt"), torch.load(tmp_path / "full.pt"))
+
+
+def test_a_finished_run_resumes_with_more_epochs(tmp_path):
+    x = ppgen.datasets.load_digits()[0][:100]
+    ckpt = tmp_path / "run"
+
+    def run(epochs, **kw):
+        vae = ppgen.VAE(64, latent_dim=2, hidden_dims=(8,))
+        fit = ppgen.fit(vae, x, "svi", num_epochs=epochs, batch_size=50, tol=0, seed=0,
+                        progress=False, **kw)
+        return vae, fit
+
+    run(1, checkpoint=ckpt)
+    longer, fit = run(3, resume=ckpt, checkpoint=ckpt)
+    assert len(fit.history["objective"]) == 6  # 2 steps per epoch, 3 epochs in all
+    full, _ = run(3)
+    _states_equal(longer.get_state(), full.get_state())

@@ -264,9 +264,12 @@ def _svi_builtin(model: GenerativeModel, x, seed, init, kwargs, data_kw, progres
         objective = model.default_objective(
             total_steps=total, **_split(options, OBJECTIVE_OPTIONS | set(model.objective_options)))
     if objective is not None:
+        # The run's length is not part of it: a finished run can be resumed with more
+        # steps or epochs (the learning-rate schedule goes on from the checkpoint's state).
         fingerprint = _fingerprint(model, x, "svi", objective, {
             "batch_size": batch_size, **{k: v for k, v in vars(objective).items()
-                                         if isinstance(v, int | float | str | bool)}})
+                                         if isinstance(v, int | float | str | bool)
+                                         and k != "total_steps"}})
         out = train(objective, model, x, seed=seed, num_steps=num_steps, batch_size=batch_size,
                     tol=tol, check_every=check_every, progress=progress, kwargs=kwargs,
                     per_datum=model.data_kwargs, fingerprint=fingerprint, **loop_kw)
