@@ -78,7 +78,8 @@ class TrainState:
     extra : dict of str to Tensor
         Further training tensors: persistent chains, moving averages, step counters.
     step : int
-        Updates done so far (skipped ones included).
+        Updates done so far (skipped ones included). The loop keeps it (during a step it is
+        the step's own number, for schedules such as KL warm-up); objectives only read it.
     """
 
     params: dict[str, list[torch.Tensor]] = field(default_factory=dict)

@@ -54,7 +54,11 @@ def _train(model, data, *, num_steps, batch_size=100, seed=0, kwargs=None, **opt
 
     with seeded(seed):
         state = obj.init(model, batch(0), seed)
-        history = [obj.step(model, state, batch(s)) for s in range(num_steps)]
+        history = []
+        for s in range(num_steps):  # the step counter, as the training loop keeps it
+            state.step = s
+            history.append(obj.step(model, state, batch(s)))
+        state.step = num_steps
     return obj, state, history
 
 

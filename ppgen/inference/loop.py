@@ -197,6 +197,7 @@ def train(objective: Any, model: Any, source: Any, *, seed: int, num_steps: int 
                     if pos.perm is None:
                         pos.perm = torch.randperm(num_data, generator=generator).to(device)
                     index = pos.perm[pos.offset:pos.offset + batch]
+                state.step = pos.step  # the loop keeps the counter; objectives read it
                 metrics = objective.step(model, state, make_batch(index, pos))
                 state.step = pos.step + 1
                 loss = float(metrics["loss"])

@@ -260,7 +260,6 @@ class VAEObjective:
             state.schedulers["model"].step()
         if state.step == 0:
             model.mark_fitted()
-        state.step += 1
         return {"loss": -bound.mean(), "grad_norm": norm, "kl": kl.mean(), "beta": beta,
                 "lr": lr}
 

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..._importance import importance_log_prob
 from ..._random import resolve_seed, seeded
 from ..._validation import (
     NotFittedError,
@@ -515,7 +516,6 @@ class VAE(GenerativeModel):
         stderr : Tensor of shape (N,)
             Only with ``return_stderr``.
         """
-        from ...evaluation.likelihood import importance_log_prob
 
         self.check_fitted("compute log_prob")
         x, _, cond = self._prepare_call(data, kwargs)
