@@ -184,3 +184,11 @@ def test_vae_mnist_benchmark_quick(tmp_path):
         assert r["mc_se"] > 0 and r["train_wall_s"] > 0, r
     assert report["guard"]["num_params"] == 784 * 64 + 64 + 64 * 784 + 784
     assert report["threads"]["a_wall_s"] > 0 and report["threads"]["b_wall_s"] > 0
+
+
+def test_svi_overhead_benchmark_quick(tmp_path):
+    out = tmp_path / "svi.json"
+    _run_script("svi_overhead.py", "--quick", "--json", str(out))
+    rows = json.loads(out.read_text())
+    assert [r["case"].split()[0] for r in rows] == ["gmm", "hmm", "prodlda"]
+    assert all(r["ppgen_ms"] > 0 and r["pyro_ms"] > 0 for r in rows)

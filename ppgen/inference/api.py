@@ -213,11 +213,14 @@ def _split(options: dict[str, Any], names) -> dict[str, Any]:
     return {k: options.pop(k) for k in list(options) if k in names}
 
 
-def _fingerprint(model: Any, x: Any, method: str, objective: Any,
-                 options: dict[str, Any]) -> dict[str, Any]:
+def _fingerprint(model: Any, x: Any, method: str, objective: Any, options: dict[str, Any],
+                 loop_kw: dict[str, Any]) -> dict[str, Any] | None:
     """What a checkpoint must match to be resumed by this fit: the model (class and
     configuration), the method, the objective and its options, and the data (shape and two
-    cheap float64 moments)."""
+    float64 moments). None when the fit neither writes nor reads a checkpoint (the moments
+    read the whole data set)."""
+    if loop_kw.get("checkpoint") is None and loop_kw.get("resume") is None:
+        return None
     values = getattr(x, "probs", x)
     if isinstance(model, GenerativeModel):
         try:
@@ -229,9 +232,11 @@ def _fingerprint(model: Any, x: Any, method: str, objective: Any,
         config, name = getattr(model, "__qualname__", repr(model)), "function"
     data: dict[str, Any] = {}
     if isinstance(values, torch.Tensor) and not values.is_sparse:
-        v = values.detach().double()
-        data = {"shape": list(v.shape), "sum": round(float(v.sum()), 6),
-                "sq": round(float((v * v).sum()), 6)}
+        v = values.detach()
+        norm = torch.linalg.vector_norm(v, dtype=torch.float64) if v.is_floating_point() \
+            else torch.linalg.vector_norm(v.double())
+        data = {"shape": list(v.shape), "sum": round(float(v.sum(dtype=torch.float64)), 6),
+                "sq": round(float(norm) ** 2, 6)}
     return {"model": name, "config": json_safe(config), "method": method,
             "objective": type(objective).__name__,
             "options": {k: repr(v) for k, v in sorted(options.items())}, "data": data}
@@ -269,7 +274,7 @@ def _svi_builtin(model: GenerativeModel, x, seed, init, kwargs, data_kw, progres
         fingerprint = _fingerprint(model, x, "svi", objective, {
             "batch_size": batch_size, **{k: v for k, v in vars(objective).items()
                                          if isinstance(v, int | float | str | bool)
-                                         and k != "total_steps"}})
+                                         and k != "total_steps"}}, loop_kw)
         out = train(objective, model, x, seed=seed, num_steps=num_steps, batch_size=batch_size,
                     tol=tol, check_every=check_every, progress=progress, kwargs=kwargs,
                     per_datum=model.data_kwargs, fingerprint=fingerprint, **loop_kw)
@@ -296,7 +301,7 @@ def _svi_builtin(model: GenerativeModel, x, seed, init, kwargs, data_kw, progres
         options["loss"] = model.default_loss(options.get("num_particles", 1))
     values = None if own else model.init_values(x, init=init, seed=seed, **data_kw)
     fingerprint = _fingerprint(model, x, "svi", guide if callable(guide) else str(guide),
-                               dict(options, batch_size=batch_size, guide=str(guide)))
+                               dict(options, batch_size=batch_size, guide=str(guide)), loop_kw)
     out = run_svi(model.model, (x,), kwargs, info, progress=progress, seed=seed, guide=guide,
                   init_values=values, batch_size=batch_size, num_steps=num_steps, tol=tol,
                   check_every=check_every, loop_options=loop_kw, fingerprint=fingerprint,
@@ -369,7 +374,7 @@ def _fit_function(model_fn: Callable, data, method, seed, init, kwargs, progress
         guide = options.pop("guide", "normal")
         loop_kw = _split(options, LOOP_OPTIONS)
         fingerprint = _fingerprint(model_fn, data, "svi", guide if callable(guide) else
-                                   str(guide), dict(options, guide=str(guide)))
+                                   str(guide), dict(options, guide=str(guide)), loop_kw)
         out = run_svi(model_fn, args, kwargs, info, progress=progress, seed=seed, guide=guide,
                       init_values=init, loop_options=loop_kw, fingerprint=fingerprint,
                       **options)
