@@ -68,40 +68,11 @@ import warnings
 
 import torch
 import torch.nn.functional as F
+
+# Helpers of the sibling benchmarks (this folder is on sys.path when a script runs).
+from gmm_em import OutsideLoad
+from threads import BusyCore
 from torch import nn
-
-try:  # the outside-load meter of the GMM benchmark (same folder)
-    from gmm_em import OutsideLoad
-except ImportError:  # imported from elsewhere: no outside-load figures
-    OutsideLoad = None
-
-try:  # the busy-loop helper of the threads benchmark (same folder)
-    from threads import BusyCore
-except ImportError:  # imported from elsewhere: a minimal copy
-    import subprocess
-
-    class BusyCore:  # type: ignore[no-redef]
-        """A subprocess that keeps one core busy for at most ``limit_s`` seconds."""
-
-        def __init__(self, limit_s: float) -> None:
-            self.limit_s, self.proc = limit_s, None
-
-        def __enter__(self):
-            code = ("import sys, time\nend = time.time() + float(sys.argv[1])\n"
-                    "while time.time() < end:\n    pass\n")
-            self.proc = subprocess.Popen([sys.executable, "-c", code, str(self.limit_s)])
-            time.sleep(0.2)
-            return self
-
-        def __exit__(self, *exc) -> None:
-            if self.proc is not None and self.proc.poll() is None:
-                self.proc.kill()
-            if self.proc is not None:
-                self.proc.wait()
-
-        def alive(self) -> bool:
-            return self.proc is not None and self.proc.poll() is None
-
 
 #: Targets of issue 9.
 TIME_RATIO_TARGET = 1.1  # ppgen epoch <= 1.1x the plain PyTorch loop's
@@ -451,7 +422,7 @@ def guard_benchmark(args) -> dict:
         for k in names:
             forward_backward()
             variants[k]()
-    load = OutsideLoad() if OutsideLoad is not None else None
+    load = OutsideLoad()
     for i in range(args.guard_steps):
         order = names[i % 3:] + names[:i % 3]  # rotate, to cancel drift and order effects
         for k in order:
@@ -491,13 +462,13 @@ def thread_rows(data, args, init, default_threads: int) -> dict:
         for _ in range(args.thread_rounds):
             torch.set_num_threads(1)
             threads.user_choice = True
-            load = OutsideLoad() if OutsideLoad is not None else None
+            load = OutsideLoad()
             a_times.append(impl.epoch())
             if load is not None:
                 outside_a.append(load.fraction())
             torch.set_num_threads(default_threads)
             threads.user_choice = None
-            load = OutsideLoad() if OutsideLoad is not None else None
+            load = OutsideLoad()
             with BusyCore(args.busy_limit) as busy:
                 probe = data.take(torch.arange(args.batch_size))
                 chosen = threads.threads_for(threads.num_elements(probe))
@@ -629,7 +600,7 @@ def main(argv=None) -> int:
 
     timed = make_impls()
     steps_fit = []
-    load = OutsideLoad() if OutsideLoad is not None else None
+    load = OutsideLoad()
     la_timing = os.getloadavg()[0]
     for r in range(args.timing_rounds):
         order = timed[r % len(timed):] + timed[:r % len(timed)]
@@ -655,7 +626,7 @@ def main(argv=None) -> int:
     trained.append(TorchImpl(train, args, init))
     if args.iwae_k:
         trained.append(PpgenImpl(train, args, init, iwae_k=args.iwae_k))
-    load = OutsideLoad() if OutsideLoad is not None else None
+    load = OutsideLoad()
     la_train = os.getloadavg()[0]
     train_times = {}
     for impl in trained:
