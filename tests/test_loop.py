@@ -240,3 +240,17 @@ def test_a_finished_run_resumes_with_more_epochs(tmp_path):
     assert len(fit.history["objective"]) == 6  # 2 steps per epoch, 3 epochs in all
     full, _ = run(3)
     _states_equal(longer.get_state(), full.get_state())
+
+
+def test_validation_with_labels_drives_early_stopping_of_a_conditional_vae():
+    x, y = ppgen.datasets.load_digits()
+    cvae = ppgen.ConditionalVAE(64, 10, latent_dim=2, hidden_dims=(16,))
+    fit = ppgen.fit(cvae, x[:300], "svi", num_epochs=40, batch_size=100, seed=0, lr=1e-2,
+                    tol=0.05, patience=2, progress=False, model_kwargs={"labels": y[:300]},
+                    validation_data=(x[300:400], {"labels": y[300:400]}))
+    val = fit.history["eval_val_elbo"]
+    assert len(val) == len(fit.history["eval_step"]) >= 3
+    assert np.isfinite(val).all() and val.max() > val[0]
+    assert cvae.elbo(x[300:400], labels=y[300:400], seed=0).mean() > -60
+    # It stopped early: `patience` evaluations without a 5% improvement of the best.
+    assert fit.converged is True and len(fit.history["objective"]) < 40 * 3

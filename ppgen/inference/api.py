@@ -17,6 +17,7 @@ from .._random import resolve_seed
 from .._threads import num_elements, work_threads
 from .._validation import NotSupportedError, bad_type, bad_value, check_positive_int
 from ..models.base import GenerativeModel
+from ..training import Batch
 from .em import run_em
 from .loop import plan_steps, train
 from .mcmc import recover_discrete, run_mcmc
@@ -96,7 +97,12 @@ def fit(model: GenerativeModel | Callable, data: Any = None, method: Method = "s
         Method options: em: ``num_steps``, ``tol``, ``num_restarts``. svi: ``num_steps``,
         ``tol``, ``lr``, ``lr_decay``, ``clip_norm``, ``check_every``, ``num_particles``,
         ``guide`` ("normal" | "map" | callable), ``loss``, ``batch_size`` (built-in models),
-        ``num_samples`` (posterior draws from a non-MAP guide, default 1000). mcmc:
+        ``num_samples`` (posterior draws from a non-MAP guide, default 1000),
+        ``num_epochs``, ``checkpoint``, ``checkpoint_every``, ``resume``,
+        ``validation_data`` (data, or ``(data, model_kwargs)`` for models with per-datum
+        keyword arguments such as labels), ``eval_every``, ``patience``, ``max_bad_steps``
+        (the training loop, :func:`ppgen.inference.loop.train`), and a model's own
+        ``objective_options``. mcmc:
         ``num_samples``, ``num_warmup``, ``num_chains``, ``target_accept_prob``,
         ``max_tree_depth``, ``jit_compile`` (default: on for built-in models).
 
@@ -252,6 +258,16 @@ def json_safe(value: Any) -> Any:
     return repr(value)
 
 
+def _validation_batch(model: GenerativeModel, loop_kw: dict[str, Any]) -> dict[str, Any]:
+    """``validation_data=(x, model_kwargs)`` (e.g. a conditional VAE's labels) becomes a
+    :class:`~ppgen.training.Batch` of the prepared data and keyword arguments."""
+    val = loop_kw.get("validation_data")
+    if not (isinstance(val, tuple) and len(val) == 2 and isinstance(val[1], dict)):
+        return loop_kw
+    x, kwargs = model.prepare_inputs(val[0], dict(val[1]))
+    return dict(loop_kw, validation_data=Batch(x, None, len(x), kwargs=kwargs))
+
+
 def _svi_builtin(model: GenerativeModel, x, seed, init, kwargs, data_kw, progress,
                  options) -> Fit:
     """SVI on a built-in model: its own objective when it has one (networks trained by a
@@ -269,6 +285,7 @@ def _svi_builtin(model: GenerativeModel, x, seed, init, kwargs, data_kw, progres
         objective = model.default_objective(
             total_steps=total, **_split(options, OBJECTIVE_OPTIONS | set(model.objective_options)))
     if objective is not None:
+        loop_kw = _validation_batch(model, loop_kw)
         # The run's length is not part of it: a finished run can be resumed with more
         # steps or epochs (the learning-rate schedule goes on from the checkpoint's state).
         fingerprint = _fingerprint(model, x, "svi", objective, {
