@@ -254,3 +254,31 @@ def test_validation_with_labels_drives_early_stopping_of_a_conditional_vae():
     assert cvae.elbo(x[300:400], labels=y[300:400], seed=0).mean() > -60
     # It stopped early: `patience` evaluations without a 5% improvement of the best.
     assert fit.converged is True and len(fit.history["objective"]) < 40 * 3
+
+
+def test_resume_after_skipped_steps_reports_them(tmp_path):
+    data = torch.randn(50) + 2
+    elbo = pyro.infer.Trace_ELBO()
+    calls = {"n": 0, "stop": 35, "nan": 10}
+
+    def model(data):
+        mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
+        with pyro.plate("data", len(data)):
+            pyro.sample("obs", dist.Normal(mu, 1.0), obs=data)
+
+    def flaky(model, guide, *args, **kwargs):  # NaN once, then interrupted
+        calls["n"] += 1
+        if calls["n"] == calls["stop"]:
+            raise KeyboardInterrupt
+        loss = elbo.differentiable_loss(model, guide, *args, **kwargs)
+        return loss * float("nan") if calls["n"] == calls["nan"] else loss
+
+    with pytest.raises(KeyboardInterrupt):
+        ppgen.fit(model, data, method="svi", loss=flaky, seed=0, num_steps=60, tol=0,
+                  checkpoint=tmp_path, checkpoint_every=20, progress=False)
+    calls.update(n=0, stop=-1, nan=-1)  # the resumed run meets no bad step itself
+    fit = ppgen.fit(model, data, method="svi", loss=flaky, seed=0, num_steps=60, tol=0,
+                    resume=tmp_path, progress=False)
+    (nan,) = [d for d in fit.diagnose() if d.code == "nan"]
+    assert nan.value == 1 and "training went on" in nan.message
+    assert len(fit.history["objective"]) == 59

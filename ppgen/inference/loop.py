@@ -244,6 +244,9 @@ def train(objective: Any, model: Any, source: Any, *, seed: int, num_steps: int 
         finally:
             bar.close()
     converged: bool | None = None if tol == 0 else pos.stopped == "converged"
+    if pos.skipped and not messages:  # the first bad step came before a resume
+        messages.append(Diagnostic("nan", "SVI steps became non-finite before the run was "
+                                   "resumed; the updates were skipped.", severity="error"))
     if pos.stopped == "nan":
         converged = False
         msg = messages[0]
