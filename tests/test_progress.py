@@ -130,6 +130,7 @@ def test_mcmc_fit_prints_nothing_when_captured(capfd, monkeypatch):
 
 
 def test_mcmc_fit_shows_pyros_bar_on_a_terminal(monkeypatch):
+    monkeypatch.delenv("CI", raising=False)  # Pyro hides its bar whenever CI is set
     tty = fake_tty(monkeypatch)
     runs = _recording(monkeypatch, mcmc_module, "MCMC")
     data = torch.randn(20, generator=torch.Generator().manual_seed(0))
