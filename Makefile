@@ -20,7 +20,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check ppgen tests benchmarks
 
 test: lint
-	MPLBACKEND=Agg $(BIN)/python -m pytest -q -p no:cacheprovider
+	MPLBACKEND=Agg $(BIN)/python -m pytest -q -p no:cacheprovider --durations=15
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/gmm_em.py
