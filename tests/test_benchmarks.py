@@ -186,6 +186,52 @@ def test_vae_mnist_benchmark_quick(tmp_path):
     assert report["threads"]["a_wall_s"] > 0 and report["threads"]["b_wall_s"] > 0
 
 
+def _need_mnist():
+    from ppgen.datasets.images import _read_npz
+
+    try:
+        _read_npz("mnist.npz", None, {})
+    except FileNotFoundError:
+        pytest.skip("mnist.npz is not in the shared data folder")
+
+
+def test_vae_parity_benchmark_quick(tmp_path):
+    """Three networks per seed (ppgen's objective, ppgen with Pyro's estimator, plain Pyro),
+    the paired gaps per seed and their mean over seeds."""
+    _need_mnist()
+    out = tmp_path / "parity.json"
+    stdout = _run_script("vae_parity.py", "--quick", "--seeds", "0", "1", "--json", str(out))
+    report = json.loads(out.read_text())
+    assert [r["seed"] for r in report["rows"]] == [0, 1]
+    for r in report["rows"]:
+        for key in ("mean_a", "mean_a_pyro_estimator", "mean_b"):
+            assert -784 * math.log(2) < r[key] < 0, r
+        assert r["same_estimator_gap"] == pytest.approx(r["mean_a_pyro_estimator"]
+                                                        - r["mean_b"], abs=1e-9)
+    gaps = [r["default_gap"] for r in report["rows"]]
+    assert report["verdict"]["default_gap"]["mean"] == pytest.approx(sum(gaps) / 2)
+    assert "- (a') - (b), same estimator: mean over 2 seeds" in stdout
+
+
+def test_vae_impute_benchmark_quick(tmp_path):
+    """Mean, pseudo-Gibbs and Metropolis-within-Gibbs imputations of three half-image masks
+    (a barely trained network: no quality target is checked at this size)."""
+    _need_mnist()
+    out = tmp_path / "impute.json"
+    stdout = _run_script("vae_impute.py", "--quick", "--chain-seeds", "0", "--json", str(out))
+    rows = json.loads(out.read_text())["rows"]
+    assert sorted({(r["mask"], r["imputation"]) for r in rows}) == sorted(
+        (m, i) for m in ("bottom", "right", "random")
+        for i in ("mean", "pseudo-Gibbs", "Metropolis-within-Gibbs"))
+    for r in rows:
+        assert 0 < r["mse_binary"] < 1 and 0 < r["mse_grey"] < 1, r
+        if r["imputation"] == "pseudo-Gibbs":
+            assert r["acceptance"] == 1.0
+        elif r["imputation"] == "Metropolis-within-Gibbs":
+            assert 0 < r["acceptance"] < 1, r
+    assert stdout.count("MWG lowest [") == 3
+
+
 def test_svi_overhead_benchmark_quick(tmp_path):
     out = tmp_path / "svi.json"
     _run_script("svi_overhead.py", "--quick", "--json", str(out))
