@@ -16,7 +16,8 @@ per image). Imputations of the hidden pixels:
 
 * mean: the training images' mean intensity per pixel;
 * pseudo-Gibbs (Rezende et al. 2014): ``vae.impute(x, method="pseudo_gibbs")``;
-* Metropolis-within-Gibbs (Mattei & Frellsen 2018): ``vae.impute(x)`` (the default).
+* Metropolis-within-Gibbs (Mattei & Frellsen 2018): ``vae.impute(x)`` (the default; its
+  burn-in iterations are pseudo-Gibbs moves, ``burnin_method="pseudo_gibbs"``).
 
 Both samplers run ``--num-steps`` kept iterations after ``--num-burnin`` (ppgen's defaults,
 500 and 100) and return the Rao-Blackwellised mean; each runs with ``--chain-seeds`` seeds.

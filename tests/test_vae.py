@@ -378,6 +378,59 @@ def test_impute_half_images_beats_mean_imputation(digits_vae, capsys):
     assert vae.impute(data[:3].reshape(3, 8, 8), num_steps=5).shape == (3, 8, 8)
 
 
+class _BroadEncoder(torch.nn.Module):
+    """q(z | x) = N(0, 2^2) for every x: a proposal that covers any posterior here."""
+
+    def __init__(self, latent_dim):
+        super().__init__()
+        self.latent_dim = latent_dim
+
+    def forward(self, x):
+        loc = x.new_zeros(x.shape[0], self.latent_dim)
+        return loc, loc + 2.0
+
+
+@pytest.mark.parametrize("num_proposals", [1, 4])
+def test_mwg_imputation_matches_the_exact_conditional_mean(num_proposals):
+    """E[x_mis | x_obs] = int p(z) p(x_obs | z) E[x_mis | z] dz / p(x_obs) by quadrature (a
+    1-D latent, a fixed random decoder): Metropolis-within-Gibbs (either z-update) agrees,
+    with a proposal that ignores x; pseudo-Gibbs with that proposal does not (it is exact
+    only when the encoder is the posterior)."""
+    vae, x = _fixed_decoder_vae(1, "bernoulli", num_features=6)
+    vae.encoder = _BroadEncoder(1)
+    missing = torch.zeros_like(x, dtype=torch.bool)
+    missing[:, 3:] = True
+    grid, _ = _grid(1)
+    with torch.no_grad():
+        probs = torch.sigmoid(vae.decoder(grid))  # (G, D)
+        log_w = (Bernoulli(probs=probs[:, None, :3]).log_prob(x[:, :3]).sum(-1)
+                 + Normal(0.0, 1.0).log_prob(grid).sum(-1)[:, None])  # (G, N)
+        exact = torch.softmax(log_w, 0).T @ probs[:, 3:]  # (N, 3)
+    data = x.masked_fill(missing, float("nan"))
+    out, acceptance = vae.impute(data, num_steps=8000, num_burnin=100,
+                                 num_proposals=num_proposals, seed=0, return_acceptance=True)
+    err = (out[:, 3:] - exact).abs()
+    assert float(err.max()) < 0.03, float(err.max())
+    assert torch.equal(out[:, :3], x[:, :3])
+    assert 0.05 < float(acceptance.mean()) < 1
+    pseudo = vae.impute(data, method="pseudo_gibbs", num_steps=3000, seed=0)
+    assert float((pseudo[:, 3:] - exact).abs().max()) > 0.1
+
+
+def test_impute_options_several_proposals_move_more(digits_vae):
+    vae, _, test = digits_vae
+    data = test[:50].masked_fill(torch.arange(64) >= 32, float("nan"))
+    _, acc1 = vae.impute(data, num_steps=50, seed=0, return_acceptance=True)
+    _, acc5 = vae.impute(data, num_steps=50, num_proposals=5, seed=0, return_acceptance=True)
+    assert float(acc5.mean()) > float(acc1.mean())
+    same = vae.impute(data, num_steps=50, num_proposals=5, seed=0)
+    assert torch.equal(same, vae.impute(data, num_steps=50, num_proposals=5, seed=0))
+    with pytest.raises(ValueError, match="num_proposals: expected 1 for method='pseudo_gibbs'"):
+        vae.impute(data, method="pseudo_gibbs", num_proposals=3)
+    with pytest.raises(ValueError, match="burnin_method"):
+        vae.impute(data, burnin_method="gibbs")
+
+
 def test_same_seed_same_results_and_dtype_move(digits_vae):
     vae, _, test = digits_vae
     a, se_a = vae.log_prob(test[:20], num_samples=500, seed=7, return_stderr=True)
