@@ -139,7 +139,9 @@ def not_numeric(arg: str, x: Any, expected: str, remedy: str) -> TypeError:
                         "ppgen.fit(model, x, method=...) or model.log_prob(x).")
     text = first_text(x)
     if text is not None:
-        return bad_type(arg, expected, f"text (e.g. {text[:40]!r})", remedy)
+        dtype = getattr(x, "dtype", None)
+        kind = f"dtype {dtype}, " if dtype is not None else ""
+        return bad_type(arg, expected, f"text ({kind}e.g. {text[:40]!r})", remedy)
     ragged = ragged_rows(x)
     if ragged is not None:
         return bad_type(arg, expected, f"{type(x).__name__} with rows of different lengths "
