@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint typecheck bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,7 +19,11 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check ppgen tests benchmarks
 
-test: lint
+# mypy on the public API and a typed usage file (tests/typed_usage.py); scope in pyproject.toml.
+typecheck: $(STAMP)
+	$(BIN)/python -m mypy
+
+test: lint typecheck
 	MPLBACKEND=Agg $(BIN)/python -m pytest -q -p no:cacheprovider --durations=15
 
 bench: $(STAMP)
@@ -31,4 +35,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/vae_mnist.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache

@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["bad_value", "bad_type", "check_data", "check_positive_int", "check_choice",
-           "check_nonnegative_float", "check_positive_float", "NotFittedError",
-           "NotSupportedError", "not_supported"]
+__all__ = ["bad_value", "bad_type", "not_numeric", "ragged_rows", "first_text", "check_data",
+           "check_positive_int", "check_choice", "check_nonnegative_float",
+           "check_positive_float", "NotFittedError", "NotSupportedError", "not_supported"]
 
 
 class NotFittedError(RuntimeError):
@@ -86,21 +86,87 @@ def _describe(x: Any) -> str:
     return type(x).__name__
 
 
+def ragged_rows(x: Any, *, depth: int = 3) -> str | None:
+    """Where nested lists are not rectangular: ``"row 0 has 2 entries, row 2 has 1"`` (the
+    first row whose length differs from row 0's), searched ``depth`` levels deep; None when
+    every level is rectangular or ``x`` is not a list/tuple of sequences."""
+    if depth == 0 or not isinstance(x, list | tuple | np.ndarray) or len(x) == 0:
+        return None
+
+    def size(row: Any) -> int | None:
+        if isinstance(row, str | bytes):
+            return None
+        try:
+            return len(row)
+        except TypeError:
+            return None
+
+    sizes = [size(row) for row in x]
+    for i, n in enumerate(sizes):
+        if n != sizes[0]:
+            def what(n):
+                return "a scalar" if n is None else f"{n} entr{'y' if n == 1 else 'ies'}"
+            return f"row 0 has {what(sizes[0])}, row {i} has {what(n)}"
+    if sizes[0] is None:
+        return None
+    for i, row in enumerate(x):
+        inner = ragged_rows(row, depth=depth - 1)
+        if inner is not None:
+            return f"in row {i}, {inner}"
+    return None
+
+
+def first_text(x: Any, *, depth: int = 4) -> str | None:
+    """The first string in (nested) array-like input, for error messages; None if none."""
+    if isinstance(x, str | bytes):
+        return x if isinstance(x, str) else x.decode(errors="replace")
+    if isinstance(x, np.ndarray) and x.dtype.kind in "USO" and x.size:
+        x = x.reshape(-1)[:1000].tolist()
+    if depth == 0 or not isinstance(x, list | tuple):
+        return None
+    for row in x[:1000]:
+        found = first_text(row, depth=depth - 1)
+        if found is not None:
+            return found
+    return None
+
+
+def not_numeric(arg: str, x: Any, expected: str, remedy: str) -> TypeError:
+    """The error for array-like input that is not a rectangular array of numbers: None, text,
+    ragged nested lists or other objects, each named, with ``remedy`` for text and objects."""
+    if x is None:
+        return bad_type(arg, expected, "None", "Pass the data itself, e.g. "
+                        "ppgen.fit(model, x, method=...) or model.log_prob(x).")
+    text = first_text(x)
+    if text is not None:
+        dtype = getattr(x, "dtype", None)
+        kind = f"dtype {dtype}, " if dtype is not None else ""
+        return bad_type(arg, expected, f"text ({kind}e.g. {text[:40]!r})", remedy)
+    ragged = ragged_rows(x)
+    if ragged is not None:
+        return bad_type(arg, expected, f"{type(x).__name__} with rows of different lengths "
+                        f"({ragged})", "Pass a rectangular array: every row with the same "
+                        "number of entries (mark missing entries with NaN).")
+    return bad_type(arg, expected, _describe(x), remedy)
+
+
 def as_tensor(x: Any, *, arg: str = "data", dtype: torch.dtype | None = None,
               device: torch.device | str | None = None) -> torch.Tensor:
     """Turn array-like numeric input into a floating tensor, refusing non-numeric input."""
+    expected = "a numeric array (numpy array, torch tensor or nested lists of numbers)"
+    remedy = ("Convert the columns to numbers first, e.g. x.astype(float), and drop text "
+              "columns.")
     if isinstance(x, torch.Tensor):
         t = x
     else:
+        if x is None:
+            raise not_numeric(arg, x, expected, remedy)
         try:
             arr = np.asarray(x)
         except Exception as exc:  # ragged lists and the like
-            raise bad_type(arg, "a numeric array-like (numpy array, torch tensor, nested lists)",
-                           _describe(x), "Pass a rectangular array of numbers.") from exc
+            raise not_numeric(arg, x, expected, remedy) from exc
         if arr.dtype == object or arr.dtype.kind not in "biuf":
-            raise bad_type(arg, "numeric values (int or float)", f"dtype {arr.dtype}",
-                           "Convert the columns to numbers first, e.g. x.astype(float), and "
-                           "drop text columns.")
+            raise not_numeric(arg, x, expected, remedy)
         t = torch.as_tensor(arr)
     if t.is_complex():
         raise bad_type(arg, "a real-valued tensor", f"dtype {t.dtype}",

@@ -242,8 +242,8 @@ def compare(fits: dict[str, Fit | az.InferenceData], **kwargs: Any) -> pd.DataFr
         if isinstance(f, Fit):
             if f.posterior is None:
                 raise ValueError(f"fits[{name!r}]: expected posterior draws for LOO, got a "
-                                 f"{f.method} point estimate. Fit with method='mcmc', or 'svi' "
-                                 "with guide='normal'.")
+                                 f"point estimate (method={f.method!r}). Fit with "
+                                 "method='mcmc', or 'svi' with guide='normal'.")
             f = f.to_arviz()
         idatas[name] = f
     return az.compare(idatas, ic="loo", **kwargs)

@@ -87,8 +87,20 @@ def load(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -
     path = Path(path)
     if path.is_dir() and (path / "model.pt").is_file():
         path = path / "model.pt"  # a run directory written by the ppgen command
+    elif path.is_dir():
+        held = sorted(p.name for p in path.iterdir())
+        what = (f"which holds {', '.join(held[:5])}{', ...' if len(held) > 5 else ''}"
+                if held else "which is empty")
+        remedy = ("Pass a file written by ppgen.save, or the --out directory of a "
+                  "'ppgen fit' run (it holds model.pt).")
+        if "checkpoint.pt" in held:
+            remedy = ("checkpoint.pt is a training checkpoint, not a saved model: continue "
+                      "the run with ppgen.fit(model, data, method='svi', resume=path), then "
+                      "ppgen.save the model.")
+        raise bad_value("path", "a ppgen model file, or a run directory with model.pt",
+                        f"the directory {str(path)!r}, {what} but no model.pt", remedy)
     if not path.is_file():
-        raise FileNotFoundError(f"path: expected a ppgen model file, got {str(path)!r} which "
+        raise FileNotFoundError(f"path: expected a ppgen model file, got {str(path)!r}, which "
                                 "does not exist.")
     payload = read_payload(path, arg="path", expected="a ppgen model file written by "
                            "ppgen.save", fmt=FORMAT, version=VERSION, map_location=map_location,

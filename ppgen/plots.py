@@ -262,7 +262,7 @@ def plot_history(fit: Any, ax: Axes | None = None, *,
     if values.size == 0:
         hint = " Use plot_trace for MCMC fits." if method == "mcmc" else ""
         raise bad_value("fit", "a fit with an objective history (EM or SVI)",
-                        f"a {method} fit without one", hint.strip() or None)
+                        f"a fit by method={method!r} without one", hint.strip() or None)
     if objective_label is not None and not isinstance(objective_label, str):
         raise bad_type("objective_label", "a string or None", type(objective_label).__name__)
     fig, ax = _new_axes(ax, (6.4, 4.0))
@@ -329,7 +329,7 @@ def plot_trace(fit: Any, var_names: Sequence[str] | None = None, *,
     method = getattr(fit, "method", "?")
     if posterior is None or not posterior:
         raise bad_value("fit", "a fit with posterior draws (method='mcmc', or 'svi' with "
-                        "guide='normal')", f"a {method} fit without draws",
+                        "guide='normal')", f"a fit by method={method!r} without draws",
                         "Use plot_history for EM and MAP fits.")
     info = getattr(fit, "info", None)
     continuous = tuple(getattr(info, "continuous", ()) or ())

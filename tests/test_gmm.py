@@ -218,7 +218,8 @@ def test_more_components_than_rows():
 
 def test_non_numeric_data():
     x = np.array([["a", "b"], ["c", "d"]])
-    with pytest.raises(TypeError, match=r"data: expected numeric values.*dtype <U1"):
+    with pytest.raises(TypeError, match=r"data: expected a numeric array.*got text \(dtype "
+                       r"<U1, e\.g\. 'a'\)"):
         ppgen.fit(GaussianMixture(1), x, method="em", progress=False)
     with pytest.raises(TypeError, match="data: expected a numeric"):
         ppgen.fit(GaussianMixture(1), [[1.0, 2.0], [3.0]], method="em", progress=False)

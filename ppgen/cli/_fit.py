@@ -42,6 +42,7 @@ import json
 import math
 import shlex
 import sys
+import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -280,9 +281,7 @@ class FitCommand:
         from ppgen.inference import ConvergenceWarning
 
         out_dir = Path(args.out)
-        if out_dir.exists() and not out_dir.is_dir():
-            raise CLIError(f"--out: expected a directory, got {str(out_dir)!r}, which is a "
-                           "file.")
+        check_out_dir(out_dir)
         options = self.fit_options(args)
         data = self.load_data(args)
         model = self.build_model(args, data)
@@ -342,6 +341,29 @@ class FitCommand:
 def emit_scores(scores: Any, out: str | None) -> None:
     """One score per line (``repr`` of the float), on stdout or into ``--out``."""
     emit("".join(f"{float(s)!r}\n" for s in scores.detach().cpu().numpy()), out)
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """Refuse an ``--out`` the run could not be written to, before the fit: a file, a path
+    under a file, or a place where no folder can be made (read-only, /proc). Nothing is
+    left behind (the probe folder is removed)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CLIError(f"--out: expected a directory, got {str(out_dir)!r}, which is a "
+                       "file. Choose another --out.")
+    parent = out_dir
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise CLIError(f"--out: expected a directory that can be created, got "
+                       f"{str(out_dir)!r}, but {str(parent)!r} is a file, not a folder. "
+                       "Choose another --out, e.g. runs/NAME.")
+    try:
+        tempfile.TemporaryDirectory(prefix=".ppgen-probe-", dir=parent).cleanup()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise CLIError(f"--out: expected a directory that can be created, got "
+                       f"{str(out_dir)!r}, but no folder can be made in {str(parent)!r} "
+                       f"({reason}). Choose a writable place, e.g. --out runs/NAME.") from None
 
 
 def write_run(out_dir: Path, model: Any, figures: dict[str, bytes], run_json: str,

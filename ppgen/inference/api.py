@@ -129,8 +129,7 @@ def fit(model: GenerativeModel | Callable, data: Any = None, method: Method = "s
         allowed |= set(model.objective_options)
     unknown = set(options) - allowed
     if unknown:
-        raise bad_type("options", f"options of method={method!r} among "
-                       + ", ".join(sorted(allowed)), ", ".join(sorted(unknown)))
+        raise _unknown_options(model, method, unknown, allowed)
     methods = model.capabilities().methods if builtin else ("svi", "mcmc")
     if method not in methods:
         name = type(model).__name__ if builtin else getattr(model, "__name__", "model")
@@ -140,6 +139,10 @@ def fit(model: GenerativeModel | Callable, data: Any = None, method: Method = "s
                        "cannot sample it"}[method]
         raise NotSupportedError(f"method: expected a method the model supports, got "
                                 f"{method!r}. {why}; use method={others}.")
+    if builtin and data is None:
+        raise bad_type("data", f"the data to fit {type(model).__name__} to", "None",
+                       f"Pass it as fit's second argument: ppgen.fit(model, x, "
+                       f"method={method!r}).")
     if model_kwargs is not None and not isinstance(model_kwargs, dict):
         raise bad_type("model_kwargs", "a dict", type(model_kwargs).__name__)
     if init is not None and not isinstance(init, dict):
@@ -152,10 +155,7 @@ def fit(model: GenerativeModel | Callable, data: Any = None, method: Method = "s
             raise bad_type("model_kwargs", f"keyword arguments of {type(model).__name__}.model"
                            f" ({names})", ", ".join(sorted(unknown)))
     seed = resolve_seed(seed)
-    device = torch.device(device) if device is not None else None
-    if device is not None and device.type == "cuda" and not torch.cuda.is_available():
-        raise bad_value("device", "an available device", repr(str(device)),
-                        "CUDA is not available here; use device='cpu'.")
+    device = _check_device(device)
     kwargs = _to_device(dict(model_kwargs or {}), device)
     start = time.perf_counter()
     if builtin:
@@ -176,6 +176,57 @@ def fit(model: GenerativeModel | Callable, data: Any = None, method: Method = "s
                                    init, kwargs, progress, options)
     result.elapsed = time.perf_counter() - start
     return result
+
+
+def _unknown_options(model: Any, method: str, unknown: set[str], allowed: set[str]) -> TypeError:
+    """The error for options ``fit`` does not take; an option that is an argument of the
+    model itself (an HMM's ``lengths``, a model function's ``sigma``) belongs in
+    ``model_kwargs``, and the message says so."""
+    fn = model.model if isinstance(model, GenerativeModel) else model
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        params = {}
+    model_args = sorted(n for n in unknown if n in params and n != "data")
+    remedy = None
+    if model_args:
+        name = (f"{type(model).__name__}.model" if isinstance(model, GenerativeModel)
+                else getattr(model, "__name__", "the model"))
+        kwargs = ", ".join(f"{n!r}: ..." for n in model_args)
+        one = len(model_args) == 1
+        remedy = (f"{', '.join(model_args)} {'is an argument' if one else 'are arguments'} of "
+                  f"{name}: pass {'it' if one else 'them'} as model_kwargs={{{kwargs}}}.")
+    return bad_type("options", f"options of method={method!r} among "
+                    + ", ".join(sorted(allowed)), ", ".join(sorted(unknown)), remedy)
+
+
+def _check_device(device: Any) -> torch.device | None:
+    """``device`` as a torch.device that exists here (None stays None)."""
+    if device is None:
+        return None
+    if not isinstance(device, str | torch.device | int) or isinstance(device, bool):
+        raise bad_type("device", "a device name such as 'cpu' or 'cuda', or a torch.device",
+                       f"{device!r} ({type(device).__name__})")
+    cuda = torch.cuda.is_available()
+    hint = "use device='cpu'" + (" or device='cuda'" if cuda else "")
+    if isinstance(device, int):  # torch reads an int as an accelerator's index
+        device = f"cuda:{device}"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        spelled = " (PyTorch calls GPUs 'cuda')" if str(device).lower().startswith("gpu") else ""
+        raise bad_value("device", "a device name such as 'cpu', 'cuda' or 'cuda:0'",
+                        f"{device!r}{spelled}", f"Check the spelling; {hint}.") from None
+    if dev.type == "cuda" and not cuda:
+        raise bad_value("device", "an available device", repr(str(dev)),
+                        "CUDA is not available here; use device='cpu'.")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise bad_value("device", f"a CUDA device index below {torch.cuda.device_count()}",
+                        repr(str(dev)), f"{hint}.")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise bad_value("device", "an available device", repr(str(dev)),
+                        "MPS is not available here; use device='cpu'.")
+    return dev
 
 
 def _fit_builtin(model: GenerativeModel, data, method, seed, device, init, kwargs, progress,

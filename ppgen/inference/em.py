@@ -9,7 +9,6 @@ monotonicity check, the convergence warning, the history and the final E-step
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +19,7 @@ from .._progress import progress_bar
 from .._random import derive_seeds
 from .._threads import num_elements, work_threads
 from .._validation import check_nonnegative_float, check_positive_int
+from .._warnings import warn_user
 from .result import ConvergenceWarning, Diagnostic
 
 __all__ = ["run_em", "ConvergenceMonitor"]
@@ -67,18 +67,22 @@ def run_em(model: Any, data: torch.Tensor, *, init: dict[str, Any] | None, seed:
     num_restarts = check_positive_int("num_restarts", num_restarts)
     monitor = ConvergenceMonitor(tol, num_steps)
     messages: list[Diagnostic] = []
+    decreases: list[tuple[int, int, float, float]] = []  # (restart, iteration, before, after)
     bar = progress_bar(num_steps * num_restarts, desc="EM", enabled=progress)
     try:
         # One intra-op thread for small data (ppgen._threads): EM's ops are data-sized.
         with work_threads(num_elements(data, *(data_kwargs or {}).values()),
                           device=data.device):
             best = _restarts(model, data, dict(data_kwargs or {}), init, seed, num_steps,
-                             num_restarts, monitor, messages, bar)
+                             num_restarts, monitor, decreases, bar)
     finally:
         bar.close()
         if hasattr(model, "em_finalize"):
             model.em_finalize()
     model.set_state(best["state"])
+    if decreases:
+        messages.append(_decrease_summary(decreases, num_restarts))
+        warn_user(messages[-1].message, RuntimeWarning)
     if tol > 0 and not best["converged"]:
         change = abs(best["history"][-1] - best["history"][-2]) / max(
             abs(best["history"][-2]), 1e-300) if len(best["history"]) > 1 else float("nan")
@@ -86,7 +90,7 @@ def run_em(model: Any, data: torch.Tensor, *, init: dict[str, Any] | None, seed:
                f"{change:.2e} > tol={tol:g}); increase num_steps, loosen tol, or use more "
                "num_restarts / another init.")
         messages.append(Diagnostic("not_converged", msg, value=change, threshold=tol))
-        warnings.warn(msg, ConvergenceWarning, stacklevel=3)
+        warn_user(msg, ConvergenceWarning)
     return {
         "history": {"objective": np.asarray(best["history"]),
                     "restart": np.full(len(best["history"]), best["restart"])},
@@ -95,7 +99,24 @@ def run_em(model: Any, data: torch.Tensor, *, init: dict[str, Any] | None, seed:
     }
 
 
-def _restarts(model, data, kw, init, seed, num_steps, num_restarts, monitor, messages, bar):
+def _decrease_summary(decreases: list[tuple[int, int, float, float]],
+                      num_restarts: int) -> Diagnostic:
+    """One diagnostic for every decrease of the EM objective: how many, and the largest."""
+    restart, step, before, after = min(decreases, key=lambda d: d[3] - d[2])
+    where = f"at iteration {step} of restart {restart}"
+    if len(decreases) > 1:
+        where = (f"at {len(decreases)} iterations (in {len({d[0] for d in decreases})} of "
+                 f"{num_restarts} restarts); the largest drop was {where}")
+    return Diagnostic(
+        "em_decrease",
+        f"EM log-likelihood decreased {where}, from {before:.10g} to {after:.10g} "
+        f"({after - before:.3g}). A component has probably collapsed onto a few points, where "
+        "the covariance floor (reg_covar) makes the M-step inexact, or round-off dominates "
+        "(float32): use fewer components, more num_restarts, or float64 data.",
+        value=after - before)
+
+
+def _restarts(model, data, kw, init, seed, num_steps, num_restarts, monitor, decreases, bar):
     """Run every restart; return the best one's state, history and convergence flag."""
     best: dict[str, Any] | None = None
     dtype = data.dtype if data.is_floating_point() else model.dtype
@@ -108,14 +129,7 @@ def _restarts(model, data, kw, init, seed, num_steps, num_restarts, monitor, mes
         for step in range(num_steps):
             history.append(ll)
             if monitor.decreased(previous, ll, dtype):
-                messages.append(Diagnostic(
-                    "em_decrease",
-                    f"EM log-likelihood decreased at iteration {step} of restart {restart} "
-                    f"(from {previous:.10g} to {ll:.10g}). A component has probably collapsed "
-                    "onto a few points, where the covariance floor (reg_covar) makes the M-step "
-                    "inexact, or round-off dominates (float32): use fewer components, more "
-                    "num_restarts, or float64 data.", value=ll - previous))
-                warnings.warn(messages[-1].message, RuntimeWarning, stacklevel=4)
+                decreases.append((restart, step, previous, ll))
             if monitor.converged(previous, ll):
                 converged = True
                 break

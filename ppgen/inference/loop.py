@@ -11,7 +11,6 @@ checkpoints (``checkpoint=DIR``, every ``checkpoint_every`` steps and at the end
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +21,7 @@ import torch
 from .._progress import progress_bar
 from .._threads import num_elements, work_threads
 from .._validation import bad_type, check_nonnegative_float, check_positive_int
+from .._warnings import warn_user
 from ..training import Batch, TrainState
 from .checkpoint import read_checkpoint, rng_state, set_rng_state, write_checkpoint
 from .result import ConvergenceWarning, Diagnostic
@@ -256,7 +256,7 @@ def train(objective: Any, model: Any, source: Any, *, seed: int, num_steps: int 
                 "with analytic KL terms such as TraceMeanField_ELBO.")
         messages[0] = Diagnostic("nan", text, site=msg.site, value=float(pos.skipped),
                                  severity="error")
-        warnings.warn(text, RuntimeWarning, stacklevel=4)
+        warn_user(text, RuntimeWarning)
     elif pos.skipped:
         msg = messages[0]
         messages[0] = Diagnostic("nan", f"{msg.message} {pos.skipped} non-finite steps were "
@@ -269,7 +269,7 @@ def train(objective: Any, model: Any, source: Any, *, seed: int, num_steps: int 
             msg = (f"training did not converge in {total} steps ({monitor} still improving "
                    f"by more than tol={tol:g}); increase num_steps or num_epochs.")
         messages.append(Diagnostic("not_converged", msg, threshold=tol))
-        warnings.warn(msg, ConvergenceWarning, stacklevel=4)
+        warn_user(msg, ConvergenceWarning)
     history = {k: np.asarray(v) for k, v in pos.history.items()}
     return LoopResult(history=history, converged=converged, messages=messages, state=state,
                       num_steps=pos.step, skipped=pos.skipped, resumed_from=resumed)

@@ -391,9 +391,15 @@ class HiddenMarkovModel(GenerativeModel):
             x = torch.where(mask.view(*mask.shape, *(1,) * frame_dims) & ~nan_full, x,
                             torch.zeros((), dtype=x.dtype, device=x.device))
         if self.emission == "categorical" and x.is_floating_point():
-            if bool((x != x.round()).any()):
-                raise bad_value(arg, "integer symbols for emission='categorical'",
-                                "non-integer values")
+            fractional = x != x.round()
+            if bool(fractional.any()):
+                where = fractional.nonzero()[0].tolist()
+                raise bad_value(arg, "integer symbols (0, 1, 2, ...) for emission='categorical'",
+                                f"{int(fractional.sum())} non-integer values, e.g. "
+                                f"{float(x[tuple(where)])!r} at sequence {where[0]}, step "
+                                f"{where[1]}", "Map each symbol to an integer id first (e.g. "
+                                "np.unique(x, return_inverse=True)), or use emission='gaussian' "
+                                "for real-valued data.")
             x = x.long()
         # Every observed entry is checked, also those of partly missing frames.
         seen = mask.view(*mask.shape, *(1,) * frame_dims).expand(x.shape)

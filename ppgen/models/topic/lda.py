@@ -139,7 +139,8 @@ class LDA(TopicModel):
         """Validate the training counts; returns them as a dense (D, V) tensor."""
         corpus = as_corpus(data, vocab_size=None if self.vocabulary is None else
                            len(self.vocabulary),
-                           dtype=self.dtype if self.topic_word is not None else "data")
+                           dtype=self.dtype if self.topic_word is not None else "data",
+                           fitting=True)
         if corpus.counts.numel() == 0:
             raise bad_value("data", "at least one word in the corpus", "only empty documents")
         return corpus.dense()

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..._validation import bad_type, bad_value
+from ..._validation import bad_type, bad_value, not_numeric
 
 __all__ = ["Corpus", "as_corpus", "dirichlet_expectation", "fit_doc_topics", "lda_bound",
            "topic_word_statistics"]
@@ -69,13 +69,24 @@ class Corpus:
                       len(idx), self.vocab_size)
 
 
+_COUNTS = "a document-term count matrix (scipy.sparse, torch sparse or dense numbers)"
+_BUILD_COUNTS = ("Topic models take word counts per document, not tokens: build a "
+                 "(num_documents, vocabulary_size) count matrix first, e.g. with "
+                 "sklearn.feature_extraction.text.CountVectorizer().fit_transform(texts).")
+
+
 def as_corpus(data: Any, *, arg: str = "data", vocab_size: int | None = None,
-              dtype: torch.dtype | str | None = None, device: Any = None) -> Corpus:
+              dtype: torch.dtype | str | None = None, device: Any = None,
+              fitting: bool = False) -> Corpus:
     """Validate a document-term count matrix (scipy.sparse, torch sparse or dense).
 
     ``dtype``: the counts' floating type; None for torch's default, ``"data"`` for the
-    input's own floating type (torch's default for integer counts).
+    input's own floating type (torch's default for integer counts). ``fitting``: the counts
+    are being fitted (``vocab_size`` is then the model's ``vocabulary``, and a fitted model's
+    ``impute`` is no remedy yet).
     """
+    if data is None:
+        raise not_numeric(arg, data, _COUNTS, _BUILD_COUNTS)
     source = _source_dtype(data)
     if hasattr(data, "tocoo") and hasattr(data, "nnz"):  # scipy.sparse
         coo = data.tocoo(copy=True)  # sum_duplicates works in place
@@ -85,7 +96,7 @@ def as_corpus(data: Any, *, arg: str = "data", vocab_size: int | None = None,
         rows_t = torch.as_tensor(np.asarray(rows, dtype=np.int64))
         cols_t = torch.as_tensor(np.asarray(cols, dtype=np.int64))
         if vals.dtype.kind not in "biuf":
-            raise bad_type(arg, "numeric counts", f"dtype {vals.dtype}")
+            raise bad_type(arg, "numeric counts", f"dtype {vals.dtype}", _BUILD_COUNTS)
         vals_t = torch.as_tensor(np.asarray(vals, dtype=np.float64))
     elif isinstance(data, torch.Tensor) and data.is_sparse:
         coo = data.coalesce()
@@ -99,10 +110,10 @@ def as_corpus(data: Any, *, arg: str = "data", vocab_size: int | None = None,
         if not isinstance(data, torch.Tensor):
             try:
                 arr = np.asarray(data)
-            except ValueError as exc:
-                raise bad_type(arg, "a rectangular count matrix", type(data).__name__) from exc
+            except ValueError as exc:  # ragged lists (e.g. token lists of unequal length)
+                raise not_numeric(arg, data, _COUNTS, _BUILD_COUNTS) from exc
             if arr.dtype == object or arr.dtype.kind not in "biuf":
-                raise bad_type(arg, "numeric counts", f"dtype {arr.dtype}")
+                raise not_numeric(arg, data, _COUNTS, _BUILD_COUNTS)
             data = torch.as_tensor(arr)
         if data.dim() != 2:
             raise bad_value(arg, "2 dimensions (num_documents, vocabulary_size)",
@@ -111,10 +122,18 @@ def as_corpus(data: Any, *, arg: str = "data", vocab_size: int | None = None,
         shape = tuple(data.shape)
         rows_t, cols_t = data.nonzero(as_tuple=True)
         vals_t = data[rows_t, cols_t].to(torch.float64)
-        if not bool(torch.isfinite(data.to(torch.float64)).all()):
+        finite = torch.isfinite(data.to(torch.float64))
+        if not bool(finite.all()):
+            doc, word = (int(i) for i in (~finite).nonzero()[0])
+            remedy = ("Fill missing counts with model.impute(counts) (a fitted model completes "
+                      "them), or drop those documents.")
+            if fitting:
+                remedy = ("Fitting needs complete counts: drop those documents or set the "
+                          "missing counts to 0; once fitted, model.impute(counts) completes "
+                          "missing entries.")
             raise bad_value(arg, "finite counts (no missing entries)",
-                            "NaN or infinite entries", "Fill missing counts with "
-                            "model.impute(counts), or drop them.")
+                            f"{int((~finite).sum())} NaN or infinite entries (first in document "
+                            f"{doc}, word {word})", remedy)
     if len(shape) != 2:
         raise bad_value(arg, "2 dimensions (num_documents, vocabulary_size)", f"shape {shape}")
     if shape[0] < 1:
@@ -132,6 +151,11 @@ def as_corpus(data: Any, *, arg: str = "data", vocab_size: int | None = None,
                         f"{int(rows_t[i])}, word {int(cols_t[i])}",
                         "Topic models take raw counts (not tf-idf); round them first.")
     if vocab_size is not None and shape[1] != vocab_size:
+        if fitting:
+            raise bad_value(arg, f"{vocab_size} columns (one per word of the model's "
+                            "vocabulary)", f"shape {tuple(shape)}", "Count the documents "
+                            "over that vocabulary, or build the model with vocabulary= the "
+                            "data's own vocabulary (or none).")
         raise bad_value(arg, f"{vocab_size} columns (the fitted vocabulary)",
                         f"shape {tuple(shape)}", "Use the same vocabulary as in fit.")
     keep = vals_t > 0

@@ -375,7 +375,8 @@ class ProdLDA(TopicModel):
         starts from fresh networks (built, seeded, on the first trace of the model)."""
         corpus = as_corpus(data, vocab_size=None if self.vocabulary is None else
                            len(self.vocabulary),
-                           dtype=self.dtype if self.topic_word is not None else "data")
+                           dtype=self.dtype if self.topic_word is not None else "data",
+                           fitting=True)
         if corpus.counts.numel() == 0:
             raise bad_value("data", "at least one word in the corpus", "only empty documents")
         self._nets = {}
