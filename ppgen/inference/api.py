@@ -300,12 +300,16 @@ def _svi_builtin(model: GenerativeModel, x, seed, init, kwargs, data_kw, progres
         return Fit(model=model, method="svi", history=out.history, converged=out.converged,
                    elapsed=0.0, seed=seed, model_fn=model.model, data=x, model_kwargs=kwargs,
                    info=info, params=model.get_params() if model.is_fitted else {},
-                   messages=out.messages, options=dict(options, batch_size=batch_size),
+                   messages=out.messages, options=dict(options, batch_size=batch_size,
+                                                       guide=model.default_guide),
                    state=model.get_state())
     guide = options.pop("guide", model.default_guide)
+    guide_kind = _guide_kind(guide)
     # The model's own guide ("model", or its bound guide method) starts itself and
     # reports its point estimate; automatic guides start from init_values.
     own = guide == "model" or getattr(guide, "__self__", None) is model
+    if own:
+        guide_kind = "model"
     if guide == "model":
         guide = model.guide
     if batch_size is not None:
@@ -339,7 +343,16 @@ def _svi_builtin(model: GenerativeModel, x, seed, init, kwargs, data_kw, progres
                elapsed=0.0, seed=seed, model_fn=model.model, data=x, model_kwargs=kwargs,
                info=info, params=model.get_params() if model.is_fitted else {},
                posterior=posterior, guide=guide_fn, messages=out["messages"],
-               options=dict(options, batch_size=batch_size), state=model.get_state())
+               options=dict(options, batch_size=batch_size, guide=guide_kind),
+               state=model.get_state())
+
+
+def _guide_kind(guide: Any) -> str:
+    """The guide as ``Fit.options["guide"]`` records it: "map", "normal", "model", or the
+    name of a user's callable."""
+    if isinstance(guide, str):
+        return guide
+    return getattr(guide, "__name__", None) or type(guide).__name__
 
 
 def _guide_draws(guide_fn, args, kwargs, info: ModelInfo, num_draws: int):
@@ -389,6 +402,7 @@ def _fit_function(model_fn: Callable, data, method, seed, init, kwargs, progress
                            "pyro.plate(..., subsample_size=B) and index the data with it.")
         num_draws = options.pop("num_samples", 1000)
         guide = options.pop("guide", "normal")
+        guide_kind = _guide_kind(guide)
         loop_kw = _split(options, LOOP_OPTIONS)
         fingerprint = _fingerprint(model_fn, data, "svi", guide if callable(guide) else
                                    str(guide), dict(options, guide=str(guide)), loop_kw)
@@ -410,7 +424,7 @@ def _fit_function(model_fn: Callable, data, method, seed, init, kwargs, progress
                    converged=out["converged"], elapsed=0.0, seed=seed, model_fn=model_fn,
                    data=data, model_kwargs=kwargs, info=info, params=params,
                    posterior=posterior, guide=guide_fn, messages=out["messages"],
-                   options=dict(options))
+                   options=dict(options, guide=guide_kind))
     if not info.continuous:
         raise bad_value("model", "continuous latent sites to sample with NUTS", "none")
     out = run_mcmc(model_fn, args, kwargs, info, seed=seed, progress=progress,

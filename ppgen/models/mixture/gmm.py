@@ -89,6 +89,15 @@ class GaussianMixture(GenerativeModel):
         EM/SVI/MCMC start: k-means++ seeding with a few Lloyd steps, or random
         responsibilities.
 
+    Notes
+    -----
+    ``ppgen.fit(gmm, x)`` runs EM (the default method of models with closed-form EM): a
+    maximum-likelihood point estimate. ``method="svi"`` uses the default guide
+    ``guide="map"`` (``AutoDelta``: a MAP point estimate); pass ``guide="normal"`` and
+    ``num_samples`` for draws from a mean-field variational posterior, or use
+    ``method="mcmc"`` (NUTS) for posterior draws. Only fits with draws support PSIS-LOO
+    (``ppgen.loo``, ``ppgen.compare``).
+
     Examples
     --------
     >>> import ppgen

@@ -210,6 +210,15 @@ class HiddenMarkovModel(GenerativeModel):
         Floating type of the parameters; by default the training data's (floating) dtype, or
         torch's default dtype for integer data.
 
+    Notes
+    -----
+    ``ppgen.fit(hmm, x)`` runs EM (the default method of models with closed-form EM): a
+    maximum-likelihood (MAP under concentrations above 1) point estimate. ``method="svi"``
+    uses the default guide ``guide="map"`` (a MAP point estimate); pass ``guide="normal"``
+    and ``num_samples`` for draws from a mean-field variational posterior, or use
+    ``method="mcmc"`` (NUTS) for posterior draws. Only fits with draws support PSIS-LOO
+    (``ppgen.loo``, ``ppgen.compare``).
+
     Examples
     --------
     >>> import ppgen

@@ -96,6 +96,13 @@ class LDA(TopicModel):
     Public parameter: ``topic_word`` (K, V), each row a distribution over the vocabulary.
     After EM the model also keeps the variational Dirichlet parameters
     ``topic_word_concentration`` (K, V), of which ``topic_word`` is the mean.
+
+    ``ppgen.fit(lda, counts)`` runs variational EM (the default method of models with
+    closed-form EM steps). ``method="svi"`` uses the default guide ``guide="model"``, the
+    model's own amortized guide (:meth:`guide`: a Dirichlet for each topic's words and an
+    encoder network for each document's topic mixture); its fit reports the point estimate
+    ``topic_word`` (the posterior mean), so PSIS-LOO needs ``method="mcmc"`` (slow on large
+    corpora: ppgen warns with an estimate first).
     """
 
     param_names = ("topic_word",)
