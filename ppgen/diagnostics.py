@@ -132,6 +132,15 @@ def _point_draws(fit: Fit) -> dict[str, torch.Tensor]:
             if k in fit.info.continuous}
 
 
+def _coords(fit: Fit) -> dict[str, list[str]]:
+    """ArviZ coordinates from a DataFrame's column names: every dimension of the model that
+    is indexed by the data's columns."""
+    model = fit.model
+    if not fit.feature_names or not isinstance(model, GenerativeModel):
+        return {}
+    return {d: list(fit.feature_names) for d in model.column_dims or model.observed_dims[-1:]}
+
+
 def _data_kwargs(fit: Fit) -> dict[str, Any]:
     """The model keyword arguments that describe the data (e.g. sequence lengths)."""
     names = getattr(fit.model, "data_kwargs", ())
@@ -180,6 +189,9 @@ def _inference_data(fit: Fit) -> az.InferenceData:
     if fit.posterior is not None:
         samples = fit.posterior
         groups["posterior"] = {k: _np(v) for k, v in samples.items()}
+        public = model.params_from_draws(samples) if builtin else None
+        groups["posterior"].update({k: _np(v) for k, v in (public or {}).items()
+                                    if k not in samples})
         groups["log_likelihood"] = _log_likelihood(fit, samples)
         flat = flatten_draws({k: v for k, v in samples.items() if k in fit.info.continuous}, 2)
         lead = next(iter(samples.values())).shape[:2]
@@ -214,12 +226,14 @@ def _inference_data(fit: Fit) -> az.InferenceData:
         groups["observed_data"] = {k: _np(v) for k, v in fit.info.observed_values.items()}
         data_dims, ll_dims = {}, {}
     # Groups whose variables share names but not dimensions are built apart, then joined.
+    coords = _coords(fit)
     idata = az.from_dict(posterior=groups["posterior"], sample_stats=groups.get("sample_stats"),
-                         dims=dims)
+                         dims=dims, coords=coords)
     if "log_likelihood" in groups:
         idata.extend(az.from_dict(log_likelihood=groups["log_likelihood"], dims=ll_dims))
     idata.extend(az.from_dict(posterior_predictive=groups.get("posterior_predictive"),
-                              observed_data=groups["observed_data"], dims=data_dims))
+                              observed_data=groups["observed_data"], dims=data_dims,
+                              coords=coords))
     return idata
 
 
@@ -227,16 +241,31 @@ def summary(fit: Fit, **kwargs: Any) -> pd.DataFrame:
     """ArviZ's summary table of the continuous posterior, or the point estimates."""
     if fit.posterior is not None:
         names = [k for k in fit.posterior if k in fit.info.continuous + fit.info.deterministic]
+        if isinstance(fit.model, GenerativeModel) and "var_names" not in kwargs:
+            # A built-in model is summarised by its public parameters (as its EM fit is), not
+            # by internal sites such as Cholesky factors of correlations.
+            with fit.fitted_model() as model:
+                public = model.params_from_draws(fit.posterior)
+            if public:
+                names = list(public) + [k for k in names if k in fit.info.deterministic]
         with _quiet_arviz():
-            table = az.summary(fit.to_arviz(), var_names=names, **kwargs)
+            table = az.summary(fit.to_arviz(), var_names=kwargs.pop("var_names", names),
+                               **kwargs)
         return _labelled(table, fit)
     rows = []
+    coords = _coords(fit)
+    site_dims = fit.model.site_dims() if isinstance(fit.model, GenerativeModel) else {}
     for name, value in fit.params.items():
         arr = _np(value)
         if arr.ndim == 0:
             rows.append((name, float(arr)))
+        dims = site_dims.get(name, [])
+        # An axis indexed by the data's columns is labelled by their names (as ArviZ does).
+        labels = [coords.get(dims[i]) if i < len(dims) and dims[i] in coords
+                  and len(coords[dims[i]]) == n else None for i, n in enumerate(arr.shape)]
         for idx in np.ndindex(arr.shape) if arr.ndim else ():
-            rows.append((f"{name}[{', '.join(map(str, idx))}]", float(arr[idx])))
+            parts = [str(i) if lab is None else lab[i] for i, lab in zip(idx, labels)]
+            rows.append((f"{name}[{', '.join(parts)}]", float(arr[idx])))
     return _labelled(pd.DataFrame({"value": [v for _, v in rows]}, index=[n for n, _ in rows]),
                      fit)
 

@@ -82,3 +82,14 @@ def test_summary_of_draws_prints_no_foreign_warnings(capsys):
     assert "Shape validation" not in err, err
     assert table.columns.name == "SVI, guide='normal': 37 draws from the variational posterior"
     assert table.loc["weights[0]", "mean"] > 0
+    # The public parameters (as an EM fit reports them), not internal sites such as the
+    # Cholesky factors of the correlations.
+    assert not any(name.startswith(("corr_chol", "scales")) for name in table.index)
+    post = fit.posterior
+    tril = post["scales"].unsqueeze(-1) * post["corr_chol"]
+    cov = tril @ tril.transpose(-1, -2)  # (1, 37, K, D, D)
+    assert table.loc["covariances[1, 0, 1]", "mean"] == pytest.approx(
+        float(cov[..., 1, 0, 1].mean()), abs=1e-3)  # ArviZ rounds to 3 decimals
+    assert "covariances" in fit.to_arviz().posterior
+    # var_names picks sites as in ArviZ
+    assert list(fit.summary(var_names=["corr_chol"]).index)[0] == "corr_chol[0, 0, 0]"

@@ -253,7 +253,7 @@ class FitCommand:
         if model.num_features is not None and table.values.shape[1] != model.num_features:
             raise CLIError(f"{args.file}: expected {model.num_features} columns, as the model "
                            f"was fitted with, got {table.values.shape[1]}.")
-        emit_scores(model.score(table.values), args.out)
+        emit_scores(model.score(table.values), args.out, header=not args.no_header)
         return 0
 
     # -- the skeleton
@@ -339,9 +339,15 @@ class FitCommand:
             report.markdown += [f"![{name.removesuffix('.png').replace('_', ' ')}]({name})", ""]
 
 
-def emit_scores(scores: Any, out: str | None) -> None:
-    """One score per line (``repr`` of the float), on stdout or into ``--out``."""
-    emit("".join(f"{float(s)!r}\n" for s in scores.detach().cpu().numpy()), out)
+#: The header row of the CSV file ``ppgen score --out`` writes.
+SCORE_HEADER = "score"
+
+
+def emit_scores(scores: Any, out: str | None, *, header: bool = True) -> None:
+    """One score per line (``repr`` of the float), on stdout, or into ``--out`` as a CSV file
+    with the header row ``score`` (unless ``header`` is False, ``--no-header``)."""
+    lines = "".join(f"{float(s)!r}\n" for s in scores.detach().cpu().numpy())
+    emit((SCORE_HEADER + "\n" if out is not None and header else "") + lines, out)
 
 
 def write_run(out_dir: Path, model: Any, figures: dict[str, bytes], run_json: str,

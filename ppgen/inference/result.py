@@ -80,6 +80,10 @@ class Fit:
     params : dict of str to Tensor
         Point estimates: the model's public parameters, or for a user function the guide's
         medians and any ``pyro.param`` values.
+    feature_names : list of str, or None
+        The column names of a pandas DataFrame given as data: they name the features (the
+        model's column dimension, e.g. ``feature`` or ``word``) in :meth:`to_arviz`'s
+        coordinates and :meth:`summary`'s rows.
     state : dict of str to Tensor, or None
         A built-in model's whole state (``get_state()``: parameters, buffers, network
         weights) as this fit left it. ``to_arviz``, ``summary`` and ``diagnose`` describe
@@ -103,6 +107,7 @@ class Fit:
     messages: list[Diagnostic] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)
     state: dict[str, Any] | None = field(default=None, repr=False)
+    feature_names: list[str] | None = None
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @contextmanager

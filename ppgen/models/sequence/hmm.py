@@ -43,12 +43,14 @@ from pyro.ops.indexing import Vindex
 
 from ..._random import derive_seeds
 from ..._validation import (
+    INTEGER_DATA_DTYPE,
     bad_type,
     bad_value,
     check_choice,
     check_nonnegative_float,
     check_positive_float,
     check_positive_int,
+    tensor_from_array,
 )
 from ..base import GenerativeModel, register
 from ..gaussian import cholesky
@@ -96,7 +98,7 @@ def _to_tensor(x: Any, arg: str) -> torch.Tensor:
                            "a padded array with lengths=...")
         if arr.dtype.kind not in "biuf":
             raise bad_type(arg, "numeric values", f"dtype {arr.dtype}")
-        t = torch.as_tensor(arr)
+        t = tensor_from_array(arr)
     if t.is_complex():
         raise bad_type(arg, "real values", f"dtype {t.dtype}")
     return t.to(torch.get_default_dtype()) if t.dtype == torch.bool else t
@@ -208,7 +210,7 @@ class HiddenMarkovModel(GenerativeModel):
         Gaussian, full covariance: LKJ prior on the correlations (SVI/MCMC).
     dtype : torch.dtype, optional
         Floating type of the parameters; by default the training data's (floating) dtype, or
-        torch's default dtype for integer data.
+        float64 for integer data (as scikit-learn).
 
     Notes
     -----
@@ -234,6 +236,8 @@ class HiddenMarkovModel(GenerativeModel):
     state_names = ("prior_loc", "prior_scale")
     has_enumerated_sites = True
     supports_em = True
+    # e_step adds the log prior density (zero under flat priors) to the log-likelihood
+    em_objective = "log-likelihood + log prior (nats)"
     default_guide = "map"
     data_kwargs = ("lengths",)
     observed_dims = ("sequence", "time", "feature")
@@ -375,7 +379,7 @@ class HiddenMarkovModel(GenerativeModel):
             x = x.long()  # any integer type (uint8 would otherwise index as a mask)
         mask = torch.arange(x.shape[1], device=x.device) < lengths.unsqueeze(-1)
         if not x.is_floating_point():
-            x = x.to(torch.get_default_dtype() if dtype is None else dtype) \
+            x = x.to(INTEGER_DATA_DTYPE if dtype is None else dtype) \
                 if self.emission != "categorical" else x
         elif dtype is not None and self.emission != "categorical":
             x = x.to(dtype)
@@ -466,7 +470,7 @@ class HiddenMarkovModel(GenerativeModel):
             return self.param_dtype
         if x.is_floating_point():
             return x.dtype
-        return torch.get_default_dtype()
+        return INTEGER_DATA_DTYPE
 
     def _mask(self, data: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
         if lengths is None:

@@ -24,7 +24,12 @@ import torch
 from pyro.distributions import constraints
 
 from ..._random import derive_seeds
-from ..._validation import bad_value, check_positive_float, check_positive_int
+from ..._validation import (
+    INTEGER_DATA_DTYPE,
+    bad_value,
+    check_positive_float,
+    check_positive_int,
+)
 from ..base import register
 from .base import BagOfWords, TopicModel, draw_counts
 from .ops import (
@@ -32,6 +37,7 @@ from .ops import (
     dirichlet_expectation,
     fit_doc_topics,
     lda_bound,
+    source_dtype,
     topic_word_statistics,
 )
 
@@ -108,6 +114,7 @@ class LDA(TopicModel):
     param_names = ("topic_word",)
     state_names = ("topic_word_concentration",)
     supports_em = True
+    em_objective = "evidence lower bound (nats)"
     default_guide = "model"
     observed_dims = ("document", "word")
     jit_compile = False
@@ -144,9 +151,12 @@ class LDA(TopicModel):
     # ------------------------------------------------------------ fit preparation
     def prepare(self, data: Any) -> torch.Tensor:
         """Validate the training counts; returns them as a dense (D, V) tensor."""
+        # Integer counts give float64 topics (as scikit-learn); floating counts keep their
+        # dtype; a fitted model keeps its own.
+        dtype = self.dtype if self.topic_word is not None else (
+            source_dtype(data) or INTEGER_DATA_DTYPE)
         corpus = as_corpus(data, vocab_size=None if self.vocabulary is None else
-                           len(self.vocabulary),
-                           dtype=self.dtype if self.topic_word is not None else "data")
+                           len(self.vocabulary), dtype=dtype)
         if corpus.counts.numel() == 0:
             raise bad_value("data", "at least one word in the corpus", "only empty documents")
         return corpus.dense()
