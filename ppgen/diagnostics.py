@@ -238,7 +238,15 @@ def _inference_data(fit: Fit) -> az.InferenceData:
 
 
 def summary(fit: Fit, **kwargs: Any) -> pd.DataFrame:
-    """ArviZ's summary table of the continuous posterior, or the point estimates."""
+    """ArviZ's summary table of the posterior draws, or the point estimates.
+
+    A built-in model is summarised by its public parameters (``weights``, ``locs``,
+    ``covariances`` of a mixture; as its EM fit is), not by internal sites such as Cholesky
+    factors; ``var_names=`` picks sites as in ArviZ. ArviZ's RuntimeWarnings on constant
+    elements and its single-chain log line are kept out (:func:`diagnose` reports R-hat and
+    ESS). The table's ``columns.name`` and ``attrs`` say what it holds (:func:`describe`); a
+    DataFrame's column names label the feature axes.
+    """
     if fit.posterior is not None:
         names = [k for k in fit.posterior if k in fit.info.continuous + fit.info.deterministic]
         if isinstance(fit.model, GenerativeModel) and "var_names" not in kwargs:

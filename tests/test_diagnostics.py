@@ -93,3 +93,20 @@ def test_summary_of_draws_prints_no_foreign_warnings(capsys):
     assert "covariances" in fit.to_arviz().posterior
     # var_names picks sites as in ArviZ
     assert list(fit.summary(var_names=["corr_chol"]).index)[0] == "corr_chol[0, 0, 0]"
+
+
+def test_hmm_draws_are_summarised_by_public_parameters():
+    x, _ = ppgen.datasets.make_hmm(6, 10, 2, num_features=2, emission="gaussian",
+                                   covariance="full", seed=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ppgen.ConvergenceWarning)
+        fit = ppgen.fit(ppgen.HiddenMarkovModel(2, covariance="full"), x, method="svi",
+                        guide="normal", num_steps=30, num_samples=20, seed=0, progress=False)
+    table = fit.summary()
+    assert not any(name.startswith(("corr_chol", "scales")) for name in table.index)
+    assert {"transition_probs[0, 1]", "locs[1, 0]", "covariances[0, 1, 0]"} <= set(table.index)
+    post = fit.posterior
+    tril = post["scales"].unsqueeze(-1) * post["corr_chol"]
+    cov = (tril @ tril.transpose(-1, -2))[..., 0, 1, 0]
+    assert table.loc["covariances[0, 1, 0]", "mean"] == pytest.approx(float(cov.mean()),
+                                                                       abs=1e-3)

@@ -608,6 +608,11 @@ class HiddenMarkovModel(GenerativeModel):
         out.update(self._emission().params_from_sites(sites))
         return out
 
+    def params_from_draws(self, samples: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The public parameters under each draw, shape (chains, draws, ...): covariances
+        from the scales and Cholesky factors of the correlations (``summary`` shows these)."""
+        return self._params_from_sites(samples)
+
     def set_point_estimate(self, values: dict[str, torch.Tensor]) -> None:
         for name, v in self._params_from_sites(values).items():
             setattr(self, name, v.detach().clone())
