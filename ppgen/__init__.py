@@ -8,7 +8,7 @@
 
 from . import datasets, evaluation
 from ._validation import NotFittedError, NotSupportedError
-from .inference import ConvergenceWarning, Diagnostic, Fit, fit
+from .inference import ConvergenceWarning, Diagnostic, Fit, PointEstimateWarning, fit
 from .io import load, save
 from .models import (
     LDA,
@@ -30,7 +30,14 @@ def compare(fits, **kwargs):
     return _compare(fits, **kwargs)
 
 
-__all__ = ["fit", "Fit", "Diagnostic", "ConvergenceWarning", "NotFittedError",
-           "NotSupportedError", "compare", "save", "load", "GaussianMixture",
-           "HiddenMarkovModel", "LDA", "ProdLDA", "VAE", "ConditionalVAE", "GenerativeModel",
-           "datasets", "evaluation", "__version__"]
+def loo(fit, **kwargs):
+    """PSIS-LOO of one fit; refuses point estimates (see :func:`ppgen.diagnostics.loo`)."""
+    from .diagnostics import loo as _loo
+
+    return _loo(fit, **kwargs)
+
+
+__all__ = ["fit", "Fit", "Diagnostic", "ConvergenceWarning", "PointEstimateWarning",
+           "NotFittedError", "NotSupportedError", "compare", "loo", "save", "load",
+           "GaussianMixture", "HiddenMarkovModel", "LDA", "ProdLDA", "VAE", "ConditionalVAE",
+           "GenerativeModel", "datasets", "evaluation", "__version__"]

@@ -12,10 +12,10 @@ import sys
 
 from tqdm.auto import tqdm
 
-__all__ = ["progress_bar", "progress_enabled", "interactive"]
+__all__ = ["progress_bar", "progress_enabled", "interactive", "in_jupyter_kernel"]
 
 
-def _in_jupyter_kernel() -> bool:
+def in_jupyter_kernel() -> bool:
     """Whether this process is a Jupyter (IPython) kernel."""
     if "ipykernel" not in sys.modules or "IPython" not in sys.modules:
         return False
@@ -37,7 +37,7 @@ def _stderr_is_terminal() -> bool:
 def interactive() -> bool:
     """Whether a progress bar would be seen: standard error is a terminal, or this is a
     Jupyter kernel."""
-    return _stderr_is_terminal() or _in_jupyter_kernel()
+    return _stderr_is_terminal() or in_jupyter_kernel()
 
 
 def progress_enabled(enabled: bool) -> bool:

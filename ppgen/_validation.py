@@ -14,7 +14,13 @@ import torch
 
 __all__ = ["bad_value", "bad_type", "not_numeric", "ragged_rows", "first_text", "check_data",
            "check_positive_int", "check_choice", "check_nonnegative_float",
-           "check_positive_float", "NotFittedError", "NotSupportedError", "not_supported"]
+           "check_positive_float", "NotFittedError", "NotSupportedError", "not_supported",
+           "INTEGER_DATA_DTYPE", "tensor_from_array", "column_names"]
+
+
+#: The floating dtype that integer (and boolean) data become when no ``dtype`` says otherwise:
+#: parameters fitted to integer data are float64, as in scikit-learn.
+INTEGER_DATA_DTYPE = torch.float64
 
 
 class NotFittedError(RuntimeError):
@@ -78,6 +84,21 @@ def check_choice(arg: str, value: Any, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise bad_value(arg, "one of " + ", ".join(repr(c) for c in choices), repr(value))
     return value
+
+
+def tensor_from_array(arr: np.ndarray) -> torch.Tensor:
+    """``torch.as_tensor`` of a numpy array, copying a read-only one first (pandas gives
+    read-only views under copy-on-write, on which torch warns "The given NumPy array is not
+    writable")."""
+    return torch.as_tensor(arr if arr.flags.writeable else arr.copy())
+
+
+def column_names(data: Any) -> list[str] | None:
+    """The column names of a 2-D pandas DataFrame (as strings), or None for other input."""
+    columns = getattr(data, "columns", None)
+    if columns is None or getattr(data, "ndim", 2) != 2 or not hasattr(data, "to_numpy"):
+        return None
+    return [str(c) for c in columns]
 
 
 def _describe(x: Any) -> str:
@@ -152,7 +173,11 @@ def not_numeric(arg: str, x: Any, expected: str, remedy: str) -> TypeError:
 
 def as_tensor(x: Any, *, arg: str = "data", dtype: torch.dtype | None = None,
               device: torch.device | str | None = None) -> torch.Tensor:
-    """Turn array-like numeric input into a floating tensor, refusing non-numeric input."""
+    """Turn array-like numeric input into a floating tensor, refusing non-numeric input.
+
+    Floating input keeps its dtype unless ``dtype`` is given; integer and boolean input
+    becomes :data:`INTEGER_DATA_DTYPE` (float64, as scikit-learn converts it), so that
+    parameters fitted to counts are not rounded to float32."""
     expected = "a numeric array (numpy array, torch tensor or nested lists of numbers)"
     remedy = ("Convert the columns to numbers first, e.g. x.astype(float), and drop text "
               "columns.")
@@ -167,12 +192,12 @@ def as_tensor(x: Any, *, arg: str = "data", dtype: torch.dtype | None = None,
             raise not_numeric(arg, x, expected, remedy) from exc
         if arr.dtype == object or arr.dtype.kind not in "biuf":
             raise not_numeric(arg, x, expected, remedy)
-        t = torch.as_tensor(arr)
+        t = tensor_from_array(arr)
     if t.is_complex():
         raise bad_type(arg, "a real-valued tensor", f"dtype {t.dtype}",
                        "Take the real part or convert it with .to(torch.float64).")
     if dtype is None:
-        dtype = t.dtype if t.is_floating_point() else torch.get_default_dtype()
+        dtype = t.dtype if t.is_floating_point() else INTEGER_DATA_DTYPE
     return t.to(device=device if device is not None else t.device, dtype=dtype)
 
 

@@ -15,7 +15,9 @@ PSIS k-hat      > 0.7 for the importance weights p(x, theta) / q(theta) of a var
 
 from __future__ import annotations
 
+import logging
 import warnings
+from contextlib import contextmanager
 from typing import Any
 
 with warnings.catch_warnings():  # ArviZ announces its 1.0 refactor on import
@@ -26,7 +28,7 @@ import pandas as pd
 import torch
 
 from ._context import isolated
-from .inference.result import Diagnostic, Fit
+from .inference.result import Diagnostic, Fit, PointEstimateWarning
 from .inference.tracing import (
     flatten_draws,
     generic_log_density,
@@ -35,8 +37,8 @@ from .inference.tracing import (
 )
 from .models.base import GenerativeModel
 
-__all__ = ["to_inference_data", "summary", "diagnose", "compare", "RHAT_MAX", "ESS_PER_CHAIN",
-           "KHAT_MAX"]
+__all__ = ["to_inference_data", "summary", "diagnose", "compare", "loo", "describe",
+           "RHAT_MAX", "ESS_PER_CHAIN", "KHAT_MAX"]
 
 #: Importance samples per datum for the log_likelihood group of a model whose log_prob is an
 #: estimate (``to_arviz`` scores every training datum).
@@ -50,12 +52,94 @@ def _np(x: torch.Tensor) -> np.ndarray:
     return x.detach().cpu().numpy()
 
 
+def _model_name(fit: Fit) -> str:
+    model = fit.model
+    if isinstance(model, GenerativeModel):
+        return type(model).__name__
+    return getattr(model, "__name__", None) or type(model).__name__
+
+
+def describe(fit: Fit, *, short: bool = False) -> str:
+    """One line saying what a fit holds: the method, the guide of an SVI fit, and posterior
+    draws (chains x draws) or a point estimate.
+
+    Examples
+    --------
+    >>> import ppgen
+    >>> x = ppgen.datasets.load_old_faithful()
+    >>> fit = ppgen.fit(ppgen.GaussianMixture(2), x, method="em", seed=0, progress=False)
+    >>> ppgen.diagnostics.describe(fit)
+    'EM point estimate (1 chain x 1 draw, not posterior draws)'
+    >>> ppgen.diagnostics.describe(fit, short=True)
+    'EM point estimate'
+    """
+    guide = fit.options.get("guide")
+    if fit.posterior is not None:
+        chains, draws = next(iter(fit.posterior.values())).shape[:2]
+        if fit.method == "mcmc":
+            return f"MCMC: {chains} chain{'s' * (chains != 1)} x {draws} draws"
+        return f"SVI, guide={guide!r}: {draws} draws from the variational posterior"
+    tail = "" if short else " (1 chain x 1 draw, not posterior draws)"
+    if fit.method == "em":
+        return f"EM point estimate{tail}"
+    kind = {"map": "MAP point estimate", "model": "point estimate of the model's own guide"
+            }.get(guide, "point estimate")
+    shown = f", guide={guide!r}" if guide is not None else ""
+    return f"SVI {kind}{shown}{tail}"
+
+
+def draws_remedy(fit: Fit) -> str:
+    """How to get posterior draws for this fit's model (for messages about point estimates)."""
+    model = fit.model
+    methods = model.capabilities().methods if isinstance(model, GenerativeModel) else (
+        "svi", "mcmc")
+    if "mcmc" in methods:
+        return ("For posterior draws fit with method='mcmc', or with method='svi', "
+                "guide='normal' and num_samples=1000 (draws from the variational posterior).")
+    return (f"{_model_name(fit)} has network weights, which are fitted as point estimates "
+            "only: compare such models by held-out log-likelihood (model.log_prob on held-out "
+            "data) instead.")
+
+
+def _require_draws(fit: Fit, arg: str, purpose: str) -> None:
+    if fit.posterior is None:
+        raise ValueError(f"{arg}: expected posterior draws for {purpose}, got a point "
+                         f"estimate (method={fit.method!r}), which ArviZ holds as 1 chain x 1 "
+                         f"draw ({describe(fit, short=True)}). {draws_remedy(fit)}")
+
+
+@contextmanager
+def _quiet_arviz():
+    """ArviZ's RuntimeWarnings on constant elements (fixed Cholesky entries: a zero variance)
+    and its logged shape warning for a single chain (no R-hat) stay out of ppgen's output;
+    :func:`diagnose` reports what matters in ppgen's own terms."""
+    # ArviZ logs through its own Logger instance (arviz._log), not logging.getLogger("arviz").
+    log = getattr(az, "_log", None) or logging.getLogger("arviz")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            yield
+    finally:
+        log.setLevel(level)
+
+
 def _point_draws(fit: Fit) -> dict[str, torch.Tensor]:
     """Point estimates as a single draw of the latent sites (EM / MAP fits)."""
     if isinstance(fit.model, GenerativeModel):
         return {}
     return {k: v.unsqueeze(0).unsqueeze(0) for k, v in fit.params.items()
             if k in fit.info.continuous}
+
+
+def _coords(fit: Fit) -> dict[str, list[str]]:
+    """ArviZ coordinates from a DataFrame's column names: every dimension of the model that
+    is indexed by the data's columns."""
+    model = fit.model
+    if not fit.feature_names or not isinstance(model, GenerativeModel):
+        return {}
+    return {d: list(fit.feature_names) for d in model.column_dims or model.observed_dims[-1:]}
 
 
 def _data_kwargs(fit: Fit) -> dict[str, Any]:
@@ -84,7 +168,16 @@ def to_inference_data(fit: Fit) -> az.InferenceData:
     ``posterior_predictive`` (one replicated data set per draw) and ``observed_data``.
     """
     with fit.fitted_model():
-        return _inference_data(fit)
+        idata = _inference_data(fit)
+    idata.attrs["ppgen_estimate"] = describe(fit)
+    idata.attrs["ppgen_method"] = fit.method
+    if fit.posterior is None:
+        note = (f"This InferenceData holds the {describe(fit)}: ArviZ functions that need "
+                "posterior draws (az.loo, az.waic, az.compare, az.plot_ppc, R-hat and ESS in "
+                f"az.summary) fail or warn on it. {draws_remedy(fit)}")
+        idata.attrs["ppgen_note"] = note
+        warnings.warn(note, PointEstimateWarning, stacklevel=3)
+    return idata
 
 
 def _inference_data(fit: Fit) -> az.InferenceData:
@@ -97,6 +190,9 @@ def _inference_data(fit: Fit) -> az.InferenceData:
     if fit.posterior is not None:
         samples = fit.posterior
         groups["posterior"] = {k: _np(v) for k, v in samples.items()}
+        public = model.params_from_draws(samples) if builtin else None
+        groups["posterior"].update({k: _np(v) for k, v in (public or {}).items()
+                                    if k not in samples})
         groups["log_likelihood"] = _log_likelihood(fit, samples)
         flat = flatten_draws({k: v for k, v in samples.items() if k in fit.info.continuous}, 2)
         lead = next(iter(samples.values())).shape[:2]
@@ -131,28 +227,66 @@ def _inference_data(fit: Fit) -> az.InferenceData:
         groups["observed_data"] = {k: _np(v) for k, v in fit.info.observed_values.items()}
         data_dims, ll_dims = {}, {}
     # Groups whose variables share names but not dimensions are built apart, then joined.
+    coords = _coords(fit)
     idata = az.from_dict(posterior=groups["posterior"], sample_stats=groups.get("sample_stats"),
-                         dims=dims)
+                         dims=dims, coords=coords)
     if "log_likelihood" in groups:
         idata.extend(az.from_dict(log_likelihood=groups["log_likelihood"], dims=ll_dims))
     idata.extend(az.from_dict(posterior_predictive=groups.get("posterior_predictive"),
-                              observed_data=groups["observed_data"], dims=data_dims))
+                              observed_data=groups["observed_data"], dims=data_dims,
+                              coords=coords))
     return idata
 
 
 def summary(fit: Fit, **kwargs: Any) -> pd.DataFrame:
-    """ArviZ's summary table of the continuous posterior, or the point estimates."""
+    """ArviZ's summary table of the posterior draws, or the point estimates.
+
+    A built-in model is summarised by its public parameters (``weights``, ``locs``,
+    ``covariances`` of a mixture; as its EM fit is), not by internal sites such as Cholesky
+    factors; ``var_names=`` picks sites as in ArviZ. ArviZ's RuntimeWarnings on constant
+    elements and its single-chain log line are kept out (:func:`diagnose` reports R-hat and
+    ESS). The table's ``columns.name`` and ``attrs`` say what it holds (:func:`describe`); a
+    DataFrame's column names label the feature axes.
+    """
     if fit.posterior is not None:
         names = [k for k in fit.posterior if k in fit.info.continuous + fit.info.deterministic]
-        return az.summary(fit.to_arviz(), var_names=names, **kwargs)
+        if isinstance(fit.model, GenerativeModel) and "var_names" not in kwargs:
+            # A built-in model is summarised by its public parameters (as its EM fit is), not
+            # by internal sites such as Cholesky factors of correlations.
+            with fit.fitted_model() as model:
+                public = model.params_from_draws(fit.posterior)
+            if public:
+                names = list(public) + [k for k in names if k in fit.info.deterministic]
+        with _quiet_arviz():
+            table = az.summary(fit.to_arviz(), var_names=kwargs.pop("var_names", names),
+                               **kwargs)
+        return _labelled(table, fit)
     rows = []
+    coords = _coords(fit)
+    site_dims = fit.model.site_dims() if isinstance(fit.model, GenerativeModel) else {}
     for name, value in fit.params.items():
         arr = _np(value)
         if arr.ndim == 0:
             rows.append((name, float(arr)))
+        dims = site_dims.get(name, [])
+        # An axis indexed by the data's columns is labelled by their names (as ArviZ does).
+        labels = [coords.get(dims[i]) if i < len(dims) and dims[i] in coords
+                  and len(coords[dims[i]]) == n else None for i, n in enumerate(arr.shape)]
         for idx in np.ndindex(arr.shape) if arr.ndim else ():
-            rows.append((f"{name}[{', '.join(map(str, idx))}]", float(arr[idx])))
-    return pd.DataFrame({"value": [v for _, v in rows]}, index=[n for n, _ in rows])
+            parts = [str(i) if lab is None else lab[i] for i, lab in zip(idx, labels)]
+            rows.append((f"{name}[{', '.join(parts)}]", float(arr[idx])))
+    return _labelled(pd.DataFrame({"value": [v for _, v in rows]}, index=[n for n, _ in rows]),
+                     fit)
+
+
+def _labelled(table: pd.DataFrame, fit: Fit) -> pd.DataFrame:
+    """The summary table says what it holds (printed above the index, and in ``attrs``)."""
+    table.columns.name = describe(fit, short=True)
+    table.attrs["estimate"] = describe(fit)
+    table.attrs["method"] = fit.method
+    if fit.options.get("guide") is not None:
+        table.attrs["guide"] = fit.options["guide"]
+    return table
 
 
 def _khat(fit: Fit, num_draws: int = 1000) -> float:
@@ -185,8 +319,7 @@ def diagnose(fit: Fit) -> list[Diagnostic]:
         idata = fit.to_arviz()
         names = [k for k in fit.posterior if k in fit.info.continuous]
         chains = fit.num_chains
-        with warnings.catch_warnings():  # constant elements (fixed Cholesky entries) give NaN
-            warnings.simplefilter("ignore", RuntimeWarning)
+        with _quiet_arviz():  # constant elements (fixed Cholesky entries) give NaN
             rhat = az.rhat(idata, var_names=names)
             ess_bulk = az.ess(idata, var_names=names, method="bulk")
             ess_tail = az.ess(idata, var_names=names, method="tail")
@@ -240,10 +373,22 @@ def compare(fits: dict[str, Fit | az.InferenceData], **kwargs: Any) -> pd.DataFr
     idatas = {}
     for name, f in fits.items():
         if isinstance(f, Fit):
-            if f.posterior is None:
-                raise ValueError(f"fits[{name!r}]: expected posterior draws for LOO, got a "
-                                 f"point estimate (method={f.method!r}). Fit with "
-                                 "method='mcmc', or 'svi' with guide='normal'.")
+            _require_draws(f, f"fits[{name!r}]", "LOO")
             f = f.to_arviz()
         idatas[name] = f
     return az.compare(idatas, ic="loo", **kwargs)
+
+
+def loo(fit: Fit, **kwargs: Any) -> Any:
+    """PSIS-LOO of one fit (``az.loo`` on :meth:`Fit.to_arviz`; keyword arguments such as
+    ``pointwise=True`` are ArviZ's).
+
+    A point-estimate fit (EM, or SVI with ``guide="map"`` or a model's own guide) has no
+    posterior draws to leave one datum out of: it is refused with a ``ValueError`` that says
+    how to get draws, where ``az.loo`` would fail with an ``IndexError``.
+    """
+    if not isinstance(fit, Fit):
+        raise TypeError(f"fit: expected a ppgen Fit, got {type(fit).__name__}. For "
+                        "InferenceData call arviz.loo directly.")
+    _require_draws(fit, "fit", "LOO")
+    return az.loo(fit.to_arviz(), **kwargs)

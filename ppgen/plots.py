@@ -235,7 +235,8 @@ def plot_history(fit: Any, ax: Axes | None = None, *,
                  objective_label: str | None = None) -> Figure:
     """The objective per EM iteration or SVI step.
 
-    EM fits show the total log-likelihood (nats; iteration 0 is the initialisation), SVI fits
+    EM fits show the model's EM objective (the total log-likelihood, plus the log prior for
+    an HMM, the evidence lower bound for LDA; nats; iteration 0 is the initialisation), SVI fits
     the loss (the negative ELBO, or the model's custom loss). A loss that spans more than two
     orders of magnitude is drawn on a log scale.
 
@@ -247,8 +248,9 @@ def plot_history(fit: Any, ax: Axes | None = None, *,
         Draw into this axes; by default a new figure is made.
     objective_label : str, optional
         Name of the objective on the y axis and in the title, for models whose EM objective
-        is not the log-likelihood (e.g. ``"evidence lower bound (nats)"`` for LDA's
-        variational EM). Default: "log-likelihood (nats)" for EM, "loss" for SVI.
+        is not the log-likelihood. Default: for EM the model's ``em_objective``
+        ("log-likelihood (nats)" for a Gaussian mixture, "log-likelihood + log prior (nats)"
+        for an HMM, "evidence lower bound (nats)" for LDA's variational EM), "loss" for SVI.
 
     Returns
     -------
@@ -268,7 +270,8 @@ def plot_history(fit: Any, ax: Axes | None = None, *,
     fig, ax = _new_axes(ax, (6.4, 4.0))
     if method == "em":
         steps = np.arange(len(values))
-        ylabel, xlabel, what = "log-likelihood (nats)", "iteration", "EM log-likelihood"
+        label = getattr(getattr(fit, "model", None), "em_objective", "log-likelihood (nats)")
+        ylabel, xlabel, what = label, "iteration", f"EM {label.split(' (')[0]}"
     else:
         steps = np.arange(1, len(values) + 1)
         ylabel, xlabel, what = "loss", "step", f"{method.upper()} loss"
@@ -292,6 +295,10 @@ def plot_history(fit: Any, ax: Axes | None = None, *,
     return fig
 
 
+#: Left-out elements named in plot_trace's title (the rest are counted).
+_LISTED = 6
+
+
 def _element_label(name: str, idx: tuple[int, ...]) -> str:
     return name if not idx else f"{name}[{', '.join(map(str, idx))}]"
 
@@ -313,7 +320,8 @@ def plot_trace(fit: Any, var_names: Sequence[str] | None = None, *,
         Sites to show; by default every continuous latent site (discrete sites such as the
         recovered ``assignment`` are left out).
     max_rows : int
-        The most rows (elements) drawn; the title says how many were left out.
+        The most rows (elements) drawn; the title says how many were left out and names
+        them (the first few), and how to show them (``var_names=``, ``max_rows=``).
 
     Returns
     -------
@@ -357,6 +365,7 @@ def plot_trace(fit: Any, var_names: Sequence[str] | None = None, *,
     total = len(rows)
     if total == 0:
         raise bad_value("var_names", "sites whose draws vary", ", ".join(names))
+    left_out = [label for label, _ in rows[max_rows:]]
     rows = rows[:max_rows]
     num_chains, num_draws = rows[0][1].shape
     fig = _Figure(figsize=(10.0, 1.55 * len(rows) + 0.9), layout="constrained")
@@ -395,8 +404,14 @@ def plot_trace(fit: Any, var_names: Sequence[str] | None = None, *,
     axes[0, 1].legend(handles=handles, loc="upper right", fontsize="x-small",
                       ncol=min(len(handles), 5), framealpha=0.85)
     shown = f"{len(rows)} of {total} elements" if total > len(rows) else f"{total} elements"
-    fig.suptitle(f"{method.upper()} posterior: {num_chains} chain{'s' * (num_chains != 1)} "
-                 f"x {num_draws} draws ({shown})")
+    title = (f"{method.upper()} posterior: {num_chains} chain{'s' * (num_chains != 1)} "
+             f"x {num_draws} draws ({shown})")
+    if left_out:
+        listed = ", ".join(left_out[:_LISTED])
+        more = f" and {len(left_out) - _LISTED} more" if len(left_out) > _LISTED else ""
+        title += (f"\nnot shown: {listed}{more} (choose with var_names=, or raise "
+                  f"max_rows={max_rows})")
+    fig.suptitle(title)
     return fig
 
 

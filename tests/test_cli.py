@@ -151,7 +151,15 @@ def test_score_npy_headerless_csv_and_out_file(em_run, tmp_path):
         np.testing.assert_allclose([float(v) for v in out.split()], expected, rtol=1e-12)
     rc, out, _ = run(["score", out_dir, tmp_path / "x.npy", "--out", tmp_path / "s.csv"])
     assert rc == 0 and out == ""
-    assert len((tmp_path / "s.csv").read_text().splitlines()) == 7
+    # --out writes a CSV file with a header row, which pandas reads as such
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "s.csv")
+    assert list(table.columns) == ["score"]
+    np.testing.assert_allclose(table["score"].to_numpy(), expected, rtol=1e-12)
+    rc, _, _ = run(["score", out_dir, tmp_path / "x.npy", "--out", tmp_path / "s2.csv",
+                    "--no-header"])
+    assert rc == 0 and len((tmp_path / "s2.csv").read_text().splitlines()) == 7
     # An outlier scores higher than every typical row.
     np.save(tmp_path / "odd.npy", np.array([[10.0, 10.0]]))
     rc, out, _ = run(["score", out_dir, tmp_path / "odd.npy"])
@@ -490,7 +498,9 @@ def test_fit_hmm_jsb_chorales_reports_held_out(jsb_run):
     assert "log-likelihood + log prior" in report  # emission concentration 2
     info = json.loads((out_dir / "run.json").read_text())
     assert info["test_nll_per_frame"] == pytest.approx(-test_total / test_frames, rel=1e-12)
-    assert len(info["columns"]) == 88 and info["columns"][0] == "pitch21"
+    # piano keys numbered as in the figures ("piano key (0 = A0)"), not MIDI pitches
+    assert len(info["columns"]) == 88 and info["columns"][0] == "key0"
+    assert "key0 = A0, MIDI pitch = key + 21" in report
 
 
 def test_fit_hmm_categorical_npy_svi_quiet(tmp_path):
@@ -1210,3 +1220,15 @@ def test_fit_vae_help():
         assert option in out, option
     rc, out, _ = run(["fit", "--help"])
     assert rc == 0 and "vae" in out
+
+
+def test_report_totals_show_no_more_digits_than_their_dtype_holds():
+    from ppgen.cli._report import fmt_total
+
+    # float32 holds about 7 significant digits: no invented decimals on large totals
+    assert fmt_total(-3212345.678, torch.float32) == "-3212346"
+    assert fmt_total(-3212345.678, np.float32) == "-3212346"
+    assert fmt_total(-12345.6789, torch.float32) == "-12345.68"
+    assert fmt_total(-12.3456789, torch.float32) == "-12.346"
+    assert fmt_total(-3212345.678, torch.float64) == "-3212345.678"
+    assert fmt_total(float("nan"), torch.float32) == "nan"

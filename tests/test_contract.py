@@ -146,7 +146,7 @@ def test_dtype_move_invalidates_caches(case):
         assert model.dtype == torch.float64
         assert case.log_prob(data.double(), seed=0).dtype == torch.float64
     finally:
-        model.to(data.dtype if data.is_floating_point() else torch.float32)
+        model.to(data.dtype if data.is_floating_point() else torch.float64)
 
 
 def test_fit_is_a_snapshot_of_its_own_parameters(case):

@@ -208,6 +208,18 @@ def test_plot_history_objective_label(em_fit):
         plot_history(fit, objective_label=3)
 
 
+def test_plot_history_labels_the_models_em_objective():
+    seqs, _ = ppgen.datasets.make_hmm(6, 10, 2, num_features=1, seed=3)
+    hmm = ppgen.HiddenMarkovModel(2, transition_concentration=2.0)
+    fit = ppgen.fit(hmm, seqs, method="em", seed=0, num_steps=4, progress=False)
+    ax = plot_history(fit).axes[0]
+    # the HMM's EM maximises log-likelihood + log prior, not the log-likelihood alone
+    assert ax.get_ylabel() == "log-likelihood + log prior (nats)"
+    assert ax.get_title().startswith("EM log-likelihood + log prior per iteration")
+    assert ppgen.LDA.em_objective == "evidence lower bound (nats)"
+    assert ppgen.GaussianMixture.em_objective == "log-likelihood (nats)"
+
+
 def test_plot_history_log_scale_for_wide_losses():
     fake = SimpleNamespace(method="svi", history={"objective": np.geomspace(1e5, 10, 50)},
                            converged=False)
@@ -244,6 +256,11 @@ def test_plot_trace_caps_rows_and_selects_sites():
     fig = plot_trace(fake, max_rows=3)
     assert len(fig.axes) == 6
     assert "3 of 8 elements" in fig.get_suptitle()
+    # ... and names the ones left out, with how to show them
+    assert ("not shown: locs[0, 1], locs[0, 2], locs[1, 0], locs[1, 1], locs[1, 2] (choose "
+            "with var_names=, or raise max_rows=3)") in fig.get_suptitle()
+    assert "and 1 more" in plot_trace(fake, max_rows=1).get_suptitle()
+    assert "not shown" not in plot_trace(fake).get_suptitle()
     fig = plot_trace(fake, var_names=["locs"])
     assert len(fig.axes) == 12
     assert all(ax.get_ylabel().startswith("locs") for ax in fig.axes[::2])

@@ -140,6 +140,38 @@ def test_mcmc_fit_shows_pyros_bar_on_a_terminal(monkeypatch):
     assert "Sample" in tty.getvalue()  # Pyro's own bar
 
 
+def test_mcmc_in_a_notebook_draws_one_tqdm_auto_bar_instead_of_pyros(monkeypatch):
+    # In a Jupyter kernel Pyro's text bar leaves every redraw in the cell's output (an
+    # executed tutorial kept hundreds of bar lines): ppgen draws one tqdm.auto bar (a widget
+    # there) over all chains, and Pyro's stays off.
+    import ppgen._progress as progress_module
+
+    monkeypatch.setattr(progress_module, "in_jupyter_kernel", lambda: True)
+    monkeypatch.setattr(mcmc_module, "in_jupyter_kernel", lambda: True)
+    runs = _recording(monkeypatch, mcmc_module, "MCMC")
+    made = []
+    original = mcmc_module.progress_bar
+
+    def recording_bar(*args, **kwargs):
+        made.append(original(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(mcmc_module, "progress_bar", recording_bar)
+    data = torch.randn(20, generator=torch.Generator().manual_seed(0))
+    ppgen.fit(_normal_model, data, method="mcmc", seed=0, progress=True, num_samples=5,
+              num_warmup=4, num_chains=2)
+    assert [kw["disable_progbar"] for kw, _ in runs] == [True, True]
+    (bar,) = made
+    assert bar.total == 18 and bar.n == 18  # (4 + 5) iterations x 2 chains, one bar
+    assert bar.desc.startswith("NUTS chain 2/2")
+    # without a notebook (captured output) no bar at all
+    monkeypatch.setattr(progress_module, "in_jupyter_kernel", lambda: False)
+    monkeypatch.setattr(mcmc_module, "in_jupyter_kernel", lambda: False)
+    ppgen.fit(_normal_model, data, method="mcmc", seed=0, progress=True, num_samples=5,
+              num_warmup=4, num_chains=1)
+    assert made[-1].disable and runs[-1][0]["disable_progbar"] is True
+
+
 def test_svi_loop_prints_nothing_when_captured(capfd, monkeypatch, old_faithful):
     bars = _recording(monkeypatch, loop_module, "progress_bar")
     ppgen.fit(ppgen.GaussianMixture(2), old_faithful, method="svi", seed=0, num_steps=20,

@@ -91,5 +91,8 @@ def add_score_parser(commands: Any) -> None:
                        "'old-faithful'); hidden Markov models: .npz or .npy (or "
                        "'jsb-chorales'); topic models: .npz, .csv or .npy counts (or 'ap')")
     score.add_argument("--out", metavar="FILE.csv",
-                       help="write the scores to this file instead of stdout")
+                       help="write the scores to this file instead of stdout, as a CSV file "
+                       "with the header row 'score'")
+    score.add_argument("--no-header", action="store_true",
+                       help="omit the header row of the --out file")
     score.set_defaults(handler=_cmd_score)

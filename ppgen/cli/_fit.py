@@ -254,7 +254,7 @@ class FitCommand:
         if model.num_features is not None and table.values.shape[1] != model.num_features:
             raise CLIError(f"{args.file}: expected {model.num_features} columns, as the model "
                            f"was fitted with, got {table.values.shape[1]}.")
-        emit_scores(model.score(table.values), args.out)
+        emit_scores(model.score(table.values), args.out, header=not args.no_header)
         return 0
 
     # -- the skeleton
@@ -278,7 +278,7 @@ class FitCommand:
     def run(self, args: argparse.Namespace, argv: Sequence[str]) -> int:
         """Fit, report, and write the run directory (only once everything succeeded)."""
         import ppgen
-        from ppgen.inference import ConvergenceWarning
+        from ppgen.inference import ConvergenceWarning, PointEstimateWarning
 
         out_dir = Path(args.out)
         check_out_dir(out_dir)
@@ -292,6 +292,8 @@ class FitCommand:
             warnings.simplefilter("ignore", ConvergenceWarning)
             warnings.simplefilter("ignore", FutureWarning)
             warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"arviz\..*")
+            # inference_data.nc of a point estimate says so in its attrs and in the report.
+            warnings.simplefilter("ignore", PointEstimateWarning)
             fit = ppgen.fit(model, x, method=args.method, seed=args.seed, device=args.device,
                             progress=progress, **fit_kwargs, **options)
             command = " ".join(shlex.quote(str(a)) for a in [PROG, *argv])
@@ -301,7 +303,7 @@ class FitCommand:
             report = self._report(run)
             # Figures are drawn in memory before anything is written.
             figures = self.figures(run)
-            self._files_section(report, out_dir, figures)
+            self._files_section(report, out_dir, figures, point=fit.is_point_estimate)
             pngs = {f.name: png_bytes(f.figure) for f in figures}
         info = {"command": command, "model": self.model_name(args), "method": args.method,
                 **self.run_info(run), "ppgen_version": ppgen.__version__}
@@ -320,7 +322,8 @@ class FitCommand:
         report.diagnostics(run.diagnostics)
         return report
 
-    def _files_section(self, report: Report, out_dir: Path, figures: list[Figure]) -> None:
+    def _files_section(self, report: Report, out_dir: Path, figures: list[Figure], *,
+                       point: bool = False) -> None:
         names = [f.name for f in figures]
         data_file = ["inference_data.nc"] if self.inference_data else []
         report.section("Files")
@@ -330,7 +333,9 @@ class FitCommand:
         report.markdown.append("- [model.pt](model.pt): the fitted model (`ppgen.load`)")
         if data_file:
             report.markdown.append("- [inference_data.nc](inference_data.nc): ArviZ "
-                                   "InferenceData (`arviz.from_netcdf`)")
+                                   "InferenceData (`arviz.from_netcdf`)" + (
+                                       "; a point estimate, stored as 1 chain x 1 draw"
+                                       if point else ""))
         if self.run_json_description is not None:
             report.markdown.append(f"- [run.json](run.json): {self.run_json_description}")
         report.markdown.append("")
@@ -338,9 +343,15 @@ class FitCommand:
             report.markdown += [f"![{name.removesuffix('.png').replace('_', ' ')}]({name})", ""]
 
 
-def emit_scores(scores: Any, out: str | None) -> None:
-    """One score per line (``repr`` of the float), on stdout or into ``--out``."""
-    emit("".join(f"{float(s)!r}\n" for s in scores.detach().cpu().numpy()), out)
+#: The header row of the CSV file ``ppgen score --out`` writes.
+SCORE_HEADER = "score"
+
+
+def emit_scores(scores: Any, out: str | None, *, header: bool = True) -> None:
+    """One score per line (``repr`` of the float), on stdout, or into ``--out`` as a CSV file
+    with the header row ``score`` (unless ``header`` is False, ``--no-header``)."""
+    lines = "".join(f"{float(s)!r}\n" for s in scores.detach().cpu().numpy())
+    emit((SCORE_HEADER + "\n" if out is not None and header else "") + lines, out)
 
 
 def check_out_dir(out_dir: Path) -> None:

@@ -6,12 +6,26 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Report", "fmt", "settings_line", "convergence_text", "posterior_summary",
+__all__ = ["Report", "fmt", "fmt_total", "settings_line", "convergence_text", "posterior_summary",
            "json_text"]
 
 
 def fmt(v: float, digits: int = 6) -> str:
     return f"{v:.{digits}g}"
+
+
+def fmt_total(v: float, dtype: Any, decimals: int = 3) -> str:
+    """A total (a log-likelihood, an objective) with at most ``decimals`` decimals, and no
+    more digits than the dtype it was computed in holds (float32: about 7 significant
+    digits, so -1234567.891 prints as -1234568)."""
+    import math
+
+    name = str(dtype).rsplit(".", 1)[-1].split("'")[0]  # torch.float32, numpy's float32
+    digits = {"float16": 3, "bfloat16": 2, "float32": 7}.get(name, 15)
+    if not math.isfinite(v) or v == 0:
+        return f"{v:.{decimals}f}"
+    keep = digits - 1 - math.floor(math.log10(abs(v)))
+    return f"{v:.{max(0, min(decimals, keep))}f}"
 
 
 def _text_table(header: list[str], rows: list[list[str]], indent: str = "  ",

@@ -495,5 +495,6 @@ class LatentFit(FitCommand):
         num_samples = _run_json_value(args.dir, "eval_samples")
         if not isinstance(num_samples, int) or num_samples < 1:
             num_samples = DEFAULT_EVAL_SAMPLES["file"]
-        emit_scores(model.score(x, num_samples=num_samples), args.out)
+        emit_scores(model.score(x, num_samples=num_samples), args.out,
+                    header=not args.no_header)
         return 0

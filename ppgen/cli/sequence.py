@@ -187,10 +187,9 @@ def _load_sequences(spec: str, emission: str, split: str) -> SequenceData:
         import torch
 
         import ppgen
-        from ppgen.datasets.loaders import LOWEST_PITCH
-
         rolls, lengths = ppgen.datasets.load_jsb_chorales(split, dtype=torch.float64)
-        names = [f"pitch{j + LOWEST_PITCH}" for j in range(rolls.shape[-1])]
+        # Piano keys numbered as in the figures (key 0 = A0; MIDI pitch = key + 21).
+        names = [f"key{j}" for j in range(rolls.shape[-1])]
         x, lens = _check_sequences(rolls.numpy(), lengths.numpy(), f"{spec} ({split})",
                                    emission)
         return SequenceData(x, lens, names, f"{spec} ({split} split)")
@@ -422,6 +421,11 @@ class SequenceFit(FitCommand):
         report.table(["quantity", "value"], rows, numeric=False)
         what = "point estimates" if args.method == "em" else "MAP estimates"
         report.section(f"States ({what})")
+        if args.data in SEQUENCE_DATASETS:
+            from ppgen.datasets.loaders import LOWEST_PITCH
+
+            report.both(f"Features are piano keys, numbered as in the figures: key0 = A0, "
+                        f"MIDI pitch = key + {LOWEST_PITCH}.")
         _per_state_report(report, run.model, train.names, res["occupancy"])
 
     def figures(self, run: FitRun) -> list[Figure]:
@@ -493,5 +497,5 @@ class SequenceFit(FitCommand):
                            f"the model was fitted with, got {width}.")
         with value_errors(f"{data.source}: "):  # e.g. symbols outside the fitted alphabet
             scores = model.score(torch.as_tensor(data.values), torch.as_tensor(data.lengths))
-        emit_scores(scores, args.out)
+        emit_scores(scores, args.out, header=not args.no_header)
         return 0

@@ -40,7 +40,7 @@ from ._io import (
     output_file,
     value_errors,
 )
-from ._report import Report, convergence_text, json_text
+from ._report import Report, convergence_text, fmt_total, json_text
 
 __all__ = ["TopicFit", "CorpusData", "load_corpus", "CORPUS_DATASETS"]
 
@@ -441,7 +441,8 @@ class TopicFit(FitCommand):
                  f"{_documents(len(data.held_idx))} given the other half; lower is better"
                  + ("; the topics folded in and scored as a mixture, the rule shared by every "
                     "topic model" if args.topic_model == "prodlda" else "") + ")"],
-                ["held-out log-likelihood", f"{ll:.3f} nats over {n_tok} tokens "
+                ["held-out log-likelihood", f"{fmt_total(ll, run.model.dtype)} nats over "
+                 f"{n_tok} tokens "
                  f"({ll / n_tok:.4f} per token)"],
             ]
         else:
@@ -451,13 +452,14 @@ class TopicFit(FitCommand):
                          f"words of each topic, co-occurrence in the {num_train} training "
                          "documents; -1 to 1, higher is better)"])
         if args.method == "em":
-            rows.append(["final EM objective", f"{res['final']:.3f} (evidence lower bound, "
-                         "nats)"])
+            rows.append(["final EM objective", f"{fmt_total(res['final'], run.model.dtype)} "
+                         "(evidence lower bound, nats)"])
         else:
             batch = run.options.get("batch_size")
             how = (f", estimated from minibatches of {min(batch, num_train)} documents"
                    if batch is not None and batch < num_train else "")
-            rows.append(["final SVI loss", f"{res['final']:.3f} (negative ELBO{how})"])
+            rows.append(["final SVI loss", f"{fmt_total(res['final'], run.model.dtype)} "
+                         f"(negative ELBO{how})"])
         rows += [["convergence", convergence_text(run.fit)],
                  ["elapsed", f"{run.fit.elapsed:.2f} s"]]
         report.table(["quantity", "value"], rows, numeric=False)
@@ -555,5 +557,5 @@ class TopicFit(FitCommand):
                            f"was fitted with), got {counts.shape[1]}.")
         with value_errors(f"{spec}: "):  # e.g. fractional or negative counts in a CSV file
             scores = model.score(counts)
-        emit_scores(scores, args.out)
+        emit_scores(scores, args.out, header=not args.no_header)
         return 0

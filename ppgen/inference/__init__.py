@@ -5,6 +5,6 @@ It never imports a concrete model: models and inference meet only through
 """
 
 from .api import fit
-from .result import ConvergenceWarning, Diagnostic, Fit
+from .result import ConvergenceWarning, Diagnostic, Fit, PointEstimateWarning
 
-__all__ = ["fit", "Fit", "Diagnostic", "ConvergenceWarning"]
+__all__ = ["fit", "Fit", "Diagnostic", "ConvergenceWarning", "PointEstimateWarning"]

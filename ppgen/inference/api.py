@@ -15,7 +15,14 @@ import torch
 from .._context import isolated
 from .._random import resolve_seed
 from .._threads import num_elements, work_threads
-from .._validation import NotSupportedError, bad_type, bad_value, check_positive_int
+from .._validation import (
+    NotSupportedError,
+    bad_type,
+    bad_value,
+    check_positive_int,
+    column_names,
+    tensor_from_array,
+)
 from ..models.base import GenerativeModel
 from ..training import Batch
 from .em import run_em
@@ -25,7 +32,7 @@ from .result import Fit
 from .svi import run_svi
 from .tracing import ModelInfo, deterministic_draws, inspect_model
 
-__all__ = ["fit"]
+__all__ = ["fit", "default_method"]
 
 Method = Literal["em", "svi", "mcmc"]
 
@@ -60,13 +67,22 @@ def _user_data(data: Any) -> Any:
     if isinstance(data, np.ndarray):
         if data.dtype == object or data.dtype.kind not in "biuf":
             raise bad_type("data", "numeric values", f"dtype {data.dtype}")
-        return torch.as_tensor(data)
-    if isinstance(data, list | tuple):
+        return tensor_from_array(data)
+    if isinstance(data, list | tuple) or hasattr(data, "to_numpy"):  # pandas too
         return _user_data(np.asarray(data))
     return data
 
 
-def fit(model: GenerativeModel | Callable, data: Any = None, method: Method = "svi", *,
+def default_method(model: GenerativeModel | Callable) -> Method:
+    """The method ``fit`` uses when given none: the model's best. ``"em"`` for models with
+    closed-form EM steps (Gaussian mixture, HMM, LDA), ``"svi"`` for the rest (models with
+    network weights, such as VAEs and ProdLDA) and for a user's Pyro function."""
+    if isinstance(model, GenerativeModel) and "em" in model.capabilities().methods:
+        return "em"
+    return "svi"
+
+
+def fit(model: GenerativeModel | Callable, data: Any = None, method: Method | None = None, *,
         seed: int | None = None, device: str | torch.device | None = None,
         init: dict[str, Any] | None = None, model_kwargs: dict[str, Any] | None = None,
         progress: bool = True, **options: Any) -> Fit:
@@ -80,7 +96,10 @@ def fit(model: GenerativeModel | Callable, data: Any = None, method: Method = "s
         summed out without user effort.
     data : array-like or Tensor, optional
         Observations, passed as the model's first argument.
-    method : {"em", "svi", "mcmc"}
+    method : {"em", "svi", "mcmc"}, optional
+        By default the model's best (:func:`default_method`): ``"em"`` where the model has
+        closed-form EM (Gaussian mixture, HMM, LDA), ``"svi"`` for models with networks
+        (VAE, ProdLDA) and for a Pyro function. ``"mcmc"`` (NUTS) gives posterior draws.
     seed : int, optional
         Seeds everything; drawn from OS entropy when None (and recorded in ``Fit.seed``).
         Restart and chain seeds are derived from it. Global RNG states are restored after.
@@ -118,8 +137,11 @@ def fit(model: GenerativeModel | Callable, data: Any = None, method: Method = "s
     >>> result.converged
     True
     """
+    if method is None:
+        method = default_method(model)
     if method not in _OPTIONS:
-        raise bad_value("method", "'em', 'svi' or 'mcmc'", repr(method))
+        raise bad_value("method", "'em', 'svi' or 'mcmc' (or None for the model's default)",
+                        repr(method))
     builtin = isinstance(model, GenerativeModel)
     if not builtin and not callable(model):
         raise bad_type("model", "a ppgen GenerativeModel or a Pyro model function",
@@ -175,6 +197,7 @@ def fit(model: GenerativeModel | Callable, data: Any = None, method: Method = "s
             result = _fit_function(model, _to_device(_user_data(data), device), method, seed,
                                    init, kwargs, progress, options)
     result.elapsed = time.perf_counter() - start
+    result.feature_names = column_names(data)
     return result
 
 
@@ -253,9 +276,12 @@ def _fit_builtin(model: GenerativeModel, data, method, seed, device, init, kwarg
     info = inspect_model(model_fn, (x,), kwargs)
     options = dict(options)
     options.setdefault("jit_compile", model.jit_compile)
+    faster = ["method='em' (a point estimate in closed form)"] if \
+        "em" in model.capabilities().methods else []
+    faster.append("method='svi' with guide='normal' (approximate posterior draws)")
     out = run_mcmc(model_fn, (x,), kwargs, info, seed=seed, progress=progress,
                    init_values_fn=lambda s: model.init_values(x, init=init, seed=s, **data_kw),
-                   **options)
+                   slow_remedy="Faster: " + ", or ".join(faster) + ".", **options)
     samples = model.relabel(out["samples"])
     samples.update(recover_discrete(model_fn, samples, (x,), kwargs, info, seed))
     continuous = {k: v for k, v in samples.items() if k in info.continuous}
@@ -351,12 +377,16 @@ def _svi_builtin(model: GenerativeModel, x, seed, init, kwargs, data_kw, progres
         return Fit(model=model, method="svi", history=out.history, converged=out.converged,
                    elapsed=0.0, seed=seed, model_fn=model.model, data=x, model_kwargs=kwargs,
                    info=info, params=model.get_params() if model.is_fitted else {},
-                   messages=out.messages, options=dict(options, batch_size=batch_size),
+                   messages=out.messages, options=dict(options, batch_size=batch_size,
+                                                       guide=model.default_guide),
                    state=model.get_state())
     guide = options.pop("guide", model.default_guide)
+    guide_kind = _guide_kind(guide)
     # The model's own guide ("model", or its bound guide method) starts itself and
     # reports its point estimate; automatic guides start from init_values.
     own = guide == "model" or getattr(guide, "__self__", None) is model
+    if own:
+        guide_kind = "model"
     if guide == "model":
         guide = model.guide
     if batch_size is not None:
@@ -390,7 +420,16 @@ def _svi_builtin(model: GenerativeModel, x, seed, init, kwargs, data_kw, progres
                elapsed=0.0, seed=seed, model_fn=model.model, data=x, model_kwargs=kwargs,
                info=info, params=model.get_params() if model.is_fitted else {},
                posterior=posterior, guide=guide_fn, messages=out["messages"],
-               options=dict(options, batch_size=batch_size), state=model.get_state())
+               options=dict(options, batch_size=batch_size, guide=guide_kind),
+               state=model.get_state())
+
+
+def _guide_kind(guide: Any) -> str:
+    """The guide as ``Fit.options["guide"]`` records it: "map", "normal", "model", or the
+    name of a user's callable."""
+    if isinstance(guide, str):
+        return guide
+    return getattr(guide, "__name__", None) or type(guide).__name__
 
 
 def _guide_draws(guide_fn, args, kwargs, info: ModelInfo, num_draws: int):
@@ -440,6 +479,7 @@ def _fit_function(model_fn: Callable, data, method, seed, init, kwargs, progress
                            "pyro.plate(..., subsample_size=B) and index the data with it.")
         num_draws = options.pop("num_samples", 1000)
         guide = options.pop("guide", "normal")
+        guide_kind = _guide_kind(guide)
         loop_kw = _split(options, LOOP_OPTIONS)
         fingerprint = _fingerprint(model_fn, data, "svi", guide if callable(guide) else
                                    str(guide), dict(options, guide=str(guide)), loop_kw)
@@ -461,11 +501,13 @@ def _fit_function(model_fn: Callable, data, method, seed, init, kwargs, progress
                    converged=out["converged"], elapsed=0.0, seed=seed, model_fn=model_fn,
                    data=data, model_kwargs=kwargs, info=info, params=params,
                    posterior=posterior, guide=guide_fn, messages=out["messages"],
-                   options=dict(options))
+                   options=dict(options, guide=guide_kind))
     if not info.continuous:
         raise bad_value("model", "continuous latent sites to sample with NUTS", "none")
     out = run_mcmc(model_fn, args, kwargs, info, seed=seed, progress=progress,
-                   init_values_fn=(lambda s: init) if init else None, **options)
+                   init_values_fn=(lambda s: init) if init else None,
+                   slow_remedy="Faster: method='svi' (guide='normal': approximate posterior "
+                   "draws).", **options)
     samples = out["samples"]
     samples.update(recover_discrete(model_fn, samples, args, kwargs, info, seed))
     samples.update(deterministic_draws(model_fn, samples, args, kwargs, info))

@@ -10,6 +10,9 @@ sampling (``max_plate_nesting`` is inferred from a trace) and recovered afterwar
 from __future__ import annotations
 
 import math
+import os
+import time
+import warnings
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -19,13 +22,118 @@ import torch
 from pyro.infer import MCMC, NUTS, config_enumerate, infer_discrete
 from pyro.infer.autoguide.initialization import init_to_median, init_to_value
 
-from .._progress import progress_enabled
+from .._progress import in_jupyter_kernel, progress_bar, progress_enabled
 from .._random import derive_seeds, seeded
 from .._threads import num_elements, work_threads
 from .._validation import bad_value, check_positive_float, check_positive_int
 from .tracing import ModelInfo, flatten_draws
 
-__all__ = ["run_mcmc"]
+__all__ = ["run_mcmc", "SlowMCMCWarning", "SLOW_MCMC_SECONDS"]
+
+#: A run that the first iterations project to take longer than this (seconds, all chains)
+#: warns with the estimate and a remedy (:class:`SlowMCMCWarning`).
+SLOW_MCMC_SECONDS = 300.0
+#: Iterations of the first chain timed for the estimate (after the first, which may compile),
+#: or fewer when they take longer than ``_PILOT_SECONDS``.
+_PILOT_ITERATIONS = 10
+_PILOT_SECONDS = 10.0
+
+
+class SlowMCMCWarning(UserWarning):
+    """NUTS is projected to run long: the message gives the estimate, what makes it slow,
+    and faster alternatives."""
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def slow_mcmc_message(per_iteration: float, total_iterations: int, *, num_data: int | None,
+                      discrete: tuple[str, ...], remedy: str | None) -> str:
+    """The warning of a run projected to take ``per_iteration * total_iterations`` seconds."""
+    what = []
+    if num_data:
+        what.append(f"{num_data} data")
+    if discrete:
+        what.append("discrete sites summed out in every gradient (" + ", ".join(discrete) + ")")
+    why = f" ({'; '.join(what)})" if what else ""
+    return (f"NUTS is projected to take about {_duration(per_iteration * total_iterations)}"
+            f"{why}: the first iterations took {per_iteration * 1000:.0f} ms each, for "
+            f"{total_iterations} iterations (num_warmup + num_samples, times num_chains). "
+            + (remedy + " " if remedy else "")
+            + "Or lower num_samples, num_warmup or num_chains, or fit a subset of the data "
+            "first.")
+
+
+def _user_stacklevel() -> int:
+    """The stacklevel of the first frame outside ppgen, Pyro and torch (the user's line)."""
+    import sys
+
+    import pyro
+
+    skip = tuple(os.path.dirname(m.__file__) for m in (sys.modules["ppgen"], pyro, torch))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(skip):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+class _NotebookBar:
+    """MCMC hook that drives one ``tqdm.auto`` bar (a widget in a Jupyter kernel) over all
+    chains, in place of Pyro's text bar, whose every redraw would stay in the notebook."""
+
+    def __init__(self, total: int, num_chains: int, enabled: bool):
+        self.bar = progress_bar(total, desc="NUTS", enabled=enabled, leave=True)
+        self.num_chains = num_chains
+        self.chain = 0
+
+    def __call__(self, kernel, params, stage, i) -> None:
+        if self.bar.disable:
+            return
+        self.bar.set_description(f"NUTS chain {self.chain + 1}/{self.num_chains} "
+                                 f"{str(stage).lower()}", refresh=False)
+        if i % 10 == 0 and hasattr(kernel, "logging"):
+            self.bar.set_postfix(kernel.logging(), refresh=False)
+        self.bar.update(1)
+
+    def __enter__(self) -> _NotebookBar:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.bar.close()
+
+
+class _Pilot:
+    """MCMC hook that times the first chain's first iterations and warns once when the whole
+    run is projected to exceed :data:`SLOW_MCMC_SECONDS`."""
+
+    def __init__(self, total_iterations: int, message: Callable[[float, int], str]):
+        self.total = total_iterations
+        self.message = message
+        self.count = 0
+        self.start: float | None = None
+        self.done = False
+
+    def __call__(self, kernel, params, stage, i) -> None:
+        if self.done:
+            return
+        self.count += 1
+        now = time.perf_counter()
+        if self.count == 1:  # the first iteration may include compiling the model
+            self.start = now
+            return
+        timed = self.count - 1
+        if timed < min(_PILOT_ITERATIONS, self.total - 1) and now - self.start < _PILOT_SECONDS:
+            return
+        self.done = True
+        per_iteration = (now - self.start) / timed
+        if per_iteration * self.total > SLOW_MCMC_SECONDS:
+            warnings.warn(self.message(per_iteration, self.total), SlowMCMCWarning,
+                          stacklevel=_user_stacklevel())
 
 
 class _RecordingNUTS(NUTS):
@@ -69,7 +177,8 @@ def run_mcmc(model_fn: Callable, args: tuple, kwargs: dict, info: ModelInfo, *, 
              progress: bool, init_values_fn: Callable[[int], dict] | None = None,
              num_samples: int = 1000, num_warmup: int | None = None, num_chains: int = 4,
              target_accept_prob: float = 0.8, max_tree_depth: int = 10,
-             kernel: Literal["nuts"] = "nuts", jit_compile: bool = False) -> dict[str, Any]:
+             kernel: Literal["nuts"] = "nuts", jit_compile: bool = False,
+             slow_remedy: str | None = None) -> dict[str, Any]:
     """Sample the posterior with NUTS; returns draws of shape (num_chains, num_samples, ...).
 
     Parameters
@@ -83,6 +192,10 @@ def run_mcmc(model_fn: Callable, args: tuple, kwargs: dict, info: ModelInfo, *, 
         built-in models turn it on, model functions must opt in).
     init_values_fn : callable, optional
         ``chain_seed -> {site: value}`` start values per chain (built-in models supply it).
+    slow_remedy : str, optional
+        Faster alternatives named by the :class:`SlowMCMCWarning` of a long run: the first
+        chain's first iterations are timed, and a run projected to take longer than
+        :data:`SLOW_MCMC_SECONDS` warns with the estimate (also with ``progress=False``).
     """
     num_samples = check_positive_int("num_samples", num_samples)
     num_warmup = num_samples if num_warmup is None else check_positive_int(
@@ -96,22 +209,39 @@ def run_mcmc(model_fn: Callable, args: tuple, kwargs: dict, info: ModelInfo, *, 
         raise bad_value("kernel", "'nuts'", repr(kernel))
     enum_model = config_enumerate(model_fn, default="parallel") if info.discrete else model_fn
     show_bar = progress_enabled(progress)  # Pyro draws its own bar: only where it is seen
+    # In a notebook, Pyro's text bar would leave every redraw in the cell's output: ppgen
+    # draws one tqdm.auto widget instead. In a terminal Pyro's bar stays.
+    notebook = show_bar and in_jupyter_kernel()
+    bar = _NotebookBar((num_warmup + num_samples) * num_chains, num_chains,
+                       enabled=notebook)
     chains: list[dict[str, torch.Tensor]] = []
     stats: list[list[dict[str, float]]] = []
-    for chain_seed in derive_seeds(seed, num_chains):
-        with seeded(chain_seed), _threads_for_data(args, kwargs):
-            init = init_values_fn(chain_seed) if init_values_fn is not None else None
-            strategy = init_to_value(values=init, fallback=init_to_median) if init else \
-                init_to_median
-            nuts = _RecordingNUTS(enum_model, max_plate_nesting=info.max_plate_nesting,
-                                  target_accept_prob=target_accept_prob,
-                                  max_tree_depth=max_tree_depth, init_strategy=strategy,
-                                  jit_compile=bool(jit_compile), ignore_jit_warnings=True)
-            mcmc = MCMC(nuts, num_samples=num_samples, warmup_steps=num_warmup, num_chains=1,
-                        disable_progbar=not show_bar)
-            mcmc.run(*args, **kwargs)
-            chains.append({k: v.detach() for k, v in mcmc.get_samples().items()})
-            stats.append(nuts.records[num_warmup:])
+    data = args[0] if args and isinstance(args[0], torch.Tensor) else None
+    pilot = _Pilot((num_warmup + num_samples) * num_chains, lambda per, total: slow_mcmc_message(
+        per, total, num_data=None if data is None or data.dim() == 0 else len(data),
+        discrete=tuple(info.discrete), remedy=slow_remedy))
+
+    def hook(kernel, params, stage, i):
+        pilot(kernel, params, stage, i)
+        bar(kernel, params, stage, i)
+
+    with bar:
+        for c, chain_seed in enumerate(derive_seeds(seed, num_chains)):
+            bar.chain = c
+            with seeded(chain_seed), _threads_for_data(args, kwargs):
+                init = init_values_fn(chain_seed) if init_values_fn is not None else None
+                strategy = init_to_value(values=init, fallback=init_to_median) if init else \
+                    init_to_median
+                nuts = _RecordingNUTS(enum_model, max_plate_nesting=info.max_plate_nesting,
+                                      target_accept_prob=target_accept_prob,
+                                      max_tree_depth=max_tree_depth, init_strategy=strategy,
+                                      jit_compile=bool(jit_compile), ignore_jit_warnings=True)
+                mcmc = MCMC(nuts, num_samples=num_samples, warmup_steps=num_warmup,
+                            num_chains=1, disable_progbar=not show_bar or notebook,
+                            hook_fn=hook)
+                mcmc.run(*args, **kwargs)
+                chains.append({k: v.detach() for k, v in mcmc.get_samples().items()})
+                stats.append(nuts.records[num_warmup:])
     samples = {k: torch.stack([c[k] for c in chains]) for k in chains[0]}
     sample_stats = {key: np.array([[r[key] for r in chain] for chain in stats])
                     for key in stats[0][0]} if num_samples else {}

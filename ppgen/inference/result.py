@@ -10,11 +10,17 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-__all__ = ["Fit", "Diagnostic", "ConvergenceWarning"]
+__all__ = ["Fit", "Diagnostic", "ConvergenceWarning", "PointEstimateWarning"]
 
 
 class ConvergenceWarning(UserWarning):
     """An iterative fit stopped before its convergence rule was met."""
+
+
+class PointEstimateWarning(UserWarning):
+    """ArviZ data of a point estimate (EM, or SVI with a point-mass guide): one chain of one
+    draw, which ArviZ functions that need posterior draws (``az.loo``, ``az.waic``,
+    ``az.compare``, ``az.plot_ppc``, R-hat and ESS) cannot use."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,10 @@ class Fit:
     params : dict of str to Tensor
         Point estimates: the model's public parameters, or for a user function the guide's
         medians and any ``pyro.param`` values.
+    feature_names : list of str, or None
+        The column names of a pandas DataFrame given as data: they name the features (the
+        model's column dimension, e.g. ``feature`` or ``word``) in :meth:`to_arviz`'s
+        coordinates and :meth:`summary`'s rows.
     state : dict of str to Tensor, or None
         A built-in model's whole state (``get_state()``: parameters, buffers, network
         weights) as this fit left it. ``to_arviz``, ``summary`` and ``diagnose`` describe
@@ -97,6 +107,7 @@ class Fit:
     messages: list[Diagnostic] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)
     state: dict[str, Any] | None = field(default=None, repr=False)
+    feature_names: list[str] | None = None
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @contextmanager
@@ -131,9 +142,20 @@ class Fit:
     def num_chains(self) -> int:
         return 0 if self.posterior is None else next(iter(self.posterior.values())).shape[0]
 
+    @property
+    def is_point_estimate(self) -> bool:
+        """Whether this fit holds a point estimate only (EM, or SVI with a point-mass guide
+        such as ``guide="map"`` or a model's own guide), not posterior draws."""
+        return self.posterior is None
+
     def to_arviz(self):
         """ArviZ ``InferenceData`` with posterior, sample_stats, log_likelihood (per datum,
-        discrete latents summed out), posterior_predictive and observed_data."""
+        discrete latents summed out), posterior_predictive and observed_data.
+
+        A point-estimate fit (:attr:`is_point_estimate`) gives its estimate as one chain of
+        one draw, says so in ``attrs["ppgen_estimate"]`` and warns once
+        (:class:`PointEstimateWarning`, naming how to get draws): ``az.loo``, ``az.waic``,
+        ``az.plot_ppc`` and R-hat/ESS need posterior draws."""
         from ..diagnostics import to_inference_data
 
         if "idata" not in self._cache:
@@ -142,7 +164,9 @@ class Fit:
 
     def summary(self, **kwargs: Any):
         """A table (pandas DataFrame): ArviZ's summary of the posterior, or the point
-        estimates for EM/MAP fits."""
+        estimates for EM/MAP fits. Its ``columns.name`` (printed above the index) and
+        ``attrs["estimate"]`` say what it holds: the method, the guide, and draws or a point
+        estimate."""
         from ..diagnostics import summary
 
         return summary(self, **kwargs)

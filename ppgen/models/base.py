@@ -116,6 +116,9 @@ class GenerativeModel(PyroModule):
     has_enumerated_sites: ClassVar[bool] = False
     #: Whether ``em_initialize``/``e_step``/``m_step`` exist.
     supports_em: ClassVar[bool] = False
+    #: What the EM objective (``Fit.history["objective"]``) is, with its unit: the y label of
+    #: ``plots.plot_history`` for EM fits.
+    em_objective: ClassVar[str] = "log-likelihood (nats)"
     #: Whether NUTS can sample every parameter (False for models with network weights).
     supports_mcmc: ClassVar[bool] = True
     #: The kind of ``log_prob``: "exact", "estimate" (stochastic, with a standard error),
@@ -145,6 +148,10 @@ class GenerativeModel(PyroModule):
     data_kwargs: ClassVar[tuple[str, ...]] = ()
     #: ArviZ dimension names of the observed data's axes (the first names one datum).
     observed_dims: ClassVar[tuple[str, ...]] = ("obs_id", "feature")
+    #: ArviZ dimensions indexed by the data's columns, which a pandas DataFrame's column
+    #: names label (``to_arviz`` coordinates, ``summary`` rows); () means the last of
+    #: :attr:`observed_dims`.
+    column_dims: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self) -> None:
         super().__init__()
@@ -368,6 +375,14 @@ class GenerativeModel(PyroModule):
         """ArviZ dimension names of the latent sites (without chain/draw)."""
         return {}
 
+    def params_from_draws(self, samples: dict[str, torch.Tensor]
+                          ) -> dict[str, torch.Tensor] | None:
+        """The public parameters under each posterior draw (name -> (chains, draws, ...)),
+        from site draws of that shape; or None where the sites are the parameters. ``summary``
+        reports these instead of internal sites (e.g. Cholesky factors of correlations), and
+        ``to_arviz`` adds them to the posterior group."""
+        return None
+
     # ----------------------------------------------------------------- applications
     def sample(self, num_samples: int, *, seed: int | None = None) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} cannot generate samples")
@@ -380,8 +395,17 @@ class GenerativeModel(PyroModule):
     def score(self, data: Any, **kwargs: Any) -> torch.Tensor:
         """Anomaly score per example: the negative log-likelihood in nats (higher = odder).
         Takes the keyword arguments of :meth:`log_prob` (an estimator's ``num_samples`` and
-        ``seed``)."""
+        ``seed``).
+
+        Not scikit-learn's ``score`` (the mean log-likelihood, higher = better): that is
+        ``model.score_samples(x).mean()``."""
         return -self.log_prob(data, **kwargs)
+
+    def score_samples(self, data: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """Log-likelihood of each example in nats, as scikit-learn's ``score_samples``: the
+        same as :meth:`log_prob` (and the negative of :meth:`score`), with its arguments.
+        ``score_samples(x).mean()`` is scikit-learn's ``score``."""
+        return self.log_prob(data, *args, **kwargs)
 
     def impute(self, data: Any) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} cannot complete missing values")

@@ -123,7 +123,9 @@ class VAE(GenerativeModel):
     :class:`~ppgen.models.latent.VAEObjective`: ELBO, IWAE or DReG in plain torch), or with
     Pyro directly: ``pyro.infer.SVI(vae.model, vae.guide, pyro.optim.Adam(...),
     Trace_ELBO())``, then ``vae.mark_fitted()``. EM and MCMC are not offered (the weights
-    are network parameters, not latent sites).
+    are network parameters, not latent sites). The default guide is the model's own
+    amortized encoder (``guide="model"``); the weights are point estimates, so a VAE fit
+    holds no posterior draws (compare VAEs by held-out ``log_prob``).
 
     ``log_prob`` is an importance-sampling estimate (the IWAE bound with k draws from the
     encoder; :func:`ppgen.evaluation.importance_log_prob`) with its standard error.

@@ -89,6 +89,19 @@ class GaussianMixture(GenerativeModel):
         EM/SVI/MCMC start: k-means++ seeding with a few Lloyd steps, or random
         responsibilities.
 
+    Notes
+    -----
+    ``ppgen.fit(gmm, x)`` runs EM (the default method of models with closed-form EM): a
+    maximum-likelihood point estimate. ``method="svi"`` uses the default guide
+    ``guide="map"`` (``AutoDelta``: a MAP point estimate); pass ``guide="normal"`` and
+    ``num_samples`` for draws from a mean-field variational posterior, or use
+    ``method="mcmc"`` (NUTS) for posterior draws. Only fits with draws support PSIS-LOO
+    (``ppgen.loo``, ``ppgen.compare``).
+
+    For scikit-learn users: :meth:`score` is the anomaly score -log p(x) per row, not
+    scikit-learn's mean log-likelihood; :meth:`score_samples` is scikit-learn's per-row
+    log-likelihood (``score_samples(x).mean()`` its ``score``).
+
     Examples
     --------
     >>> import ppgen
@@ -104,6 +117,7 @@ class GaussianMixture(GenerativeModel):
     has_enumerated_sites = True
     supports_em = True
     default_guide = "map"
+    column_dims = ("feature", "row", "col")
 
     def __init__(self, num_components: int, *, covariance: CovarianceType = "full",
                  reg_covar: float = 1e-6, weight_concentration: float = 1.0,
@@ -267,6 +281,17 @@ class GaussianMixture(GenerativeModel):
         else:
             cov = scales.square()
         return weights, locs, cov
+
+    def params_from_draws(self, samples: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``weights``, ``locs`` and ``covariances`` (shaped as the public parameters) under
+        each draw of the sites (scales and Cholesky factors of correlations)."""
+        lead = samples["locs"].shape[:2]
+        flat = {k: v.reshape(-1, *v.shape[2:]) for k, v in samples.items()
+                if k in ("weights", "locs", "scales", "corr_chol")}
+        values = self._params_from_sites(flat["weights"], flat["locs"], flat["scales"],
+                                         flat.get("corr_chol"))
+        return {name: v.reshape(*lead, *v.shape[1:])
+                for name, v in zip(("weights", "locs", "covariances"), values)}
 
     def set_point_estimate(self, values: dict[str, torch.Tensor]) -> None:
         w, m, c = self._params_from_sites(values["weights"], values["locs"], values["scales"],
@@ -446,6 +471,15 @@ class GaussianMixture(GenerativeModel):
         """
         self.check_fitted("compute log_prob")
         return torch.logsumexp(self._log_joint(self._data(data)), -1)
+
+    def score(self, data: Any, **kwargs: Any) -> torch.Tensor:
+        """Anomaly score of each row: -log p(x) in nats, shape (num_data,); higher = odder.
+
+        Careful, scikit-learn users: ``sklearn.mixture.GaussianMixture.score`` is the *mean*
+        log-likelihood (higher = better). Here that is ``gmm.score_samples(x).mean()``;
+        :meth:`score_samples` is the log-likelihood per row, as in scikit-learn.
+        """
+        return super().score(data, **kwargs)
 
     def predict_proba(self, data: Any) -> torch.Tensor:
         """Posterior component probabilities, shape (num_data, num_components)."""

@@ -43,12 +43,14 @@ from pyro.ops.indexing import Vindex
 
 from ..._random import derive_seeds
 from ..._validation import (
+    INTEGER_DATA_DTYPE,
     bad_type,
     bad_value,
     check_choice,
     check_nonnegative_float,
     check_positive_float,
     check_positive_int,
+    tensor_from_array,
 )
 from ..base import GenerativeModel, register
 from ..gaussian import cholesky
@@ -96,7 +98,7 @@ def _to_tensor(x: Any, arg: str) -> torch.Tensor:
                            "a padded array with lengths=...")
         if arr.dtype.kind not in "biuf":
             raise bad_type(arg, "numeric values", f"dtype {arr.dtype}")
-        t = torch.as_tensor(arr)
+        t = tensor_from_array(arr)
     if t.is_complex():
         raise bad_type(arg, "real values", f"dtype {t.dtype}")
     return t.to(torch.get_default_dtype()) if t.dtype == torch.bool else t
@@ -208,7 +210,16 @@ class HiddenMarkovModel(GenerativeModel):
         Gaussian, full covariance: LKJ prior on the correlations (SVI/MCMC).
     dtype : torch.dtype, optional
         Floating type of the parameters; by default the training data's (floating) dtype, or
-        torch's default dtype for integer data.
+        float64 for integer data (as scikit-learn).
+
+    Notes
+    -----
+    ``ppgen.fit(hmm, x)`` runs EM (the default method of models with closed-form EM): a
+    maximum-likelihood (MAP under concentrations above 1) point estimate. ``method="svi"``
+    uses the default guide ``guide="map"`` (a MAP point estimate); pass ``guide="normal"``
+    and ``num_samples`` for draws from a mean-field variational posterior, or use
+    ``method="mcmc"`` (NUTS) for posterior draws. Only fits with draws support PSIS-LOO
+    (``ppgen.loo``, ``ppgen.compare``).
 
     Examples
     --------
@@ -225,6 +236,8 @@ class HiddenMarkovModel(GenerativeModel):
     state_names = ("prior_loc", "prior_scale")
     has_enumerated_sites = True
     supports_em = True
+    # e_step adds the log prior density (zero under flat priors) to the log-likelihood
+    em_objective = "log-likelihood + log prior (nats)"
     default_guide = "map"
     data_kwargs = ("lengths",)
     observed_dims = ("sequence", "time", "feature")
@@ -366,7 +379,7 @@ class HiddenMarkovModel(GenerativeModel):
             x = x.long()  # any integer type (uint8 would otherwise index as a mask)
         mask = torch.arange(x.shape[1], device=x.device) < lengths.unsqueeze(-1)
         if not x.is_floating_point():
-            x = x.to(torch.get_default_dtype() if dtype is None else dtype) \
+            x = x.to(INTEGER_DATA_DTYPE if dtype is None else dtype) \
                 if self.emission != "categorical" else x
         elif dtype is not None and self.emission != "categorical":
             x = x.to(dtype)
@@ -463,7 +476,7 @@ class HiddenMarkovModel(GenerativeModel):
             return self.param_dtype
         if x.is_floating_point():
             return x.dtype
-        return torch.get_default_dtype()
+        return INTEGER_DATA_DTYPE
 
     def _mask(self, data: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
         if lengths is None:
@@ -600,6 +613,11 @@ class HiddenMarkovModel(GenerativeModel):
                "transition_probs": sites["transition_probs"]}
         out.update(self._emission().params_from_sites(sites))
         return out
+
+    def params_from_draws(self, samples: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The public parameters under each draw, shape (chains, draws, ...): covariances
+        from the scales and Cholesky factors of the correlations (``summary`` shows these)."""
+        return self._params_from_sites(samples)
 
     def set_point_estimate(self, values: dict[str, torch.Tensor]) -> None:
         for name, v in self._params_from_sites(values).items():

@@ -24,7 +24,12 @@ import torch
 from pyro.distributions import constraints
 
 from ..._random import derive_seeds
-from ..._validation import bad_value, check_positive_float, check_positive_int
+from ..._validation import (
+    INTEGER_DATA_DTYPE,
+    bad_value,
+    check_positive_float,
+    check_positive_int,
+)
 from ..base import register
 from .base import BagOfWords, TopicModel, draw_counts
 from .ops import (
@@ -32,6 +37,7 @@ from .ops import (
     dirichlet_expectation,
     fit_doc_topics,
     lda_bound,
+    source_dtype,
     topic_word_statistics,
 )
 
@@ -96,11 +102,19 @@ class LDA(TopicModel):
     Public parameter: ``topic_word`` (K, V), each row a distribution over the vocabulary.
     After EM the model also keeps the variational Dirichlet parameters
     ``topic_word_concentration`` (K, V), of which ``topic_word`` is the mean.
+
+    ``ppgen.fit(lda, counts)`` runs variational EM (the default method of models with
+    closed-form EM steps). ``method="svi"`` uses the default guide ``guide="model"``, the
+    model's own amortized guide (:meth:`guide`: a Dirichlet for each topic's words and an
+    encoder network for each document's topic mixture); its fit reports the point estimate
+    ``topic_word`` (the posterior mean), so PSIS-LOO needs ``method="mcmc"`` (slow on large
+    corpora: ppgen warns with an estimate first).
     """
 
     param_names = ("topic_word",)
     state_names = ("topic_word_concentration",)
     supports_em = True
+    em_objective = "evidence lower bound (nats)"
     default_guide = "model"
     observed_dims = ("document", "word")
     jit_compile = False
@@ -137,10 +151,12 @@ class LDA(TopicModel):
     # ------------------------------------------------------------ fit preparation
     def prepare(self, data: Any) -> torch.Tensor:
         """Validate the training counts; returns them as a dense (D, V) tensor."""
+        # Integer counts give float64 topics (as scikit-learn); floating counts keep their
+        # dtype; a fitted model keeps its own.
+        dtype = self.dtype if self.topic_word is not None else (
+            source_dtype(data) or INTEGER_DATA_DTYPE)
         corpus = as_corpus(data, vocab_size=None if self.vocabulary is None else
-                           len(self.vocabulary),
-                           dtype=self.dtype if self.topic_word is not None else "data",
-                           fitting=True)
+                           len(self.vocabulary), dtype=dtype, fitting=True)
         if corpus.counts.numel() == 0:
             raise bad_value("data", "at least one word in the corpus", "only empty documents")
         return corpus.dense()

@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..._validation import bad_type, bad_value, not_numeric
+from ..._validation import bad_type, bad_value, not_numeric, tensor_from_array
 
-__all__ = ["Corpus", "as_corpus", "dirichlet_expectation", "fit_doc_topics", "lda_bound",
-           "topic_word_statistics"]
+__all__ = ["Corpus", "as_corpus", "source_dtype", "dirichlet_expectation", "fit_doc_topics",
+           "lda_bound", "topic_word_statistics"]
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ def as_corpus(data: Any, *, arg: str = "data", vocab_size: int | None = None,
     """
     if data is None:
         raise not_numeric(arg, data, _COUNTS, _BUILD_COUNTS)
-    source = _source_dtype(data)
+    source = source_dtype(data)
     if hasattr(data, "tocoo") and hasattr(data, "nnz"):  # scipy.sparse
         coo = data.tocoo(copy=True)  # sum_duplicates works in place
         coo.sum_duplicates()
@@ -114,7 +114,7 @@ def as_corpus(data: Any, *, arg: str = "data", vocab_size: int | None = None,
                 raise not_numeric(arg, data, _COUNTS, _BUILD_COUNTS) from exc
             if arr.dtype == object or arr.dtype.kind not in "biuf":
                 raise not_numeric(arg, data, _COUNTS, _BUILD_COUNTS)
-            data = torch.as_tensor(arr)
+            data = tensor_from_array(arr)
         if data.dim() != 2:
             raise bad_value(arg, "2 dimensions (num_documents, vocabulary_size)",
                             f"shape {tuple(data.shape)}",
@@ -166,7 +166,7 @@ def as_corpus(data: Any, *, arg: str = "data", vocab_size: int | None = None,
                   vals_t[keep].to(dtype=dtype, device=device), int(shape[0]), int(shape[1]))
 
 
-def _source_dtype(data: Any) -> torch.dtype | None:
+def source_dtype(data: Any) -> torch.dtype | None:
     """The floating torch dtype of array-like input, or None for integer input."""
     kind = getattr(data, "dtype", None)
     if isinstance(kind, torch.dtype):
