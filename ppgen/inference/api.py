@@ -164,14 +164,14 @@ def fit(model: GenerativeModel | Callable, data: Any = None, method: Method = "s
         # choose again for their own work.
         rows = data if isinstance(data, list | tuple) else (data,)
         try:
-            with isolated(seed), work_threads(num_elements(*rows), device=device):
+            with isolated(seed, model), work_threads(num_elements(*rows), device=device):
                 result = _fit_builtin(model, data, method, seed, device, init, kwargs,
                                       progress, options)
         except BaseException:
             model.set_state(snapshot)
             raise
     else:
-        with isolated(seed):
+        with isolated(seed, model):
             result = _fit_function(model, _to_device(_user_data(data), device), method, seed,
                                    init, kwargs, progress, options)
     result.elapsed = time.perf_counter() - start
