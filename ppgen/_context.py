@@ -7,9 +7,9 @@ It sits below :mod:`ppgen.inference` and :mod:`ppgen.diagnostics`, which both us
 
 from __future__ import annotations
 
-import os
 import functools
 import inspect
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any

@@ -26,12 +26,15 @@ import pandas as pd
 import torch
 
 from ._context import isolated
+from ._validation import NotSupportedError
 from .inference.result import Diagnostic, Fit
 from .inference.tracing import (
     flatten_draws,
     generic_log_density,
     generic_log_likelihood,
     generic_posterior_predictive,
+    observed_data,
+    pointwise_log_likelihood,
 )
 from .models.base import GenerativeModel
 
@@ -64,16 +67,30 @@ def _data_kwargs(fit: Fit) -> dict[str, Any]:
     return {k: fit.model_kwargs[k] for k in names if k in fit.model_kwargs}
 
 
-def _log_likelihood(fit: Fit, samples: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+def _log_likelihood(fit: Fit, samples: dict[str, torch.Tensor],
+                    dims: dict[str, list[str]] | None = None) -> dict[str, np.ndarray]:
+    """Per-datum log-likelihood of the draws; for a model function ``dims`` receives the
+    name of each variable's datum dimensions (its plates)."""
     lead = next(iter(samples.values())).shape[:2]
     flat = flatten_draws({k: v for k, v in samples.items() if k in fit.info.continuous}, 2)
     out = None
     if isinstance(fit.model, GenerativeModel):
         out = fit.model.log_likelihood(fit.data, flat, **_data_kwargs(fit))
-    if out is None:
-        out = generic_log_likelihood(fit.model_fn, flat, (fit.data,), fit.model_kwargs,
-                                     fit.info)
+        if out is None:
+            out = generic_log_likelihood(fit.model_fn, flat, (fit.data,), fit.model_kwargs,
+                                         fit.info)
+    else:
+        out, names = pointwise_log_likelihood(fit.model_fn, flat, (fit.data,),
+                                              fit.model_kwargs, fit.info)
+        if dims is not None:
+            dims.update(_dim_names(names))
     return {k: _np(v).reshape(*lead, *v.shape[1:]) for k, v in out.items()}
+
+
+def _dim_names(names: dict[str, tuple[str | None, ...]]) -> dict[str, list[str]]:
+    """ArviZ dimension names: the plate's name, else ArviZ's default ``{var}_dim_{i}``."""
+    return {k: [d if d is not None else f"{k}_dim_{i}" for i, d in enumerate(v)]
+            for k, v in names.items()}
 
 
 def to_inference_data(fit: Fit) -> az.InferenceData:
@@ -83,6 +100,11 @@ def to_inference_data(fit: Fit) -> az.InferenceData:
     ``sample_stats`` (MCMC), ``log_likelihood`` (per datum, discrete latents summed out),
     ``posterior_predictive`` (one replicated data set per draw) and ``observed_data``.
     """
+    if not isinstance(fit.model, GenerativeModel):
+        # Seeded (posterior predictive draws), and the PyroModules a model function reaches
+        # keep their parameters to themselves, as in the fit.
+        with isolated(fit.seed, fit.model_fn):
+            return _inference_data(fit)
     with fit.fitted_model():
         return _inference_data(fit)
 
@@ -94,16 +116,23 @@ def _inference_data(fit: Fit) -> az.InferenceData:
     data = fit.data.fixed(fit.seed) if hasattr(fit.data, "fixed") else fit.data
     dims: dict[str, list[str]] = dict(model.site_dims()) if builtin else {}
     groups: dict[str, Any] = {}
+    ll_names: dict[str, list[str]] = {}
     if fit.posterior is not None:
         samples = fit.posterior
         groups["posterior"] = {k: _np(v) for k, v in samples.items()}
-        groups["log_likelihood"] = _log_likelihood(fit, samples)
-        flat = flatten_draws({k: v for k, v in samples.items() if k in fit.info.continuous}, 2)
-        lead = next(iter(samples.values())).shape[:2]
-        pp = generic_posterior_predictive(fit.model_fn, flat, (fit.data,), fit.model_kwargs,
-                                          fit.info)
-        groups["posterior_predictive"] = {k: _np(v).reshape(*lead, *v.shape[1:])
-                                          for k, v in pp.items()}
+        try:
+            groups["log_likelihood"] = _log_likelihood(fit, samples, ll_names)
+            flat = flatten_draws({k: v for k, v in samples.items()
+                                  if k in fit.info.continuous}, 2)
+            lead = next(iter(samples.values())).shape[:2]
+            pp = generic_posterior_predictive(fit.model_fn, flat, (fit.data,),
+                                              fit.model_kwargs, fit.info)
+            groups["posterior_predictive"] = {k: _np(v).reshape(*lead, *v.shape[1:])
+                                              for k, v in pp.items()}
+        except NotSupportedError as exc:  # a subsampled model that cannot see all its data
+            groups.pop("log_likelihood", None)
+            warnings.warn(f"{exc} The InferenceData has no log_likelihood or "
+                          "posterior_predictive group.", UserWarning, stacklevel=3)
     elif builtin:
         groups["posterior"] = {k: _np(v)[None, None] for k, v in model.get_params().items()}
         data_kw = _data_kwargs(fit)
@@ -120,7 +149,11 @@ def _inference_data(fit: Fit) -> az.InferenceData:
         groups["posterior"] = {k: _np(v) for k, v in fit.params.items()}
         groups["posterior"] = {k: v[None, None] for k, v in groups["posterior"].items()}
         if samples:
-            groups["log_likelihood"] = _log_likelihood(fit, samples)
+            try:
+                groups["log_likelihood"] = _log_likelihood(fit, samples, ll_names)
+            except NotSupportedError as exc:
+                warnings.warn(f"{exc} The InferenceData has no log_likelihood group.",
+                              UserWarning, stacklevel=3)
     if fit.sample_stats:
         groups["sample_stats"] = dict(fit.sample_stats)
     if builtin:
@@ -128,8 +161,13 @@ def _inference_data(fit: Fit) -> az.InferenceData:
         data_dims = {"obs": list(model.observed_dims[:data.dim()])}
         ll_dims = {"obs": [model.observed_dims[0]]}
     else:
-        groups["observed_data"] = {k: _np(v) for k, v in fit.info.observed_values.items()}
-        data_dims, ll_dims = {}, {}
+        try:  # the full data of a subsampled plate, which the log-likelihood is about
+            values, names = observed_data(fit.model_fn, (fit.data,), fit.model_kwargs,
+                                          fit.info)
+        except NotSupportedError:
+            values, names = fit.info.observed_values, {}
+        groups["observed_data"] = {k: _np(v) for k, v in values.items()}
+        data_dims, ll_dims = _dim_names(names), ll_names
     # Groups whose variables share names but not dimensions are built apart, then joined.
     idata = az.from_dict(posterior=groups["posterior"], sample_stats=groups.get("sample_stats"),
                          dims=dims)
