@@ -29,6 +29,7 @@ from ._context import isolated
 from ._validation import NotSupportedError
 from .inference.result import Diagnostic, Fit
 from .inference.tracing import (
+    JOINT,
     flatten_draws,
     generic_log_density,
     generic_log_likelihood,
@@ -269,7 +270,8 @@ def compare(fits: dict[str, Fit | az.InferenceData], **kwargs: Any) -> pd.DataFr
     """Rank models by PSIS-LOO expected log predictive density (``az.compare``).
 
     Every entry needs posterior draws with a per-datum log-likelihood (MCMC fits, or SVI fits
-    with a guide that is not a point mass).
+    with a guide that is not a point mass). Fits of models with several observed sites are
+    compared on their joint per datum (``var_name="joint"``) unless ``var_name`` says which.
     """
     if not isinstance(fits, dict) or len(fits) < 2:
         size = len(fits) if hasattr(fits, "__len__") else "?"
@@ -284,4 +286,8 @@ def compare(fits: dict[str, Fit | az.InferenceData], **kwargs: Any) -> pd.DataFr
                                  "with guide='normal'.")
             f = f.to_arviz()
         idatas[name] = f
+    if "var_name" not in kwargs and all(
+            len(d.log_likelihood.data_vars) > 1 and JOINT in d.log_likelihood.data_vars
+            for d in idatas.values() if hasattr(d, "log_likelihood")):
+        kwargs["var_name"] = JOINT  # several observed sites: compare their joint per datum
     return az.compare(idatas, ic="loo", **kwargs)

@@ -413,6 +413,12 @@ def _fit_function(model_fn: Callable, data, method, seed, init, kwargs, progress
                    options=dict(options))
     if not info.continuous:
         raise bad_value("model", "continuous latent sites to sample with NUTS", "none")
+    if info.subsampled:
+        raise NotSupportedError(
+            "model: expected a model without subsampling for method='mcmc', got the "
+            f"subsampled plate(s) {', '.join(repr(p) for p in info.subsampled)}: NUTS needs "
+            "the density of the full data (a random minibatch makes it a different density at "
+            "every step). Drop subsample_size for MCMC, or use method='svi'.")
     out = run_mcmc(model_fn, args, kwargs, info, seed=seed, progress=progress,
                    init_values_fn=(lambda s: init) if init else None, **options)
     samples = out["samples"]
