@@ -100,6 +100,14 @@ def to_inference_data(fit: Fit) -> az.InferenceData:
     Groups: ``posterior`` (draws; for EM/MAP fits the point estimate as one draw),
     ``sample_stats`` (MCMC), ``log_likelihood`` (per datum, discrete latents summed out),
     ``posterior_predictive`` (one replicated data set per draw) and ``observed_data``.
+
+    For a model function, ``log_likelihood`` holds one variable per observed site, and
+    ``"joint"``, their sum per datum of the plates they all share, when there are several
+    (``az.loo(idata, var_name=...)`` picks one); observed sites that enumerated discrete
+    latents couple (an HMM's emissions) are one variable, per datum of the plates all these
+    sites share (per sequence). Dimensions are named after the plates. A subsampled plate is
+    scored over the full data; where that is impossible (local latents inside it) the
+    groups that need it are left out, with a warning saying why.
     """
     if not isinstance(fit.model, GenerativeModel):
         # Seeded (posterior predictive draws), and the PyroModules a model function reaches

@@ -27,6 +27,7 @@ from torch.distributions.utils import clamp_probs
 
 import ppgen
 from ppgen import NotSupportedError
+from ppgen.inference.loop import loss_trend
 from ppgen.inference.tracing import inspect_model, pointwise_log_likelihood
 
 
@@ -488,3 +489,36 @@ def test_capture_recapture_mcmc_and_svi_agree_with_pyro_nuts(capture_history):
         sd = float(ref[name].std())
         assert abs(float(svi.posterior[name].mean()) - float(ref[name].mean())) < sd / 3 + 0.01
     assert svi.to_arviz().log_likelihood["joint"].shape == (1, 300, 30)
+
+
+# --------------------------------------------------------------------------------------------
+# 6. SVI convergence on the noisy single-particle ELBO
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_loss_trend_does_not_flag_noise_and_flags_a_trend(seed):
+    g = np.random.default_rng(seed)
+    noise = 1000.0 + 5.0 * g.standard_normal(400)
+    assert loss_trend(noise, 100).flat(1e-5)  # a plateau under noise: converged
+    falling = noise - 0.05 * np.arange(400)  # 5 per window, as much as the noise
+    trend = loss_trend(falling, 100)
+    assert not trend.flat(1e-5) and trend.slope < 0
+    assert loss_trend(noise[:150], 100) is None  # too short to judge
+
+
+def test_svi_at_a_tutorials_step_count_is_not_reported_as_unconverged():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ppgen.ConvergenceWarning)
+        fit = ppgen.fit(coin, COIN, "svi", seed=0, progress=False, num_steps=600, lr=0.05,
+                        num_samples=10)
+    assert fit.converged is True
+
+
+def test_svi_still_improving_says_what_to_try(regression_data):
+    x, y = regression_data
+    with pytest.warns(ppgen.ConvergenceWarning, match="still falls .* num_particles"):
+        fit = ppgen.fit(BayesianRegression(2, 1), x, "svi", model_kwargs={"y": y}, seed=0,
+                        progress=False, num_steps=200, lr=0.002, check_every=50,
+                        num_samples=10)
+    assert fit.converged is False
+    assert [d.code for d in fit.messages] == ["not_converged"]
