@@ -28,7 +28,11 @@ from torch.distributions.utils import clamp_probs
 import ppgen
 from ppgen import NotSupportedError
 from ppgen.inference.loop import loss_trend
-from ppgen.inference.tracing import inspect_model, pointwise_log_likelihood
+from ppgen.inference.tracing import (
+    generic_log_likelihood,
+    inspect_model,
+    pointwise_log_likelihood,
+)
 
 
 def pyro_nuts(model, args, kwargs, *, num_samples=120, num_warmup=60, seed=1,
@@ -153,8 +157,9 @@ def test_two_pyromodules_fitted_in_one_notebook_stay_independent():
     y_b = -1.0 * x + 2.0 * torch.randn(200, generator=g)
     a, b = NoisyLine(), NoisyLine()
     pyro.clear_param_store()
-    _fit(a, x, "svi", model_kwargs={"y": y_a}, num_steps=300, lr=0.1)
+    fit_a = _fit(a, x, "svi", model_kwargs={"y": y_a}, num_steps=300, lr=0.1)
     noise_a = float(a.noise.detach())
+    assert float(fit_a.params["noise"]) == noise_a  # the fit reports the learned value
     _fit(b, x, "svi", model_kwargs={"y": y_b}, num_steps=300, lr=0.1)
     assert float(a.noise.detach()) == noise_a  # b's fit left a alone
     # Each learned its own noise from its own data (from the start value 1).
@@ -263,6 +268,57 @@ def test_hmm_log_likelihood_is_per_sequence_and_matches_the_forward_algorithm(
     ll2, _ = pointwise_log_likelihood(hmm_model, draws, (longer,), kwargs,
                                       inspect_model(hmm_model, (longer,), kwargs))
     assert_close(ll2["joint"], ll["joint"], rtol=1e-5, atol=1e-5)
+
+
+def scalar_hmm(sequences, lengths):
+    """An HMM with one emission per step (no inner plate), padded and masked."""
+    probs_x = pyro.sample("probs_x", dist.Dirichlet(torch.ones(HIDDEN, HIDDEN)).to_event(1))
+    probs_y = pyro.sample("probs_y", dist.Beta(1.0, 1.0).expand([HIDDEN]).to_event(1))
+    with pyro.plate("sequences", sequences.shape[0], dim=-1):
+        x = 0
+        for t in pyro.markov(range(sequences.shape[1])):
+            with poutine.mask(mask=t < lengths):
+                x = pyro.sample(f"x_{t}", dist.Categorical(probs_x[x]))
+                pyro.sample(f"y_{t}", dist.Bernoulli(probs_y[x]), obs=sequences[:, t])
+
+
+def test_masked_steps_of_an_enumerated_model_add_nothing(padded_sequences):
+    """Each padded step added log K (the masked enumerated factor summed to K, not 1)."""
+    seqs, lengths = padded_sequences
+    seqs = seqs[..., 0]
+    info = inspect_model(scalar_hmm, (seqs,), {"lengths": lengths})
+    px = torch.tensor([[[0.7, 0.3], [0.2, 0.8]]])
+    py = torch.tensor([[0.1, 0.9]])
+    ll = generic_log_likelihood(scalar_hmm, {"probs_x": px, "probs_y": py}, (seqs,),
+                                {"lengths": lengths}, info)
+    (value,) = ll.values()
+    hand = hmm_forward(seqs.unsqueeze(-1), lengths, px[0], py[0].unsqueeze(-1))
+    assert_close(value, hand.unsqueeze(0), rtol=1e-5, atol=1e-5)
+
+
+def mixture_two_sites(heights, counts):
+    """A two-component mixture whose assignment drives two observed sites per datum."""
+    weights = pyro.sample("weights", dist.Dirichlet(torch.ones(2)))
+    with pyro.plate("components", 2):
+        locs = pyro.sample("locs", dist.Normal(0.0, 5.0))
+        rates = pyro.sample("rates", dist.Gamma(2.0, 1.0))
+    with pyro.plate("data", len(heights)):
+        z = pyro.sample("z", dist.Categorical(weights))
+        pyro.sample("height", dist.Normal(locs[z], 1.0), obs=heights)
+        pyro.sample("count", dist.Poisson(rates[z]), obs=counts)
+
+
+def test_coupled_observed_sites_are_stored_as_their_joint_not_under_the_first_name():
+    heights = torch.tensor([-2.0, 0.5, 3.0])
+    counts = torch.tensor([0.0, 4.0, 1.0])
+    info = inspect_model(mixture_two_sites, (heights,), {"counts": counts})
+    draw = {"weights": torch.tensor([[0.3, 0.7]]), "locs": torch.tensor([[-1.0, 2.0]]),
+            "rates": torch.tensor([[0.5, 3.0]])}
+    ll = generic_log_likelihood(mixture_two_sites, draw, (heights,), {"counts": counts}, info)
+    assert list(ll) == ["joint"]
+    per = (draw["weights"][0].log() + dist.Normal(draw["locs"][0], 1.0).log_prob(
+        heights.unsqueeze(-1)) + dist.Poisson(draw["rates"][0]).log_prob(counts.unsqueeze(-1)))
+    assert_close(ll["joint"], per.logsumexp(-1).unsqueeze(0), rtol=1e-5)
 
 
 @pytest.mark.parametrize("rows, tones", [(slice(0, 1), 2), (slice(0, 6), 1)],

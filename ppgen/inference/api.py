@@ -11,6 +11,7 @@ from typing import Any, Literal
 import numpy as np
 import pyro
 import torch
+from pyro.nn import PyroModule
 
 from .._context import isolated
 from .._random import resolve_seed
@@ -363,6 +364,18 @@ def _guide_draws(guide_fn, args, kwargs, info: ModelInfo, num_draws: int):
             for k, v in draws.items() if k in info.continuous}
 
 
+def _module_params(model: Any) -> dict[str, torch.Tensor]:
+    """The learned ``PyroParam`` values of a PyroModule model (module-local: they live on
+    the module, not in the param store), by dotted name."""
+    if not isinstance(model, PyroModule):
+        return {}
+    out = {}
+    for prefix, module in model.named_modules():
+        for name in getattr(module, "_pyro_params", {}):
+            out[f"{prefix}.{name}" if prefix else name] = getattr(module, name).detach().clone()
+    return out
+
+
 def _fit_function(model_fn: Callable, data, method, seed, init, kwargs, progress,
                   options) -> Fit:
     try:
@@ -406,6 +419,7 @@ def _fit_function(model_fn: Callable, data, method, seed, init, kwargs, progress
                 posterior = _guide_draws(guide_fn, args, kwargs, info, num_draws)
                 posterior.update(deterministic_draws(model_fn, posterior, args, kwargs, info))
         params.update({k: v.detach().clone() for k, v in pyro.get_param_store().items()})
+        params.update(_module_params(model_fn))
         return Fit(model=model_fn, method="svi", history=out["history"],
                    converged=out["converged"], elapsed=0.0, seed=seed, model_fn=model_fn,
                    data=data, model_kwargs=kwargs, info=info, params=params,
