@@ -536,15 +536,16 @@ def test_capture_recapture_log_likelihood_matches_a_hand_computation(capture_his
 
 
 def test_capture_recapture_mcmc_and_svi_agree_with_pyro_nuts(capture_history):
-    fit = _fit(cjs, capture_history, "mcmc", num_samples=60, num_warmup=60, num_chains=2)
-    ref = pyro_nuts(cjs, (capture_history,), {}, max_plate_nesting=1)
+    fit = _fit(cjs, capture_history, "mcmc", num_samples=40, num_warmup=40, num_chains=2)
+    ref = pyro_nuts(cjs, (capture_history,), {}, num_samples=80, num_warmup=40,
+                    max_plate_nesting=1)
     for name in ("phi", "rho"):
         assert_agrees(fit.posterior[name], ref[name], msg=name)
-    svi = _fit(cjs, capture_history, "svi", num_steps=300, lr=0.05, num_samples=100)
+    svi = _fit(cjs, capture_history, "svi", num_steps=200, lr=0.05, num_samples=50)
     for name in ("phi", "rho"):  # a mean-field guide: within a posterior sd
         sd = float(ref[name].std())
         assert abs(float(svi.posterior[name].mean()) - float(ref[name].mean())) < sd
-    assert svi.to_arviz().log_likelihood["joint"].shape == (1, 100, 30)
+    assert svi.to_arviz().log_likelihood["joint"].shape == (1, 50, 30)
 
 
 # --------------------------------------------------------------------------------------------
