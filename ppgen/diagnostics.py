@@ -28,12 +28,16 @@ import pandas as pd
 import torch
 
 from ._context import isolated
+from ._validation import NotSupportedError
 from .inference.result import Diagnostic, Fit, PointEstimateWarning
 from .inference.tracing import (
+    JOINT,
     flatten_draws,
     generic_log_density,
     generic_log_likelihood,
     generic_posterior_predictive,
+    observed_data,
+    pointwise_log_likelihood,
 )
 from .models.base import GenerativeModel
 
@@ -148,16 +152,30 @@ def _data_kwargs(fit: Fit) -> dict[str, Any]:
     return {k: fit.model_kwargs[k] for k in names if k in fit.model_kwargs}
 
 
-def _log_likelihood(fit: Fit, samples: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+def _log_likelihood(fit: Fit, samples: dict[str, torch.Tensor],
+                    dims: dict[str, list[str]] | None = None) -> dict[str, np.ndarray]:
+    """Per-datum log-likelihood of the draws; for a model function ``dims`` receives the
+    name of each variable's datum dimensions (its plates)."""
     lead = next(iter(samples.values())).shape[:2]
     flat = flatten_draws({k: v for k, v in samples.items() if k in fit.info.continuous}, 2)
     out = None
     if isinstance(fit.model, GenerativeModel):
         out = fit.model.log_likelihood(fit.data, flat, **_data_kwargs(fit))
-    if out is None:
-        out = generic_log_likelihood(fit.model_fn, flat, (fit.data,), fit.model_kwargs,
-                                     fit.info)
+        if out is None:
+            out = generic_log_likelihood(fit.model_fn, flat, (fit.data,), fit.model_kwargs,
+                                         fit.info)
+    else:
+        out, names = pointwise_log_likelihood(fit.model_fn, flat, (fit.data,),
+                                              fit.model_kwargs, fit.info)
+        if dims is not None:
+            dims.update(_dim_names(names))
     return {k: _np(v).reshape(*lead, *v.shape[1:]) for k, v in out.items()}
+
+
+def _dim_names(names: dict[str, tuple[str | None, ...]]) -> dict[str, list[str]]:
+    """ArviZ dimension names: the plate's name, else ArviZ's default ``{var}_dim_{i}``."""
+    return {k: [d if d is not None else f"{k}_dim_{i}" for i, d in enumerate(v)]
+            for k, v in names.items()}
 
 
 def to_inference_data(fit: Fit) -> az.InferenceData:
@@ -166,9 +184,23 @@ def to_inference_data(fit: Fit) -> az.InferenceData:
     Groups: ``posterior`` (draws; for EM/MAP fits the point estimate as one draw),
     ``sample_stats`` (MCMC), ``log_likelihood`` (per datum, discrete latents summed out),
     ``posterior_predictive`` (one replicated data set per draw) and ``observed_data``.
+
+    For a model function, ``log_likelihood`` holds one variable per observed site, and
+    ``"joint"``, their sum per datum of the plates they all share, when there are several
+    (``az.loo(idata, var_name=...)`` picks one); observed sites that enumerated discrete
+    latents couple (an HMM's emissions) are one variable, per datum of the plates all these
+    sites share (per sequence). Dimensions are named after the plates. A subsampled plate is
+    scored over the full data; where that is impossible (local latents inside it) the
+    groups that need it are left out, with a warning saying why.
     """
-    with fit.fitted_model():
-        idata = _inference_data(fit)
+    if not isinstance(fit.model, GenerativeModel):
+        # Seeded (posterior predictive draws), and the PyroModules a model function reaches
+        # keep their parameters to themselves, as in the fit.
+        with isolated(fit.seed, fit.model_fn):
+            idata = _inference_data(fit)
+    else:
+        with fit.fitted_model():
+            idata = _inference_data(fit)
     idata.attrs["ppgen_estimate"] = describe(fit)
     idata.attrs["ppgen_method"] = fit.method
     if fit.posterior is None:
@@ -187,19 +219,26 @@ def _inference_data(fit: Fit) -> az.InferenceData:
     data = fit.data.fixed(fit.seed) if hasattr(fit.data, "fixed") else fit.data
     dims: dict[str, list[str]] = dict(model.site_dims()) if builtin else {}
     groups: dict[str, Any] = {}
+    ll_names: dict[str, list[str]] = {}
     if fit.posterior is not None:
         samples = fit.posterior
         groups["posterior"] = {k: _np(v) for k, v in samples.items()}
         public = model.params_from_draws(samples) if builtin else None
         groups["posterior"].update({k: _np(v) for k, v in (public or {}).items()
                                     if k not in samples})
-        groups["log_likelihood"] = _log_likelihood(fit, samples)
-        flat = flatten_draws({k: v for k, v in samples.items() if k in fit.info.continuous}, 2)
-        lead = next(iter(samples.values())).shape[:2]
-        pp = generic_posterior_predictive(fit.model_fn, flat, (fit.data,), fit.model_kwargs,
-                                          fit.info)
-        groups["posterior_predictive"] = {k: _np(v).reshape(*lead, *v.shape[1:])
-                                          for k, v in pp.items()}
+        try:
+            groups["log_likelihood"] = _log_likelihood(fit, samples, ll_names)
+            flat = flatten_draws({k: v for k, v in samples.items()
+                                  if k in fit.info.continuous}, 2)
+            lead = next(iter(samples.values())).shape[:2]
+            pp = generic_posterior_predictive(fit.model_fn, flat, (fit.data,),
+                                              fit.model_kwargs, fit.info)
+            groups["posterior_predictive"] = {k: _np(v).reshape(*lead, *v.shape[1:])
+                                              for k, v in pp.items()}
+        except NotSupportedError as exc:  # a subsampled model that cannot see all its data
+            groups.pop("log_likelihood", None)
+            warnings.warn(f"{exc} The InferenceData has no log_likelihood or "
+                          "posterior_predictive group.", UserWarning, stacklevel=3)
     elif builtin:
         groups["posterior"] = {k: _np(v)[None, None] for k, v in model.get_params().items()}
         data_kw = _data_kwargs(fit)
@@ -216,7 +255,11 @@ def _inference_data(fit: Fit) -> az.InferenceData:
         groups["posterior"] = {k: _np(v) for k, v in fit.params.items()}
         groups["posterior"] = {k: v[None, None] for k, v in groups["posterior"].items()}
         if samples:
-            groups["log_likelihood"] = _log_likelihood(fit, samples)
+            try:
+                groups["log_likelihood"] = _log_likelihood(fit, samples, ll_names)
+            except NotSupportedError as exc:
+                warnings.warn(f"{exc} The InferenceData has no log_likelihood group.",
+                              UserWarning, stacklevel=3)
     if fit.sample_stats:
         groups["sample_stats"] = dict(fit.sample_stats)
     if builtin:
@@ -224,8 +267,13 @@ def _inference_data(fit: Fit) -> az.InferenceData:
         data_dims = {"obs": list(model.observed_dims[:data.dim()])}
         ll_dims = {"obs": [model.observed_dims[0]]}
     else:
-        groups["observed_data"] = {k: _np(v) for k, v in fit.info.observed_values.items()}
-        data_dims, ll_dims = {}, {}
+        try:  # the full data of a subsampled plate, which the log-likelihood is about
+            values, names = observed_data(fit.model_fn, (fit.data,), fit.model_kwargs,
+                                          fit.info)
+        except NotSupportedError:
+            values, names = fit.info.observed_values, {}
+        groups["observed_data"] = {k: _np(v) for k, v in values.items()}
+        data_dims, ll_dims = _dim_names(names), ll_names
     # Groups whose variables share names but not dimensions are built apart, then joined.
     coords = _coords(fit)
     idata = az.from_dict(posterior=groups["posterior"], sample_stats=groups.get("sample_stats"),
@@ -364,7 +412,8 @@ def compare(fits: dict[str, Fit | az.InferenceData], **kwargs: Any) -> pd.DataFr
     """Rank models by PSIS-LOO expected log predictive density (``az.compare``).
 
     Every entry needs posterior draws with a per-datum log-likelihood (MCMC fits, or SVI fits
-    with a guide that is not a point mass).
+    with a guide that is not a point mass). Fits of models with several observed sites are
+    compared on their joint per datum (``var_name="joint"``) unless ``var_name`` says which.
     """
     if not isinstance(fits, dict) or len(fits) < 2:
         size = len(fits) if hasattr(fits, "__len__") else "?"
@@ -376,6 +425,10 @@ def compare(fits: dict[str, Fit | az.InferenceData], **kwargs: Any) -> pd.DataFr
             _require_draws(f, f"fits[{name!r}]", "LOO")
             f = f.to_arviz()
         idatas[name] = f
+    if "var_name" not in kwargs and all(
+            len(d.log_likelihood.data_vars) > 1 and JOINT in d.log_likelihood.data_vars
+            for d in idatas.values() if hasattr(d, "log_likelihood")):
+        kwargs["var_name"] = JOINT  # several observed sites: compare their joint per datum
     return az.compare(idatas, ic="loo", **kwargs)
 
 

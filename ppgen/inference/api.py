@@ -11,6 +11,7 @@ from typing import Any, Literal
 import numpy as np
 import pyro
 import torch
+from pyro.nn import PyroModule
 
 from .._context import isolated
 from .._random import resolve_seed
@@ -186,14 +187,14 @@ def fit(model: GenerativeModel | Callable, data: Any = None, method: Method | No
         # choose again for their own work.
         rows = data if isinstance(data, list | tuple) else (data,)
         try:
-            with isolated(seed), work_threads(num_elements(*rows), device=device):
+            with isolated(seed, model), work_threads(num_elements(*rows), device=device):
                 result = _fit_builtin(model, data, method, seed, device, init, kwargs,
                                       progress, options)
         except BaseException:
             model.set_state(snapshot)
             raise
     else:
-        with isolated(seed):
+        with isolated(seed, model):
             result = _fit_function(model, _to_device(_user_data(data), device), method, seed,
                                    init, kwargs, progress, options)
     result.elapsed = time.perf_counter() - start
@@ -453,6 +454,18 @@ def _guide_draws(guide_fn, args, kwargs, info: ModelInfo, num_draws: int):
             for k, v in draws.items() if k in info.continuous}
 
 
+def _module_params(model: Any) -> dict[str, torch.Tensor]:
+    """The learned ``PyroParam`` values of a PyroModule model (module-local: they live on
+    the module, not in the param store), by dotted name."""
+    if not isinstance(model, PyroModule):
+        return {}
+    out = {}
+    for prefix, module in model.named_modules():
+        for name in getattr(module, "_pyro_params", {}):
+            out[f"{prefix}.{name}" if prefix else name] = getattr(module, name).detach().clone()
+    return out
+
+
 def _fit_function(model_fn: Callable, data, method, seed, init, kwargs, progress,
                   options) -> Fit:
     try:
@@ -497,6 +510,7 @@ def _fit_function(model_fn: Callable, data, method, seed, init, kwargs, progress
                 posterior = _guide_draws(guide_fn, args, kwargs, info, num_draws)
                 posterior.update(deterministic_draws(model_fn, posterior, args, kwargs, info))
         params.update({k: v.detach().clone() for k, v in pyro.get_param_store().items()})
+        params.update(_module_params(model_fn))
         return Fit(model=model_fn, method="svi", history=out["history"],
                    converged=out["converged"], elapsed=0.0, seed=seed, model_fn=model_fn,
                    data=data, model_kwargs=kwargs, info=info, params=params,
@@ -504,6 +518,12 @@ def _fit_function(model_fn: Callable, data, method, seed, init, kwargs, progress
                    options=dict(options, guide=guide_kind))
     if not info.continuous:
         raise bad_value("model", "continuous latent sites to sample with NUTS", "none")
+    if info.subsampled:
+        raise NotSupportedError(
+            "model: expected a model without subsampling for method='mcmc', got the "
+            f"subsampled plate(s) {', '.join(repr(p) for p in info.subsampled)}: NUTS needs "
+            "the density of the full data (a random minibatch makes it a different density at "
+            "every step). Drop subsample_size for MCMC, or use method='svi'.")
     out = run_mcmc(model_fn, args, kwargs, info, seed=seed, progress=progress,
                    init_values_fn=(lambda s: init) if init else None,
                    slow_remedy="Faster: method='svi' (guide='normal': approximate posterior "

@@ -26,7 +26,8 @@ from ..training import Batch, TrainState
 from .checkpoint import read_checkpoint, rng_state, set_rng_state, write_checkpoint
 from .result import ConvergenceWarning, Diagnostic
 
-__all__ = ["LoopResult", "train", "plan_steps", "num_rows", "take_rows"]
+__all__ = ["LoopResult", "LossTrend", "train", "plan_steps", "num_rows", "take_rows",
+           "loss_trend"]
 
 
 @dataclass
@@ -122,6 +123,10 @@ def train(objective: Any, model: Any, source: Any, *, seed: int, num_steps: int 
     tol, check_every : float, int
         Without validation data: stop when the mean loss of the last ``check_every`` steps
         changed by less than ``tol`` relative to the window before (0 runs every step).
+        When the steps run out first, the run still counts as converged if a line fitted
+        to the last ``2 * check_every`` losses (:func:`loss_trend`) is flat: its change per
+        window within ``tol``, or its slope within 3 standard errors of zero (the trend is
+        below the noise of a stochastic ELBO).
         With validation data: stop when the monitored metric has not improved by more than
         ``tol`` (relative) in ``patience`` evaluations.
     max_bad_steps : int
@@ -244,6 +249,12 @@ def train(objective: Any, model: Any, source: Any, *, seed: int, num_steps: int 
         finally:
             bar.close()
     converged: bool | None = None if tol == 0 else pos.stopped == "converged"
+    trend = None
+    if converged is False and not pos.stopped and validation_data is None:
+        # The steps ran out before the strict rule fired: judge the end of the run by a
+        # rule that the noise of a single-particle ELBO does not trip (loss_trend).
+        trend = loss_trend(pos.history.get("objective", []), check_every)
+        converged = trend is not None and trend.flat(tol)
     if pos.skipped and not messages:  # the first bad step came before a resume
         messages.append(Diagnostic("nan", "SVI steps became non-finite before the run was "
                                    "resumed; the updates were skipped.", severity="error"))
@@ -265,6 +276,18 @@ def train(objective: Any, model: Any, source: Any, *, seed: int, num_steps: int 
     if converged is False and pos.stopped != "nan":
         msg = (f"SVI did not converge in {total} steps (windowed relative loss change above "
                f"tol={tol:g}); increase num_steps or lr, or loosen tol.")
+        if trend is None and validation_data is None:
+            msg = (f"SVI ran {total} steps, too few to judge convergence (the rule compares "
+                   f"the last {2 * check_every} losses, check_every={check_every}); increase "
+                   "num_steps or lower check_every.")
+        elif trend is not None:
+            msg = (f"SVI did not converge in {total} steps: over the last {trend.length} "
+                   f"steps the loss still {'falls' if trend.slope < 0 else 'rises'} by "
+                   f"{abs(trend.drift):.3g} per {check_every} steps ({trend.relative:.2g} "
+                   f"relative; t = {trend.t:.1f}, beyond the noise and tol={tol:g}). "
+                   + ("Increase num_steps or lr; " if trend.slope < 0 else
+                      "Lower lr (the loss rises); ")
+                   + "num_particles > 1 makes the ELBO less noisy.")
         if validation_data is not None:
             msg = (f"training did not converge in {total} steps ({monitor} still improving "
                    f"by more than tol={tol:g}); increase num_steps or num_epochs.")
@@ -273,6 +296,54 @@ def train(objective: Any, model: Any, source: Any, *, seed: int, num_steps: int 
     history = {k: np.asarray(v) for k, v in pos.history.items()}
     return LoopResult(history=history, converged=converged, messages=messages, state=state,
                       num_steps=pos.step, skipped=pos.skipped, resumed_from=resumed)
+
+
+@dataclass(frozen=True)
+class LossTrend:
+    """A least-squares line through the last ``length`` losses of a run.
+
+    ``slope`` per step, its standard error ``se`` (from the residual scatter: the noise of a
+    stochastic ELBO), ``drift`` = slope x window (the change per window), ``relative`` =
+    |drift| / |mean loss|, and ``t`` = slope / se.
+    """
+
+    length: int
+    slope: float
+    se: float
+    mean: float
+    window: int
+
+    @property
+    def drift(self) -> float:
+        return self.slope * self.window
+
+    @property
+    def relative(self) -> float:
+        return abs(self.drift) / max(abs(self.mean), 1e-12)
+
+    @property
+    def t(self) -> float:
+        return self.slope / self.se if self.se > 0 else math.copysign(math.inf, self.slope) \
+            if self.slope else 0.0
+
+    def flat(self, tol: float, z: float = 3.0) -> bool:
+        """The loss has stopped moving: its change per window is within ``tol`` (relative)
+        or the trend is within ``z`` standard errors of none (below the noise)."""
+        return self.relative <= tol or abs(self.t) <= z
+
+
+def loss_trend(losses, window: int) -> LossTrend | None:
+    """:class:`LossTrend` of the last ``2 * window`` losses (None when there are fewer)."""
+    length = 2 * window
+    if len(losses) < length or length < 3:
+        return None
+    y = np.asarray(losses[-length:], dtype=np.float64)
+    t = np.arange(length, dtype=np.float64)
+    t -= t.mean()
+    slope = float(t @ (y - y.mean()) / (t @ t))
+    resid = y - y.mean() - slope * t
+    se = float(np.sqrt(resid @ resid / (length - 2) / (t @ t)))
+    return LossTrend(length, slope, se, float(y.mean()), window)
 
 
 def _record(history: dict[str, list[float]], metrics: dict[str, Any], step: int,

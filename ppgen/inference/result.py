@@ -66,7 +66,9 @@ class Fit:
         HMM with Dirichlet concentrations above 1) or the loss (negative ELBO, or the custom
         loss) per SVI step.
     converged : bool or None
-        Whether the stopping rule fired (None when no rule applied, e.g. ``tol=0`` or MCMC).
+        Whether the stopping rule fired, or for SVI whose steps ran out first, whether the
+        loss had gone flat by the end (:func:`ppgen.inference.loop.loss_trend`); None when no
+        rule applied, e.g. ``tol=0`` or MCMC.
     elapsed : float
         Seconds spent fitting.
     seed : int

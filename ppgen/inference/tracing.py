@@ -13,13 +13,17 @@ from dataclasses import dataclass, field
 import pyro
 import pyro.poutine as poutine
 import torch
+from pyro.distributions.util import scale_and_mask
 from pyro.infer import config_enumerate
 from pyro.ops import packed
 from pyro.ops.contract import contract_to_tensor
 from pyro.poutine.subsample_messenger import _Subsample
 
+from .._validation import NotSupportedError
+
 __all__ = ["ModelInfo", "inspect_model", "generic_log_density", "generic_log_likelihood",
-           "flatten_draws", "enumerated"]
+           "pointwise_log_likelihood", "observed_data", "generic_posterior_predictive",
+           "flatten_draws", "enumerated", "JOINT"]
 
 
 @dataclass(frozen=True)
@@ -89,17 +93,56 @@ def flatten_draws(samples: dict[str, torch.Tensor], lead: int) -> dict[str, torc
     return {k: v.reshape(-1, *v.shape[lead:]) for k, v in samples.items()}
 
 
+#: The log-likelihood variable that holds the joint of several observed sites per shared
+#: datum (or of the observed sites that enumerated discrete latents couple).
+JOINT = "joint"
+
+#: Per-datum log-likelihood: site (or :data:`JOINT`) -> (S, *datum shape), with the name of
+#: each datum dimension (the plate's name, or None where no plate declares it).
+Pointwise = tuple[dict[str, torch.Tensor], dict[str, tuple[str | None, ...]]]
+
+
 def _find_ordinal(trace, site) -> frozenset:
     return frozenset(trace.plate_to_symbol[f.name] for f in site["cond_indep_stack"]
                      if f.vectorized)
 
 
-def _vectorized_densities(model_fn: Callable, flat: dict[str, torch.Tensor], args: tuple,
-                          kwargs: dict, info: ModelInfo, vectorize: bool = True):
-    """Per-datum log-likelihood and log prior of ``S`` draws in one trace, the draws laid
-    along an extra plate left of the model's plates (as ``Predictive(parallel=True)``).
+def _is_subsample(site) -> bool:
+    return isinstance(site["fn"], _Subsample)
 
-    With ``vectorize=False`` there must be one draw, and the model runs as written.
+
+def _plate_names(site, num_dims: int) -> tuple[str | None, ...]:
+    """The plate that declares each of the last ``num_dims`` batch dimensions of a site."""
+    by_dim = {f.dim: f.name for f in site["cond_indep_stack"] if f.vectorized}
+    return tuple(by_dim.get(d) for d in range(-num_dims, 0))
+
+
+def _per_draw(lp: torch.Tensor, num: int, num_dims: int, vectorize: bool) -> torch.Tensor:
+    """A site's log-density laid out as (S, *its last ``num_dims`` batch dims)."""
+    if not vectorize:
+        lp = lp.unsqueeze(0)
+    width = max(lp.dim(), num_dims + 1)
+    lp = lp.reshape((1,) * (width - lp.dim()) + tuple(lp.shape))
+    tail = tuple(lp.shape[width - num_dims:]) if num_dims else ()
+    middle = lp.shape[1:width - num_dims]
+    if any(s != 1 for s in middle):
+        raise ValueError("a site's batch dimensions do not follow its plates")
+    return lp.expand(num, *lp.shape[1:]).reshape(num, *tail)
+
+
+def _densities(model_fn: Callable, flat: dict[str, torch.Tensor], args: tuple, kwargs: dict,
+               info: ModelInfo, vectorize: bool = True):
+    """Per-datum log-likelihood terms, their dimension names and the log prior of ``S``
+    draws in one trace, the draws laid along an extra plate left of the model's plates (as
+    ``Predictive(parallel=True)``). With ``vectorize=False`` there must be one draw, and the
+    model runs as written.
+
+    The terms do not overlap (their sum is the total log-likelihood). Observed sites are
+    scored without the scale a subsampled plate gives them. With discrete latents, the
+    observed sites whose density depends on them are summed with them out (as
+    ``TraceEnum_ELBO`` does: the enumerated sites' unmasked factors, the observed sites'
+    masked ones, so that a masked step contributes exactly 0) down to the plates that all
+    these sites share: per sequence for an HMM whose state is shared across an inner plate.
     """
     names = [n for n in info.continuous if n in flat]
     num = flat[names[0]].shape[0]
@@ -125,73 +168,245 @@ def _vectorized_densities(model_fn: Callable, flat: dict[str, torch.Tensor], arg
     trace = poutine.trace(runner).get_trace(*args, **kwargs)
     trace.compute_log_prob()
     prior = sum(trace.nodes[n]["log_prob"].reshape(num, -1).sum(-1) for n in names)
-    if not info.discrete:
-        ll = {}
-        for n in info.observed:
-            lp = trace.nodes[n]["log_prob"]
-            ll[n] = lp.reshape(num, *lp.shape[lp.dim() - info.batch_dims[n]:]
-                               if info.batch_dims[n] else ())
-        return ll, prior
-    trace.pack_tensors()
+    observed = [n for n in info.observed if n in trace.nodes]
+    ll: dict[str, torch.Tensor] = {}
+    dims: dict[str, tuple[str | None, ...]] = {}
+    coupled: list[str] = []
+    if info.discrete:
+        trace.pack_tensors()
+        symbols = {site["infer"]["_enumerate_symbol"] for site in trace.nodes.values()
+                   if site["type"] == "sample" and "_enumerate_symbol" in site["infer"]}
+        coupled = [n for n in observed if not symbols.isdisjoint(
+            trace.nodes[n]["packed"]["unscaled_log_prob"]._pyro_dims)]
+    for n in observed:
+        if n in coupled:
+            continue
+        site = trace.nodes[n]
+        nb = info.batch_dims[n]
+        lp = scale_and_mask(site["unscaled_log_prob"], mask=site["mask"])
+        ll[n] = _per_draw(lp, num, nb, vectorize)
+        dims[n] = _plate_names(site, nb)
+    if coupled:
+        key = coupled[0] if len(coupled) == 1 else JOINT
+        ll[key], dims[key] = _contract_coupled(trace, coupled, num, vectorize)
+    return ll, dims, prior
+
+
+def _contract_coupled(trace, coupled: list[str], num: int, vectorize: bool):
+    """Sum the enumerated sites out of the observed sites that depend on them, per datum of
+    the plates that all of them share."""
     factors: OrderedDict = OrderedDict()
     sum_dims: set = set()
-    target = None
+    ordinals = []
+    frames = {}
     for name, site in trace.nodes.items():
-        if site["type"] != "sample" or name.startswith("_ppgen"):
+        if site["type"] != "sample" or _is_subsample(site):
             continue
         symbol = site["infer"].get("_enumerate_symbol")
         if symbol is not None:
             sum_dims.add(symbol)
-        elif name not in info.observed:
+            term = site["packed"]["unscaled_log_prob"]
+        elif name in coupled:
+            term = packed.scale_and_mask(site["packed"]["unscaled_log_prob"],
+                                         mask=site["packed"]["mask"])
+        else:
             continue
         ordinal = _find_ordinal(trace, site)
-        factors.setdefault(ordinal, []).append(site["packed"]["log_prob"])
-        if name in info.observed and target is None:
-            target = ordinal
+        factors.setdefault(ordinal, []).append(term)
+        ordinals.append(ordinal)
+        frames.update({f.name: f for f in site["cond_indep_stack"] if f.vectorized})
+    # The plates every term shares; those of size 1 are not in the packed tensors.
+    present = set().union(*(t._pyro_dims for terms in factors.values() for t in terms))
+    target = frozenset(s for s in frozenset.intersection(*ordinals) if s in present)
     result = packed.unpack(contract_to_tensor(factors, sum_dims, target_ordinal=target),
                            trace.symbol_to_dim)
-    first = info.observed[0]
-    nb = info.batch_dims[first]
-    batch_shape = info.observed_values[first].shape[:nb]
-    width = info.max_plate_nesting + 1  # the draws plate and the model's plates
-    while result.dim() < width:
+    shared = frozenset.intersection(*ordinals)
+    kept = sorted((f for f in frames.values() if trace.plate_to_symbol[f.name] in shared),
+                  key=lambda f: f.dim)
+    width = max([result.dim()] + [-f.dim for f in kept])
+    result = result.reshape((1,) * (width - result.dim()) + tuple(result.shape))
+    sizes = [1] * width
+    for f in kept:  # a plate's size in this trace (its minibatch when it subsamples)
+        index = trace.nodes[f.name]["value"] if f.name in trace.nodes else None
+        sizes[width + f.dim] = len(index) if isinstance(index, torch.Tensor) else f.size
+    result = result.expand(sizes).reshape([sizes[width + f.dim] for f in kept])
+    if not vectorize:
         result = result.unsqueeze(0)
-    result = result.reshape(result.shape[-width:])
-    result = result.reshape(result.shape[0], *result.shape[result.dim() - nb:]) if nb else \
-        result.reshape(result.shape[0])
-    return {first: result.expand(num, *batch_shape)}, prior
+    names = tuple(f.name for f in kept if f.name != "_ppgen_draws")
+    return result.reshape(num, *result.shape[1:]), names
+
+
+def _full_data_plan(model_fn: Callable, args: tuple, kwargs: dict, info: ModelInfo):
+    """How to see all the data of a model that subsamples inside a plate: ``None`` when it
+    does not subsample, else (plate, full size, minibatch size).
+
+    Raises NotSupportedError when the full data cannot be scored by minibatches: several
+    subsampled plates, or continuous latent sites inside the subsampled plate (their draws
+    cover one minibatch).
+    """
+    with poutine.block(), torch.no_grad():
+        trace = poutine.trace(model_fn).get_trace(*args, **kwargs)
+    plates = [(n, s) for n, s in trace.nodes.items() if s["type"] == "sample"
+              and _is_subsample(s) and len(s["value"]) < s["fn"].size]
+    if not plates:
+        return None
+    if len(plates) > 1:
+        raise NotSupportedError(
+            "model: expected at most one subsampled plate to score the full data, got "
+            f"{len(plates)} ({', '.join(repr(n) for n, _ in plates)}). Drop subsample_size "
+            "from all but one plate (or all) to get a per-datum log-likelihood.")
+    name, site = plates[0]
+    local = [n for n, s in trace.nodes.items() if n in info.continuous
+             and any(f.name == name for f in s["cond_indep_stack"])]
+    if local:
+        raise NotSupportedError(
+            f"model: expected only global continuous latent sites to score the full data, "
+            f"got {', '.join(repr(n) for n in local)} inside the subsampled plate {name!r}: "
+            f"their draws cover one minibatch of {len(site['value'])} of the "
+            f"{site['fn'].size} data, so the per-datum log-likelihood (LOO) and posterior "
+            "predictive of the data set are not defined. Fit without subsample_size to get "
+            "them.")
+    return name, site["fn"].size, len(site["value"]), site["value"].device
+
+
+def _chunks(plan) -> list[tuple[torch.Tensor, int]]:
+    """Full-data minibatches of a subsampled plate: (indices, index of the first new datum
+    in them); the last one is the last ``B`` data, of which the new ones are kept."""
+    _, size, batch, device = plan
+    out = []
+    for start in range(0, size, batch):
+        first = min(start, size - batch)
+        out.append((torch.arange(first, first + batch, device=device), start - first))
+    return out
+
+
+def _join(parts: list[dict[str, torch.Tensor]], axes: dict[str, int | None],
+          skips: list[int]) -> dict[str, torch.Tensor]:
+    """Concatenate per-chunk results along each site's axis of the subsampled plate (the new
+    data of each chunk); sites outside that plate are taken from the first chunk."""
+    out = {}
+    for k, first in parts[0].items():
+        axis = axes.get(k)
+        if axis is None:
+            out[k] = first
+            continue
+        out[k] = torch.cat([p[k].narrow(axis, skip, p[k].shape[axis] - skip)
+                            for p, skip in zip(parts, skips, strict=True)], dim=axis)
+    return out
+
+
+def _terms(model_fn: Callable, flat: dict[str, torch.Tensor], args: tuple, kwargs: dict,
+           info: ModelInfo):
+    """:func:`_densities` over the full data (minibatch by minibatch for a subsampled
+    plate), vectorised over draws when the model broadcasts, else one trace per draw."""
+    plan = _full_data_plan(model_fn, args, kwargs, info)
+    if plan is None:
+        return _all_draws(model_fn, flat, args, kwargs, info)
+    parts, skips, dims, prior = [], [], {}, None
+    for index, skip in _chunks(plan):
+        fn = poutine.condition(model_fn, data={plan[0]: index})
+        ll, dims, p = _all_draws(fn, flat, args, kwargs, info)
+        prior = p if prior is None else prior
+        parts.append(ll)
+        skips.append(skip)
+    axes = {k: 1 + d.index(plan[0]) if plan[0] in d else None for k, d in dims.items()}
+    return _join(parts, axes, skips), dims, prior
+
+
+def _all_draws(model_fn, flat, args, kwargs, info):
+    try:
+        return _densities(model_fn, flat, args, kwargs, info)
+    except Exception:  # a model that does not broadcast over draws
+        pass
+    num = next(iter(flat.values())).shape[0]
+    rows: dict[str, list[torch.Tensor]] = {}
+    priors = []
+    dims: dict = {}
+    for s in range(num):  # one trace per posterior draw (never per datum)
+        one = {n: v[s:s + 1] for n, v in flat.items()}
+        ll, dims, prior = _densities(model_fn, one, args, kwargs, info, vectorize=False)
+        priors.append(prior[0])
+        for k, v in ll.items():
+            rows.setdefault(k, []).append(v[0])
+    return {k: torch.stack(v) for k, v in rows.items()}, dims, torch.stack(priors)
 
 
 def generic_log_density(model_fn: Callable, flat: dict[str, torch.Tensor], args: tuple,
                         kwargs: dict, info: ModelInfo):
-    """Per-datum log-likelihood (site -> (S, *batch)) and log prior (S,) of ``S`` draws.
+    """Per-datum log-likelihood terms (site -> (S, *batch)) and log prior (S,) of ``S``
+    draws, over the full data; the terms sum to the total log-likelihood.
 
     Evaluated in one vectorised trace when the model broadcasts over an extra leading plate,
     else one trace per draw.
     """
     with poutine.block(), torch.no_grad():
-        try:
-            ll, prior = _vectorized_densities(model_fn, flat, args, kwargs, info)
-            return {k: v.detach() for k, v in ll.items()}, prior.detach()
-        except Exception:  # a model that does not broadcast over draws
-            pass
-        num = next(iter(flat.values())).shape[0]
-        rows: dict[str, list[torch.Tensor]] = {}
-        priors = []
-        for s in range(num):  # one trace per posterior draw (never per datum)
-            one = {n: v[s:s + 1] for n, v in flat.items()}
-            ll, prior = _vectorized_densities(model_fn, one, args, kwargs, info,
-                                              vectorize=False)
-            priors.append(prior[0])
-            for k, v in ll.items():
-                rows.setdefault(k, []).append(v[0])
-    return {k: torch.stack(v) for k, v in rows.items()}, torch.stack(priors)
+        ll, _, prior = _terms(model_fn, flat, args, kwargs, info)
+    return {k: v.detach() for k, v in ll.items()}, prior.detach()
 
 
 def generic_log_likelihood(model_fn: Callable, flat: dict[str, torch.Tensor], args: tuple,
                            kwargs: dict, info: ModelInfo) -> dict[str, torch.Tensor]:
-    """Per-datum log-likelihood for each of ``S`` flattened draws: site -> (S, *batch)."""
+    """Per-datum log-likelihood terms for each of ``S`` flattened draws: site -> (S, *batch)."""
     return generic_log_density(model_fn, flat, args, kwargs, info)[0]
+
+
+def pointwise_log_likelihood(model_fn: Callable, flat: dict[str, torch.Tensor], args: tuple,
+                             kwargs: dict, info: ModelInfo) -> Pointwise:
+    """The log_likelihood group of a model function: one variable per observed site (the
+    observed sites that enumerated discrete latents couple as one, named after the site when
+    it is alone, else :data:`JOINT`, per datum of the plates they share), plus :data:`JOINT`,
+    the sum of all of them per datum of the plates that every observed site shares, when
+    there are several. Returns the variables and the names of their datum dimensions."""
+    with poutine.block(), torch.no_grad():
+        ll, dims, _ = _terms(model_fn, flat, args, kwargs, info)
+    ll = {k: v.detach() for k, v in ll.items()}
+    if len(ll) > 1:
+        joint = _joint(ll, dims)
+        if joint is not None:
+            ll[JOINT], dims[JOINT] = joint
+    return ll, dims
+
+
+def _joint(ll: dict[str, torch.Tensor], dims: dict[str, tuple[str | None, ...]]):
+    """The sum of the variables per datum of the plates they all share (None if none)."""
+    shared = set.intersection(*({d for d in v if d is not None} for v in dims.values()))
+    if not shared:
+        return None
+    order = tuple(d for d in next(iter(dims.values())) if d in shared)
+    total = None
+    for k, v in ll.items():
+        names = dims[k]
+        other = [1 + i for i, d in enumerate(names) if d not in shared]
+        v = v.sum(other) if other else v
+        rest = [d for d in names if d in shared]
+        v = v.permute(0, *(1 + rest.index(d) for d in order))
+        if total is not None and v.shape[1:] != total.shape[1:]:
+            return None
+        total = v if total is None else total + v
+    return total, order
+
+
+def observed_data(model_fn: Callable, args: tuple, kwargs: dict,
+                  info: ModelInfo) -> Pointwise:
+    """The observed values the log-likelihood is about (the full data of a subsampled
+    plate), with the plate that declares each batch dimension (event dimensions: None)."""
+    plan = _full_data_plan(model_fn, args, kwargs, info)
+    parts, skips = [], []
+    for index, skip in _chunks(plan) if plan else [(None, 0)]:
+        fn = model_fn if index is None else poutine.condition(model_fn, data={plan[0]: index})
+        with poutine.block(), torch.no_grad():
+            trace = poutine.trace(fn).get_trace(*args, **kwargs)
+        parts.append({n: trace.nodes[n]["value"].detach() for n in info.observed})
+        skips.append(skip)
+    dims = {n: _value_dims(trace.nodes[n]) for n in info.observed}
+    axes = {n: d.index(plan[0]) if plan and plan[0] in d else None for n, d in dims.items()}
+    return _join(parts, axes, skips), dims
+
+
+def _value_dims(site) -> tuple[str | None, ...]:
+    value = site["value"]
+    event = site["fn"].event_dim
+    return _plate_names(site, value.dim() - event) + (None,) * event
 
 
 def deterministic_draws(model_fn: Callable, samples: dict[str, torch.Tensor], args: tuple,
@@ -208,18 +423,32 @@ def deterministic_draws(model_fn: Callable, samples: dict[str, torch.Tensor], ar
     return {k: v.detach().reshape(*lead, *v.shape[1:]) for k, v in out.items()}
 
 
+
+
 def generic_posterior_predictive(model_fn: Callable, flat: dict[str, torch.Tensor],
                                  args: tuple, kwargs: dict,
                                  info: ModelInfo) -> dict[str, torch.Tensor]:
-    """Replicated observations, one per draw: site -> (S, *shape).
+    """Replicated observations, one per draw: site -> (S, *shape), over the full data (a
+    subsampled plate is replaced by its minibatches in turn).
 
     The model runs with its real arguments but unconditioned, so the observed sites are drawn
     (models whose shapes come from the data need not accept ``data=None``).
     """
     names = [n for n in info.continuous if n in flat]
-    predictive = pyro.infer.Predictive(poutine.uncondition(model_fn),
-                                       posterior_samples={n: flat[n] for n in names},
-                                       return_sites=list(info.observed))
-    with poutine.block():
-        out = predictive(*args, **kwargs)
-    return {k: v.detach() for k, v in out.items()}
+    plan = _full_data_plan(model_fn, args, kwargs, info)
+    parts, skips = [], []
+    for index, skip in _chunks(plan) if plan else [(None, 0)]:
+        fn = poutine.uncondition(model_fn)
+        if index is not None:  # inside uncondition: the indices stay as given
+            fn = poutine.condition(fn, data={plan[0]: index})
+        predictive = pyro.infer.Predictive(fn, posterior_samples={n: flat[n] for n in names},
+                                           return_sites=list(info.observed))
+        with poutine.block():
+            out = predictive(*args, **kwargs)
+        parts.append({k: v.detach() for k, v in out.items()})
+        skips.append(skip)
+    if plan is None:
+        return parts[0]
+    _, dims = observed_data(model_fn, args, kwargs, info)
+    axes = {n: 1 + d.index(plan[0]) if plan[0] in d else None for n, d in dims.items()}
+    return _join(parts, axes, skips)
