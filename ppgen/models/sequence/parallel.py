@@ -1,0 +1,356 @@
+"""Time-parallel forward–backward, log-likelihood and Viterbi for long sequences (pure
+functions; the shapes and conventions of :mod:`ppgen.models.sequence.ops`).
+
+The sequential recursions of ``ops`` take one Python step per time step, which is cheap per
+step only when many sequences share it. For a few long sequences this module cuts every
+sequence into blocks of ``L`` steps and works in three stages, after the associative-scan
+formulation of Särkkä & García-Fernández (2021, "Temporal parallelization of Bayesian
+smoothers") and dynamax's parallel HMM, with blocks as leaves:
+
+1. Block transfer matrices ``M_b = G_s ... G_e`` (``G_t[i, j] = A_ij b_t(j)``; the first step
+   of a sequence has every row ``pi_j b_0(j)``; a padded step is the identity), all blocks
+   at once in ``L`` vectorised steps. Each emission is shifted by its maximum over states
+   and the rows are renormalised every few steps, their logs kept aside, so the products
+   stay in range; a row that nevertheless falls below ``sqrt(tiny)`` sends the whole call to
+   the exact sequential code (see ``_FALLBACK``).
+2. Over the blocks, a prefix scan (filtering) and a suffix scan (smoothing) of the log
+   transfer matrices, by recursive pairing: O(log B) sequential depth, and every product
+   a log-sum-exp-stable matrix product (each row shifted by its own maximum), so no row
+   underflows there. This stage alone gives the log-likelihood (differentiable: NUTS).
+3. With the exact filtered distribution entering each block and the scaled backward message
+   leaving it, the usual scaled forward and backward recursions run inside all blocks at
+   once (``L`` vectorised steps); they give the marginals and the expected counts.
+
+Viterbi is the same in the max-plus semiring, with back-pointers kept per block and start
+state, and the block-level back-tracking done by pointer doubling (O(log B) depth).
+
+Cost: O(T K^3 / threads) arithmetic, O(L + log(T / L)) Python steps, memory linear in T.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["block_length", "use_parallel", "log_likelihood", "forward_backward", "viterbi"]
+
+#: Raised internally when a block product lost its precision; callers use the sequential code.
+class _FALLBACK(Exception):
+    pass
+
+
+def block_length(num_steps: int) -> int:
+    """Steps per block: about sqrt(T) / 4, between 8 and 64."""
+    return int(min(64, max(8, round(math.sqrt(num_steps) / 4))))
+
+
+def use_parallel(num_sequences: int, num_steps: int, num_states: int) -> bool:
+    """Whether the time-parallel path is faster than the sequential one for this shape.
+
+    The sequential recursion costs a few Python-level operations per time step, amortised
+    over the sequences that share the step; it wins when many sequences do (the (K, K) x
+    (K, N) product of each step is then large) or when the sequences are short.
+    """
+    return num_steps >= 128 and num_sequences * num_states * num_states <= 4096
+
+
+# ------------------------------------------------------------------------ helpers
+def _blocks(x: torch.Tensor, mask: torch.Tensor, length: int):
+    """(*P, N, T, K) -> (*P, N, B, L, K) and mask (N, T) -> (N, B, L), padding T up."""
+    num_steps = x.shape[-2]
+    num_blocks = -(-num_steps // length)
+    pad = num_blocks * length - num_steps
+    if pad:
+        x = torch.nn.functional.pad(x, (0, 0, 0, pad))
+        mask = torch.nn.functional.pad(mask, (0, pad), value=False)
+    x = x.reshape(*x.shape[:-2], num_blocks, length, x.shape[-1])
+    return x, mask.reshape(mask.shape[0], num_blocks, length)
+
+
+def _right_mul(m: torch.Tensor, trans: torch.Tensor, lead: int) -> torch.Tensor:
+    """m (*P, ..., K, K) @ trans (*P, K, K) as one (batched) GEMM."""
+    k = m.shape[-1]
+    if lead == 0:
+        return m @ trans
+    flat = m.reshape(*m.shape[:lead], -1, k)
+    return (flat @ trans).reshape(m.shape)
+
+
+def _log(x: torch.Tensor) -> torch.Tensor:
+    """log x; where gradients flow, zeros become log(tiny) so that their gradient is 0, not
+    NaN (their weight, at most tiny relative to their row's largest entry, is negligible)."""
+    if x.requires_grad:
+        return x.clamp_min(torch.finfo(x.dtype).tiny).log()
+    return x.log()
+
+
+def _finite_or_zero(x: torch.Tensor) -> torch.Tensor:
+    return torch.where(torch.isfinite(x), x, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
+def _log_matmul(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """log(exp(x) @ exp(y)) for log matrices (..., K, K), stable: each row of the result is
+    computed relative to its own largest term, so no row underflows."""
+    my = _finite_or_zero(y.amax(-1, keepdim=True)).detach()  # (..., K, 1)
+    w = x + my.transpose(-1, -2)
+    mx = _finite_or_zero(w.amax(-1, keepdim=True)).detach()
+    return _log((w - mx).exp() @ (y - my).exp()) + mx
+
+
+def _vec_mat(f: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """log(exp(f) @ exp(m)) for log vectors f (..., K) and log matrices m (..., K, K)."""
+    return torch.logsumexp(f.unsqueeze(-1) + m, -2)
+
+
+def _interleave(even: torch.Tensor, odd: torch.Tensor) -> torch.Tensor:
+    """Positions 0, 2, 4, ... from ``even`` and 1, 3, ... from ``odd`` along dim -2."""
+    n_odd = odd.shape[-2]
+    both = torch.stack([even[..., :n_odd, :], odd], -2).flatten(-3, -2)
+    if even.shape[-2] > n_odd:
+        both = torch.cat([both, even[..., n_odd:, :]], -2)
+    return both
+
+
+def _prefix(f0: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """f_b = f0 (x) m_0 (x) ... (x) m_b in log space for b < n: (..., n, K), by recursive
+    pairing (depth log2 n)."""
+    n = m.shape[-3]
+    if n == 1:
+        return _vec_mat(f0, m[..., 0, :, :]).unsqueeze(-2)
+    half = n // 2
+    pairs = _log_matmul(m[..., 0:2 * half:2, :, :], m[..., 1:2 * half:2, :, :])
+    odd = _prefix(f0, pairs)  # f_1, f_3, ...
+    prev = torch.cat([f0.unsqueeze(-2), odd[..., :n - half - 1, :]], -2)  # f_-1, f_1, ...
+    even = _vec_mat(prev, m[..., 0::2, :, :])
+    return _interleave(even, odd)
+
+
+def _suffix(m: torch.Tensor) -> torch.Tensor:
+    """g_b = log(m_{b+1} ... m_{n-1} 1) for b < n (g_{n-1} = 0): (..., n, K)."""
+    n = m.shape[-3]
+    zeros = torch.zeros(m.shape[:-3] + m.shape[-1:], dtype=m.dtype, device=m.device)
+    if n == 1:
+        return zeros.unsqueeze(-2)
+    rev = m.flip(-3).transpose(-1, -2)[..., :-1, :, :]
+    h = _prefix(zeros, rev)  # h_j = g_{n-2-j}
+    return torch.cat([h.flip(-2), zeros.unsqueeze(-2)], -2)
+
+
+# ------------------------------------------------------------- stage 1: blocks
+def _block_matrices(log_b: torch.Tensor, init: torch.Tensor, trans: torch.Tensor,
+                    mask: torch.Tensor, length: int) -> torch.Tensor:
+    """Log transfer matrices of every block: (*P, N, B, K, K). Raises _FALLBACK when a row
+    lost its precision (the sequential code then handles the call exactly)."""
+    lead = trans.dim() - 2
+    lb, m = _blocks(log_b, mask, length)  # (*P, N, B, L, K), (N, B, L)
+    zero = torch.zeros((), dtype=lb.dtype, device=lb.device)
+    lb = torch.where(m.unsqueeze(-1), lb, zero)
+    shift = _finite_or_zero(lb.amax(-1, keepdim=True)).detach()
+    b = (lb - shift).exp()
+    total_shift = shift.squeeze(-1).sum(-1)  # (*P, N, B)
+    k = trans.shape[-1]
+    num_blocks = m.shape[1]
+    eye = torch.eye(k, dtype=lb.dtype, device=lb.device)
+    first = torch.zeros(num_blocks, 1, 1, dtype=torch.bool, device=lb.device)
+    first[0] = True
+    # Step 0: a transition from the previous block, or the initial distribution.
+    a5 = trans.reshape(*trans.shape[:-2], 1, 1, k, k)
+    pi5 = init.reshape(*init.shape[:-1], 1, 1, 1, k)
+    mat = torch.where(first, pi5, a5) * b[..., 0, :].unsqueeze(-2)
+    partial = (~m.all(1).all(0)).tolist()  # per step, whether some block is padded there
+    if partial[0]:
+        mat = torch.where(m[:, :, 0, None, None], mat, eye)
+    rho = torch.zeros(mat.shape[:-1] + (1,), dtype=mat.dtype, device=mat.device)
+    floor = math.sqrt(torch.finfo(mat.dtype).tiny)
+    every = 8 if mat.dtype == torch.float64 else 2
+    low = torch.zeros((), dtype=torch.bool, device=mat.device)
+    for step in range(1, length + 1):
+        if step == length or step % every == 0:  # renormalise the rows
+            s = mat.sum(-1, keepdim=True)
+            low = low | (s < floor).any()
+            mat = mat / s.clamp_min(floor)
+            rho = rho + s.clamp_min(floor).log()
+        if step == length:
+            break
+        new = _right_mul(mat, trans, lead) * b[..., step, :].unsqueeze(-2)
+        mat = torch.where(m[:, :, step, None, None], new, mat) if partial[step] else new
+    if bool(low):
+        raise _FALLBACK
+    return _log(mat) + rho + total_shift[..., None, None]
+
+
+def _scans(log_m: torch.Tensor):
+    """Filtering and smoothing messages at the block ends: f (..., B, K) = log p(x up to the
+    block's end, z there), g = log p(x after it | z there), and the log-likelihood."""
+    k = log_m.shape[-1]
+    f0 = torch.full(log_m.shape[:-3] + (k,), -math.log(k), dtype=log_m.dtype,
+                    device=log_m.device)
+    f = _prefix(f0, log_m)
+    return f, torch.logsumexp(f[..., -1, :], -1)
+
+
+# ---------------------------------------------------------------- public functions
+def log_likelihood(log_b: torch.Tensor, init: torch.Tensor, trans: torch.Tensor,
+                   mask: torch.Tensor, *, length: int | None = None) -> torch.Tensor:
+    """Log-likelihood of each sequence, (*P, N); differentiable. Raises _FALLBACK."""
+    length = length or block_length(log_b.shape[-2])
+    return _scans(_block_matrices(log_b, init, trans, mask, length))[1]
+
+
+def forward_backward(log_b: torch.Tensor, init: torch.Tensor, trans: torch.Tensor,
+                     mask: torch.Tensor, *, length: int | None = None
+                     ) -> dict[str, torch.Tensor]:
+    """As :func:`ppgen.models.sequence.ops.forward_backward` (no parameter batch
+    dimensions). Raises _FALLBACK."""
+    n, num_steps, k = log_b.shape
+    length = length or block_length(num_steps)
+    with torch.no_grad():
+        log_m = _block_matrices(log_b, init, trans, mask, length)  # (N, B, K, K)
+        f, log_lik = _scans(log_m)
+        g = _suffix(log_m)
+        num_blocks = log_m.shape[1]
+        big_f = torch.logsumexp(f, -1, keepdim=True)  # (N, B, 1) log p(x up to block end)
+        # Filtered distribution entering each block (after the previous block's end) and
+        # the scaled backward message at each block's end (beta-hat of the scaled recursion).
+        alpha_in = (f - big_f).exp()  # (N, B, K); row b enters block b + 1
+        beta_out = (g + big_f - log_lik[:, None, None]).exp()
+        lb, m = _blocks(log_b, mask, length)  # (N, B, L, K)
+        nb = n * num_blocks
+        # State-major (L, K, N*B) layout, as the sequential code.
+        lbt = lb.permute(2, 3, 0, 1).reshape(length, k, nb)
+        step_mask = m.permute(2, 0, 1).reshape(length, 1, nb)
+        lbt = torch.where(step_mask, lbt, torch.zeros((), dtype=lbt.dtype, device=lbt.device))
+        shift = _finite_or_zero(lbt.amax(1, keepdim=True))
+        b = (lbt - shift).exp_()
+        prev = torch.cat([torch.zeros(n, 1, k, dtype=lb.dtype, device=lb.device),
+                          alpha_in[:, :-1]], 1).reshape(nb, k).T  # (K, NB)
+        is_first = torch.zeros(n, num_blocks, dtype=torch.bool, device=lb.device)
+        is_first[:, 0] = True
+        is_first = is_first.reshape(1, nb)
+        pred0 = torch.where(is_first, init.unsqueeze(-1), trans.T @ prev)
+        tiny = torch.finfo(b.dtype).tiny
+        alphas = torch.empty(length, k, nb, dtype=b.dtype, device=b.device)
+        norms = torch.empty(length, 1, nb, dtype=b.dtype, device=b.device)
+        trans_t = trans.T.contiguous()
+        partial = (~step_mask.all(-1).squeeze(-1)).tolist()
+        one = torch.ones((), dtype=b.dtype, device=b.device)
+        for t in range(length):
+            alpha = alphas[t]
+            if t == 0:
+                torch.mul(pred0, b[0], out=alpha)
+            else:
+                torch.mm(trans_t, alphas[t - 1], out=alpha).mul_(b[t])
+            torch.sum(alpha, 0, keepdim=True, out=norms[t])
+            if partial[t]:
+                alpha.copy_(torch.where(step_mask[t], alpha, prev if t == 0 else alphas[t - 1]))
+                norms[t] = torch.where(step_mask[t], norms[t], one)
+            alpha.div_(norms[t].clamp_min(tiny))
+        if bool((norms <= tiny).any()):  # a step underflowed: the sequential code rescues it
+            raise _FALLBACK
+        carried = torch.empty_like(alphas)
+        betas = torch.empty_like(alphas)
+        betas[-1] = beta_out.reshape(nb, k).T
+        for t in range(length - 1, -1, -1):
+            c = carried[t]
+            torch.mul(b[t], betas[t], out=c).div_(norms[t])
+            if partial[t]:
+                c.masked_fill_(~step_mask[t], 0.0)
+            if t > 0:
+                if partial[t]:
+                    betas[t - 1] = torch.where(step_mask[t], trans @ c, betas[t])
+                else:
+                    torch.mm(trans, c, out=betas[t - 1])
+        pairs = torch.bmm(alphas[:-1], carried[1:].transpose(1, 2)).sum(0) if length > 1 \
+            else torch.zeros_like(trans)
+        # Transitions into each block's first step from the previous block's last one.
+        into = carried[0].masked_fill(is_first, 0.0)
+        pairs = pairs + prev @ into.T
+        gamma = betas.mul_(alphas)
+        if any(partial):
+            gamma.mul_(step_mask)
+        gamma = gamma.reshape(length, k, n, num_blocks).permute(2, 3, 0, 1).reshape(
+            n, num_blocks * length, k)[:, :num_steps]
+        return {"log_lik": log_lik, "gamma": gamma, "trans_counts": trans * pairs,
+                "start_counts": gamma[:, 0].sum(0)}
+
+
+def viterbi(log_b: torch.Tensor, init: torch.Tensor, trans: torch.Tensor,
+            mask: torch.Tensor, *, length: int | None = None
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """As :func:`ppgen.models.sequence.ops.viterbi`: paths (N, T) (-1 at padded steps) and
+    their log-probabilities (N,)."""
+    n, num_steps, k = log_b.shape
+    length = length or block_length(num_steps)
+    with torch.no_grad():
+        lb, m = _blocks(log_b, mask, length)  # (N, B, L, K)
+        num_blocks = m.shape[1]
+        log_a = trans.log()
+        neg = torch.full((), -math.inf, dtype=lb.dtype, device=lb.device)
+        log_eye = torch.where(torch.eye(k, dtype=torch.bool, device=lb.device),
+                              torch.zeros((), dtype=lb.dtype, device=lb.device), neg)
+        first = torch.zeros(num_blocks, 1, 1, dtype=torch.bool, device=lb.device)
+        first[0] = True
+        # delta[n, b, i, j]: best score from entering state i to state j at this step.
+        delta = torch.where(first, init.log().view(1, 1, 1, k), log_a) + lb[:, :, 0, None, :]
+        delta = torch.where(m[:, :, 0, None, None], delta, log_eye)
+        ptr_type = torch.uint8 if k <= 255 else torch.int64
+        pointers = torch.empty(n, num_blocks, length, k, k, dtype=ptr_type, device=lb.device)
+        stay = torch.arange(k, device=lb.device).to(ptr_type).expand(k, k)
+        for t in range(1, length):
+            best, arg = (delta.unsqueeze(-1) + log_a).max(-2)
+            valid = m[:, :, t, None, None]
+            delta = torch.where(valid, best + lb[:, :, t, None, :], delta)
+            pointers[:, :, t] = torch.where(valid, arg.to(ptr_type), stay)
+        # Block level: best scores at the block ends (max-plus prefix scan).
+        f0 = torch.zeros(n, k, dtype=lb.dtype, device=lb.device)
+        v = _maxplus_prefix(f0, delta)  # (N, B, K)
+        score, last = v[:, -1].max(-1)
+        # phi_b(j): the best state at block b-1's end given state j at block b's end.
+        prev_v = torch.cat([f0.unsqueeze(1), v[:, :-1]], 1)
+        phi = (prev_v.unsqueeze(-1) + delta).argmax(-2)  # (N, B, K)
+        ends = _follow(phi, last)  # (N, B): state at each block's end
+        enter = torch.cat([torch.zeros(n, 1, dtype=torch.long, device=lb.device),
+                           ends[:, :-1]], 1)
+        # Inside the blocks, all at once: back-pointers of each block's entering state.
+        rows = pointers.gather(3, enter.view(n, num_blocks, 1, 1, 1).expand(
+            n, num_blocks, length, 1, k)).squeeze(3).long()  # (N, B, L, K)
+        path = torch.empty(n, num_blocks, length, dtype=torch.long, device=lb.device)
+        state = ends
+        for t in range(length - 1, -1, -1):
+            path[:, :, t] = state
+            if t:
+                state = rows[:, :, t].gather(-1, state.unsqueeze(-1)).squeeze(-1)
+        path = path.reshape(n, num_blocks * length)[:, :num_steps]
+        return path.masked_fill(~mask, -1), score
+
+
+def _maxplus_prefix(f0: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """v_b = f0 (max,+) m_0 ... m_b: (..., n, K), by recursive pairing."""
+    n = m.shape[-3]
+    if n == 1:
+        return (f0.unsqueeze(-1) + m[..., 0, :, :]).amax(-2).unsqueeze(-2)
+    half = n // 2
+    left, right = m[..., 0:2 * half:2, :, :], m[..., 1:2 * half:2, :, :]
+    pairs = (left.unsqueeze(-1) + right.unsqueeze(-3)).amax(-2)
+    odd = _maxplus_prefix(f0, pairs)
+    prev = torch.cat([f0.unsqueeze(-2), odd[..., :n - half - 1, :]], -2)
+    even = (prev.unsqueeze(-1) + m[..., 0::2, :, :]).amax(-2)
+    return _interleave(even, odd)
+
+
+def _follow(phi: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+    """States at every block end: s_{B-1} = last, s_{b-1} = phi_b(s_b); by pointer doubling.
+
+    phi (N, B, K) maps the state at block b's end to the state at block b-1's end.
+    """
+    n, num_blocks, k = phi.shape
+    ident = torch.arange(k, device=phi.device).expand(n, 1, k)
+    # comp[b] maps the state at the last block's end to the state at block b's end.
+    comp = torch.cat([phi[:, 1:], ident], 1)  # one step back (b <- b+1); identity at the end
+    span = 1
+    while span < num_blocks:
+        later = torch.cat([comp[:, span:], ident.expand(n, span, k)], 1)
+        comp = comp.gather(-1, later) if span < num_blocks else comp
+        span *= 2
+    return comp.gather(-1, last.view(n, 1, 1).expand(n, num_blocks, 1)).squeeze(-1)
