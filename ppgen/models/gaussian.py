@@ -12,7 +12,7 @@ import math
 import torch
 
 __all__ = ["LOG_2PI", "full_covariances", "cholesky", "outer_rows", "log_gaussian",
-           "sufficient_statistics", "estimate_parameters"]
+           "log_gaussian_exact", "sufficient_statistics", "estimate_parameters"]
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -88,6 +88,38 @@ def log_gaussian(x: torch.Tensor, locs: torch.Tensor, chol: torch.Tensor,
     return -0.5 * (d * LOG_2PI + maha) + log_det
 
 
+def log_gaussian_exact(x: torch.Tensor, locs: torch.Tensor, chol: torch.Tensor,
+                       covariance: str, observed: torch.Tensor | None = None) -> torch.Tensor:
+    """log N(x_n | locs_k, cov_k): shape (N, K), from the differences x_n - locs_k.
+
+    Unlike :func:`log_gaussian`, which expands the quadratic form into matrix products (one
+    GEMM, but its terms x'Px and mu'Pmu cancel, leaving a round-off of eps times their
+    size: 1e-8 relative when means lie hundreds of standard deviations apart), every
+    Mahalanobis distance is summed from its own (whitened) differences, as hmmlearn does;
+    costs N x K x D memory. ``observed`` (N, D) bool (diag/spherical): coordinates that are
+    missing drop out of the density.
+    """
+    d = x.shape[-1]
+    diff = x.unsqueeze(-2) - locs  # (N, K, D)
+    if covariance == "full":
+        eye = torch.eye(d, dtype=x.dtype, device=x.device).expand(locs.shape[0], d, d)
+        prec_chol = torch.linalg.solve_triangular(chol, eye, upper=False).transpose(-1, -2)
+        white = (diff.unsqueeze(-2) @ prec_chol).squeeze(-2)  # (N, K, D)
+        maha = white.square().sum(-1)
+        log_det = chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+        return -0.5 * (d * LOG_2PI + maha) - log_det
+    var = chol.square()
+    if covariance == "spherical":
+        var = var.unsqueeze(-1).expand(-1, d)
+    sq = diff.square_().div_(var)
+    log_var = var.log()
+    if observed is None:
+        return -0.5 * (sq.sum(-1) + d * LOG_2PI + log_var.sum(-1))
+    o = observed.to(x.dtype)
+    sq = sq.masked_fill_(~observed.unsqueeze(-2), 0.0)
+    return -0.5 * (sq.sum(-1) + o @ (LOG_2PI + log_var).T)
+
+
 def sufficient_statistics(x: torch.Tensor, resp: torch.Tensor, covariance: str,
                            x2: torch.Tensor | None = None):
     """Responsibility-weighted counts, sums and (uncentred) second moments of one chunk."""
@@ -106,20 +138,33 @@ def sufficient_statistics(x: torch.Tensor, resp: torch.Tensor, covariance: str,
     return nk, sx, sxx
 
 
-def estimate_parameters(nk, sx, sxx, num_data, covariance, reg_covar):
-    """M-step from sufficient statistics (data centred), as scikit-learn estimates them."""
+def estimate_parameters(nk, sx, sxx, num_data, covariance, reg_covar, locs=None):
+    """M-step from sufficient statistics (data centred), as scikit-learn estimates them.
+
+    With ``locs`` (centred as the data; held fixed by the fit) the covariances are the
+    responsibility-weighted scatter around them, the exact M-step given those means.
+    """
     eps = 10 * torch.finfo(nk.dtype).eps
     nk = nk + eps
     weights = nk / nk.sum()
-    locs = sx / nk.unsqueeze(-1)
+    if locs is None:  # the weighted means
+        locs = sx / nk.unsqueeze(-1)
+        centre = locs
+    else:  # the scatter around the given means: sxx/n - m mu' - mu m' + mu mu'
+        centre = 2 * sx / nk.unsqueeze(-1) - locs
     if covariance == "full":
         d = locs.shape[-1]
-        cov = sxx / nk[:, None, None] - locs.unsqueeze(-1) * locs.unsqueeze(-2)
+        if centre is locs:
+            cov = sxx / nk[:, None, None] - locs.unsqueeze(-1) * locs.unsqueeze(-2)
+        else:
+            cross = (sx / nk.unsqueeze(-1)).unsqueeze(-1) * locs.unsqueeze(-2)
+            cov = (sxx / nk[:, None, None] - cross - cross.transpose(-1, -2)
+                   + locs.unsqueeze(-1) * locs.unsqueeze(-2))
         cov = 0.5 * (cov + cov.transpose(-1, -2))
         cov = cov + reg_covar * torch.eye(d, dtype=cov.dtype, device=cov.device)
     elif covariance == "diag":
-        cov = sxx / nk.unsqueeze(-1) - locs.square() + reg_covar
+        cov = sxx / nk.unsqueeze(-1) - centre * locs + reg_covar
     else:
         d = locs.shape[-1]
-        cov = (sxx / nk - locs.square().sum(-1)) / d + reg_covar
+        cov = (sxx / nk - (centre * locs).sum(-1)) / d + reg_covar
     return weights, locs, cov

@@ -30,7 +30,6 @@ contribute exactly zero to every log-likelihood and every expected statistic.
 from __future__ import annotations
 
 import math
-
 from typing import Literal
 
 import torch
@@ -286,10 +285,18 @@ def sample_posterior(log_b: torch.Tensor, init: torch.Tensor, trans: torch.Tenso
 
 
 def sample_states(init: torch.Tensor, trans: torch.Tensor, num_sequences: int,
-                  num_steps: int, generator: torch.Generator) -> torch.Tensor:
-    """State paths drawn from the Markov chain itself: shape (num_sequences, num_steps)."""
-    state = torch.multinomial(init.expand(num_sequences, -1), 1, replacement=True,
-                              generator=generator).squeeze(-1)
+                  num_steps: int, generator: torch.Generator,
+                  first: torch.Tensor | None = None) -> torch.Tensor:
+    """State paths drawn from the Markov chain itself: shape (num_sequences, num_steps).
+
+    ``first`` (num_sequences,) long: the states of the first step, instead of draws from
+    ``init``.
+    """
+    if first is not None:
+        state = first
+    else:
+        state = torch.multinomial(init.expand(num_sequences, -1), 1, replacement=True,
+                                  generator=generator).squeeze(-1)
     path = [state]
     for _ in range(1, num_steps):
         state = torch.multinomial(trans[state], 1, generator=generator).squeeze(-1)
