@@ -138,46 +138,68 @@ def _suffix(m: torch.Tensor) -> torch.Tensor:
 
 
 # ------------------------------------------------------------- stage 1: blocks
-def _block_matrices(log_b: torch.Tensor, init: torch.Tensor, trans: torch.Tensor,
-                    mask: torch.Tensor, length: int) -> torch.Tensor:
-    """Log transfer matrices of every block: (*P, N, B, K, K). Raises _FALLBACK when a row
-    lost its precision (the sequential code then handles the call exactly)."""
-    lead = trans.dim() - 2
+def _state_major(log_b: torch.Tensor, mask: torch.Tensor, length: int):
+    """Blocked, state-major emission factors: b (*P, L, K, N*B) = exp(log_b - shift) with
+    the shift (*P, L, 1, N*B) (0 and b = 1 at padded steps), the step mask (L, 1, N*B),
+    and per step whether some block is padded there."""
     lb, m = _blocks(log_b, mask, length)  # (*P, N, B, L, K), (N, B, L)
-    zero = torch.zeros((), dtype=lb.dtype, device=lb.device)
-    lb = torch.where(m.unsqueeze(-1), lb, zero)
-    shift = _finite_or_zero(lb.amax(-1, keepdim=True)).detach()
-    b = (lb - shift).exp()
-    total_shift = shift.squeeze(-1).sum(-1)  # (*P, N, B)
-    k = trans.shape[-1]
-    num_blocks = m.shape[1]
-    eye = torch.eye(k, dtype=lb.dtype, device=lb.device)
-    first = torch.zeros(num_blocks, 1, 1, dtype=torch.bool, device=lb.device)
-    first[0] = True
-    # Step 0: a transition from the previous block, or the initial distribution.
-    a5 = trans.reshape(*trans.shape[:-2], 1, 1, k, k)
-    pi5 = init.reshape(*init.shape[:-1], 1, 1, 1, k)
-    mat = torch.where(first, pi5, a5) * b[..., 0, :].unsqueeze(-2)
-    partial = (~m.all(1).all(0)).tolist()  # per step, whether some block is padded there
+    lead = lb.dim() - 4
+    n, num_blocks = m.shape[:2]
+    perm = tuple(range(lead)) + (lead + 2, lead + 3, lead, lead + 1)
+    lbt = lb.permute(perm).reshape(*lb.shape[:lead], length, lb.shape[-1], n * num_blocks)
+    step_mask = m.permute(2, 0, 1).reshape(length, 1, n * num_blocks)
+    partial = (~step_mask.all(-1).squeeze(-1)).tolist()
+    if any(partial):
+        lbt = torch.where(step_mask, lbt, torch.zeros((), dtype=lbt.dtype, device=lbt.device))
+    shift = _finite_or_zero(lbt.amax(-2, keepdim=True)).detach()
+    return (lbt - shift).exp(), shift, step_mask, partial
+
+
+def _block_matrices(b: torch.Tensor, shift: torch.Tensor, step_mask: torch.Tensor,
+                    partial: list[bool], init: torch.Tensor, trans: torch.Tensor,
+                    num_sequences: int) -> torch.Tensor:
+    """Log transfer matrices of every block: (*P, N, B, K, K). Raises _FALLBACK when a row
+    lost its precision (the sequential code then handles the call exactly).
+
+    The products are kept transposed and state-major, (*P, K_to, K_from, N*B), so that each
+    step is one (K, K) @ (K, K * N*B) product and a multiplication along contiguous rows.
+    """
+    lead = trans.dim() - 2
+    length, k, nb = b.shape[-3:]
+    num_blocks = nb // num_sequences
+    eye = torch.eye(k, dtype=b.dtype, device=b.device).unsqueeze(-1)  # (K, K, 1)
+    first = torch.zeros(num_sequences, num_blocks, dtype=torch.bool, device=b.device)
+    first[:, 0] = True
+    first = first.reshape(nb)
+    trans_t = trans.transpose(-1, -2)  # (*P, K_to, K_from)
+    # Step 0: a transition from the previous block, or the initial distribution (every row).
+    start = torch.where(first, init[..., :, None, None], trans_t.unsqueeze(-1))
+    mat = start * b[..., 0, :, :].unsqueeze(-2)  # (*P, K_to, K_from, NB)
     if partial[0]:
-        mat = torch.where(m[:, :, 0, None, None], mat, eye)
-    rho = torch.zeros(mat.shape[:-1] + (1,), dtype=mat.dtype, device=mat.device)
-    floor = math.sqrt(torch.finfo(mat.dtype).tiny)
-    every = 8 if mat.dtype == torch.float64 else 2
-    low = torch.zeros((), dtype=torch.bool, device=mat.device)
+        mat = torch.where(step_mask[0], mat, eye)
+    rho = torch.zeros(mat.shape[:-3] + (k, nb), dtype=b.dtype, device=b.device)  # rows
+    floor = math.sqrt(torch.finfo(b.dtype).tiny)
+    every = 8 if b.dtype == torch.float64 else 2
+    low = torch.zeros((), dtype=torch.bool, device=b.device)
     for step in range(1, length + 1):
-        if step == length or step % every == 0:  # renormalise the rows
-            s = mat.sum(-1, keepdim=True)
+        if step == length or step % every == 0:  # renormalise each row (start state)
+            s = mat.sum(-3).clamp_min(0)  # (*P, K_from, NB)
             low = low | (s < floor).any()
-            mat = mat / s.clamp_min(floor)
-            rho = rho + s.clamp_min(floor).log()
+            s = s.clamp_min(floor)
+            mat = mat / s.unsqueeze(-3)
+            rho = rho + s.log()
         if step == length:
             break
-        new = _right_mul(mat, trans, lead) * b[..., step, :].unsqueeze(-2)
-        mat = torch.where(m[:, :, step, None, None], new, mat) if partial[step] else new
+        flat = mat.reshape(*mat.shape[:-3], k, k * nb)
+        new = (trans_t @ flat).view(mat.shape) * b[..., step, :, :].unsqueeze(-2)
+        mat = torch.where(step_mask[step], new, mat) if partial[step] else new
     if bool(low):
         raise _FALLBACK
-    return _log(mat) + rho + total_shift[..., None, None]
+    total_shift = shift.squeeze(-2).sum(-2)  # (*P, NB)
+    log_m = _log(mat) + (rho + total_shift.unsqueeze(-2)).unsqueeze(-3)  # (*P, Kt, Kf, NB)
+    # -> (*P, N, B, K_from, K_to)
+    log_m = log_m.permute(tuple(range(lead)) + (lead + 2, lead + 1, lead))
+    return log_m.reshape(*log_m.shape[:lead], num_sequences, num_blocks, k, k)
 
 
 def _scans(log_m: torch.Tensor):
@@ -195,7 +217,9 @@ def log_likelihood(log_b: torch.Tensor, init: torch.Tensor, trans: torch.Tensor,
                    mask: torch.Tensor, *, length: int | None = None) -> torch.Tensor:
     """Log-likelihood of each sequence, (*P, N); differentiable. Raises _FALLBACK."""
     length = length or block_length(log_b.shape[-2])
-    return _scans(_block_matrices(log_b, init, trans, mask, length))[1]
+    b, shift, step_mask, partial = _state_major(log_b, mask, length)
+    log_m = _block_matrices(b, shift, step_mask, partial, init, trans, mask.shape[0])
+    return _scans(log_m)[1]
 
 
 def forward_backward(log_b: torch.Tensor, init: torch.Tensor, trans: torch.Tensor,
@@ -206,7 +230,8 @@ def forward_backward(log_b: torch.Tensor, init: torch.Tensor, trans: torch.Tenso
     n, num_steps, k = log_b.shape
     length = length or block_length(num_steps)
     with torch.no_grad():
-        log_m = _block_matrices(log_b, init, trans, mask, length)  # (N, B, K, K)
+        b, shift, step_mask, partial = _state_major(log_b, mask, length)  # (L, K, NB)
+        log_m = _block_matrices(b, shift, step_mask, partial, init, trans, n)  # (N, B, K, K)
         f, log_lik = _scans(log_m)
         g = _suffix(log_m)
         num_blocks = log_m.shape[1]
@@ -215,14 +240,8 @@ def forward_backward(log_b: torch.Tensor, init: torch.Tensor, trans: torch.Tenso
         # the scaled backward message at each block's end (beta-hat of the scaled recursion).
         alpha_in = (f - big_f).exp()  # (N, B, K); row b enters block b + 1
         beta_out = (g + big_f - log_lik[:, None, None]).exp()
-        lb, m = _blocks(log_b, mask, length)  # (N, B, L, K)
         nb = n * num_blocks
-        # State-major (L, K, N*B) layout, as the sequential code.
-        lbt = lb.permute(2, 3, 0, 1).reshape(length, k, nb)
-        step_mask = m.permute(2, 0, 1).reshape(length, 1, nb)
-        lbt = torch.where(step_mask, lbt, torch.zeros((), dtype=lbt.dtype, device=lbt.device))
-        shift = _finite_or_zero(lbt.amax(1, keepdim=True))
-        b = (lbt - shift).exp_()
+        lb = log_b
         prev = torch.cat([torch.zeros(n, 1, k, dtype=lb.dtype, device=lb.device),
                           alpha_in[:, :-1]], 1).reshape(nb, k).T  # (K, NB)
         is_first = torch.zeros(n, num_blocks, dtype=torch.bool, device=lb.device)
@@ -233,7 +252,6 @@ def forward_backward(log_b: torch.Tensor, init: torch.Tensor, trans: torch.Tenso
         alphas = torch.empty(length, k, nb, dtype=b.dtype, device=b.device)
         norms = torch.empty(length, 1, nb, dtype=b.dtype, device=b.device)
         trans_t = trans.T.contiguous()
-        partial = (~step_mask.all(-1).squeeze(-1)).tolist()
         one = torch.ones((), dtype=b.dtype, device=b.device)
         for t in range(length):
             alpha = alphas[t]
