@@ -143,6 +143,32 @@ def test_em_on_one_long_sequence_matches_hmmlearn():
     assert_close(hmm.transition_probs, torch.as_tensor(peer.transmat_), atol=1e-7, rtol=0)
 
 
+def test_parallel_posterior_sampling_draws_from_the_posterior():
+    """Forward filtering, backward sampling with the backward pass made parallel: the
+    frequencies of many draws match the marginals, and no draw takes an impossible step."""
+    k = 3
+    trans = torch.tensor([[0.8, 0.2, 0.0], [0.1, 0.7, 0.2], [0.0, 0.3, 0.7]],
+                         dtype=torch.float64)
+    init = torch.tensor([0.5, 0.5, 0.0], dtype=torch.float64)
+    g = torch.Generator().manual_seed(1)
+    base = torch.randn(3, 150, k, generator=g, dtype=torch.float64)
+    mask = torch.arange(150) < torch.tensor([150, 97, 40]).unsqueeze(-1)
+    copies = 400
+    log_b, big_mask = base.repeat(copies, 1, 1), mask.repeat(copies, 1)
+    gamma = ops.forward_backward(base, init, trans, mask, algorithm="sequential")["gamma"]
+    draws = ops.sample_posterior(log_b, init, trans, big_mask, torch.Generator().manual_seed(0),
+                                 algorithm="parallel", block_length=8)
+    assert ((draws == -1) == ~big_mask).all()
+    draws = draws.view(copies, 3, 150)
+    freq = torch.nn.functional.one_hot(draws.clamp_min(0), k).double().mean(0)
+    real = mask.unsqueeze(-1).expand_as(gamma)
+    assert (freq - gamma)[real].abs().max() < 5 * math.sqrt(0.25 / copies)
+    steps = draws[..., :-1].clamp_min(0), draws[..., 1:].clamp_min(0)
+    used = mask[:, 1:].expand(copies, 3, 149)
+    assert (trans[steps[0], steps[1]][used] > 0).all()
+    assert (init[draws[..., 0]] > 0).all()
+
+
 def test_bad_algorithm_is_refused():
     log_b = torch.zeros(1, 3, 2)
     with pytest.raises(ValueError, match="algorithm: expected"):

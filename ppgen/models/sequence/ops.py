@@ -8,8 +8,8 @@ summing to one. ``mask`` (N, T) is True at real steps; every sequence has at lea
 Everything is vectorised over sequences, states and parameter draws; the only Python loop is
 over time, so the cost is linear in ``T``. For a few long sequences that loop is slow (a few
 Python-level operations per step, shared by few sequences): ``forward_log_prob``,
-``forward_backward`` and ``viterbi`` then switch to the time-parallel code of
-:mod:`ppgen.models.sequence.parallel` (``algorithm="auto"``, chosen by shape with
+``forward_backward``, ``viterbi`` and ``sample_posterior`` then switch to the time-parallel
+code of :mod:`ppgen.models.sequence.parallel` (``algorithm="auto"``, chosen by shape with
 :func:`~ppgen.models.sequence.parallel.use_parallel`; ``"sequential"`` or ``"parallel"``
 force one). Both give the same results to round-off.
 
@@ -265,9 +265,18 @@ def viterbi(log_b: torch.Tensor, init: torch.Tensor, trans: torch.Tensor,
 
 
 def sample_posterior(log_b: torch.Tensor, init: torch.Tensor, trans: torch.Tensor,
-                     mask: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+                     mask: torch.Tensor, generator: torch.Generator, *,
+                     algorithm: Algorithm = "auto", block_length: int | None = None
+                     ) -> torch.Tensor:
     """One draw of the state paths from p(z | x) by forward filtering, backward sampling:
-    shape (N, T), -1 at padded steps."""
+    shape (N, T), -1 at padded steps. (The two paths draw from the same distribution with
+    different random streams.)"""
+    if _parallel(algorithm, log_b):
+        try:
+            return parallel.sample_posterior(log_b, init, trans, mask, generator,
+                                             length=block_length)
+        except parallel._FALLBACK:
+            pass
     alphas = _filter(log_b, init, trans, mask)[0]
     tiny = torch.finfo(log_b.dtype).tiny
     num_steps = len(alphas)

@@ -33,7 +33,8 @@ import math
 
 import torch
 
-__all__ = ["block_length", "use_parallel", "log_likelihood", "forward_backward", "viterbi"]
+__all__ = ["block_length", "use_parallel", "log_likelihood", "forward_backward", "viterbi",
+           "sample_posterior"]
 
 #: Raised internally when a block product lost its precision; callers use the sequential code.
 class _FALLBACK(Exception):
@@ -222,6 +223,88 @@ def log_likelihood(log_b: torch.Tensor, init: torch.Tensor, trans: torch.Tensor,
     return _scans(log_m)[1]
 
 
+def _filter_blocks(log_b: torch.Tensor, init: torch.Tensor, trans: torch.Tensor,
+                   mask: torch.Tensor, length: int) -> dict:
+    """Stages 1-2 and the forward half of stage 3: the normalised filtered distributions
+    ``alphas`` (L, K, N*B) and their normalisers ``norms`` (L, 1, N*B) of every step, with
+    what the backward half needs. Raises _FALLBACK."""
+    n, _, k = log_b.shape
+    b, shift, step_mask, partial = _state_major(log_b, mask, length)  # (L, K, NB)
+    log_m = _block_matrices(b, shift, step_mask, partial, init, trans, n)  # (N, B, K, K)
+    f, log_lik = _scans(log_m)
+    num_blocks = log_m.shape[1]
+    big_f = torch.logsumexp(f, -1, keepdim=True)  # (N, B, 1) log p(x up to block end)
+    # Filtered distribution entering each block (after the previous block's end).
+    alpha_in = (f - big_f).exp()  # (N, B, K); row b enters block b + 1
+    nb = n * num_blocks
+    prev = torch.cat([torch.zeros(n, 1, k, dtype=b.dtype, device=b.device),
+                      alpha_in[:, :-1]], 1).reshape(nb, k).T  # (K, NB)
+    is_first = torch.zeros(n, num_blocks, dtype=torch.bool, device=b.device)
+    is_first[:, 0] = True
+    is_first = is_first.reshape(1, nb)
+    pred0 = torch.where(is_first, init.unsqueeze(-1), trans.T @ prev)
+    tiny = torch.finfo(b.dtype).tiny
+    alphas = torch.empty(length, k, nb, dtype=b.dtype, device=b.device)
+    norms = torch.empty(length, 1, nb, dtype=b.dtype, device=b.device)
+    trans_t = trans.T.contiguous()
+    one = torch.ones((), dtype=b.dtype, device=b.device)
+    for t in range(length):
+        alpha = alphas[t]
+        if t == 0:
+            torch.mul(pred0, b[0], out=alpha)
+        else:
+            torch.mm(trans_t, alphas[t - 1], out=alpha).mul_(b[t])
+        torch.sum(alpha, 0, keepdim=True, out=norms[t])
+        if partial[t]:
+            alpha.copy_(torch.where(step_mask[t], alpha, prev if t == 0 else alphas[t - 1]))
+            norms[t] = torch.where(step_mask[t], norms[t], one)
+        alpha.div_(norms[t].clamp_min(tiny))
+    if bool((norms <= tiny).any()):  # a step underflowed: the sequential code rescues it
+        raise _FALLBACK
+    return {"b": b, "step_mask": step_mask, "partial": partial, "alphas": alphas,
+            "norms": norms, "prev": prev, "is_first": is_first, "log_m": log_m, "f": f,
+            "big_f": big_f, "log_lik": log_lik}
+
+
+def sample_posterior(log_b: torch.Tensor, init: torch.Tensor, trans: torch.Tensor,
+                     mask: torch.Tensor, generator: torch.Generator | None, *,
+                     length: int | None = None) -> torch.Tensor:
+    """As :func:`ppgen.models.sequence.ops.sample_posterior`: one draw of the state paths
+    from p(z | x), (N, T), -1 at padded steps. Raises _FALLBACK.
+
+    Forward filtering as above; the backward sampling pass is made parallel too: for every
+    step t and every next state j a previous state is drawn from p(z_t | z_t+1 = j, x_<=t)
+    (Gumbel-max, all at once), and these maps are composed by pointer doubling.
+    """
+    n, num_steps, k = log_b.shape
+    length = length or block_length(num_steps)
+    with torch.no_grad():
+        fw = _filter_blocks(log_b, init, trans, mask, length)
+        num_blocks = fw["log_m"].shape[1]
+        alphas = fw["alphas"].reshape(length, k, n, num_blocks).permute(2, 3, 0, 1).reshape(
+            n, num_blocks * length, k)[:, :num_steps]  # (N, T, K)
+        last = torch.multinomial(alphas[:, -1], 1, generator=generator).squeeze(-1)
+        if num_steps == 1:
+            return last.unsqueeze(-1).masked_fill(~mask, -1)
+        # scores[n, t, i, j] = log alpha_t(i) + log A_ij + Gumbel noise, for t < T - 1.
+        u = torch.rand(n, num_steps - 1, k, k, generator=generator, dtype=alphas.dtype,
+                       device=alphas.device)
+        gumbel = -(-u.clamp_min(torch.finfo(u.dtype).tiny).log()).log()
+        scores = alphas[:, :-1].log().unsqueeze(-1) + trans.log() + gumbel
+        back = scores.argmax(-2)  # (N, T-1, K): state at t given state j at t+1
+        stay = torch.arange(k, device=back.device).expand_as(back)
+        back = torch.where(mask[:, 1:].unsqueeze(-1), back, stay)  # padded: carry
+        ident = torch.arange(k, device=back.device).expand(n, 1, k)
+        comp = torch.cat([back, ident], 1)  # comp[t] maps z_{t+1} to z_t; T-1: identity
+        span = 1
+        while span < num_steps:
+            later = torch.cat([comp[:, span:], ident.expand(n, min(span, num_steps), k)], 1)
+            comp = comp.gather(-1, later[:, :num_steps])
+            span *= 2
+        path = comp.gather(-1, last.view(n, 1, 1).expand(n, num_steps, 1)).squeeze(-1)
+        return path.masked_fill(~mask, -1)
+
+
 def forward_backward(log_b: torch.Tensor, init: torch.Tensor, trans: torch.Tensor,
                      mask: torch.Tensor, *, length: int | None = None
                      ) -> dict[str, torch.Tensor]:
@@ -230,42 +313,16 @@ def forward_backward(log_b: torch.Tensor, init: torch.Tensor, trans: torch.Tenso
     n, num_steps, k = log_b.shape
     length = length or block_length(num_steps)
     with torch.no_grad():
-        b, shift, step_mask, partial = _state_major(log_b, mask, length)  # (L, K, NB)
-        log_m = _block_matrices(b, shift, step_mask, partial, init, trans, n)  # (N, B, K, K)
-        f, log_lik = _scans(log_m)
-        g = _suffix(log_m)
+        fw = _filter_blocks(log_b, init, trans, mask, length)
+        b, step_mask, partial, alphas, norms, prev, is_first = (
+            fw[name] for name in ("b", "step_mask", "partial", "alphas", "norms", "prev",
+                                  "is_first"))
+        log_m, big_f, log_lik = fw["log_m"], fw["big_f"], fw["log_lik"]
         num_blocks = log_m.shape[1]
-        big_f = torch.logsumexp(f, -1, keepdim=True)  # (N, B, 1) log p(x up to block end)
-        # Filtered distribution entering each block (after the previous block's end) and
-        # the scaled backward message at each block's end (beta-hat of the scaled recursion).
-        alpha_in = (f - big_f).exp()  # (N, B, K); row b enters block b + 1
-        beta_out = (g + big_f - log_lik[:, None, None]).exp()
         nb = n * num_blocks
-        lb = log_b
-        prev = torch.cat([torch.zeros(n, 1, k, dtype=lb.dtype, device=lb.device),
-                          alpha_in[:, :-1]], 1).reshape(nb, k).T  # (K, NB)
-        is_first = torch.zeros(n, num_blocks, dtype=torch.bool, device=lb.device)
-        is_first[:, 0] = True
-        is_first = is_first.reshape(1, nb)
-        pred0 = torch.where(is_first, init.unsqueeze(-1), trans.T @ prev)
-        tiny = torch.finfo(b.dtype).tiny
-        alphas = torch.empty(length, k, nb, dtype=b.dtype, device=b.device)
-        norms = torch.empty(length, 1, nb, dtype=b.dtype, device=b.device)
-        trans_t = trans.T.contiguous()
-        one = torch.ones((), dtype=b.dtype, device=b.device)
-        for t in range(length):
-            alpha = alphas[t]
-            if t == 0:
-                torch.mul(pred0, b[0], out=alpha)
-            else:
-                torch.mm(trans_t, alphas[t - 1], out=alpha).mul_(b[t])
-            torch.sum(alpha, 0, keepdim=True, out=norms[t])
-            if partial[t]:
-                alpha.copy_(torch.where(step_mask[t], alpha, prev if t == 0 else alphas[t - 1]))
-                norms[t] = torch.where(step_mask[t], norms[t], one)
-            alpha.div_(norms[t].clamp_min(tiny))
-        if bool((norms <= tiny).any()):  # a step underflowed: the sequential code rescues it
-            raise _FALLBACK
+        # The scaled backward message at each block's end (beta-hat of the scaled recursion).
+        g = _suffix(log_m)
+        beta_out = (g + big_f - log_lik[:, None, None]).exp()
         carried = torch.empty_like(alphas)
         betas = torch.empty_like(alphas)
         betas[-1] = beta_out.reshape(nb, k).T
