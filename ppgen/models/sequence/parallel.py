@@ -42,8 +42,10 @@ class _FALLBACK(Exception):
 
 
 def block_length(num_steps: int) -> int:
-    """Steps per block: about sqrt(T) / 4, between 8 and 64."""
-    return int(min(64, max(8, round(math.sqrt(num_steps) / 4))))
+    """Steps per block: about 0.6 sqrt(T), between 8 and 256 (measured on one CPU thread:
+    the block products cost the same for any length, longer blocks mean fewer of them in
+    the log-space scans but more vectorised steps inside)."""
+    return int(min(256, max(8, round(0.6 * math.sqrt(num_steps)))))
 
 
 def use_parallel(num_sequences: int, num_steps: int, num_states: int) -> bool:
@@ -178,6 +180,8 @@ def _block_matrices(b: torch.Tensor, shift: torch.Tensor, step_mask: torch.Tenso
     mat = start * b[..., 0, :, :].unsqueeze(-2)  # (*P, K_to, K_from, NB)
     if partial[0]:
         mat = torch.where(step_mask[0], mat, eye)
+    # Padded steps exist only in a few blocks (each sequence's last ones): select them.
+    padded = (~step_mask.all(0).squeeze(0)).nonzero().squeeze(-1) if any(partial) else None
     rho = torch.zeros(mat.shape[:-3] + (k, nb), dtype=b.dtype, device=b.device)  # rows
     floor = math.sqrt(torch.finfo(b.dtype).tiny)
     every = 8 if b.dtype == torch.float64 else 2
@@ -193,7 +197,10 @@ def _block_matrices(b: torch.Tensor, shift: torch.Tensor, step_mask: torch.Tenso
             break
         flat = mat.reshape(*mat.shape[:-3], k, k * nb)
         new = (trans_t @ flat).view(mat.shape) * b[..., step, :, :].unsqueeze(-2)
-        mat = torch.where(step_mask[step], new, mat) if partial[step] else new
+        if partial[step]:
+            keep = step_mask[step][..., padded]  # (1, P): real step in that padded block
+            new[..., padded] = torch.where(keep, new[..., padded], mat[..., padded])
+        mat = new
     if bool(low):
         raise _FALLBACK
     total_shift = shift.squeeze(-2).sum(-2)  # (*P, NB)
