@@ -233,7 +233,7 @@ def _too_little_data(model: GenerativeModel, x: torch.Tensor, data_kw: dict[str,
     msg = (f"{type(model).__name__}: fitting {free} free scalar parameters to only {seen} "
            "observed scalars gives a degenerate solution; use more data, fewer states or "
            "components, a simpler covariance, or hold some parameters fixed (fixed=...).")
-    warnings.warn(msg, UserWarning, stacklevel=4)
+    warnings.warn(msg, UserWarning, stacklevel=4)  # fit -> _fit_builtin -> here
     return Diagnostic("too_little_data", msg, value=float(seen), threshold=float(free))
 
 
@@ -269,17 +269,8 @@ def _fit_builtin(model: GenerativeModel, data, method, seed, device, init, kwarg
     # the start values and the log-likelihood too.
     data_kw = {k: kwargs[k] for k in model.data_kwargs if k in kwargs}
     fixed, init = _check_fixed(model, fixed, init)
-    small = _too_little_data(model, x, data_kw, fixed)
+    small = [d for d in (_too_little_data(model, x, data_kw, fixed),) if d is not None]
     constants = _fixed_sites(model, x, init, fixed, seed, data_kw) if method != "em" else {}
-    result = _run_builtin(model, x, method, seed, init, kwargs, data_kw, progress, options,
-                          fixed, constants)
-    if small is not None:
-        result.messages.insert(0, small)
-    return result
-
-
-def _run_builtin(model: GenerativeModel, x, method, seed, init, kwargs, data_kw, progress,
-                 options, fixed, constants) -> Fit:
     model_fn = poutine.condition(model.model, data=constants) if constants else model.model
     if method == "em":
         out = run_em(model, x, init=init, seed=seed, progress=progress, data_kwargs=data_kw,
@@ -287,11 +278,13 @@ def _run_builtin(model: GenerativeModel, x, method, seed, init, kwargs, data_kw,
         info = ModelInfo(model.observed_sites, (), (), model.max_plate_nesting, {"obs": x})
         return Fit(model=model, method="em", history=out["history"], converged=out["converged"],
                    elapsed=0.0, seed=seed, model_fn=model_fn, data=x, model_kwargs=kwargs,
-                   info=info, params=model.get_params(), messages=out["messages"],
+                   info=info, params=model.get_params(), messages=small + out["messages"],
                    options=dict(options), state=model.get_state())
     if method == "svi":
-        return _svi_builtin(model, x, seed, init, kwargs, data_kw, progress, options,
-                            model_fn, constants)
+        result = _svi_builtin(model, x, seed, init, kwargs, data_kw, progress, options,
+                              model_fn, constants)
+        result.messages[:0] = small
+        return result
     info = inspect_model(model_fn, (x,), kwargs)
     options = dict(options)
     options.setdefault("jit_compile", model.jit_compile)
@@ -309,7 +302,7 @@ def _run_builtin(model: GenerativeModel, x, method, seed, init, kwargs, data_kw,
     return Fit(model=model, method="mcmc", history={}, converged=None, elapsed=0.0, seed=seed,
                model_fn=model_fn, data=x, model_kwargs=kwargs, info=info,
                params=model.get_params(), posterior=samples, sample_stats=out["sample_stats"],
-               options=dict(options), state=model.get_state())
+               messages=small, options=dict(options), state=model.get_state())
 
 
 def _split(options: dict[str, Any], names) -> dict[str, Any]:
