@@ -614,7 +614,8 @@ def main(argv: list[str] | None = None) -> int:
 
     blas = ", ".join(f"{i['internal_api']}:{i['num_threads']}" for i in threadpool_info()
                      if i["user_api"] == "blas")
-    print(f"# HMM EM benchmark: N={n:,} sequences x T={t} steps, K={k} states, D={d} features, "
+    shape = "sweep over sequence length" if args.sweep else f"N={n:,} sequences x T={t} steps"
+    print(f"# HMM EM benchmark: {shape}, K={k} states, D={d} features, "
           f"Gaussian emissions ({', '.join(args.covariances)} covariance), float64, "
           f"{iters} EM iterations")
     print(f"python {platform.python_version()}, torch {torch.__version__}, pyro "
