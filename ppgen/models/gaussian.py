@@ -12,7 +12,8 @@ import math
 import torch
 
 __all__ = ["LOG_2PI", "full_covariances", "cholesky", "outer_rows", "log_gaussian",
-           "log_gaussian_exact", "sufficient_statistics", "estimate_parameters"]
+           "log_gaussian_exact", "cancellation_risk", "sufficient_statistics",
+           "estimate_parameters"]
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -88,6 +89,22 @@ def log_gaussian(x: torch.Tensor, locs: torch.Tensor, chol: torch.Tensor,
     return -0.5 * (d * LOG_2PI + maha) + log_det
 
 
+def cancellation_risk(sq_radius: float, locs: torch.Tensor, chol: torch.Tensor,
+                      covariance: str) -> float:
+    """Bound on the round-off (nats) of :func:`log_gaussian`'s expanded quadratic form for
+    data within ``sq_radius`` (largest squared norm of the centred rows) of the centre:
+    eps x (|x|^2 + |mu|^2) x the largest precision. Above ~1e-11 use log_gaussian_exact."""
+    if covariance == "full":
+        inv = torch.linalg.solve_triangular(
+            chol, torch.eye(chol.shape[-1], dtype=chol.dtype, device=chol.device).expand(
+                chol.shape), upper=False)
+        prec = float(inv.square().sum((-2, -1)).max())  # trace of the precision
+    else:
+        prec = float(chol.square().reciprocal().max())
+    mu = float(locs.square().sum(-1).max())
+    return torch.finfo(chol.dtype).eps * 4 * (sq_radius + mu) * prec
+
+
 def log_gaussian_exact(x: torch.Tensor, locs: torch.Tensor, chol: torch.Tensor,
                        covariance: str, observed: torch.Tensor | None = None) -> torch.Tensor:
     """log N(x_n | locs_k, cov_k): shape (N, K), from the differences x_n - locs_k.
@@ -100,12 +117,16 @@ def log_gaussian_exact(x: torch.Tensor, locs: torch.Tensor, chol: torch.Tensor,
     missing drop out of the density.
     """
     d = x.shape[-1]
-    if covariance == "full" or observed is not None:
+    if observed is not None:
         diff = x.unsqueeze(-2) - locs  # (N, K, D)
     if covariance == "full":
-        eye = torch.eye(d, dtype=x.dtype, device=x.device).expand(locs.shape[0], d, d)
+        k = locs.shape[0]
+        eye = torch.eye(d, dtype=x.dtype, device=x.device).expand(k, d, d)
         prec_chol = torch.linalg.solve_triangular(chol, eye, upper=False).transpose(-1, -2)
-        white = (diff.unsqueeze(-2) @ prec_chol).squeeze(-2)  # (N, K, D)
+        # Whitened differences (x - mu_k) P_k as x P_k - mu_k P_k: one GEMM; its round-off
+        # is eps |x| |P| (first order), not the quadratic form's eps |x|^2 |P|^2.
+        white = (x @ prec_chol.transpose(0, 1).reshape(d, k * d)).view(-1, k, d)
+        white = white - torch.einsum("kd,kde->ke", locs, prec_chol)
         maha = white.square().sum(-1)
         log_det = chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
         return -0.5 * (d * LOG_2PI + maha) - log_det

@@ -23,9 +23,12 @@ from pyro.ops.indexing import Vindex
 
 from ..._validation import bad_value
 from ..gaussian import (
+    LOG_2PI,
+    cancellation_risk,
     cholesky,
     estimate_parameters,
     full_covariances,
+    log_gaussian,
     log_gaussian_exact,
     sufficient_statistics,
 )
@@ -174,7 +177,11 @@ class GaussianEmission(Emission):
         x, locs = x - shift, locs - shift
         chol = cholesky(cov, self.covariance)
         if observed is None or bool(observed.all()):
-            return log_gaussian_exact(x, locs, chol, self.covariance)
+            radius = float(x.detach().square().sum(-1).max()) if x.shape[0] else 0.0
+            risk = cancellation_risk(radius, locs.detach(), chol.detach(), self.covariance)
+            if risk > 1e-11:
+                return log_gaussian_exact(x, locs, chol, self.covariance)
+            return log_gaussian(x, locs, chol, self.covariance)
         if self.covariance != "full":
             # Independent coordinates: missing ones simply drop out of the sum.
             return log_gaussian_exact(torch.where(observed, x, torch.zeros_like(x)), locs,
@@ -272,6 +279,7 @@ class GaussianEmission(Emission):
             return x
         self._shift = x.mean(0)
         xc = x - self._shift
+        self._sq_radius = float(xc.square().sum(-1).max()) if xc.shape[0] else 0.0
         if self.covariance == "full":
             second = (xc.unsqueeze(-1) * xc.unsqueeze(-2)).reshape(xc.shape[0], -1)
         elif self.covariance == "diag":
@@ -283,14 +291,39 @@ class GaussianEmission(Emission):
     def em_log_prob(self, params, feats):
         if getattr(self, "_shift", None) is None:
             return self.log_prob(params, feats)
-        # The log-densities from the centred frames' differences to each mean (exact; the
-        # expanded exponential-family product loses ~eps |x|^2 / var, 1e-8 relative when
-        # the means are far apart relative to their spread); the features serve the M-step.
         locs, cov = params["locs"] - self._shift, params["covariances"]
         d = locs.shape[-1]
         width = feats.shape[1] - d - 1
-        return log_gaussian_exact(feats[:, width:width + d], locs,
-                                  cholesky(cov, self.covariance), self.covariance)
+        chol = cholesky(cov, self.covariance)
+        if cancellation_risk(self._sq_radius, locs, chol, self.covariance) > 1e-11:
+            # The expanded product below would lose ~eps |x|^2 / var (1e-8 relative when the
+            # means are far apart relative to their spread): the exact differences instead.
+            return log_gaussian_exact(feats[:, width:width + d], locs, chol, self.covariance)
+        return self._expanded_log_prob(locs, cov, chol, feats)
+
+    def _expanded_log_prob(self, locs, cov, chol, feats):
+        """[second moments, xc, 1] @ natural parameters: all log-densities in one GEMM."""
+        k, d = locs.shape
+        if self.covariance == "full":
+            eye = torch.eye(d, dtype=cov.dtype, device=cov.device).expand(k, d, d)
+            inv_chol = torch.linalg.solve_triangular(chol, eye, upper=False)
+            prec = inv_chol.transpose(-1, -2) @ inv_chol
+            prec_mu = (prec @ locs.unsqueeze(-1)).squeeze(-1)
+            second = -0.5 * prec.reshape(k, d * d)
+            log_det = 2 * chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+        elif self.covariance == "diag":
+            prec = cov.reciprocal()
+            prec_mu = locs * prec
+            second = -0.5 * prec
+            log_det = cov.log().sum(-1)
+        else:
+            prec = cov.reciprocal()
+            prec_mu = locs * prec.unsqueeze(-1)
+            second = -0.5 * prec.unsqueeze(-1)
+            log_det = d * cov.log()
+        const = -0.5 * (d * LOG_2PI + log_det + (locs * prec_mu).sum(-1))
+        weights = torch.cat([second, prec_mu, const.unsqueeze(-1)], 1)  # (K, F)
+        return feats @ weights.T
 
     def em_m_step(self, feats, gamma, old, fixed=frozenset()):
         if getattr(self, "_shift", None) is None:
