@@ -4,6 +4,15 @@ Run with ``make bench`` or directly::
 
     .venv/bin/python benchmarks/hmm_em.py            # full run (N=1,000 x T=100, K=8, D=4)
     .venv/bin/python benchmarks/hmm_em.py --quick    # smoke run (N=200 x T=50, K=4, D=3)
+    .venv/bin/python benchmarks/hmm_em.py --sweep    # sequence-length sweep (see below)
+    .venv/bin/python benchmarks/hmm_em.py --sweep --quick   # its smoke run (T <= 2,000)
+
+``--sweep`` times, instead, one sequence of T = 1,000, 10,000 and 100,000 frames and 10
+sequences of 10,000 (K=8, D=4, diag and full): ppgen (which takes its time-parallel
+forward-backward there, ``ppgen.models.sequence.parallel``) against both hmmlearn
+implementations, in one process, with the log-likelihoods compared, and the peak
+resident memory a ppgen fit added (sampled every millisecond, minus the resident size
+before the fit).
 
 For each covariance structure (``diag`` and ``full``) the data are drawn with
 ``ppgen.datasets.make_hmm`` (float64, every sequence full length) and three fits
@@ -41,6 +50,7 @@ import math
 import os
 import platform
 import sys
+import threading
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -77,6 +87,38 @@ except ImportError:  # imported from elsewhere: a minimal copy
 
 
 LL_RTOL_TARGET = 1e-6
+SWEEP_SHAPES = [(1, 1_000), (1, 10_000), (1, 100_000), (10, 10_000)]  # (N, T)
+SWEEP_QUICK_SHAPES = [(1, 500), (1, 2_000), (4, 1_000)]
+
+
+class PeakMemory:
+    """Peak resident memory (MB) above the level at construction, sampled every ms by a
+    thread until ``stop()`` (Linux /proc/self/statm; 0 elsewhere)."""
+
+    def __init__(self) -> None:
+        self.base = self._rss()
+        self.peak = self.base
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _rss() -> int:
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError):
+            return 0
+
+    def _watch(self) -> None:
+        while not self._done.wait(0.001):
+            self.peak = max(self.peak, self._rss())
+
+    def stop(self) -> float:
+        self._done.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._rss())
+        return (self.peak - self.base) / 2**20
 SVI_RTOL = 1e-3
 
 
@@ -254,10 +296,11 @@ class PpgenRunner(Runner):
 
     name = "ppgen (EM)"
 
-    def __init__(self, prob: Problem, iters: int) -> None:
+    def __init__(self, prob: Problem, iters: int, measure_memory: bool = False) -> None:
         import ppgen  # noqa: F401  (ImportError here means: ppgen not available)
 
         super().__init__(prob, iters)
+        self.measure_memory = measure_memory
         self.x = torch.from_numpy(prob.x)
         self.init = {name: torch.from_numpy(v) for name, v in prob.start.items()}
 
@@ -266,10 +309,13 @@ class PpgenRunner(Runner):
 
         hmm = ppgen.HiddenMarkovModel(self.prob.k, emission="gaussian",
                                       covariance=self.prob.covariance, reg_covar=0.0)
+        meter = PeakMemory() if self.measure_memory else None
         t0 = time.perf_counter()
         fit = ppgen.fit(hmm, self.x, method="em", init=self.init, num_steps=max_iter, tol=0.0,
                         seed=0, progress=False)
         elapsed = time.perf_counter() - t0
+        if meter is not None:
+            self.peak_mb = max(getattr(self, "peak_mb", 0.0), meter.stop())
         return elapsed, (hmm, fit)
 
     def loglik(self, model) -> float:
@@ -442,6 +488,56 @@ def format_table(rows: list[RunResult], ref: RunResult, ref_paths: np.ndarray,
     return "\n".join(lines)
 
 
+def run_sweep(args: argparse.Namespace) -> tuple[bool, dict]:
+    """Time per EM iteration over sequence lengths, ppgen against both hmmlearn variants."""
+    shapes = SWEEP_QUICK_SHAPES if args.quick else SWEEP_SHAPES
+    k, d, iters = args.k, args.d, args.iters
+    print(f"## sweep over sequence length: K={k}, D={d}, {iters} EM iterations, float64, "
+          f"best of {args.repeats}; all three implementations timed in this one process "
+          "(repeats interleaved), so the ratios hold under outside load")
+    print()
+    print("| N x T | covariance | hmmlearn scaling (ms/iter) | hmmlearn log (ms/iter) "
+          "| ppgen (ms/iter) | ppgen speed-up vs faster | ppgen peak memory (MB) "
+          "| max rel. log-lik diff | Viterbi = ppgen's | outside load |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---|---:|")
+    ok, rows_out = True, []
+    for n, t in shapes:
+        for cov in args.covariances:
+            prob = make_problem(n, t, k, d, cov, args.seed)
+            runners: list[Runner] = [HmmlearnRunner(prob, iters, impl)
+                                     for impl in ("scaling", "log")]
+            pp_runner = PpgenRunner(prob, iters, measure_memory=True)
+            runners.append(pp_runner)
+            load = OutsideLoad()
+            for _ in range(args.repeats):
+                for runner in runners:
+                    runner.run_once()
+            outside = load.fraction()
+            res = [runner.result() for runner in runners]
+            scaling, log, pp = res
+            faster = min(scaling.per_iter_s, log.per_iter_s)
+            rel = max(abs(r.loglik - pp.loglik) / abs(pp.loglik) for r in (scaling, log))
+            same = all(np.array_equal(r.paths, pp_runner.paths) for r in runners[:2])
+            ok = ok and rel <= LL_RTOL_TARGET and same
+            speed = faster / pp.per_iter_s
+            load_txt = "n/a" if outside is None else f"{100 * outside:.0f}%"
+            print(f"| {n} x {t:,} | {cov} | {scaling.per_iter_s * 1e3:.2f} "
+                  f"| {log.per_iter_s * 1e3:.2f} | {pp.per_iter_s * 1e3:.2f} | {speed:.2f}x "
+                  f"| {pp_runner.peak_mb:.0f} | {rel:.1e} | {'yes' if same else 'NO'} "
+                  f"| {load_txt} |", flush=True)
+            rows_out.append({"n": n, "t": t, "covariance": cov,
+                             "hmmlearn_scaling_ms": scaling.per_iter_s * 1e3,
+                             "hmmlearn_log_ms": log.per_iter_s * 1e3,
+                             "ppgen_ms": pp.per_iter_s * 1e3, "speedup": speed,
+                             "ppgen_peak_mb": pp_runner.peak_mb, "max_rel_loglik_diff": rel,
+                             "viterbi_identical": same, "outside_cpu_fraction": outside})
+    print()
+    print(f"- time/iter = (t(fit with {iters} iterations) - t(fit with 1)) / {iters - 1}, "
+          "best of the repeats; outside load = CPU time other processes used during the "
+          "timed fits, as a share of all CPUs.")
+    return ok, {"sweep": rows_out}
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=None,
@@ -472,11 +568,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="SVI steps between exact log-likelihood checks (default 5)")
     p.add_argument("--svi-jit", action="store_true",
                    help="use JitTraceEnum_ELBO instead of TraceEnum_ELBO")
+    p.add_argument("--sweep", action="store_true",
+                   help="time one sequence of T=1,000, 10,000, 100,000 and 10 of 10,000 "
+                        "(K=8, D=4; --quick: T <= 2,000) instead of the N x T run; "
+                        "5 iterations, best of 2 unless --iters / --repeats say otherwise")
     p.add_argument("--json", metavar="PATH", default=None,
                    help="also write the results as JSON to PATH")
     args = p.parse_args(argv)
     defaults = {"n": (1000, 200), "t": (100, 50), "k": (8, 4), "d": (4, 3),
                 "repeats": (3, 1), "svi_budget": (120.0, 10.0)}
+    if args.sweep:
+        defaults.update(k=(8, 4), d=(4, 3), repeats=(2, 1))
+        if args.iters == p.get_default("iters"):
+            args.iters = 5
     for name, (full, quick) in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, quick if args.quick else full)
@@ -510,7 +614,8 @@ def main(argv: list[str] | None = None) -> int:
 
     blas = ", ".join(f"{i['internal_api']}:{i['num_threads']}" for i in threadpool_info()
                      if i["user_api"] == "blas")
-    print(f"# HMM EM benchmark: N={n:,} sequences x T={t} steps, K={k} states, D={d} features, "
+    shape = "sweep over sequence length" if args.sweep else f"N={n:,} sequences x T={t} steps"
+    print(f"# HMM EM benchmark: {shape}, K={k} states, D={d} features, "
           f"Gaussian emissions ({', '.join(args.covariances)} covariance), float64, "
           f"{iters} EM iterations")
     print(f"python {platform.python_version()}, torch {torch.__version__}, pyro "
@@ -522,6 +627,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average (1 min) before start: {load1:.2f} on {os.cpu_count()} CPUs")
     if load1 > 0.5:
         print("WARNING: the machine is busy; timings will be noisy.")
+    if args.sweep:
+        print()
+        ok, report = run_sweep(args)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"config": {k_: v for k_, v in vars(args).items() if k_ != "json"},
+                           **report}, f, indent=2)
+        return 0 if ok else 1
 
     report: dict = {"config": {k_: v for k_, v in vars(args).items() if k_ != "json"},
                     "torch_threads": torch.get_num_threads(), "runs": {}}

@@ -80,6 +80,22 @@ def test_hmm_em_benchmark_runs_pyro_svi_baseline():
     assert "reached in" in line or "not reached in budget" in line
 
 
+def test_hmm_em_benchmark_sweep_over_sequence_length(tmp_path):
+    """--sweep --quick: one long sequence and a few, ppgen (time-parallel path) against both
+    hmmlearn implementations; equal log-likelihoods and Viterbi paths (no timing target)."""
+    pytest.importorskip("hmmlearn")
+    out = tmp_path / "sweep.json"
+    stdout = _run_script("hmm_em.py", "--sweep", "--quick", "--json", str(out))
+    rows = [ln for ln in stdout.splitlines() if ln.startswith("| 1 x") or ln.startswith("| 4 x")]
+    assert len(rows) == 6, stdout
+    report = json.loads(out.read_text())
+    assert [(r["n"], r["t"]) for r in report["sweep"]] == [(1, 500), (1, 500), (1, 2000),
+                                                          (1, 2000), (4, 1000), (4, 1000)]
+    for r in report["sweep"]:
+        assert r["max_rel_loglik_diff"] <= 1e-6 and r["viterbi_identical"], r
+        assert r["ppgen_ms"] > 0 and r["hmmlearn_scaling_ms"] > 0 and r["hmmlearn_log_ms"] > 0
+
+
 def test_hmm_jsb_benchmark_runs(tmp_path):
     out = tmp_path / "jsb.json"
     stdout = _run_script("hmm_jsb.py", "--quick", "--num-steps", "3", "--json", str(out))

@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pyro
+import pyro.poutine as poutine
 import torch
 from pyro.nn import PyroModule
 
@@ -24,12 +25,13 @@ from .._validation import (
     column_names,
     tensor_from_array,
 )
+from .._warnings import warn_user
 from ..models.base import GenerativeModel
 from ..training import Batch
 from .em import run_em
 from .loop import plan_steps, train
 from .mcmc import recover_discrete, run_mcmc
-from .result import Fit
+from .result import Diagnostic, Fit
 from .svi import run_svi
 from .tracing import ModelInfo, deterministic_draws, inspect_model
 
@@ -44,12 +46,15 @@ LOOP_OPTIONS = {"num_epochs", "checkpoint", "checkpoint_every", "resume", "valid
 OBJECTIVE_OPTIONS = {"lr", "lr_decay", "clip_norm", "num_particles"}
 
 _OPTIONS = {
-    "em": {"num_steps", "tol", "num_restarts"},
+    "em": {"num_steps", "tol", "num_restarts", "fixed"},
     "svi": {"num_steps", "tol", "check_every", "guide", "loss", "batch_size", "num_samples"}
     | LOOP_OPTIONS | OBJECTIVE_OPTIONS,
     "mcmc": {"num_samples", "num_warmup", "num_chains", "target_accept_prob", "max_tree_depth",
-             "kernel", "jit_compile"},
+             "kernel", "jit_compile", "fixed"},
 }
+_OPTIONS["svi"].add("fixed")
+#: Sample sites of a public parameter of the built-in models (default: the same name).
+_SITES_OF = {"covariances": ("scales", "corr_chol")}
 
 
 def _to_device(x: Any, device: torch.device | None) -> Any:
@@ -114,6 +119,10 @@ def fit(model: GenerativeModel | Callable, data: Any = None, method: Method | No
     progress : bool
         Show a progress bar (tqdm.auto; quiet when not interactive).
     **options
+        Every method of a built-in model: ``fixed``, a tuple of parameter names (e.g.
+        ``("transition_probs",)`` for an HMM, ``("weights",)`` for a mixture) held at their
+        ``init`` values (or the model's current values) while the others are fitted; under
+        SVI and MCMC their sites become constants.
         Method options: em: ``num_steps``, ``tol``, ``num_restarts``. svi: ``num_steps``,
         ``tol``, ``lr``, ``lr_decay``, ``clip_norm``, ``check_every``, ``num_particles``,
         ``guide`` ("normal" | "map" | callable), ``loss``, ``batch_size`` (built-in models),
@@ -253,8 +262,79 @@ def _check_device(device: Any) -> torch.device | None:
     return dev
 
 
+def _check_fixed(model: GenerativeModel, fixed: Any,
+                 init: dict[str, Any] | None) -> tuple[tuple[str, ...], dict[str, Any] | None]:
+    """Validated ``fixed`` names, and ``init`` completed with the model's current values of
+    fixed parameters it does not give."""
+    if fixed is None:
+        return (), init
+    if isinstance(fixed, str):
+        fixed = (fixed,)
+    if not isinstance(fixed, list | tuple | set | frozenset) or \
+            not all(isinstance(f, str) for f in fixed):
+        raise bad_type("fixed", "a tuple of parameter names", repr(fixed))
+    fixed = tuple(dict.fromkeys(fixed))
+    allowed = tuple(getattr(model, "fixable_params", ()))
+    unknown = [f for f in fixed if f not in allowed]
+    if unknown:
+        raise bad_value("fixed", "names among the parameters of "
+                        f"{type(model).__name__}: " + (", ".join(allowed) or "(none)"),
+                        ", ".join(unknown), "Name the public parameters, as in init=.")
+    init = dict(init or {})
+    missing = []
+    for name in fixed:
+        if init.get(name) is None:
+            if getattr(model, name, None) is None:
+                missing.append(name)
+            else:
+                init[name] = getattr(model, name).detach().clone()
+    if missing:
+        raise bad_value("fixed", "parameters with a value to hold", ", ".join(missing) +
+                        " without one", "Give them in init={...} (or set them with "
+                        "model.set_params(...) before the fit).")
+    return fixed, init or None
+
+
+def _too_little_data(model: GenerativeModel, x: torch.Tensor, data_kw: dict[str, Any],
+                     fixed: tuple[str, ...]) -> Diagnostic | None:
+    """A Diagnostic and a warning when the model has more free scalar parameters than the
+    data have observed scalars (hmmlearn and scikit-learn warn the same way)."""
+    if not hasattr(model, "num_observed_scalars"):
+        return None
+    free = model.num_parameters(fixed=fixed)
+    seen = model.num_observed_scalars(x, **data_kw)
+    if seen >= free:
+        return None
+    msg = (f"{type(model).__name__}: fitting {free} free scalar parameters to only {seen} "
+           "observed scalars gives a degenerate solution; use more data, fewer states or "
+           "components, a simpler covariance, or hold some parameters fixed (fixed=...).")
+    warn_user(msg, UserWarning)
+    return Diagnostic("too_little_data", msg, value=float(seen), threshold=float(free))
+
+
+def _fixed_sites(model: GenerativeModel, x: torch.Tensor, init: dict[str, Any] | None,
+                 fixed: tuple[str, ...], seed: int,
+                 data_kw: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Values of the sample sites of the fixed parameters (constants under SVI and MCMC)."""
+    if not fixed:
+        return {}
+    values = model.init_values(x, init=init, seed=seed, **data_kw)
+    out = {}
+    for name in fixed:
+        for site in _SITES_OF.get(name, (name,)):
+            if site not in values:
+                continue
+            value = values[site]
+            if site == name:  # the value itself (the start values floor probabilities)
+                value = torch.as_tensor(init[name]).to(dtype=value.dtype, device=value.device)
+            out[site] = value.detach()
+    return out
+
+
 def _fit_builtin(model: GenerativeModel, data, method, seed, device, init, kwargs, progress,
                  options) -> Fit:
+    options = dict(options)
+    fixed = options.pop("fixed", None)
     x, kwargs = model.prepare_inputs(data, kwargs)
     if device is not None:
         x = x.to(device)
@@ -263,17 +343,23 @@ def _fit_builtin(model: GenerativeModel, data, method, seed, device, init, kwarg
     # Keyword arguments that describe the data (e.g. sequence lengths) reach the EM steps,
     # the start values and the log-likelihood too.
     data_kw = {k: kwargs[k] for k in model.data_kwargs if k in kwargs}
-    model_fn = model.model
+    fixed, init = _check_fixed(model, fixed, init)
+    small = [d for d in (_too_little_data(model, x, data_kw, fixed),) if d is not None]
+    constants = _fixed_sites(model, x, init, fixed, seed, data_kw) if method != "em" else {}
+    model_fn = poutine.condition(model.model, data=constants) if constants else model.model
     if method == "em":
         out = run_em(model, x, init=init, seed=seed, progress=progress, data_kwargs=data_kw,
-                     **options)
+                     fixed=fixed, **options)
         info = ModelInfo(model.observed_sites, (), (), model.max_plate_nesting, {"obs": x})
         return Fit(model=model, method="em", history=out["history"], converged=out["converged"],
                    elapsed=0.0, seed=seed, model_fn=model_fn, data=x, model_kwargs=kwargs,
-                   info=info, params=model.get_params(), messages=out["messages"],
+                   info=info, params=model.get_params(), messages=small + out["messages"],
                    options=dict(options), state=model.get_state())
     if method == "svi":
-        return _svi_builtin(model, x, seed, init, kwargs, data_kw, progress, options)
+        result = _svi_builtin(model, x, seed, init, kwargs, data_kw, progress, options,
+                              model_fn, constants)
+        result.messages[:0] = small
+        return result
     info = inspect_model(model_fn, (x,), kwargs)
     options = dict(options)
     options.setdefault("jit_compile", model.jit_compile)
@@ -283,14 +369,18 @@ def _fit_builtin(model: GenerativeModel, data, method, seed, device, init, kwarg
     out = run_mcmc(model_fn, (x,), kwargs, info, seed=seed, progress=progress,
                    init_values_fn=lambda s: model.init_values(x, init=init, seed=s, **data_kw),
                    slow_remedy="Faster: " + ", or ".join(faster) + ".", **options)
-    samples = model.relabel(out["samples"])
+    samples = dict(out["samples"])
+    lead = next(iter(samples.values())).shape[:2] if samples else (1, 1)
+    for site, value in constants.items():  # fixed sites: the same value in every draw
+        samples[site] = value.expand(*lead, *value.shape).clone()
+    samples = model.relabel(samples)
     samples.update(recover_discrete(model_fn, samples, (x,), kwargs, info, seed))
-    continuous = {k: v for k, v in samples.items() if k in info.continuous}
+    continuous = {k: v for k, v in samples.items() if k in info.continuous or k in constants}
     model.summarize_posterior({k: v.reshape(-1, *v.shape[2:]) for k, v in continuous.items()})
     return Fit(model=model, method="mcmc", history={}, converged=None, elapsed=0.0, seed=seed,
                model_fn=model_fn, data=x, model_kwargs=kwargs, info=info,
                params=model.get_params(), posterior=samples, sample_stats=out["sample_stats"],
-               options=dict(options), state=model.get_state())
+               messages=small, options=dict(options), state=model.get_state())
 
 
 def _split(options: dict[str, Any], names) -> dict[str, Any]:
@@ -347,10 +437,13 @@ def _validation_batch(model: GenerativeModel, loop_kw: dict[str, Any]) -> dict[s
 
 
 def _svi_builtin(model: GenerativeModel, x, seed, init, kwargs, data_kw, progress,
-                 options) -> Fit:
+                 options, model_fn=None, constants=None) -> Fit:
     """SVI on a built-in model: its own objective when it has one (networks trained by a
-    hand-written step), else an ELBO on its Pyro model and a guide."""
+    hand-written step), else an ELBO on its Pyro model (conditioned on the ``constants``,
+    the fixed parameters' sites) and a guide."""
     options = dict(options)
+    constants = constants or {}
+    model_fn = model_fn or model.model
     loop_kw = _split(options, LOOP_OPTIONS)
     num_draws = options.pop("num_samples", 1000)
     batch_size = options.pop("batch_size", None)
@@ -363,6 +456,9 @@ def _svi_builtin(model: GenerativeModel, x, seed, init, kwargs, data_kw, progres
         objective = model.default_objective(
             total_steps=total, **_split(options, OBJECTIVE_OPTIONS | set(model.objective_options)))
     if objective is not None:
+        if constants:
+            raise bad_value("fixed", "no fixed parameters for a model trained by its own "
+                            f"objective ({type(objective).__name__})", ", ".join(constants))
         loop_kw = _validation_batch(model, loop_kw)
         # The run's length is not part of it: a finished run can be resumed with more
         # steps or epochs (the learning-rate schedule goes on from the checkpoint's state).
@@ -390,18 +486,22 @@ def _svi_builtin(model: GenerativeModel, x, seed, init, kwargs, data_kw, progres
         guide_kind = "model"
     if guide == "model":
         guide = model.guide
+    if constants and own:
+        guide = poutine.block(guide, hide=list(constants))
     if batch_size is not None:
         batch_size = min(check_positive_int("batch_size", batch_size), x.shape[0])
         kwargs = dict(kwargs, subsample_size=batch_size)
     # One trace on a minibatch (not the whole data set) tells the sites and the plates.
-    info = inspect_model(model.model, (x,), kwargs)
+    info = inspect_model(model_fn, (x,), kwargs)
     kwargs = {k: v for k, v in kwargs.items() if k != "subsample_size"}
     if options.get("loss") is None:
         options["loss"] = model.default_loss(options.get("num_particles", 1))
     values = None if own else model.init_values(x, init=init, seed=seed, **data_kw)
     fingerprint = _fingerprint(model, x, "svi", guide if callable(guide) else str(guide),
                                dict(options, batch_size=batch_size, guide=str(guide)), loop_kw)
-    out = run_svi(model.model, (x,), kwargs, info, progress=progress, seed=seed, guide=guide,
+    if constants and values is not None:
+        values = {k: v for k, v in values.items() if k not in constants}
+    out = run_svi(model_fn, (x,), kwargs, info, progress=progress, seed=seed, guide=guide,
                   init_values=values, batch_size=batch_size, num_steps=num_steps, tol=tol,
                   check_every=check_every, loop_options=loop_kw, fingerprint=fingerprint,
                   model=model, **options)
@@ -416,9 +516,9 @@ def _svi_builtin(model: GenerativeModel, x, seed, init, kwargs, data_kw, progres
         if guide != "map" and not own:
             posterior = _guide_draws(guide_fn, (x,), kwargs, info, num_draws)
     if point:
-        model.set_point_estimate(point)
+        model.set_point_estimate({**point, **constants})
     return Fit(model=model, method="svi", history=out["history"], converged=out["converged"],
-               elapsed=0.0, seed=seed, model_fn=model.model, data=x, model_kwargs=kwargs,
+               elapsed=0.0, seed=seed, model_fn=model_fn, data=x, model_kwargs=kwargs,
                info=info, params=model.get_params() if model.is_fitted else {},
                posterior=posterior, guide=guide_fn, messages=out["messages"],
                options=dict(options, batch_size=batch_size, guide=guide_kind),

@@ -40,15 +40,21 @@ class ConvergenceMonitor:
             return False
         return abs(current - previous) <= self.tol * max(abs(previous), 1e-300)
 
-    def decreased(self, previous: float, current: float, dtype: torch.dtype) -> bool:
-        """A decrease beyond round-off (1000 machine epsilons of the objective's size)."""
-        slack = 1e3 * torch.finfo(dtype).eps * max(abs(previous), 1.0)
+    def decreased(self, previous: float, current: float, dtype: torch.dtype,
+                  scale: float | None = None) -> bool:
+        """A decrease beyond round-off: 1000 machine epsilons of the objective's size, or of
+        ``scale``, the sum of the magnitudes of the terms the objective adds up (its own
+        round-off; a model's e_step reports it as ``stats["objective_scale"]``), when larger.
+        """
+        size = max(abs(previous), 1.0, 0.0 if scale is None else float(scale))
+        slack = 1e3 * torch.finfo(dtype).eps * size
         return math.isfinite(previous) and current < previous - slack
 
 
 def run_em(model: Any, data: torch.Tensor, *, init: dict[str, Any] | None, seed: int,
            progress: bool, num_steps: int = 100, tol: float = 1e-6,
-           num_restarts: int = 1, data_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+           num_restarts: int = 1, data_kwargs: dict[str, Any] | None = None,
+           fixed: tuple[str, ...] = ()) -> dict[str, Any]:
     """Fit ``model`` by EM; leaves the best restart's parameters in the model.
 
     Parameters
@@ -61,6 +67,9 @@ def run_em(model: Any, data: torch.Tensor, *, init: dict[str, Any] | None, seed:
         Independent starts (seeds derived from ``seed``); the best final log-likelihood wins.
     data_kwargs : dict, optional
         Keyword arguments describing the data (e.g. ``lengths``), passed to every step.
+    fixed : tuple of str
+        Parameters the model's M-steps leave at their start values (passed to
+        ``em_initialize``; validated by ``ppgen.fit``).
     """
     num_steps = check_positive_int("num_steps", num_steps)
     tol = check_nonnegative_float("tol", tol)
@@ -73,8 +82,9 @@ def run_em(model: Any, data: torch.Tensor, *, init: dict[str, Any] | None, seed:
         # One intra-op thread for small data (ppgen._threads): EM's ops are data-sized.
         with work_threads(num_elements(data, *(data_kwargs or {}).values()),
                           device=data.device):
+            start_kw = {"fixed": tuple(fixed)} if fixed else {}
             best = _restarts(model, data, dict(data_kwargs or {}), init, seed, num_steps,
-                             num_restarts, monitor, decreases, bar)
+                             num_restarts, monitor, decreases, bar, start_kw)
     finally:
         bar.close()
         if hasattr(model, "em_finalize"):
@@ -116,19 +126,21 @@ def _decrease_summary(decreases: list[tuple[int, int, float, float]],
         value=after - before)
 
 
-def _restarts(model, data, kw, init, seed, num_steps, num_restarts, monitor, decreases, bar):
+def _restarts(model, data, kw, init, seed, num_steps, num_restarts, monitor, decreases, bar,
+              start_kw=None):
     """Run every restart; return the best one's state, history and convergence flag."""
     best: dict[str, Any] | None = None
     dtype = data.dtype if data.is_floating_point() else model.dtype
     for restart, restart_seed in enumerate(derive_seeds(seed, num_restarts)):
-        model.em_initialize(data, init=init, seed=restart_seed, **kw)
+        model.em_initialize(data, init=init, seed=restart_seed, **kw, **(start_kw or {}))
         history: list[float] = []
         converged = False
         previous = -math.inf
         ll, stats = model.e_step(data, **kw)
         for step in range(num_steps):
             history.append(ll)
-            if monitor.decreased(previous, ll, dtype):
+            scale = stats.get("objective_scale") if isinstance(stats, dict) else None
+            if monitor.decreased(previous, ll, dtype, scale):
                 decreases.append((restart, step, previous, ll))
             if monitor.converged(previous, ll):
                 converged = True

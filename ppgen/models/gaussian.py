@@ -12,7 +12,8 @@ import math
 import torch
 
 __all__ = ["LOG_2PI", "full_covariances", "cholesky", "outer_rows", "log_gaussian",
-           "sufficient_statistics", "estimate_parameters"]
+           "log_gaussian_exact", "cancellation_risk", "sufficient_statistics",
+           "estimate_parameters"]
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -88,6 +89,67 @@ def log_gaussian(x: torch.Tensor, locs: torch.Tensor, chol: torch.Tensor,
     return -0.5 * (d * LOG_2PI + maha) + log_det
 
 
+def cancellation_risk(sq_radius: float, locs: torch.Tensor, chol: torch.Tensor,
+                      covariance: str) -> float:
+    """Bound on the round-off (nats) of :func:`log_gaussian`'s expanded quadratic form for
+    data within ``sq_radius`` (largest squared norm of the centred rows) of the centre:
+    eps x (|x|^2 + |mu|^2) x the largest precision. Above ~1e-11 use log_gaussian_exact."""
+    if covariance == "full":
+        inv = torch.linalg.solve_triangular(
+            chol, torch.eye(chol.shape[-1], dtype=chol.dtype, device=chol.device).expand(
+                chol.shape), upper=False)
+        prec = float(inv.square().sum((-2, -1)).max())  # trace of the precision
+    else:
+        prec = float(chol.square().reciprocal().max())
+    mu = float(locs.square().sum(-1).max())
+    return torch.finfo(chol.dtype).eps * 4 * (sq_radius + mu) * prec
+
+
+def log_gaussian_exact(x: torch.Tensor, locs: torch.Tensor, chol: torch.Tensor,
+                       covariance: str, observed: torch.Tensor | None = None) -> torch.Tensor:
+    """log N(x_n | locs_k, cov_k): shape (N, K), from the differences x_n - locs_k.
+
+    Unlike :func:`log_gaussian`, which expands the quadratic form into matrix products (one
+    GEMM, but its terms x'Px and mu'Pmu cancel, leaving a round-off of eps times their
+    size: 1e-8 relative when means lie hundreds of standard deviations apart), every
+    Mahalanobis distance is summed from its own (whitened) differences, as hmmlearn does;
+    costs N x K x D memory. ``observed`` (N, D) bool (diag/spherical): coordinates that are
+    missing drop out of the density.
+    """
+    d = x.shape[-1]
+    if observed is not None:
+        diff = x.unsqueeze(-2) - locs  # (N, K, D)
+    if covariance == "full":
+        k = locs.shape[0]
+        eye = torch.eye(d, dtype=x.dtype, device=x.device).expand(k, d, d)
+        prec_chol = torch.linalg.solve_triangular(chol, eye, upper=False).transpose(-1, -2)
+        # Whitened differences (x - mu_k) P_k as x P_k - mu_k P_k: one GEMM; its round-off
+        # is eps |x| |P| (first order), not the quadratic form's eps |x|^2 |P|^2.
+        white = (x @ prec_chol.transpose(0, 1).reshape(d, k * d)).view(-1, k, d)
+        white = white - torch.einsum("kd,kde->ke", locs, prec_chol)
+        maha = white.square().sum(-1)
+        log_det = chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+        return -0.5 * (d * LOG_2PI + maha) - log_det
+    var = chol.square()
+    if covariance == "spherical":
+        var = var.unsqueeze(-1).expand(-1, d)
+    log_var = var.log()
+    if observed is None:
+        # One feature at a time: (N, K) passes on contiguous memory (a reduction over the
+        # short feature axis of an (N, K, D) tensor is several times slower).
+        prec = var.reciprocal()
+        xt = x.T.contiguous()
+        maha = None
+        for j in range(d):
+            term = (xt[j].unsqueeze(-1) - locs[:, j]).square_().mul_(prec[:, j])
+            maha = term if maha is None else maha.add_(term)
+        return -0.5 * (maha + (d * LOG_2PI + log_var.sum(-1)))
+    sq = diff.square_().div_(var)
+    o = observed.to(x.dtype)
+    sq = sq.masked_fill_(~observed.unsqueeze(-2), 0.0)
+    return -0.5 * (sq.sum(-1) + o @ (LOG_2PI + log_var).T)
+
+
 def sufficient_statistics(x: torch.Tensor, resp: torch.Tensor, covariance: str,
                            x2: torch.Tensor | None = None):
     """Responsibility-weighted counts, sums and (uncentred) second moments of one chunk."""
@@ -106,20 +168,33 @@ def sufficient_statistics(x: torch.Tensor, resp: torch.Tensor, covariance: str,
     return nk, sx, sxx
 
 
-def estimate_parameters(nk, sx, sxx, num_data, covariance, reg_covar):
-    """M-step from sufficient statistics (data centred), as scikit-learn estimates them."""
+def estimate_parameters(nk, sx, sxx, num_data, covariance, reg_covar, locs=None):
+    """M-step from sufficient statistics (data centred), as scikit-learn estimates them.
+
+    With ``locs`` (centred as the data; held fixed by the fit) the covariances are the
+    responsibility-weighted scatter around them, the exact M-step given those means.
+    """
     eps = 10 * torch.finfo(nk.dtype).eps
     nk = nk + eps
     weights = nk / nk.sum()
-    locs = sx / nk.unsqueeze(-1)
+    if locs is None:  # the weighted means
+        locs = sx / nk.unsqueeze(-1)
+        centre = locs
+    else:  # the scatter around the given means: sxx/n - m mu' - mu m' + mu mu'
+        centre = 2 * sx / nk.unsqueeze(-1) - locs
     if covariance == "full":
         d = locs.shape[-1]
-        cov = sxx / nk[:, None, None] - locs.unsqueeze(-1) * locs.unsqueeze(-2)
+        if centre is locs:
+            cov = sxx / nk[:, None, None] - locs.unsqueeze(-1) * locs.unsqueeze(-2)
+        else:
+            cross = (sx / nk.unsqueeze(-1)).unsqueeze(-1) * locs.unsqueeze(-2)
+            cov = (sxx / nk[:, None, None] - cross - cross.transpose(-1, -2)
+                   + locs.unsqueeze(-1) * locs.unsqueeze(-2))
         cov = 0.5 * (cov + cov.transpose(-1, -2))
         cov = cov + reg_covar * torch.eye(d, dtype=cov.dtype, device=cov.device)
     elif covariance == "diag":
-        cov = sxx / nk.unsqueeze(-1) - locs.square() + reg_covar
+        cov = sxx / nk.unsqueeze(-1) - centre * locs + reg_covar
     else:
         d = locs.shape[-1]
-        cov = (sxx / nk - locs.square().sum(-1)) / d + reg_covar
+        cov = (sxx / nk - (centre * locs).sum(-1)) / d + reg_covar
     return weights, locs, cov

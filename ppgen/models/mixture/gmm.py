@@ -24,6 +24,7 @@ covariance diagonal in every M-step, exactly as scikit-learn's ``GaussianMixture
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import pyro
@@ -349,10 +350,17 @@ class GaussianMixture(GenerativeModel):
         m = m + shift
         return given.get("weights", w), given.get("locs", m), given.get("covariances", c)
 
+    @property
+    def fixable_params(self) -> tuple[str, ...]:
+        """Parameters ``ppgen.fit(..., fixed=...)`` can hold at their start values."""
+        return self.param_names
+
     def em_initialize(self, data: torch.Tensor, *, init: dict[str, Any] | None,
-                      seed: int) -> None:
+                      seed: int, fixed: Sequence[str] = ()) -> None:
+        """EM start; the parameters named in ``fixed`` keep their start values."""
         w, m, c = self._initial_params(data, init, seed)
         self.weights, self.locs, self.covariances = w, m, c
+        self._em_fixed = frozenset(fixed)
         self._em_shift = data.mean(0)
         self._em_cache = None
         self._on_params_changed()
@@ -397,8 +405,13 @@ class GaussianMixture(GenerativeModel):
 
     def m_step(self, data: torch.Tensor, stats: tuple[torch.Tensor, ...]) -> None:
         shift = self._em_shift if self._em_shift is not None else data.mean(0)
-        w, m, c = estimate_parameters(*stats, data.shape[0], self.covariance, self.reg_covar)
-        self.weights, self.locs, self.covariances = w, m + shift, c
+        fixed = getattr(self, "_em_fixed", frozenset())
+        held = self.locs - shift if "locs" in fixed else None
+        w, m, c = estimate_parameters(*stats, data.shape[0], self.covariance, self.reg_covar,
+                                      held)
+        for name, value in (("weights", w), ("locs", m + shift), ("covariances", c)):
+            if name not in fixed:
+                setattr(self, name, value)
         self._on_params_changed()
 
     # ---------------------------------------------------------------- label switching
@@ -546,11 +559,19 @@ class GaussianMixture(GenerativeModel):
             out[r] = block
         return out
 
-    def num_parameters(self) -> int:
-        """Number of free parameters (for BIC/AIC)."""
+    def parameter_counts(self) -> dict[str, int]:
+        """Free scalars of each parameter (the weights sum to one: one less)."""
         k, d = self.num_components, self.num_features
         cov = {"full": k * d * (d + 1) // 2, "diag": k * d, "spherical": k}[self.covariance]
-        return (k - 1) + k * d + cov
+        return {"weights": k - 1, "locs": k * d, "covariances": cov}
+
+    def num_parameters(self, fixed: Sequence[str] = ()) -> int:
+        """Number of free parameters (for BIC/AIC), leaving out those held ``fixed``."""
+        return sum(v for name, v in self.parameter_counts().items() if name not in fixed)
+
+    def num_observed_scalars(self, data: torch.Tensor) -> int:
+        """Observed scalars of prepared data (rows times features)."""
+        return int(data.numel())
 
     def bic(self, data: Any) -> float:
         """Bayesian information criterion -2 log L + p log N (lower is better)."""

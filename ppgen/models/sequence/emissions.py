@@ -24,10 +24,12 @@ from pyro.ops.indexing import Vindex
 from ..._validation import bad_value
 from ..gaussian import (
     LOG_2PI,
+    cancellation_risk,
     cholesky,
     estimate_parameters,
     full_covariances,
     log_gaussian,
+    log_gaussian_exact,
     sufficient_statistics,
 )
 from ..kmeans import kmeans
@@ -115,7 +117,9 @@ class Emission:
         return self.log_prob(params, feats)
 
     def em_m_step(self, feats: torch.Tensor, gamma: torch.Tensor,
-                  old: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+                  old: dict[str, torch.Tensor],
+                  fixed: frozenset[str] = frozenset()) -> dict[str, torch.Tensor]:
+        """M-step of the parameters not in ``fixed`` (which the caller keeps as they are)."""
         return self.m_step(feats, gamma, old)
 
     def log_prior(self, params: dict[str, torch.Tensor]) -> torch.Tensor | float:
@@ -166,24 +170,23 @@ class GaussianEmission(Emission):
             full = full_covariances(cov, self.covariance, d)
             mvn = dist.MultivariateNormal(locs.unsqueeze(-3), covariance_matrix=full.unsqueeze(-4))
             return mvn.log_prob(x.unsqueeze(-2))
-        # Centre on the state means' average: the expanded quadratic forms below lose all
-        # precision in float32 when the data sit far from the origin.
+        # Centre on the state means' average (float32 data far from the origin), and sum
+        # each Mahalanobis distance from its own differences: exact also when the means lie
+        # hundreds of standard deviations apart (log_gaussian_exact).
         shift = locs.detach().mean(0)
         x, locs = x - shift, locs - shift
         chol = cholesky(cov, self.covariance)
         if observed is None or bool(observed.all()):
+            radius = float(x.detach().square().sum(-1).max()) if x.shape[0] else 0.0
+            risk = cancellation_risk(radius, locs.detach(), chol.detach(), self.covariance)
+            if risk > 1e-11:
+                return log_gaussian_exact(x, locs, chol, self.covariance)
             return log_gaussian(x, locs, chol, self.covariance)
-        out = torch.zeros(x.shape[0], self.k, dtype=x.dtype, device=x.device)
         if self.covariance != "full":
             # Independent coordinates: missing ones simply drop out of the sum.
-            var = chol.square()
-            var = var.unsqueeze(-1).expand(-1, d) if self.covariance == "spherical" else var
-            o = observed.to(x.dtype)
-            xo = torch.where(observed, x, torch.zeros_like(x))
-            prec = var.reciprocal()
-            maha = (xo.square() @ prec.T - 2 * xo @ (locs * prec).T
-                    + o @ (locs.square() * prec).T)
-            return -0.5 * (o @ (LOG_2PI + var.log()).T + maha)
+            return log_gaussian_exact(torch.where(observed, x, torch.zeros_like(x)), locs,
+                                      chol, self.covariance, observed)
+        out = torch.zeros(x.shape[0], self.k, dtype=x.dtype, device=x.device)
         full = cov
         patterns, which = torch.unique(observed, dim=0, return_inverse=True)
         for p, pattern in enumerate(patterns):  # one pass per distinct missing pattern
@@ -191,8 +194,8 @@ class GaussianEmission(Emission):
             if not bool(pattern.any()):
                 continue
             sub = full[:, pattern][:, :, pattern]
-            out[rows] = log_gaussian(x[rows][:, pattern], locs[:, pattern],
-                                      torch.linalg.cholesky(sub), "full")
+            out[rows] = log_gaussian_exact(x[rows][:, pattern], locs[:, pattern],
+                                            torch.linalg.cholesky(sub), "full")
         return out
 
     def pyro_dist(self, sites, z):
@@ -246,10 +249,11 @@ class GaussianEmission(Emission):
                                                              * std.unsqueeze(-2)))
         return out
 
-    def _estimate(self, x, resp, reg):
+    def _estimate(self, x, resp, reg, locs=None):
         shift = x.mean(0)
         nk, sx, sxx = sufficient_statistics(x - shift, resp, self.covariance)
-        _, locs, cov = estimate_parameters(nk, sx, sxx, x.shape[0], self.covariance, reg)
+        _, locs, cov = estimate_parameters(nk, sx, sxx, x.shape[0], self.covariance, reg,
+                                           None if locs is None else locs - shift)
         return nk, locs + shift, cov
 
     def initial_params(self, x, generator, dtype):
@@ -259,8 +263,9 @@ class GaussianEmission(Emission):
         _, locs, cov = self._estimate(x, resp, reg)
         return {"locs": locs, "covariances": cov}
 
-    def m_step(self, x, gamma, old):
-        nk, locs, cov = self._estimate(x, gamma, self.reg_covar)
+    def m_step(self, x, gamma, old, fixed=frozenset()):
+        nk, locs, cov = self._estimate(x, gamma, self.reg_covar,
+                                       old["locs"] if "locs" in fixed else None)
         return {"locs": _keep_empty(locs, old["locs"], nk),
                 "covariances": _keep_empty(cov, old["covariances"], nk)}
 
@@ -274,6 +279,7 @@ class GaussianEmission(Emission):
             return x
         self._shift = x.mean(0)
         xc = x - self._shift
+        self._sq_radius = float(xc.square().sum(-1).max()) if xc.shape[0] else 0.0
         if self.covariance == "full":
             second = (xc.unsqueeze(-1) * xc.unsqueeze(-2)).reshape(xc.shape[0], -1)
         elif self.covariance == "diag":
@@ -286,8 +292,18 @@ class GaussianEmission(Emission):
         if getattr(self, "_shift", None) is None:
             return self.log_prob(params, feats)
         locs, cov = params["locs"] - self._shift, params["covariances"]
-        k, d = locs.shape
+        d = locs.shape[-1]
+        width = feats.shape[1] - d - 1
         chol = cholesky(cov, self.covariance)
+        if cancellation_risk(self._sq_radius, locs, chol, self.covariance) > 1e-11:
+            # The expanded product below would lose ~eps |x|^2 / var (1e-8 relative when the
+            # means are far apart relative to their spread): the exact differences instead.
+            return log_gaussian_exact(feats[:, width:width + d], locs, chol, self.covariance)
+        return self._expanded_log_prob(locs, cov, chol, feats)
+
+    def _expanded_log_prob(self, locs, cov, chol, feats):
+        """[second moments, xc, 1] @ natural parameters: all log-densities in one GEMM."""
+        k, d = locs.shape
         if self.covariance == "full":
             eye = torch.eye(d, dtype=cov.dtype, device=cov.device).expand(k, d, d)
             inv_chol = torch.linalg.solve_triangular(chol, eye, upper=False)
@@ -309,9 +325,9 @@ class GaussianEmission(Emission):
         weights = torch.cat([second, prec_mu, const.unsqueeze(-1)], 1)  # (K, F)
         return feats @ weights.T
 
-    def em_m_step(self, feats, gamma, old):
+    def em_m_step(self, feats, gamma, old, fixed=frozenset()):
         if getattr(self, "_shift", None) is None:
-            return self.m_step(feats, gamma, old)
+            return self.m_step(feats, gamma, old, fixed)
         stats = gamma.T @ feats  # (K, F): second moments, sums, counts
         k, d = old["locs"].shape
         width = feats.shape[1] - d - 1
@@ -321,8 +337,9 @@ class GaussianEmission(Emission):
             sxx = sxx.view(k, d, d)
         elif self.covariance == "spherical":
             sxx = sxx.squeeze(-1)
+        held = old["locs"] - self._shift if "locs" in fixed else None
         _, locs, cov = estimate_parameters(nk, sx, sxx, feats.shape[0], self.covariance,
-                                            self.reg_covar)
+                                            self.reg_covar, held)
         return {"locs": _keep_empty(locs + self._shift, old["locs"], nk),
                 "covariances": _keep_empty(cov, old["covariances"], nk)}
 

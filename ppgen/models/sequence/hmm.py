@@ -271,6 +271,7 @@ class HiddenMarkovModel(GenerativeModel):
         self.param_dtype = dtype
         self._inferred_symbols: int | None = None
         self._em_cache: tuple | None = None
+        self._em_fixed: frozenset[str] = frozenset()
 
     # ------------------------------------------------------------------ configuration
     def get_config(self) -> dict[str, Any]:
@@ -765,8 +766,16 @@ class HiddenMarkovModel(GenerativeModel):
         return params
 
     # ---------------------------------------------------------------- EM capability
+    @property
+    def fixable_params(self) -> tuple[str, ...]:
+        """Parameters ``ppgen.fit(..., fixed=...)`` can hold at their start values."""
+        return self.active_param_names
+
     def em_initialize(self, data: torch.Tensor, *, init: dict[str, Any] | None, seed: int,
-                      lengths: torch.Tensor | None = None) -> None:
+                      lengths: torch.Tensor | None = None,
+                      fixed: Sequence[str] = ()) -> None:
+        """EM start from ``init`` and the data; the parameters named in ``fixed`` keep their
+        start values through the M-steps (as hmmlearn's ``params`` leaves them out)."""
         for name in ("initial_concentration", "transition_concentration"):
             if getattr(self, name) < 1:
                 raise bad_value(name, "a value >= 1 for method='em' (EM finds the posterior "
@@ -778,6 +787,7 @@ class HiddenMarkovModel(GenerativeModel):
                             "Use method='svi' or 'mcmc' for sparse priors.")
         for name, value in self._initial_params(data, lengths, init, seed).items():
             setattr(self, name, value)
+        self._em_fixed = frozenset(fixed)
         self._em_cache = None
         self._on_params_changed()
 
@@ -843,15 +853,22 @@ class HiddenMarkovModel(GenerativeModel):
             log_b[mask.T] = lp
         fb = forward_backward(log_b.transpose(0, 1), self.initial_probs,
                               self.transition_probs, mask, workspace=c["workspace"])
+        # The objective's own round-off scale: each frame's log-density (that of its most
+        # likely state) carries a relative error of a few eps, whatever the total's size.
+        fb["objective_scale"] = float(lp.amax(-1).abs().sum())
         return float(fb["log_lik"].sum()) + self._log_prior(), fb
 
     def m_step(self, data: torch.Tensor, stats: dict[str, torch.Tensor], *,
                lengths: torch.Tensor | None = None) -> None:
         c = self._em_frames(data, lengths)
-        self.initial_probs = _normalise(stats["start_counts"] + self.initial_concentration - 1,
-                                        self.initial_probs)
-        self.transition_probs = _normalise(
-            stats["trans_counts"] + self.transition_concentration - 1, self.transition_probs)
+        fixed = self._em_fixed
+        if "initial_probs" not in fixed:
+            self.initial_probs = _normalise(
+                stats["start_counts"] + self.initial_concentration - 1, self.initial_probs)
+        if "transition_probs" not in fixed:
+            self.transition_probs = _normalise(
+                stats["trans_counts"] + self.transition_concentration - 1,
+                self.transition_probs)
         gamma = stats["gamma"].transpose(0, 1)  # time-major, as the frames
         if c["full"]:
             flat = c["workspace"].get("gamma_flat")
@@ -862,9 +879,10 @@ class HiddenMarkovModel(GenerativeModel):
             gamma = flat
         else:
             gamma = gamma[c["mask"].T]
-        new = c["emission"].em_m_step(c["feats"], gamma, self._emission_params())
+        new = c["emission"].em_m_step(c["feats"], gamma, self._emission_params(), fixed)
         for name, value in new.items():
-            setattr(self, name, value)
+            if name not in fixed:
+                setattr(self, name, value)
         self._on_params_changed()
 
     # ------------------------------------------------------------- label switching
@@ -977,13 +995,18 @@ class HiddenMarkovModel(GenerativeModel):
                                 self.transition_probs, mask, _generator(seed, x.device))
 
     def sample(self, num_samples: int, *, lengths: int | Sequence[int] | torch.Tensor = 100,
-               seed: int | None = None, return_states: bool = False):
+               seed: int | None = None, return_states: bool = False,
+               initial_state: int | Sequence[int] | torch.Tensor | None = None):
         """Draw ``num_samples`` sequences.
 
         Parameters
         ----------
         lengths : int or sequence of ``num_samples`` ints
             Length of every sequence, or of each one.
+        initial_state : int or sequence of ``num_samples`` ints, optional
+            State of every sequence's first step (or of each one's), instead of a draw from
+            ``initial_probs``: the chain continues from there, as hmmlearn's
+            ``sample(currstate=...)`` (e.g. from the last state ``predict`` decoded).
 
         Returns
         -------
@@ -1004,12 +1027,51 @@ class HiddenMarkovModel(GenerativeModel):
             lens = lens.long()
         lens = lens.to(self.device)
         num_steps = int(lens.max())
+        first = None
+        if initial_state is not None:
+            first = self._check_states(initial_state, num_samples)
         g = _generator(seed, self.device)
-        z = sample_states(self.initial_probs, self.transition_probs, num_samples, num_steps, g)
+        z = sample_states(self.initial_probs, self.transition_probs, num_samples, num_steps, g,
+                          first)
         x = self._emission().sample(self._emission_params(), z, g)
         mask = torch.arange(num_steps, device=self.device) < lens.unsqueeze(-1)
         x = x.masked_fill(~mask.view(*mask.shape, *(1,) * self._frame_dims()), 0)
         return (x, z.masked_fill(~mask, -1)) if return_states else x
+
+    def _check_states(self, states: Any, num_samples: int) -> torch.Tensor:
+        k = self.num_states
+        want = f"a state in 0..{k - 1}, or {num_samples} of them (one per sequence)"
+        if isinstance(states, bool):
+            raise bad_type("initial_state", want, repr(states))
+        t = _to_tensor(states, "initial_state").reshape(-1)
+        if t.is_floating_point() and bool((t != t.round()).any()):
+            raise bad_value("initial_state", want, _short(t))
+        t = t.long()
+        if t.numel() == 1:
+            t = t.expand(num_samples)
+        if t.numel() != num_samples or bool(((t < 0) | (t >= k)).any()):
+            raise bad_value("initial_state", want, _short(t))
+        return t.to(self.device)
+
+    def stationary_distribution(self) -> torch.Tensor:
+        """The distribution p with p A = p, sum(p) = 1, of the transition matrix A: (K,).
+
+        Solved as a linear system in float64 (least squares with the sum constraint). It is
+        unique when the chain has one closed class (e.g. every state reachable from every
+        other, or a left-to-right chain ending in one absorbing state); for several it is
+        one mixture of theirs, as hmmlearn's ``get_stationary_distribution`` returns one
+        eigenvector.
+        """
+        self.check_fitted("compute the stationary distribution")
+        a = self.transition_probs.detach().to(torch.float64)
+        k = self.num_states
+        system = torch.cat([a.T - torch.eye(k, dtype=a.dtype, device=a.device),
+                            torch.ones(1, k, dtype=a.dtype, device=a.device)])
+        rhs = torch.zeros(k + 1, 1, dtype=a.dtype, device=a.device)
+        rhs[-1] = 1
+        p = torch.linalg.lstsq(system, rhs).solution.squeeze(-1)
+        p = p.clamp_min(0)
+        return (p / p.sum()).to(self.dtype)
 
     def impute(self, data: Any, lengths: Any = None) -> torch.Tensor:
         """Fill NaN observations from the posterior given everything observed.
@@ -1038,17 +1100,31 @@ class HiddenMarkovModel(GenerativeModel):
         return out
 
     # ------------------------------------------------------------------ model choice
-    def num_parameters(self) -> int:
-        """Number of free parameters (for BIC/AIC)."""
+    def parameter_counts(self) -> dict[str, int]:
+        """Free scalars of each parameter (probabilities summing to one count one less)."""
         k = self.num_states
-        base = (k - 1) + k * (k - 1)
+        out = {"initial_probs": k - 1, "transition_probs": k * (k - 1)}
         if self.emission == "categorical":
-            return base + k * (self.symbols - 1)
+            out["probs"] = k * (self.symbols - 1)
+            return out
         d = self.num_features
         if self.emission == "gaussian":
-            cov = {"full": k * d * (d + 1) // 2, "diag": k * d, "spherical": k}[self.covariance]
-            return base + k * d + cov
-        return base + k * d
+            out["locs"] = k * d
+            out["covariances"] = {"full": k * d * (d + 1) // 2, "diag": k * d,
+                                  "spherical": k}[self.covariance]
+        else:
+            out[self.emission_param_names[0]] = k * d
+        return out
+
+    def num_parameters(self, fixed: Sequence[str] = ()) -> int:
+        """Number of free parameters (for BIC/AIC), leaving out those held ``fixed``."""
+        return sum(v for name, v in self.parameter_counts().items() if name not in fixed)
+
+    def num_observed_scalars(self, data: torch.Tensor,
+                             lengths: torch.Tensor | None = None) -> int:
+        """Observed scalars of prepared data: real frames (times features)."""
+        frames = int(self._mask(data, lengths).sum())
+        return frames if self.emission == "categorical" else frames * int(data.shape[-1])
 
     def bic(self, data: Any, lengths: Any = None) -> float:
         """Bayesian information criterion -2 log L + p log(number of frames)."""

@@ -6,7 +6,12 @@ the parameters (e.g. posterior draws); ``init`` is (*P, K) and ``trans`` (*P, K,
 summing to one. ``mask`` (N, T) is True at real steps; every sequence has at least one.
 
 Everything is vectorised over sequences, states and parameter draws; the only Python loop is
-over time, so the cost is linear in ``T``.
+over time, so the cost is linear in ``T``. For a few long sequences that loop is slow (a few
+Python-level operations per step, shared by few sequences): ``forward_log_prob``,
+``forward_backward``, ``viterbi`` and ``sample_posterior`` then switch to the time-parallel
+code of :mod:`ppgen.models.sequence.parallel` (``algorithm="auto"``, chosen by shape with
+:func:`~ppgen.models.sequence.parallel.use_parallel`; ``"sequential"`` or ``"parallel"``
+force one). Both give the same results to round-off.
 
 Numerics. The forward and backward passes use Rabiner's scaled recursion in which every
 quantity is carried as a log: at each step the emission log-probabilities are shifted by
@@ -25,11 +30,27 @@ contribute exactly zero to every log-likelihood and every expected statistic.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 
+from . import parallel
+
 __all__ = ["forward_log_prob", "forward_backward", "viterbi", "sample_posterior",
            "sample_states"]
+
+Algorithm = Literal["auto", "sequential", "parallel"]
+
+
+def _parallel(algorithm: str, log_b: torch.Tensor) -> bool:
+    """Whether to take the time-parallel path (``log_b`` is (*P, N, T, K))."""
+    if algorithm not in ("auto", "sequential", "parallel"):
+        raise ValueError(f"algorithm: expected 'auto', 'sequential' or 'parallel', got "
+                         f"{algorithm!r}.")
+    if algorithm == "auto":
+        n = math.prod(log_b.shape[:-2])
+        return parallel.use_parallel(n, log_b.shape[-2], log_b.shape[-1])
+    return algorithm == "parallel"
 
 
 def _shifted(log_b: torch.Tensor, mask: torch.Tensor, dim: int = -1):
@@ -94,12 +115,20 @@ def _filter(log_b: torch.Tensor, init: torch.Tensor, trans: torch.Tensor,
 
 
 def forward_log_prob(log_b: torch.Tensor, init: torch.Tensor, trans: torch.Tensor,
-                     mask: torch.Tensor, *, per_step: bool = False) -> torch.Tensor:
+                     mask: torch.Tensor, *, per_step: bool = False,
+                     algorithm: Algorithm = "auto", block_length: int | None = None
+                     ) -> torch.Tensor:
     """Log-likelihood of each sequence (states summed out): shape (*P, N).
 
     Differentiable (used inside Pyro models). With ``per_step`` returns (*P, N, T): the
-    one-step predictive log-densities log p(x_t | x_<t), zero at padded steps.
+    one-step predictive log-densities log p(x_t | x_<t), zero at padded steps (always by
+    the sequential recursion).
     """
+    if not per_step and _parallel(algorithm, log_b):
+        try:
+            return parallel.log_likelihood(log_b, init, trans, mask, length=block_length)
+        except parallel._FALLBACK:
+            pass
     steps = _filter(log_b, init, trans, mask)[1]
     return steps if per_step else steps.sum(-1)
 
@@ -125,7 +154,8 @@ def _buffer(workspace: dict | None, name: str, shape: tuple[int, ...],
 
 
 def forward_backward(log_b: torch.Tensor, init: torch.Tensor, trans: torch.Tensor,
-                     mask: torch.Tensor, *, workspace: dict | None = None
+                     mask: torch.Tensor, *, workspace: dict | None = None,
+                     algorithm: Algorithm = "auto", block_length: int | None = None
                      ) -> dict[str, torch.Tensor]:
     """Posterior marginals and expected counts for EM (no parameter batch dimensions).
 
@@ -142,6 +172,11 @@ def forward_backward(log_b: torch.Tensor, init: torch.Tensor, trans: torch.Tenso
     transitions summed over sequences and steps, and ``start_counts`` (K,) the marginals of
     the first step summed over sequences.
     """
+    if _parallel(algorithm, log_b):
+        try:
+            return parallel.forward_backward(log_b, init, trans, mask, length=block_length)
+        except parallel._FALLBACK:
+            pass
     partial = _partial_steps(mask)
     n, num_steps, k = log_b.shape
     # State-major (T, K, N) buffers: each step is a (K, K) @ (K, N) product and elementwise
@@ -204,9 +239,12 @@ def forward_backward(log_b: torch.Tensor, init: torch.Tensor, trans: torch.Tenso
 
 
 def viterbi(log_b: torch.Tensor, init: torch.Tensor, trans: torch.Tensor,
-            mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            mask: torch.Tensor, *, algorithm: Algorithm = "auto",
+            block_length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Most probable state paths (N, T) (-1 at padded steps) and their log-probabilities (N,).
     """
+    if _parallel(algorithm, log_b):
+        return parallel.viterbi(log_b, init, trans, mask, length=block_length)
     n, num_steps, k = log_b.shape
     log_trans = trans.log()
     stay = torch.arange(k, device=log_b.device).expand(n, k)
@@ -227,9 +265,18 @@ def viterbi(log_b: torch.Tensor, init: torch.Tensor, trans: torch.Tensor,
 
 
 def sample_posterior(log_b: torch.Tensor, init: torch.Tensor, trans: torch.Tensor,
-                     mask: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+                     mask: torch.Tensor, generator: torch.Generator, *,
+                     algorithm: Algorithm = "auto", block_length: int | None = None
+                     ) -> torch.Tensor:
     """One draw of the state paths from p(z | x) by forward filtering, backward sampling:
-    shape (N, T), -1 at padded steps."""
+    shape (N, T), -1 at padded steps. (The two paths draw from the same distribution with
+    different random streams.)"""
+    if _parallel(algorithm, log_b):
+        try:
+            return parallel.sample_posterior(log_b, init, trans, mask, generator,
+                                             length=block_length)
+        except parallel._FALLBACK:
+            pass
     alphas = _filter(log_b, init, trans, mask)[0]
     tiny = torch.finfo(log_b.dtype).tiny
     num_steps = len(alphas)
@@ -247,10 +294,18 @@ def sample_posterior(log_b: torch.Tensor, init: torch.Tensor, trans: torch.Tenso
 
 
 def sample_states(init: torch.Tensor, trans: torch.Tensor, num_sequences: int,
-                  num_steps: int, generator: torch.Generator) -> torch.Tensor:
-    """State paths drawn from the Markov chain itself: shape (num_sequences, num_steps)."""
-    state = torch.multinomial(init.expand(num_sequences, -1), 1, replacement=True,
-                              generator=generator).squeeze(-1)
+                  num_steps: int, generator: torch.Generator,
+                  first: torch.Tensor | None = None) -> torch.Tensor:
+    """State paths drawn from the Markov chain itself: shape (num_sequences, num_steps).
+
+    ``first`` (num_sequences,) long: the states of the first step, instead of draws from
+    ``init``.
+    """
+    if first is not None:
+        state = first
+    else:
+        state = torch.multinomial(init.expand(num_sequences, -1), 1, replacement=True,
+                                  generator=generator).squeeze(-1)
     path = [state]
     for _ in range(1, num_steps):
         state = torch.multinomial(trans[state], 1, generator=generator).squeeze(-1)
