@@ -29,6 +29,7 @@ import torch
 
 from ._context import isolated
 from ._validation import NotSupportedError
+from ._warnings import warn_user
 from .inference.result import Diagnostic, Fit, PointEstimateWarning
 from .inference.tracing import (
     JOINT,
@@ -208,7 +209,7 @@ def to_inference_data(fit: Fit) -> az.InferenceData:
                 "posterior draws (az.loo, az.waic, az.compare, az.plot_ppc, R-hat and ESS in "
                 f"az.summary) fail or warn on it. {draws_remedy(fit)}")
         idata.attrs["ppgen_note"] = note
-        warnings.warn(note, PointEstimateWarning, stacklevel=3)
+        warn_user(note, PointEstimateWarning)
     return idata
 
 
@@ -237,8 +238,8 @@ def _inference_data(fit: Fit) -> az.InferenceData:
                                               for k, v in pp.items()}
         except NotSupportedError as exc:  # a subsampled model that cannot see all its data
             groups.pop("log_likelihood", None)
-            warnings.warn(f"{exc} The InferenceData has no log_likelihood or "
-                          "posterior_predictive group.", UserWarning, stacklevel=3)
+            warn_user(f"{exc} The InferenceData has no log_likelihood or "
+                      "posterior_predictive group.")
     elif builtin:
         groups["posterior"] = {k: _np(v)[None, None] for k, v in model.get_params().items()}
         data_kw = _data_kwargs(fit)
@@ -258,8 +259,7 @@ def _inference_data(fit: Fit) -> az.InferenceData:
             try:
                 groups["log_likelihood"] = _log_likelihood(fit, samples, ll_names)
             except NotSupportedError as exc:
-                warnings.warn(f"{exc} The InferenceData has no log_likelihood group.",
-                              UserWarning, stacklevel=3)
+                warn_user(f"{exc} The InferenceData has no log_likelihood group.")
     if fit.sample_stats:
         groups["sample_stats"] = dict(fit.sample_stats)
     if builtin:

@@ -10,9 +10,7 @@ sampling (``max_plate_nesting`` is inferred from a trace) and recovered afterwar
 from __future__ import annotations
 
 import math
-import os
 import time
-import warnings
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -26,6 +24,7 @@ from .._progress import in_jupyter_kernel, progress_bar, progress_enabled
 from .._random import derive_seeds, seeded
 from .._threads import num_elements, work_threads
 from .._validation import bad_value, check_positive_float, check_positive_int
+from .._warnings import warn_user
 from .tracing import ModelInfo, flatten_draws
 
 __all__ = ["run_mcmc", "SlowMCMCWarning", "SLOW_MCMC_SECONDS"]
@@ -67,19 +66,6 @@ def slow_mcmc_message(per_iteration: float, total_iterations: int, *, num_data: 
             + (remedy + " " if remedy else "")
             + "Or lower num_samples, num_warmup or num_chains, or fit a subset of the data "
             "first.")
-
-
-def _user_stacklevel() -> int:
-    """The stacklevel of the first frame outside ppgen, Pyro and torch (the user's line)."""
-    import sys
-
-    import pyro
-
-    skip = tuple(os.path.dirname(m.__file__) for m in (sys.modules["ppgen"], pyro, torch))
-    frame, level = sys._getframe(1), 1
-    while frame is not None and frame.f_code.co_filename.startswith(skip):
-        frame, level = frame.f_back, level + 1
-    return level
 
 
 class _NotebookBar:
@@ -132,8 +118,7 @@ class _Pilot:
         self.done = True
         per_iteration = (now - self.start) / timed
         if per_iteration * self.total > SLOW_MCMC_SECONDS:
-            warnings.warn(self.message(per_iteration, self.total), SlowMCMCWarning,
-                          stacklevel=_user_stacklevel())
+            warn_user(self.message(per_iteration, self.total), SlowMCMCWarning)
 
 
 class _RecordingNUTS(NUTS):
