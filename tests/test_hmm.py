@@ -390,16 +390,16 @@ def test_svi_with_enumerated_states_uses_trace_enum_elbo():
 def test_mcmc_relabels_states_and_gives_per_sequence_loo():
     x, truth = ppgen.datasets.make_hmm(12, 20, 2, num_features=1, seed=12, separation=4.0)
     hmm = ppgen.HiddenMarkovModel(2)
-    fit = ppgen.fit(hmm, x, "mcmc", seed=0, num_samples=100, num_warmup=100, num_chains=2,
-                    progress=False)
+    fit = ppgen.fit(hmm, x, "mcmc", seed=0, num_samples=60, num_warmup=60, num_chains=2,
+                    max_tree_depth=5, progress=False)
     locs = fit.posterior["locs"]  # (chains, draws, K, D), relabelled
-    assert locs.shape == (2, 100, 2, 1)
+    assert locs.shape == (2, 60, 2, 1)
     chain_means = locs.mean(1)
     assert_close(chain_means[0], chain_means[1], atol=0.3, rtol=0)  # no switched chain
     order = torch.cdist(truth["locs"], hmm.locs).argmin(1)
     assert_close(hmm.locs[order], truth["locs"], atol=0.5, rtol=0)
     idata = fit.to_arviz()
-    assert idata.log_likelihood["obs"].shape == (2, 100, 12)
+    assert idata.log_likelihood["obs"].shape == (2, 60, 12)
     import arviz as az
 
     loo = az.loo(idata)

