@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import ppgen
-from ppgen.models.sequence import ops, parallel
+from ppgen.models.sequence import compiled, ops, parallel
 from tests.common import assert_close
 
 EMISSIONS = [("gaussian", "diag"), ("gaussian", "full"), ("gaussian", "spherical"),
@@ -100,10 +100,14 @@ def test_left_to_right_and_impossible_frames_fall_back_exactly():
 
 
 def test_the_model_chooses_the_parallel_path_for_long_sequences(monkeypatch):
+    """Where a gradient is wanted (SVI, NUTS) a long sequence takes the parallel path; where
+    none is (log_prob, predict_proba, predict on the CPU) the compiled kernels, when numba
+    is installed (tests/test_hmm_compiled.py), else the parallel path too."""
     x, truth = ppgen.datasets.make_hmm(1, 3000, 4, num_features=2, seed=5)
     assert parallel.use_parallel(1, 3000, 4) and not parallel.use_parallel(1000, 100, 8)
     hmm = ppgen.HiddenMarkovModel(4, dtype=torch.float64)
     hmm.set_params(**{k: v for k, v in truth.items() if k not in ("states", "lengths")})
+    monkeypatch.setattr(compiled, "AVAILABLE", False)  # as without numba
     calls = []
     for name in ("log_likelihood", "forward_backward", "viterbi"):
         real = getattr(parallel, name)
@@ -118,6 +122,10 @@ def test_the_model_chooses_the_parallel_path_for_long_sequences(monkeypatch):
     assert_close(proba, ops.forward_backward(*args, algorithm="sequential")["gamma"],
                  atol=1e-10, rtol=0)
     assert torch.equal(path, ops.viterbi(*args, algorithm="sequential")[0])
+    monkeypatch.setattr(compiled, "AVAILABLE", True)
+    calls.clear()
+    ops.forward_log_prob(log_b.clone().requires_grad_(), *args[1:]).backward()
+    assert calls == ["log_likelihood"]  # a gradient is wanted: never the compiled kernels
 
 
 def test_em_on_one_long_sequence_matches_hmmlearn():

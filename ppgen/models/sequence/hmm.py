@@ -24,6 +24,12 @@ a piano roll; ``probs`` (K, D)) and ``"poisson"`` (vectors of counts; ``rates`` 
 
 Sequences of different lengths come as a list of tensors, or as a padded tensor with
 ``lengths``; values at padded steps are ignored.
+
+Speed: EM, ``log_prob``, ``predict`` and ``predict_proba`` on the CPU run compiled
+forward-backward and Viterbi kernels (:mod:`ppgen.models.sequence.compiled`, O(T K^2) per
+sequence, no Python per step), for one long sequence as for many short ones; where gradients
+are wanted (SVI, NUTS) or on a GPU the torch recursions run, vectorised over sequences, and
+time-parallel for a few long sequences (:mod:`ppgen.models.sequence.parallel`).
 """
 
 from __future__ import annotations

@@ -11,7 +11,11 @@ Python-level operations per step, shared by few sequences): ``forward_log_prob``
 ``forward_backward``, ``viterbi`` and ``sample_posterior`` then switch to the time-parallel
 code of :mod:`ppgen.models.sequence.parallel` (``algorithm="auto"``, chosen by shape with
 :func:`~ppgen.models.sequence.parallel.use_parallel`; ``"sequential"`` or ``"parallel"``
-force one). Both give the same results to round-off.
+force one). Both give the same results to round-off. On the CPU, where no gradient is wanted (EM,
+``predict``, ``predict_proba``, ``log_prob``), ``forward_log_prob``, ``forward_backward`` and
+``viterbi`` run compiled kernels instead (:mod:`ppgen.models.sequence.compiled`, numba; chosen
+by :func:`~ppgen.models.sequence.compiled.preferred`, or forced with ``"compiled"``): the same
+recursions with no Python per step.
 
 Numerics. The forward and backward passes use Rabiner's scaled recursion in which every
 quantity is carried as a log: at each step the emission log-probabilities are shifted by
@@ -34,19 +38,40 @@ from typing import Literal
 
 import torch
 
-from . import parallel
+from . import compiled, parallel
 
 __all__ = ["forward_log_prob", "forward_backward", "viterbi", "sample_posterior",
            "sample_states"]
 
-Algorithm = Literal["auto", "sequential", "parallel"]
+Algorithm = Literal["auto", "sequential", "parallel", "compiled"]
+
+
+def _check(algorithm: str) -> None:
+    if algorithm not in ("auto", "sequential", "parallel", "compiled"):
+        raise ValueError(f"algorithm: expected 'auto', 'sequential', 'parallel' or "
+                         f"'compiled', got {algorithm!r}.")
+
+
+def _compiled(algorithm: str, log_b: torch.Tensor, init: torch.Tensor,
+              trans: torch.Tensor) -> bool:
+    """Whether to take the compiled path (CPU, no gradients, no parameter batch dims)."""
+    _check(algorithm)
+    fits = log_b.dim() == 3 and compiled.usable(log_b, init, trans)
+    if algorithm == "compiled" and not fits:
+        raise ValueError(
+            "algorithm='compiled' needs numba and float32/float64 CPU tensors without "
+            "gradients and without parameter batch dimensions; got "
+            f"log_b of shape {tuple(log_b.shape)}, dtype {log_b.dtype}, device "
+            f"{log_b.device}, numba {'found' if compiled.AVAILABLE else 'not installed'}. "
+            "Use algorithm='auto'.")
+    if algorithm == "auto":
+        return fits and compiled.preferred(*log_b.shape)
+    return algorithm == "compiled"
 
 
 def _parallel(algorithm: str, log_b: torch.Tensor) -> bool:
     """Whether to take the time-parallel path (``log_b`` is (*P, N, T, K))."""
-    if algorithm not in ("auto", "sequential", "parallel"):
-        raise ValueError(f"algorithm: expected 'auto', 'sequential' or 'parallel', got "
-                         f"{algorithm!r}.")
+    _check(algorithm)
     if algorithm == "auto":
         n = math.prod(log_b.shape[:-2])
         return parallel.use_parallel(n, log_b.shape[-2], log_b.shape[-1])
@@ -124,6 +149,8 @@ def forward_log_prob(log_b: torch.Tensor, init: torch.Tensor, trans: torch.Tenso
     one-step predictive log-densities log p(x_t | x_<t), zero at padded steps (always by
     the sequential recursion).
     """
+    if not per_step and _compiled(algorithm, log_b, init, trans):
+        return compiled.forward_log_prob(log_b, init, trans, mask)
     if not per_step and _parallel(algorithm, log_b):
         try:
             return parallel.log_likelihood(log_b, init, trans, mask, length=block_length)
@@ -172,6 +199,8 @@ def forward_backward(log_b: torch.Tensor, init: torch.Tensor, trans: torch.Tenso
     transitions summed over sequences and steps, and ``start_counts`` (K,) the marginals of
     the first step summed over sequences.
     """
+    if _compiled(algorithm, log_b, init, trans):
+        return compiled.forward_backward(log_b, init, trans, mask)
     if _parallel(algorithm, log_b):
         try:
             return parallel.forward_backward(log_b, init, trans, mask, length=block_length)
@@ -243,6 +272,8 @@ def viterbi(log_b: torch.Tensor, init: torch.Tensor, trans: torch.Tensor,
             block_length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Most probable state paths (N, T) (-1 at padded steps) and their log-probabilities (N,).
     """
+    if _compiled(algorithm, log_b, init, trans):
+        return compiled.viterbi(log_b, init, trans, mask)
     if _parallel(algorithm, log_b):
         return parallel.viterbi(log_b, init, trans, mask, length=block_length)
     n, num_steps, k = log_b.shape
