@@ -62,24 +62,25 @@ MAX_STATES = 16
 
 # ------------------------------------------------------------------------ kernels
 def _forward_kernel(log_b, init, trans, mask, tiny, alphas, norms, shifts, b):
-    """Scaled forward pass of every sequence. Fills ``alphas`` (N, T, K) with the filtered
-    distributions, ``norms`` (N, T) with the normalisers (1 at padded steps), ``shifts``
-    (N, T) with the emission shifts (each step's maximum over states; 0 at padded steps) and
-    ``b`` (N, T, K) with the shifted emission probabilities (1 at padded steps); returns the
-    log-likelihoods (N,)."""
-    n, num_steps, k = log_b.shape
-    log_lik = np.zeros(n, dtype=log_b.dtype)
+    """Scaled forward pass of every sequence. Arrays are time-major: ``log_b`` (T, N, K),
+    ``mask`` (T, N). Fills ``alphas`` (T, N, K) with the filtered distributions, ``norms``
+    (T, N) with the normalisers (1 at padded steps), ``shifts`` (T, N) with the emission
+    shifts (each step's maximum over states; 0 at padded steps) and ``b`` (T, N, K) with the
+    shifted emission probabilities (1 at padded steps); returns the log-likelihoods (N,)."""
+    num_steps, n, k = log_b.shape
+    # All sequences advance together, one time step at a time, so memory is read and
+    # written in order (one pass over each array, which matters once they outgrow the cache).
+    total = np.zeros(n, dtype=np.float64)
+    prod = np.ones(n, dtype=np.float64)  # normalisers since the last log (one log per ~600)
     pred = np.empty(k, dtype=log_b.dtype)
-    for s in range(n):
-        total = 0.0
-        prod = 1.0  # product of the normalisers since the last log (one log per ~600 steps)
-        for t in range(num_steps):
-            if not mask[s, t]:  # padded: carry the state forward, emit nothing
+    for t in range(num_steps):
+        for s in range(n):
+            if not mask[t, s]:  # padded: carry the state forward, emit nothing
                 for j in range(k):
-                    b[s, t, j] = 1.0
-                    alphas[s, t, j] = alphas[s, t - 1, j] if t > 0 else init[j]
-                norms[s, t] = 1.0
-                shifts[s, t] = 0.0
+                    b[t, s, j] = 1.0
+                    alphas[t, s, j] = alphas[t - 1, s, j] if t > 0 else init[j]
+                norms[t, s] = 1.0
+                shifts[t, s] = 0.0
                 continue
             if t == 0:
                 for j in range(k):
@@ -88,97 +89,97 @@ def _forward_kernel(log_b, init, trans, mask, tiny, alphas, norms, shifts, b):
                 for j in range(k):
                     pred[j] = 0.0
                 for i in range(k):
-                    a = alphas[s, t - 1, i]
+                    a = alphas[t - 1, s, i]
                     for j in range(k):
                         pred[j] += a * trans[i, j]
             shift = -np.inf
             for j in range(k):
-                if log_b[s, t, j] > shift:
-                    shift = log_b[s, t, j]
+                if log_b[t, s, j] > shift:
+                    shift = log_b[t, s, j]
             if not np.isfinite(shift):
                 shift = 0.0
             c = 0.0
             for j in range(k):
-                e = math.exp(log_b[s, t, j] - shift)
-                b[s, t, j] = e
+                e = math.exp(log_b[t, s, j] - shift)
+                b[t, s, j] = e
                 v = pred[j] * e
-                alphas[s, t, j] = v
+                alphas[t, s, j] = v
                 c += v
             if c <= tiny:  # rare: shift by the best state the chain can reach
                 shift = -np.inf
                 for j in range(k):
-                    if pred[j] > 0.0 and log_b[s, t, j] > shift:
-                        shift = log_b[s, t, j]
+                    if pred[j] > 0.0 and log_b[t, s, j] > shift:
+                        shift = log_b[t, s, j]
                 if not np.isfinite(shift):
                     shift = 0.0
                 c = 0.0
                 for j in range(k):
-                    e = math.exp(log_b[s, t, j] - shift) if pred[j] > 0.0 else 0.0
-                    b[s, t, j] = e
-                    alphas[s, t, j] = pred[j] * e
+                    e = math.exp(log_b[t, s, j] - shift) if pred[j] > 0.0 else 0.0
+                    b[t, s, j] = e
+                    alphas[t, s, j] = pred[j] * e
                     c += pred[j] * e
-            norms[s, t] = c
-            shifts[s, t] = shift
+            norms[t, s] = c
+            shifts[t, s] = shift
             inv = 1.0 / max(c, tiny)
             for j in range(k):
-                alphas[s, t, j] *= inv
-            total += shift
-            prod *= c
-            if prod < 1e-250 or prod > 1e250:
-                total += math.log(prod)
-                prod = 1.0
-        log_lik[s] = total + math.log(prod)
+                alphas[t, s, j] *= inv
+            total[s] += shift
+            prod[s] *= c
+            if prod[s] < 1e-250 or prod[s] > 1e250:
+                total[s] += math.log(prod[s])
+                prod[s] = 1.0
+    log_lik = np.empty(n, dtype=log_b.dtype)
+    for s in range(n):
+        log_lik[s] = total[s] + math.log(prod[s])
     return log_lik
 
 
 def _backward_kernel(trans, mask, tiny, alphas, norms, b, gamma, pairs, start):
-    """Scaled backward pass: fills ``gamma`` (N, T, K) with the state marginals (0 at padded
-    steps) and accumulates the expected transition pairs (before the elementwise product
-    with ``trans``) into ``pairs`` (K, K) and the first-step marginals into ``start`` (K,)."""
-    n, num_steps, k = b.shape
-    beta = np.empty(k, dtype=b.dtype)
+    """Scaled backward pass (time-major arrays): fills ``gamma`` (T, N, K) with the state
+    marginals (0 at padded steps; it may be ``alphas`` itself) and accumulates the expected
+    transition pairs (before the elementwise product with ``trans``) into ``pairs`` (K, K)
+    and the first-step marginals into ``start`` (K,)."""
+    num_steps, n, k = b.shape
+    beta = np.ones((n, k), dtype=b.dtype)  # all sequences step back together (see forward)
     carried = np.empty(k, dtype=b.dtype)
-    for s in range(n):
-        for j in range(k):
-            beta[j] = 1.0
-        for t in range(num_steps - 1, -1, -1):
-            if mask[s, t]:
+    for t in range(num_steps - 1, -1, -1):
+        for s in range(n):
+            if mask[t, s]:
                 for j in range(k):
-                    gamma[s, t, j] = alphas[s, t, j] * beta[j]
+                    gamma[t, s, j] = alphas[t, s, j] * beta[s, j]
             else:
                 for j in range(k):
-                    gamma[s, t, j] = 0.0
-            if t == 0:
-                break
-            if not mask[s, t]:
-                continue  # beta_{t-1} = beta_t
-            inv = 1.0 / max(norms[s, t], tiny)
+                    gamma[t, s, j] = 0.0
+            if t == 0 or not mask[t, s]:
+                continue  # at a padded step beta_{t-1} = beta_t
+            inv = 1.0 / max(norms[t, s], tiny)
             for j in range(k):
-                carried[j] = b[s, t, j] * beta[j] * inv
+                carried[j] = b[t, s, j] * beta[s, j] * inv
             for i in range(k):
-                a = alphas[s, t - 1, i]
+                a = alphas[t - 1, s, i]
                 acc = 0.0
                 for j in range(k):
                     acc += trans[i, j] * carried[j]
                     pairs[i, j] += a * carried[j]
-                beta[i] = acc
+                beta[s, i] = acc
+    for s in range(n):
         for j in range(k):
-            start[j] += gamma[s, 0, j]
+            start[j] += gamma[0, s, j]
 
 
 def _viterbi_kernel(log_b, log_init, log_trans, mask, path, score):
-    """Max-plus recursion with back-pointers per sequence; fills ``path`` (N, T) (-1 at
-    padded steps) and ``score`` (N,)."""
-    n, num_steps, k = log_b.shape
+    """Max-plus recursion with back-pointers per sequence (time-major arrays); fills
+    ``path`` (T, N) (-1 at padded steps) and ``score`` (N,)."""
+    num_steps, n, k = log_b.shape
     delta = np.empty(k, dtype=log_b.dtype)
     new = np.empty(k, dtype=log_b.dtype)
     back = np.empty((num_steps, k), dtype=np.int64)
     for s in range(n):
         for j in range(k):
-            delta[j] = log_init[j] + log_b[s, 0, j]
+            delta[j] = log_init[j] + log_b[0, s, j]
             back[0, j] = j
         for t in range(1, num_steps):
-            if not mask[s, t]:
+            if not mask[t, s]:
                 for j in range(k):
                     back[t, j] = j
                 continue
@@ -190,7 +191,7 @@ def _viterbi_kernel(log_b, log_init, log_trans, mask, path, score):
                     if v > best:
                         best = v
                         arg = i
-                new[j] = best + log_b[s, t, j]
+                new[j] = best + log_b[t, s, j]
                 back[t, j] = arg
             for j in range(k):
                 delta[j] = new[j]
@@ -202,7 +203,7 @@ def _viterbi_kernel(log_b, log_init, log_trans, mask, path, score):
                 state = j
         score[s] = best
         for t in range(num_steps - 1, -1, -1):
-            path[s, t] = state if mask[s, t] else -1
+            path[t, s] = state if mask[t, s] else -1
             state = back[t, state]
 
 
@@ -217,40 +218,44 @@ def _kernels():
 
 # ------------------------------------------------------------------------ wrappers
 def _arrays(log_b: torch.Tensor, init: torch.Tensor, trans: torch.Tensor, mask: torch.Tensor):
-    lb = np.ascontiguousarray(log_b.detach().numpy())
+    """Time-major NumPy views (copies only where the layout needs one): ``log_b`` (N, T, K)
+    is usually a transposed view of a time-major tensor, which then costs nothing."""
+    lb = np.ascontiguousarray(log_b.detach().transpose(0, 1).numpy())
     return (lb, np.ascontiguousarray(init.detach().numpy()),
             np.ascontiguousarray(trans.detach().numpy()),
-            np.ascontiguousarray(mask.numpy()))
+            np.ascontiguousarray(mask.T.numpy()))
 
 
 def _forward_arrays(lb, pi, a, m):
-    n, num_steps, k = lb.shape
     alphas = np.empty_like(lb)
-    norms = np.empty((n, num_steps), dtype=lb.dtype)
-    shifts = np.empty((n, num_steps), dtype=lb.dtype)
+    norms = np.empty(lb.shape[:2], dtype=lb.dtype)
+    shifts = np.empty(lb.shape[:2], dtype=lb.dtype)
     b = np.empty_like(lb)
-    log_lik = _kernels()[0](lb, pi, a, m, float(np.finfo(lb.dtype).tiny), alphas, norms, shifts, b)
+    log_lik = _kernels()[0](lb, pi, a, m, float(np.finfo(lb.dtype).tiny), alphas, norms,
+                            shifts, b)
     return log_lik, alphas, norms, b
 
 
 def forward_log_prob(log_b: torch.Tensor, init: torch.Tensor, trans: torch.Tensor,
                      mask: torch.Tensor) -> torch.Tensor:
     """log p(x_n) of every sequence (N,); ``log_b`` (N, T, K) without parameter batch dims."""
-    lb, pi, a, m = _arrays(log_b, init, trans, mask)
-    return torch.from_numpy(_forward_arrays(lb, pi, a, m)[0])
+    return torch.from_numpy(_forward_arrays(*_arrays(log_b, init, trans, mask))[0])
 
 
 def forward_backward(log_b: torch.Tensor, init: torch.Tensor, trans: torch.Tensor,
                      mask: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The statistics of :func:`ppgen.models.sequence.ops.forward_backward`."""
+    """The statistics of :func:`ppgen.models.sequence.ops.forward_backward` (``gamma`` is a
+    transposed view of a time-major (T, N, K) array, as there)."""
     lb, pi, a, m = _arrays(log_b, init, trans, mask)
     log_lik, alphas, norms, b = _forward_arrays(lb, pi, a, m)
     k = lb.shape[-1]
-    gamma = np.empty_like(lb)
+    gamma = alphas  # overwritten in place: alpha_t is last read where gamma_t is written
     pairs = np.zeros((k, k), dtype=lb.dtype)
     start = np.zeros(k, dtype=lb.dtype)
-    _kernels()[1](a, m, float(np.finfo(lb.dtype).tiny), alphas, norms, b, gamma, pairs, start)
-    return {"log_lik": torch.from_numpy(log_lik), "gamma": torch.from_numpy(gamma),
+    _kernels()[1](a, m, float(np.finfo(lb.dtype).tiny), alphas, norms, b, gamma, pairs,
+                  start)
+    return {"log_lik": torch.from_numpy(log_lik),
+            "gamma": torch.from_numpy(gamma).transpose(0, 1),
             "trans_counts": torch.from_numpy(a * pairs), "start_counts": torch.from_numpy(start)}
 
 
@@ -258,9 +263,8 @@ def viterbi(log_b: torch.Tensor, init: torch.Tensor, trans: torch.Tensor,
             mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Most probable paths (N, T) (-1 at padded steps) and their log-probabilities (N,)."""
     lb, pi, a, m = _arrays(log_b, init, trans, mask)
-    n, num_steps, _ = lb.shape
-    path = np.empty((n, num_steps), dtype=np.int64)
-    score = np.empty(n, dtype=lb.dtype)
+    path = np.empty(lb.shape[:2], dtype=np.int64)
+    score = np.empty(lb.shape[1], dtype=lb.dtype)
     with np.errstate(divide="ignore"):
         _kernels()[2](lb, np.log(pi), np.log(a), m, path, score)
-    return torch.from_numpy(path), torch.from_numpy(score)
+    return torch.from_numpy(path).T, torch.from_numpy(score)
