@@ -11,6 +11,7 @@ from ._validation import NotFittedError, NotSupportedError
 from .inference import ConvergenceWarning, Diagnostic, Fit, PointEstimateWarning, fit
 from .io import load, save
 from .models import (
+    GAN,
     LDA,
     VAE,
     ConditionalVAE,
@@ -40,4 +41,4 @@ def loo(fit, **kwargs):
 __all__ = ["fit", "Fit", "Diagnostic", "ConvergenceWarning", "PointEstimateWarning",
            "NotFittedError", "NotSupportedError", "compare", "loo", "save", "load",
            "GaussianMixture", "HiddenMarkovModel", "LDA", "ProdLDA", "VAE", "ConditionalVAE",
-           "GenerativeModel", "datasets", "evaluation", "__version__"]
+           "GAN", "GenerativeModel", "datasets", "evaluation", "__version__"]

@@ -1,0 +1,10 @@
+"""Adversarial models: the GAN with its two-player objective (non-saturating minimax,
+WGAN-GP, hinge; R1; PacGAN packing; spectral normalisation; a moving average of the
+generator), latent search for imputation and reconstruction, and AIS log-likelihoods."""
+
+from .gan import GAN
+from .losses import LOSSES
+from .networks import MLPDiscriminator, MLPGenerator
+from .objective import AdversarialObjective
+
+__all__ = ["GAN", "AdversarialObjective", "MLPGenerator", "MLPDiscriminator", "LOSSES"]
