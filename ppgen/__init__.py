@@ -11,6 +11,8 @@ from ._validation import NotFittedError, NotSupportedError
 from .inference import ConvergenceWarning, Diagnostic, Fit, PointEstimateWarning, fit
 from .io import load, save
 from .models import (
+    DCGAN,
+    FCCGAN,
     GAN,
     LDA,
     VAE,
@@ -41,4 +43,4 @@ def loo(fit, **kwargs):
 __all__ = ["fit", "Fit", "Diagnostic", "ConvergenceWarning", "PointEstimateWarning",
            "NotFittedError", "NotSupportedError", "compare", "loo", "save", "load",
            "GaussianMixture", "HiddenMarkovModel", "LDA", "ProdLDA", "VAE", "ConditionalVAE",
-           "GAN", "GenerativeModel", "datasets", "evaluation", "__version__"]
+           "GAN", "DCGAN", "FCCGAN", "GenerativeModel", "datasets", "evaluation", "__version__"]

@@ -28,7 +28,7 @@ CASES = {
     "vae": (lambda: ppgen.VAE(64, latent_dim=2, hidden_dims=(16,)), _digits),
     "cvae": (lambda: ppgen.ConditionalVAE(64, 10, latent_dim=2, hidden_dims=(16,)), _digits),
     "gan": (lambda: ppgen.GAN(64, latent_dim=2, hidden_dims=(16,), pack=2, output="sigmoid"),
-            _digits),
+            lambda: _digits(30)),
 }
 _NET = {"num_steps": 30, "batch_size": 20, "tol": 0}
 METHODS = {"gmm": ("em", {}), "hmm": ("em", {}), "lda": ("em", {}),

@@ -234,3 +234,30 @@ def test_applications_refuse_bad_input_and_unfitted_models():
         gan.sample(0)
     with pytest.raises(ValueError, match="method"):
         gan.score(x[:3], method="bogus")
+
+
+# ------------------------------------------------------------------- convolutional GANs
+@pytest.mark.parametrize("shape", [(28, 28), (1, 28, 28), (3, 32, 32)])
+def test_dcgan_and_fccgan_networks_fit_28_and_32_pixel_images(shape):
+    z = torch.randn(4, 16)
+    for gan in (ppgen.DCGAN(shape, latent_dim=16, width=8, pack=2),
+                ppgen.FCCGAN(shape, latent_dim=16, width=8, fc_dims=(16, 32), pack=2)):
+        out = gan.generator(z)
+        assert out.shape == (4, math.prod(shape))
+        assert gan.discriminator(out.reshape(2, -1)).shape == (2,)
+    fcc = ppgen.FCCGAN(shape, latent_dim=16, width=8, fc_dims=(16, 32))
+    assert isinstance(fcc.generator.net[0], torch.nn.Linear)
+    assert fcc.generator.net[0].out_features == 16
+    assert any(isinstance(m, torch.nn.Linear) and m.out_features == 16
+               for m in fcc.discriminator.body)
+
+
+def test_dcgan_trains_on_digit_images_and_keeps_their_shape():
+    x = ppgen.datasets.load_digits()[0][:128].reshape(128, 8, 8)
+    gan = ppgen.DCGAN((8, 8), latent_dim=4, width=8)
+    fit = ppgen.fit(gan, x, "svi", num_steps=10, batch_size=32, tol=0, progress=False, seed=0)
+    assert len(fit.history["g_loss"]) == 10
+    s = gan.sample(5, seed=0)
+    assert s.shape == (5, 8, 8) and bool(((s >= 0) & (s <= 1)).all())
+    with pytest.raises(ValueError, match="divisible by 4"):
+        ppgen.DCGAN((30, 30))

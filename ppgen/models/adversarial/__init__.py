@@ -2,9 +2,11 @@
 WGAN-GP, hinge; R1; PacGAN packing; spectral normalisation; a moving average of the
 generator), latent search for imputation and reconstruction, and AIS log-likelihoods."""
 
+from .dcgan import DCGAN, FCCGAN
 from .gan import GAN
 from .losses import LOSSES
-from .networks import MLPDiscriminator, MLPGenerator
+from .networks import ConvDiscriminator, ConvGenerator, MLPDiscriminator, MLPGenerator
 from .objective import AdversarialObjective
 
-__all__ = ["GAN", "AdversarialObjective", "MLPGenerator", "MLPDiscriminator", "LOSSES"]
+__all__ = ["GAN", "DCGAN", "FCCGAN", "AdversarialObjective", "MLPGenerator", "MLPDiscriminator",
+           "ConvGenerator", "ConvDiscriminator", "LOSSES"]

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import pyro
 import pyro.distributions as dist
@@ -217,12 +217,18 @@ class GAN(GenerativeModel):
         """The objective of ``ppgen.fit(gan, x, "svi", ...)``: an
         :class:`~ppgen.models.adversarial.AdversarialObjective` built from the fit's options
         (``gan_loss``, ``lr``, ``lr_discriminator``, ``betas``, ``num_critic``, ``gp_weight``,
-        ``r1_weight``, ``ema_decay``, ``lr_decay``, ``clip_norm``). Other names are refused."""
+        ``r1_weight``, ``ema_decay``, ``lr_decay``, ``clip_norm``), on top of
+        :attr:`objective_defaults` (lr 1e-3 and R1 weight 0.1 for the MLP GAN, where the
+        objective's own are 2e-4 and 0). Other names are refused."""
         unknown = sorted(set(options) - set(_OBJECTIVE_OPTIONS))
         if unknown:
             raise bad_type("options", "options of the adversarial objective among " +
                            ", ".join(_OBJECTIVE_OPTIONS), ", ".join(unknown))
-        return AdversarialObjective(**options)
+        return AdversarialObjective(**{**self.objective_defaults, **options})
+
+    #: The MLP GAN's own defaults for the objective (measured on the ring and grid:
+    #: ``benchmarks/RESULTS.md``); fit options override them.
+    objective_defaults: ClassVar[dict[str, Any]] = {"lr": 1e-3, "r1_weight": 0.1}
 
     def init_values(self, data: torch.Tensor, *, init: dict[str, Any] | None,
                     seed: int, **kwargs: Any) -> dict[str, torch.Tensor]:
@@ -412,8 +418,8 @@ class GAN(GenerativeModel):
         return expand
 
     def log_prob(self, data: Any, *, num_samples: int = 16, num_steps: int = 100,
-                 num_leapfrog: int = 5, seed: int | None = 0, return_stderr: bool = False, exact: bool = False,
-                 **kwargs: Any):
+                 num_leapfrog: int = 5, seed: int | None = 0, return_stderr: bool = False,
+                 exact: bool = False, **kwargs: Any):
         """Estimated log p_sigma(x) per datum in nats: annealed importance sampling under
         the Gaussian observation model x ~ N(g(z), sigma^2 I) (module docstring; sigma from
         :meth:`calibrate`).
