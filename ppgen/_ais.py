@@ -91,13 +91,14 @@ def ais_log_prob(x: torch.Tensor, generator: Callable[[torch.Tensor], torch.Tens
     A linear generator g(z) = W z + b, whose marginal is N(b, W W^T + sigma^2 I):
 
     >>> import torch
-    >>> w, b = torch.randn(3, 1, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)
-    >>> x = torch.randn(4, 3, dtype=torch.float64)
+    >>> g = torch.Generator().manual_seed(0)
+    >>> w, b = torch.randn(3, 1, generator=g, dtype=torch.float64), torch.zeros(3).double()
+    >>> x = torch.randn(4, 3, generator=g, dtype=torch.float64)
     >>> est, se = ais_log_prob(x, lambda z: z @ w.T + b, latent_dim=1, obs_scale=0.5,
     ...                        num_steps=100, seed=0)
     >>> exact = torch.distributions.MultivariateNormal(
     ...     b, w @ w.T + 0.25 * torch.eye(3, dtype=torch.float64)).log_prob(x)
-    >>> bool(((est - exact).abs() < 0.05).all())
+    >>> bool(((est - exact).abs() < 3 * se + 0.05).all())
     True
     """
     if not callable(generator):
