@@ -16,6 +16,7 @@ from .models import (
     GAN,
     LDA,
     VAE,
+    ConditionalGAN,
     ConditionalVAE,
     GaussianMixture,
     GenerativeModel,
@@ -43,4 +44,5 @@ def loo(fit, **kwargs):
 __all__ = ["fit", "Fit", "Diagnostic", "ConvergenceWarning", "PointEstimateWarning",
            "NotFittedError", "NotSupportedError", "compare", "loo", "save", "load",
            "GaussianMixture", "HiddenMarkovModel", "LDA", "ProdLDA", "VAE", "ConditionalVAE",
-           "GAN", "DCGAN", "FCCGAN", "GenerativeModel", "datasets", "evaluation", "__version__"]
+           "GAN", "DCGAN", "FCCGAN", "ConditionalGAN",
+           "GenerativeModel", "datasets", "evaluation", "__version__"]

@@ -261,3 +261,26 @@ def test_dcgan_trains_on_digit_images_and_keeps_their_shape():
     assert s.shape == (5, 8, 8) and bool(((s >= 0) & (s <= 1)).all())
     with pytest.raises(ValueError, match="divisible by 4"):
         ppgen.DCGAN((30, 30))
+
+
+# ------------------------------------------------------------------------ conditional
+@pytest.mark.parametrize("projection", [False, True])
+def test_conditional_gan_draws_the_classes_it_is_asked_for(projection):
+    # Two classes far apart in the plane: each label's samples must land near its own mode.
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(512) % 2
+    centres = torch.tensor([[-3.0, 0.0], [3.0, 0.0]], dtype=torch.float64)
+    x = centres[y] + 0.3 * torch.randn(512, 2, generator=g, dtype=torch.float64)
+    cgan = ppgen.ConditionalGAN(2, 2, latent_dim=2, hidden_dims=(32,), pack=2,
+                                projection=projection)
+    ppgen.fit(cgan, x, "svi", model_kwargs={"labels": y}, num_steps=600, batch_size=64,
+              tol=0, progress=False, seed=0)
+    for label in (0, 1):
+        s = cgan.sample(200, labels=label, seed=1)
+        near = ((s - centres[label].float()).norm(dim=1) < 1.5).double().mean()
+        assert near > 0.8, (label, float(near))
+    with pytest.raises(ValueError, match="labels"):
+        cgan.sample(3)
+    with pytest.raises(ValueError, match="class indices"):
+        cgan.sample(2, labels=torch.tensor([0, 5]))
+    assert cgan.log_prob(x[:4], labels=y[:4], num_samples=2, num_steps=5).shape == (4,)

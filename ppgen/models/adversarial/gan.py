@@ -105,7 +105,7 @@ class GAN(GenerativeModel):
     ``log_prob`` is an estimate (annealed importance sampling under the Gaussian observation
     model, with its standard error): a GAN has no exact likelihood. Without a call to
     :meth:`calibrate`, ``fit`` chooses sigma after the last step on the fit's
-    ``validation_data`` when given, else on the last 64 training rows (a quick search).
+    ``validation_data`` when given, else on the last training minibatch (a quick search).
 
     Examples
     --------
@@ -395,14 +395,11 @@ class GAN(GenerativeModel):
         return self._choose_scale(x, cond, scales=scales, num_steps=num_steps,
                                   num_chains=num_chains, seed=seed, num_scales=13)
 
-    def _quick_calibrate(self, source: Any) -> None:
+    def _quick_calibrate(self, x: torch.Tensor, cond: tuple[torch.Tensor, ...]) -> None:
         """After the last training step: a cheap search (7 scales, 10 temperatures, 2 chains)
-        on the last 64 rows of ``source`` (the fit's validation data, else its training
-        data); a source that is not a tensor leaves the scale as it is."""
-        if isinstance(source, torch.Tensor):
-            x = self._flat(source[-64:])
-            self._choose_scale(x, (), scales=None, num_steps=10, num_chains=2, seed=0,
-                               num_scales=7)
+        on the last 64 rows of the fit's validation data, else of the last minibatch."""
+        self._choose_scale(x[-64:], tuple(c[-64:] for c in cond), scales=None, num_steps=10,
+                           num_chains=2, seed=0, num_scales=7)
 
     def _choose_scale(self, x, cond, **options: Any) -> float:
         expand = self._expander(cond)
@@ -412,9 +409,11 @@ class GAN(GenerativeModel):
         return scale
 
     def _expander(self, cond: tuple[torch.Tensor, ...]):
-        """Conditions of N rows repeated to the M = k N rows the AIS chains evaluate."""
+        """Conditions of N rows cycled to the M rows of z (row i takes condition i mod N:
+        the AIS chains are laid out chain-major, k blocks of the N data)."""
         def expand(z: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            return tuple(c.repeat(z.shape[0] // c.shape[0], 1) for c in cond)
+            return tuple(c[torch.arange(z.shape[0], device=c.device) % c.shape[0]]
+                         for c in cond)
         return expand
 
     def log_prob(self, data: Any, *, num_samples: int = 16, num_steps: int = 100,

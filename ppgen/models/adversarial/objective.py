@@ -216,8 +216,8 @@ class AdversarialObjective:
             model.mark_fitted()
         if self.total_steps is not None and state.step + 1 == self.total_steps:
             model.eval()
-            source = self._validation if self._validation is not None else batch.source
-            model._quick_calibrate(source)
+            rows = self._validation if self._validation is not None else (x, cond)
+            model._quick_calibrate(*rows)
             model.train()
         return {"loss": d_loss.detach(), "grad_norm": norm.sqrt(), "d_loss": d_loss.detach(),
                 "g_loss": state.extra["g_loss"], "d_real": out_real.detach().mean(),
@@ -238,12 +238,13 @@ class AdversarialObjective:
     def evaluate(self, model: Any, state: TrainState | None, data: Any) -> dict[str, float]:
         """``val_frechet``: the Fréchet distance between 2,000 generated samples (seed 0) and
         ``data`` in data space (module docstring). The data are kept, so the observation
-        scale of ``log_prob`` is chosen on them after the last step."""
+        scale of ``log_prob`` is chosen on them after the last step (else on the last
+        minibatch)."""
         kwargs: dict[str, Any] = {}
         if isinstance(data, Batch):
             data, kwargs = data.data, data.kwargs
         x = model._flat(torch.as_tensor(data).to(model.device))
-        self._validation = x
+        self._validation = (x, model._conditions(kwargs, x))
         was_training = model.training
         model.eval()
         try:
