@@ -45,14 +45,18 @@ def sigmoid_schedule(num_steps: int, rad: float = 4.0) -> torch.Tensor:
     return (s - s[0]) / (s[-1] - s[0])
 
 
-def _gaussian_log_lik(x: torch.Tensor, mean: torch.Tensor, scale: float) -> torch.Tensor:
+def _gaussian_log_lik(x: torch.Tensor, mean: torch.Tensor,
+                      scale: float | torch.Tensor) -> torch.Tensor:
     d = x.shape[-1]
+    if isinstance(scale, torch.Tensor):
+        return (-0.5 * ((x - mean) / scale).square().sum(-1) - scale.log().sum()
+                - d * _HALF_LOG_2PI)
     return (-0.5 * ((x - mean) / scale).square().sum(-1) - d * (math.log(scale)
                                                                + _HALF_LOG_2PI))
 
 
 def ais_log_prob(x: torch.Tensor, generator: Callable[[torch.Tensor], torch.Tensor], *,
-                 latent_dim: int, obs_scale: float, num_steps: int = 500,
+                 latent_dim: int, obs_scale: float | torch.Tensor, num_steps: int = 500,
                  num_chains: int = 16, num_leapfrog: int = 10, step_size: float = 0.05,
                  seed: int | None = 0, row_batch_size: int | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,8 +71,9 @@ def ais_log_prob(x: torch.Tensor, generator: Callable[[torch.Tensor], torch.Tens
         must be differentiable in z (HMC needs the gradient of log p(x | z)).
     latent_dim : int
         L.
-    obs_scale : float
-        sigma of the Gaussian observation model.
+    obs_scale : float, or Tensor of shape (D,)
+        sigma of the Gaussian observation model (one per feature for a tensor, e.g. a
+        Gaussian VAE decoder's learned scales).
     num_steps : int
         Temperatures T of the annealing schedule (more: less bias).
     num_chains : int
@@ -109,7 +114,14 @@ def ais_log_prob(x: torch.Tensor, generator: Callable[[torch.Tensor], torch.Tens
                         f"shape {tuple(x.shape)}" if isinstance(x, torch.Tensor)
                         else type(x).__name__)
     latent_dim = check_positive_int("latent_dim", latent_dim)
-    sigma = check_positive_float("obs_scale", obs_scale)
+    sigma: float | torch.Tensor
+    if isinstance(obs_scale, torch.Tensor):
+        sigma = obs_scale.detach().to(device=x.device, dtype=x.dtype).reshape(-1)
+        if sigma.numel() != x.shape[1] or not bool((sigma > 0).all()):
+            raise bad_value("obs_scale", f"a positive number or {x.shape[1]} positive "
+                            "scales (one per feature)", f"shape {tuple(obs_scale.shape)}")
+    else:
+        sigma = check_positive_float("obs_scale", obs_scale)
     num_steps = check_positive_int("num_steps", num_steps)
     num_chains = check_positive_int("num_chains", num_chains)
     num_leapfrog = check_positive_int("num_leapfrog", num_leapfrog)
