@@ -28,10 +28,10 @@ CASES = {
     "vae": (lambda: ppgen.VAE(64, latent_dim=2, hidden_dims=(16,)), _digits),
     "cvae": (lambda: ppgen.ConditionalVAE(64, 10, latent_dim=2, hidden_dims=(16,)), _digits),
     "gan": (lambda: ppgen.GAN(64, latent_dim=2, hidden_dims=(16,), pack=2, output="sigmoid"),
-            lambda: _digits(30)),
+            lambda: _digits(20)),
     "cgan": (lambda: ppgen.ConditionalGAN(64, 10, latent_dim=2, hidden_dims=(16,), pack=2,
                                           output="sigmoid", projection=True),
-             lambda: _digits(30)),
+             lambda: _digits(20)),
 }
 _NET = {"num_steps": 30, "batch_size": 20, "tol": 0}
 METHODS = {"gmm": ("em", {}), "hmm": ("em", {}), "lda": ("em", {}),
@@ -40,7 +40,7 @@ METHODS = {"gmm": ("em", {}), "hmm": ("em", {}), "lda": ("em", {}),
            "cgan": ("svi", _NET)}
 # Model keyword arguments per datum (labels) and extra arguments of sample().
 MODEL_KWARGS = {"cvae": lambda: {"labels": _digit_labels()},
-                "cgan": lambda: {"labels": _digit_labels(30)}}
+                "cgan": lambda: {"labels": _digit_labels(20)}}
 SAMPLE_KWARGS = {"hmm": {"lengths": 20}, "cvae": {"labels": 3}, "cgan": {"labels": 3}}
 # Cheap settings of the estimators of models whose log_prob is an estimate.
 ESTIMATE = {"num_samples": 50}
