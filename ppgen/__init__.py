@@ -11,8 +11,12 @@ from ._validation import NotFittedError, NotSupportedError
 from .inference import ConvergenceWarning, Diagnostic, Fit, PointEstimateWarning, fit
 from .io import load, save
 from .models import (
+    DCGAN,
+    FCCGAN,
+    GAN,
     LDA,
     VAE,
+    ConditionalGAN,
     ConditionalVAE,
     GaussianMixture,
     GenerativeModel,
@@ -40,4 +44,5 @@ def loo(fit, **kwargs):
 __all__ = ["fit", "Fit", "Diagnostic", "ConvergenceWarning", "PointEstimateWarning",
            "NotFittedError", "NotSupportedError", "compare", "loo", "save", "load",
            "GaussianMixture", "HiddenMarkovModel", "LDA", "ProdLDA", "VAE", "ConditionalVAE",
+           "GAN", "DCGAN", "FCCGAN", "ConditionalGAN",
            "GenerativeModel", "datasets", "evaluation", "__version__"]

@@ -6,7 +6,8 @@ import torch
 
 from .._validation import check_choice, check_positive_float, check_positive_int
 
-__all__ = ["make_mixture", "make_hmm", "make_corpus"]
+__all__ = ["make_mixture", "make_hmm", "make_corpus", "make_ring", "make_grid", "ring_modes",
+           "grid_modes"]
 
 
 def make_mixture(num_data: int, num_components: int, num_features: int, *,
@@ -226,3 +227,58 @@ def make_corpus(num_docs: int, vocab_size: int, num_topics: int, *,
     keep = (torch.arange(high) < lengths[:, None]).to(dtype)
     counts = torch.zeros(d, v, dtype=dtype).scatter_add_(1, words, keep)
     return counts, {"topic_word": topic_word, "doc_topics": doc_topics, "doc_lengths": lengths}
+
+
+def ring_modes(num_modes: int = 8, radius: float = 2.0, *,
+               dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """The centres (num_modes, 2) of the ring mixture: evenly spaced on a circle."""
+    k = check_positive_int("num_modes", num_modes)
+    r = check_positive_float("radius", radius)
+    angle = torch.arange(k, dtype=dtype) * (2 * torch.pi / k)
+    return r * torch.stack([angle.cos(), angle.sin()], -1)
+
+
+def grid_modes(size: int = 5, spacing: float = 2.0, *,
+               dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """The centres (size^2, 2) of the grid mixture: a square lattice centred on 0."""
+    s = check_positive_int("size", size)
+    h = check_positive_float("spacing", spacing)
+    axis = (torch.arange(s, dtype=dtype) - (s - 1) / 2) * h
+    return torch.cartesian_prod(axis, axis)
+
+
+def _draw_modes(num_data: int, modes: torch.Tensor, std: float, seed: int):
+    n = check_positive_int("num_data", num_data)
+    std = check_positive_float("std", std)
+    g = torch.Generator().manual_seed(int(seed))
+    labels = torch.randint(len(modes), (n,), generator=g)
+    x = modes[labels] + std * torch.randn(n, 2, generator=g, dtype=modes.dtype)
+    return x, {"modes": modes, "std": std, "labels": labels}
+
+
+def make_ring(num_data: int, *, num_modes: int = 8, radius: float = 2.0, std: float = 0.02,
+              seed: int = 0, dtype: torch.dtype = torch.float64):
+    """Points from the ring of Gaussians of the VEEGAN and PacGAN experiments: ``num_modes``
+    equally likely isotropic Gaussians (standard deviation ``std``) on a circle of
+    ``radius``.
+
+    Returns
+    -------
+    data : Tensor of shape (num_data, 2)
+    params : dict with ``modes`` (K, 2), ``std`` and ``labels`` (num_data,)
+    """
+    return _draw_modes(num_data, ring_modes(num_modes, radius, dtype=dtype), std, seed)
+
+
+def make_grid(num_data: int, *, size: int = 5, spacing: float = 2.0, std: float = 0.05,
+              seed: int = 0, dtype: torch.dtype = torch.float64):
+    """Points from the grid of Gaussians of the VEEGAN and PacGAN experiments: ``size`` x
+    ``size`` equally likely isotropic Gaussians (standard deviation ``std``) ``spacing``
+    apart, centred on the origin (5 x 5 on {-4, -2, 0, 2, 4}^2 by default).
+
+    Returns
+    -------
+    data : Tensor of shape (num_data, 2)
+    params : dict with ``modes`` (K, 2), ``std`` and ``labels`` (num_data,)
+    """
+    return _draw_modes(num_data, grid_modes(size, spacing, dtype=dtype), std, seed)

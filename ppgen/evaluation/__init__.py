@@ -4,10 +4,17 @@
   coherence for anything that ends in a topic-word matrix.
 - :mod:`ppgen.evaluation.likelihood`: importance-sampled log-likelihood (the IWAE bound) for
   any model with a proposal q(z | x) and a joint density p(x, z).
+- :mod:`ppgen.evaluation.generator_likelihood`: annealed importance sampling of a generator's
+  log-likelihood under a Gaussian observation model (Wu et al. 2017).
+- :mod:`ppgen.evaluation.samples`: sample metrics for any sampler (2-D mixture modes,
+  high-quality samples, reverse KL; the Fréchet distance).
 """
 
+from .generator_likelihood import ais_log_prob, choose_observation_scale
 from .likelihood import importance_log_prob
+from .samples import MixtureMetrics, frechet_distance, mixture_metrics
 from .topics import document_completion, npmi_coherence, perplexity, split_documents
 
-__all__ = ["importance_log_prob", "split_documents", "document_completion", "perplexity",
-           "npmi_coherence"]
+__all__ = ["importance_log_prob", "ais_log_prob", "choose_observation_scale",
+           "mixture_metrics", "MixtureMetrics", "frechet_distance", "split_documents",
+           "document_completion", "perplexity", "npmi_coherence"]

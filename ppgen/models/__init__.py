@@ -1,5 +1,6 @@
 """Generative model families; each is a Pyro model/guide pair (see :mod:`ppgen.models.base`)."""
 
+from .adversarial import DCGAN, FCCGAN, GAN, ConditionalGAN
 from .base import MODEL_REGISTRY, GenerativeModel, get_model_class, register
 from .latent import VAE, ConditionalVAE
 from .mixture import GaussianMixture
@@ -7,5 +8,6 @@ from .sequence import HiddenMarkovModel
 from .topic import LDA, ProdLDA
 
 __all__ = ["GenerativeModel", "GaussianMixture", "HiddenMarkovModel", "LDA", "ProdLDA",
-           "VAE", "ConditionalVAE",
+           "VAE", "ConditionalVAE", "GAN", "DCGAN", "FCCGAN",
+           "ConditionalGAN",
            "MODEL_REGISTRY", "get_model_class", "register"]
