@@ -12,6 +12,7 @@ from .inference import ConvergenceWarning, Diagnostic, Fit, PointEstimateWarning
 from .io import load, save
 from .models import (
     LDA,
+    RBM,
     VAE,
     ConditionalVAE,
     GaussianMixture,
@@ -40,4 +41,5 @@ def loo(fit, **kwargs):
 __all__ = ["fit", "Fit", "Diagnostic", "ConvergenceWarning", "PointEstimateWarning",
            "NotFittedError", "NotSupportedError", "compare", "loo", "save", "load",
            "GaussianMixture", "HiddenMarkovModel", "LDA", "ProdLDA", "VAE", "ConditionalVAE",
+           "RBM",
            "GenerativeModel", "datasets", "evaluation", "__version__"]

@@ -1,0 +1,10 @@
+"""Energy-based models: the restricted Boltzmann machine, its contrastive-divergence training
+objective, block-Gibbs helpers and annealed importance sampling of log Z (forward AIS and
+reverse RAISE)."""
+
+from .ais import ais_log_partition, raise_log_prob
+from .objectives import ContrastiveDivergence
+from .rbm import RBM, FreeEnergy, LogPartition
+
+__all__ = ["RBM", "ContrastiveDivergence", "LogPartition", "FreeEnergy", "ais_log_partition",
+           "raise_log_prob"]
