@@ -3,8 +3,9 @@ objective, block-Gibbs helpers and annealed importance sampling of log Z (forwar
 reverse RAISE)."""
 
 from .ais import ais_log_partition, raise_log_prob
+from .dbn import DBN, GreedyCD
 from .objectives import ContrastiveDivergence
 from .rbm import RBM, FreeEnergy, LogPartition
 
-__all__ = ["RBM", "ContrastiveDivergence", "LogPartition", "FreeEnergy", "ais_log_partition",
-           "raise_log_prob"]
+__all__ = ["RBM", "DBN", "GreedyCD", "ContrastiveDivergence", "LogPartition", "FreeEnergy",
+           "ais_log_partition", "raise_log_prob"]

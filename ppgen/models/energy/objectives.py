@@ -7,7 +7,8 @@ The log-likelihood gradient of an RBM is a difference of two expectations,
 
 (likewise for the biases). CD-k estimates the model term from k block-Gibbs sweeps started at
 the minibatch; PCD-k from k sweeps of persistent chains that carry over from step to step
-(``TrainState.extra["chains"]``, so they are checkpointed and a resumed run continues them
+(their hidden states, ``TrainState.extra["chains"]`` of shape (num_chains, H), so they
+are checkpointed and a resumed run continues them
 exactly). The update follows Hinton's practical guide (2010): hidden probabilities, not
 samples, in the statistics; momentum (``initial_momentum`` for the first
 ``momentum_epochs`` epochs, then ``momentum``); L2 weight decay on the weights; a learning
@@ -15,8 +16,9 @@ rate decayed geometrically to ``lr * lr_decay`` over the run. The velocities are
 state too. No autograd: the gradient is the closed form above, one host sync per step (the
 non-finite guard on the update's norm).
 
-The loss the loop records is the reconstruction error (squared error of the one-step
-mean-field reconstruction, summed over visible units, averaged over the minibatch): CD does
+The loss the loop records is the reconstruction error (squared error of E[v | h0] with h0 ~
+p(h | v), summed over visible units, averaged over the minibatch; for CD it is the first
+negative half-step, so it costs nothing): CD does
 not minimise a loss, and this is the usual cheap progress signal. ``evaluate`` on validation
 data gives the same error and the mean free energy, and every ``ais_every`` evaluations an
 AIS estimate of the mean held-out log-likelihood in nats.
@@ -39,9 +41,56 @@ from ...training import Batch, TrainState
 from .ais import ais_log_partition, base_rate_bias, betas
 from .ops import free_energy, hidden_probs, sample_hidden, sample_visible, visible_mean
 
-__all__ = ["ContrastiveDivergence"]
+__all__ = ["ContrastiveDivergence", "cd_update"]
 
 _PARAMS = ("weights", "visible_bias", "hidden_bias")
+
+
+def cd_update(x: torch.Tensor, params: dict[str, torch.Tensor],
+              velocity: dict[str, torch.Tensor], chains: torch.Tensor | None, visible: str, *,
+              num_gibbs_steps: int, lr: float, momentum: float, weight_decay: float
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """One CD-k (``chains`` None) or PCD-k update of an RBM's ``params`` (``weights``,
+    ``visible_bias``, ``hidden_bias``; changed in place) on the minibatch ``x``, with
+    momentum ``velocity`` (replaced in the dict). The update is skipped when its norm is not
+    finite. Returns the reconstruction error (0-d), the update's norm and the new chains."""
+    w, b, c = params["weights"], params["visible_bias"], params["hidden_bias"]
+    with torch.no_grad():
+        ph0 = hidden_probs(x, w, c)
+        h0 = (torch.rand_like(ph0) < ph0).to(ph0.dtype)
+        # E[v | h0], h0 ~ p(h | x): the reconstruction, and CD's first negative half-step
+        recon = visible_mean(h0, w, b, visible)  # type: ignore[arg-type]
+        error = (x - recon).square().sum(-1).mean()
+        h = h0 if chains is None else chains
+        for i in range(num_gibbs_steps):
+            if i == 0 and chains is None:
+                v = _draw(recon, visible)
+            else:
+                v = sample_visible(h, w, b, visible)  # type: ignore[arg-type]
+            ph = hidden_probs(v, w, c)
+            if i < num_gibbs_steps - 1 or chains is not None:
+                h = (torch.rand_like(ph) < ph).to(ph.dtype)
+        n_pos, n_neg = x.shape[0], v.shape[0]
+        grads = {
+            "weights": x.T @ ph0 / n_pos - v.T @ ph / n_neg - weight_decay * w,
+            "visible_bias": x.mean(0) - v.mean(0),
+            "hidden_bias": ph0.mean(0) - ph.mean(0),
+        }
+        updates = {n: momentum * velocity[n] + lr * grads[n] for n in _PARAMS}
+        norm = torch.sqrt(sum(u.square().sum() for u in updates.values()))
+        if bool(torch.isfinite(norm)):
+            for n in _PARAMS:
+                velocity[n] = updates[n]
+                params[n].add_(updates[n])
+            if chains is not None:
+                chains = h
+    return error, norm, chains
+
+
+def _draw(mean: torch.Tensor, visible: str) -> torch.Tensor:
+    if visible == "bernoulli":
+        return (torch.rand_like(mean) < mean).to(mean.dtype)
+    return mean + torch.randn_like(mean)
 
 
 class ContrastiveDivergence:
@@ -117,7 +166,7 @@ class ContrastiveDivergence:
         Gaussian visibles) and the training state: zero velocities and, for PCD, chains
         started at the first minibatch's rows."""
         source = batch.source if isinstance(batch.source, torch.Tensor) else batch.data
-        x = model._as_data(source, arg="data")
+        x = model._as_data(source, arg="data", check_width=False)
         g = torch.Generator(device=x.device).manual_seed(int(seed))
         num_visible, num_hidden = x.shape[1], model.num_hidden
         weights = 0.01 * torch.randn(num_visible, num_hidden, generator=g, dtype=x.dtype,
@@ -130,10 +179,11 @@ class ContrastiveDivergence:
         extra = {f"velocity_{n}": torch.zeros_like(getattr(model, n)) for n in _PARAMS}
         extra["num_evals"] = torch.zeros((), dtype=torch.long)
         if self.persistent:
-            first = model._as_data(batch.data, arg="data")
+            # The chains' hidden states, started at h ~ p(h | v) of the first minibatch.
+            first = model._as_data(batch.data, arg="data", check_width=False)
             rows = self.num_chains or first.shape[0]
-            chains = first[torch.arange(rows, device=first.device) % first.shape[0]].clone()
-            extra["chains"] = chains
+            v0 = first[torch.arange(rows, device=first.device) % first.shape[0]]
+            extra["chains"] = sample_hidden(v0, weights, model.hidden_bias, g)
         return TrainState(extra=extra)
 
     # ------------------------------------------------------------------------ step
@@ -147,40 +197,18 @@ class ContrastiveDivergence:
         x = batch.data
         if x.dtype != model.dtype:
             x = x.to(model.dtype)
-        w, b, c = model.weights, model.visible_bias, model.hidden_bias
-        with torch.no_grad():
-            ph0 = hidden_probs(x, w, c)
-            h0 = (torch.rand_like(ph0) < ph0).to(ph0.dtype)
-            recon = visible_mean(ph0, w, b, model.visible)
-            error = (x - recon).square().sum(-1).mean()
-            if self.persistent:
-                v = state.extra["chains"]
-                h = sample_hidden(v, w, c)
-            else:
-                h = h0
-            for i in range(self.num_gibbs_steps):
-                v = sample_visible(h, w, b, model.visible)
-                ph = hidden_probs(v, w, c)
-                if i < self.num_gibbs_steps - 1:
-                    h = (torch.rand_like(ph) < ph).to(ph.dtype)
-            n_pos, n_neg = x.shape[0], v.shape[0]
-            grads = {
-                "weights": x.T @ ph0 / n_pos - v.T @ ph / n_neg - self.weight_decay * w,
-                "visible_bias": x.mean(0) - v.mean(0),
-                "hidden_bias": ph0.mean(0) - ph.mean(0),
-            }
-            lr = self._lr(state.step)
-            mom = self.initial_momentum if batch.epoch < self.momentum_epochs else self.momentum
-            updates = {}
-            for n in _PARAMS:
-                updates[n] = mom * state.extra[f"velocity_{n}"] + lr * grads[n]
-            norm = torch.sqrt(sum(u.square().sum() for u in updates.values()))
-            if bool(torch.isfinite(norm)):
-                for n in _PARAMS:
-                    state.extra[f"velocity_{n}"] = updates[n]
-                    getattr(model, n).add_(updates[n])
-                if self.persistent:
-                    state.extra["chains"] = v
+        lr = self._lr(state.step)
+        mom = self.initial_momentum if batch.epoch < self.momentum_epochs else self.momentum
+        params = {n: getattr(model, n) for n in _PARAMS}
+        velocity = {n: state.extra[f"velocity_{n}"] for n in _PARAMS}
+        error, norm, chains = cd_update(
+            x, params, velocity, state.extra.get("chains"), model.visible,
+            num_gibbs_steps=self.num_gibbs_steps, lr=lr, momentum=mom,
+            weight_decay=self.weight_decay)
+        for n in _PARAMS:
+            state.extra[f"velocity_{n}"] = velocity[n]
+        if chains is not None:
+            state.extra["chains"] = chains
         return {"loss": error, "grad_norm": norm, "lr": lr, "momentum": mom}
 
     # -------------------------------------------------------------------- evaluate
