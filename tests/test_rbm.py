@@ -319,3 +319,16 @@ def test_bad_input_gets_clear_errors(mnist_rbm):
         ppgen.RBM(3).sample(2)
     with pytest.raises(TypeError, match="contrastive divergence"):
         ppgen.fit(ppgen.RBM(3), test, "svi", clip_norm=1.0, num_steps=2, progress=False)
+
+
+def test_pyro_model_scores_data_by_minus_the_free_energy():
+    import pyro.poutine as poutine
+
+    rbm = _random_rbm(6, 4)
+    x = (torch.rand(7, 6, generator=torch.Generator().manual_seed(0)) < 0.5).double()
+    trace = poutine.trace(rbm.model).get_trace(x)
+    site = trace.nodes["obs"]
+    assert site["is_observed"]
+    torch.testing.assert_close(site["fn"].log_prob(x), -rbm.free_energy(x))
+    torch.testing.assert_close(trace.log_prob_sum(), -rbm.free_energy(x).sum())
+    assert rbm.guide(x) is None
