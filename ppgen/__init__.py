@@ -11,6 +11,7 @@ from ._validation import NotFittedError, NotSupportedError
 from .inference import ConvergenceWarning, Diagnostic, Fit, PointEstimateWarning, fit
 from .io import load, save
 from .models import (
+    DBM,
     DBN,
     LDA,
     RBM,
@@ -42,5 +43,5 @@ def loo(fit, **kwargs):
 __all__ = ["fit", "Fit", "Diagnostic", "ConvergenceWarning", "PointEstimateWarning",
            "NotFittedError", "NotSupportedError", "compare", "loo", "save", "load",
            "GaussianMixture", "HiddenMarkovModel", "LDA", "ProdLDA", "VAE", "ConditionalVAE",
-           "RBM", "DBN",
+           "RBM", "DBN", "DBM",
            "GenerativeModel", "datasets", "evaluation", "__version__"]
