@@ -267,4 +267,5 @@ def test_rbm_mnist_benchmark_runs(tmp_path):
     stdout = proc.stdout
     assert "| scikit-learn BernoulliRBM (PCD-1) |" in stdout
     rows = json.loads(out.read_text())["rows"]
-    assert len(rows) == 3 and all(math.isfinite(r["test_ll"]) for r in rows)
+    assert len(rows) == 4 and all(math.isfinite(r["test_ll"]) for r in rows)
+    assert rows[3]["model"].startswith("ppgen DBM")
