@@ -11,10 +11,13 @@ from ._validation import NotFittedError, NotSupportedError
 from .inference import ConvergenceWarning, Diagnostic, Fit, PointEstimateWarning, fit
 from .io import load, save
 from .models import (
+    DBM,
+    DBN,
     DCGAN,
     FCCGAN,
     GAN,
     LDA,
+    RBM,
     VAE,
     ConditionalGAN,
     ConditionalVAE,
@@ -45,4 +48,5 @@ __all__ = ["fit", "Fit", "Diagnostic", "ConvergenceWarning", "PointEstimateWarni
            "NotFittedError", "NotSupportedError", "compare", "loo", "save", "load",
            "GaussianMixture", "HiddenMarkovModel", "LDA", "ProdLDA", "VAE", "ConditionalVAE",
            "GAN", "DCGAN", "FCCGAN", "ConditionalGAN",
+           "RBM", "DBN", "DBM",
            "GenerativeModel", "datasets", "evaluation", "__version__"]

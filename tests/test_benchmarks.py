@@ -254,3 +254,18 @@ def test_svi_overhead_benchmark_quick(tmp_path):
     rows = json.loads(out.read_text())
     assert [r["case"].split()[0] for r in rows] == ["gmm", "hmm", "prodlda"]
     assert all(r["ppgen_ms"] > 0 and r["pyro_ms"] > 0 for r in rows)
+
+
+def test_rbm_mnist_benchmark_runs(tmp_path):
+    out = tmp_path / "rbm.json"
+    # PYTHONPATH: this checkout's ppgen, whatever the environment has installed.
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "rbm_mnist.py"), "--quick", "--json",
+         str(out)], capture_output=True, text=True, timeout=600,
+        env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    stdout = proc.stdout
+    assert "| scikit-learn BernoulliRBM (PCD-1) |" in stdout
+    rows = json.loads(out.read_text())["rows"]
+    assert len(rows) == 4 and all(math.isfinite(r["test_ll"]) for r in rows)
+    assert rows[3]["model"].startswith("ppgen DBM")

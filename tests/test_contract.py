@@ -32,12 +32,16 @@ CASES = {
     "cgan": (lambda: ppgen.ConditionalGAN(64, 10, latent_dim=2, hidden_dims=(16,), pack=2,
                                           output="sigmoid", projection=True),
              lambda: _digits(20)),
+    "rbm": (lambda: ppgen.RBM(8), lambda: (_digits() > 0.5).float()),
+    "dbn": (lambda: ppgen.DBN((8, 4)), lambda: (_digits() > 0.5).float()),
+    "dbm": (lambda: ppgen.DBM((8, 4)), lambda: (_digits() > 0.5).float()),
 }
 _NET = {"num_steps": 30, "batch_size": 20, "tol": 0}
 METHODS = {"gmm": ("em", {}), "hmm": ("em", {}), "lda": ("em", {}),
            "prodlda": ("svi", {"num_steps": 100, "lr": 0.05, "batch_size": 20, "tol": 0}),
            "vae": ("svi", _NET), "cvae": ("svi", _NET), "gan": ("svi", _NET),
-           "cgan": ("svi", _NET)}
+           "cgan": ("svi", _NET), "rbm": ("svi", _NET), "dbn": ("svi", _NET),
+           "dbm": ("svi", _NET)}
 # Model keyword arguments per datum (labels) and extra arguments of sample().
 MODEL_KWARGS = {"cvae": lambda: {"labels": _digit_labels()},
                 "cgan": lambda: {"labels": _digit_labels(20)}}

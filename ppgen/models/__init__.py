@@ -2,6 +2,7 @@
 
 from .adversarial import DCGAN, FCCGAN, GAN, ConditionalGAN
 from .base import MODEL_REGISTRY, GenerativeModel, get_model_class, register
+from .energy import DBM, DBN, RBM
 from .latent import VAE, ConditionalVAE
 from .mixture import GaussianMixture
 from .sequence import HiddenMarkovModel
@@ -9,5 +10,5 @@ from .topic import LDA, ProdLDA
 
 __all__ = ["GenerativeModel", "GaussianMixture", "HiddenMarkovModel", "LDA", "ProdLDA",
            "VAE", "ConditionalVAE", "GAN", "DCGAN", "FCCGAN",
-           "ConditionalGAN",
+           "ConditionalGAN", "RBM", "DBN", "DBM",
            "MODEL_REGISTRY", "get_model_class", "register"]
