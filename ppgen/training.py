@@ -121,7 +121,11 @@ class Objective(Protocol):
 
     Optional: ``evaluate(model, state, data) -> dict[str, float]`` (validation metrics, called
     by the loop every ``eval_every`` steps on ``validation_data``), and ``monitor``, the name
-    of the metric early stopping watches (lower is better unless ``monitor_mode == "max"``).
+    of the metric early stopping watches (lower is better unless ``monitor_mode == "max"``),
+    and ``loss_converges`` (default True): False for objectives whose training loss is no
+    convergence signal (contrastive divergence, adversarial games); without validation data
+    the loop then neither stops them early nor warns that they did not converge
+    (``Fit.converged`` is None).
     """
 
     def init(self, model: Any, batch: Batch, seed: int) -> TrainState: ...

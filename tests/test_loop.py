@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -282,3 +283,20 @@ def test_resume_after_skipped_steps_reports_them(tmp_path):
     (nan,) = [d for d in fit.diagnose() if d.code == "nan"]
     assert nan.value == 1 and "training went on" in nan.message
     assert len(fit.history["objective"]) == 59
+
+
+@pytest.mark.parametrize("kind", ["rbm", "gan"])
+def test_contrastive_and_adversarial_losses_are_not_judged_for_convergence(kind):
+    """Their training loss is no convergence signal: with the default tol and no validation
+    data the loop neither stops them early nor warns (the VAE's ELBO rule would fire on
+    them); with validation data their own metric judges them."""
+    x = ppgen.datasets.load_digits()[0][:100]
+    if kind == "rbm":
+        model, x = ppgen.RBM(8), (x > 0.5).float()
+    else:
+        model = ppgen.GAN(64, latent_dim=2, hidden_dims=(8,), output="sigmoid")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ppgen.ConvergenceWarning)
+        fit = ppgen.fit(model, x, "svi", num_steps=250, batch_size=20, seed=0, progress=False)
+    assert fit.converged is None
+    assert len(fit.history["objective"]) == 250  # no early stop on the loss

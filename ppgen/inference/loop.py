@@ -164,6 +164,9 @@ def train(objective: Any, model: Any, source: Any, *, seed: int, num_steps: int 
                        "Drop validation_data, or use a model whose objective scores it.")
     eval_every = check_positive_int("eval_every", eval_every or per_epoch)
     monitor = getattr(objective, "monitor", "loss")
+    # Contrastive and adversarial objectives report a loss that says nothing about
+    # convergence: only validation metrics judge (and stop) them.
+    judge_loss = bool(getattr(objective, "loss_converges", True))
     sign = -1.0 if getattr(objective, "monitor_mode", "min") == "max" else 1.0
     device = getattr(source, "device", None)
     generator = torch.Generator().manual_seed(int(seed))
@@ -237,7 +240,8 @@ def train(objective: Any, model: Any, source: Any, *, seed: int, num_steps: int 
                         pos.since_best += 1
                         if tol > 0 and pos.since_best >= patience:
                             pos.stopped = "converged"
-                elif validation_data is None and tol > 0 and pos.step % check_every == 0:
+                elif (validation_data is None and judge_loss and tol > 0
+                      and pos.step % check_every == 0):
                     losses = pos.history.get("objective", [])
                     if len(losses) >= 2 * check_every:
                         current = float(np.mean(losses[-check_every:]))
@@ -249,6 +253,8 @@ def train(objective: Any, model: Any, source: Any, *, seed: int, num_steps: int 
         finally:
             bar.close()
     converged: bool | None = None if tol == 0 else pos.stopped == "converged"
+    if validation_data is None and not judge_loss and pos.stopped != "nan":
+        converged = None  # nothing to judge by
     trend = None
     if converged is False and not pos.stopped and validation_data is None:
         # The steps ran out before the strict rule fired: judge the end of the run by a

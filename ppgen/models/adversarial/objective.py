@@ -91,6 +91,7 @@ class AdversarialObjective:
     """
 
     monitor = "val_frechet"
+    loss_converges = False  # the surrogate loss is no convergence signal
     monitor_mode = "min"
 
     def __init__(self, *, gan_loss: str = "minimax", lr: float = 2e-4,

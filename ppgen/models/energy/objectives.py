@@ -127,6 +127,7 @@ class ContrastiveDivergence:
     """
 
     monitor = "reconstruction_error"
+    loss_converges = False  # the surrogate loss is no convergence signal
     monitor_mode = "min"
 
     def __init__(self, *, num_gibbs_steps: int = 1, persistent: bool = False,
