@@ -226,6 +226,7 @@ def test_mnist_fixed_binarization(binarized_dir, split, mean, size):
     x, labels = load_mnist(split, binarize="fixed", data_dir=binarized_dir)
     assert labels is None  # not stored with Larochelle's files
     assert x.shape == (size, 784) and x.dtype == torch.float32
+    assert x.is_contiguous()  # rows in memory order: minibatch gathers are not strided
     assert set(x.unique().tolist()) == {0.0, 1.0}
     assert abs(float(x.mean()) - mean) < 5e-5  # MANIFEST rounds to 4 digits
 

@@ -291,7 +291,9 @@ def load_mnist(split: Literal["train", "valid", "test"] = "train", *,
         arrays = _read_npz("binarized_mnist_packed.npz", data_dir,
                            {split: ((size, MNIST_PIXELS // 8), "uint8")})
         bits = np.unpackbits(arrays[split], axis=1)[:, :MNIST_PIXELS]
-        return torch.from_numpy(bits).to(dtype), None
+        # unpackbits keeps the packed array's memory order (column-major in the file): rows
+        # must be contiguous, or every minibatch gather and product is strided
+        return torch.from_numpy(np.ascontiguousarray(bits)).to(dtype), None
     source = "test" if split == "test" else "train"
     size = 10_000 if split == "test" else 60_000
     arrays = _read_npz("mnist.npz", data_dir, {f"x_{source}": ((size, 28, 28), "uint8"),

@@ -60,14 +60,17 @@ def free_energy(v: torch.Tensor, weights: torch.Tensor, visible_bias: torch.Tens
 def hidden_probs(v: torch.Tensor, weights: torch.Tensor,
                  hidden_bias: torch.Tensor) -> torch.Tensor:
     """p(h = 1 | v): (..., D) -> (..., H)."""
+    if v.dim() == 2:  # one fused GEMM + bias, sigmoid in place
+        return torch.addmm(hidden_bias, v, weights).sigmoid_()
     return torch.sigmoid(v @ weights + hidden_bias)
 
 
 def visible_mean(h: torch.Tensor, weights: torch.Tensor, visible_bias: torch.Tensor,
                  visible: Visible) -> torch.Tensor:
     """E[v | h]: (..., H) -> (..., D) (probabilities for Bernoulli visibles)."""
-    act = h @ weights.T + visible_bias
-    return torch.sigmoid(act) if visible == "bernoulli" else act
+    act = torch.addmm(visible_bias, h, weights.T) if h.dim() == 2 else h @ weights.T + \
+        visible_bias
+    return act.sigmoid_() if visible == "bernoulli" else act
 
 
 def sample_hidden(v: torch.Tensor, weights: torch.Tensor, hidden_bias: torch.Tensor,
