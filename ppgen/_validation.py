@@ -6,13 +6,15 @@ Never ``assert`` on user input (it vanishes under ``python -O``).
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["bad_value", "bad_type", "not_numeric", "ragged_rows", "first_text", "check_data",
+__all__ = ["datum_rows", "one_hot_labels", "bad_value", "bad_type", "not_numeric",
+           "ragged_rows", "first_text", "check_data",
            "check_positive_int", "check_choice", "check_nonnegative_float",
            "check_positive_float", "NotFittedError", "NotSupportedError", "not_supported",
            "INTEGER_DATA_DTYPE", "tensor_from_array", "column_names"]
@@ -245,3 +247,61 @@ def check_data(x: Any, *, arg: str = "data", ndim: int = 2, allow_nan: bool = Fa
                             f"(first in row {row})", "Fill them with model.impute(data) "
                             "(a fitted model completes missing entries), or drop those rows.")
     return t
+
+
+def datum_rows(data: Any, data_shape: tuple[int, ...], *, arg: str = "data",
+               dtype: torch.dtype | None = None, device: Any = None
+               ) -> tuple[torch.Tensor, tuple[int, ...]]:
+    """Data of a model of fixed-shape data (images, feature vectors) as (N, D) rows, and the
+    shape to return per-datum results in: ``data_shape`` for (N, *data_shape) input, (D,)
+    for flat (N, D) input. Values are not checked (the model knows what it accepts)."""
+    t = as_tensor(data, arg=arg, dtype=dtype, device=device)
+    num_features = math.prod(data_shape)
+    flat = (num_features,)
+    if t.dim() >= 1 and tuple(t.shape[1:]) == data_shape:
+        out_shape = data_shape
+    elif t.dim() == 2 and t.shape[1] == num_features:
+        out_shape = flat
+    else:
+        expected = f"shape (N, {', '.join(map(str, data_shape))})"
+        if len(data_shape) > 1:
+            expected += f" or (N, {num_features})"
+        expected += " (a leading data dimension, then the datum's dimensions)"
+        remedy = ("For a single datum add a leading axis, e.g. x[None]."
+                  if tuple(t.shape) in (data_shape, flat) else None)
+        raise bad_value(arg, expected, f"shape {tuple(t.shape)}", remedy)
+    if t.shape[0] < 1:
+        raise bad_value(arg, "at least one row", f"shape {tuple(t.shape)}")
+    return t.reshape(t.shape[0], num_features), out_shape
+
+
+def one_hot_labels(labels: Any, num_classes: int, num_data: int, *, arg: str = "labels",
+                   dtype: torch.dtype | None = None, device: Any = None) -> torch.Tensor:
+    """Class labels of ``num_data`` data, given as indices (N,) in 0..C-1 or one-hot rows
+    (N, C), as one-hot rows (N, C) in ``dtype`` (conditional models' ``labels``)."""
+    if labels is None:
+        raise bad_value(arg, f"labels for the {num_data} data (class indices 0.."
+                        f"{num_classes - 1} or one-hot rows)", "None",
+                        "Pass labels=... (fit: model_kwargs={'labels': y}).")
+    t = as_tensor(labels, arg=arg, device=device)
+    if t.dim() == 1:
+        if t.is_floating_point() and not bool((t == t.round()).all()):
+            raise bad_value(arg, "whole class numbers", "fractional values")
+        bad = (t < 0) | (t >= num_classes)
+        if bool(bad.any()):
+            raise bad_value(arg, f"class indices in 0..{num_classes - 1}",
+                            f"{t[bad][0].item():g} (and {int(bad.sum()) - 1} more)")
+        onehot = torch.nn.functional.one_hot(t.long(), num_classes).to(
+            dtype or torch.get_default_dtype())
+    elif t.dim() == 2 and t.shape[1] == num_classes:
+        if not bool(((t == 0) | (t == 1)).all() & (t.sum(-1) == 1).all()):
+            raise bad_value(arg, "one-hot rows (a single 1 per row)",
+                            "rows that are not one-hot")
+        onehot = t.to(dtype or torch.get_default_dtype())
+    else:
+        raise bad_value(arg, f"shape ({num_data},) class indices or ({num_data}, "
+                        f"{num_classes}) one-hot rows", f"shape {tuple(t.shape)}")
+    if onehot.shape[0] != num_data:
+        raise bad_value(arg, f"one label per datum ({num_data})",
+                        f"{onehot.shape[0]} labels")
+    return onehot

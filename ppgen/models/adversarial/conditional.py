@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..._validation import as_tensor, bad_type, bad_value, check_positive_int
+from ..._validation import bad_type, bad_value, check_positive_int, one_hot_labels
 from ..base import register
 from .gan import GAN
 from .networks import MLPDiscriminator, MLPGenerator, Output, _sn
@@ -110,31 +110,8 @@ class ConditionalGAN(GAN):
     def check_labels(self, labels: Any, num_data: int, *, arg: str = "labels") -> torch.Tensor:
         """Class indices (N,) in 0..C-1 or one-hot rows (N, C) -> one-hot (N, C) in the
         model's dtype and device."""
-        if labels is None:
-            raise bad_value(arg, f"labels for the {num_data} data (class indices 0.."
-                            f"{self.num_classes - 1} or one-hot rows)", "None",
-                            "Pass labels=... (fit: model_kwargs={'labels': y}).")
-        t = as_tensor(labels, arg=arg, device=self.device)
-        if t.dim() == 1:
-            if t.is_floating_point() and not bool((t == t.round()).all()):
-                raise bad_value(arg, "whole class numbers", "fractional values")
-            bad = (t < 0) | (t >= self.num_classes)
-            if bool(bad.any()):
-                raise bad_value(arg, f"class indices in 0..{self.num_classes - 1}",
-                                f"{t[bad][0].item():g}")
-            onehot = F.one_hot(t.long(), self.num_classes).to(self.dtype)
-        elif t.dim() == 2 and t.shape[1] == self.num_classes:
-            if not bool(((t == 0) | (t == 1)).all() & (t.sum(-1) == 1).all()):
-                raise bad_value(arg, "one-hot rows (a single 1 per row)",
-                                "rows that are not one-hot")
-            onehot = t.to(self.dtype)
-        else:
-            raise bad_value(arg, f"shape ({num_data},) class indices or ({num_data}, "
-                            f"{self.num_classes}) one-hot rows", f"shape {tuple(t.shape)}")
-        if onehot.shape[0] != num_data:
-            raise bad_value(arg, f"one label per datum ({num_data})",
-                            f"{onehot.shape[0]} labels")
-        return onehot
+        return one_hot_labels(labels, self.num_classes, num_data, arg=arg, dtype=self.dtype,
+                              device=self.device)
 
     def prepare_inputs(self, data: Any, model_kwargs: dict[str, Any]):
         """Validate the data and ``labels`` (returned one-hot (N, C))."""

@@ -32,11 +32,11 @@ from ..._ais import ais_log_prob, choose_observation_scale
 from ..._random import resolve_seed, seeded
 from ..._validation import (
     NotFittedError,
-    as_tensor,
     bad_type,
     bad_value,
     check_choice,
     check_positive_int,
+    datum_rows,
     not_supported,
 )
 from ..base import GenerativeModel, register
@@ -246,23 +246,8 @@ class GAN(GenerativeModel):
 
     def _as_data(self, data: Any, *, arg: str = "data",
                  allow_nan: bool = False) -> tuple[torch.Tensor, tuple[int, ...]]:
-        t = as_tensor(data, arg=arg, dtype=self.dtype, device=self.device)
-        flat = (self.num_features,)
-        if t.dim() >= 1 and tuple(t.shape[1:]) == self.data_shape:
-            out_shape = self.data_shape
-        elif t.dim() == 2 and t.shape[1] == self.num_features:
-            out_shape = flat
-        else:
-            expected = f"shape (N, {', '.join(map(str, self.data_shape))})"
-            if len(self.data_shape) > 1:
-                expected += f" or (N, {self.num_features})"
-            expected += " (a leading data dimension, then the datum's dimensions)"
-            remedy = ("For a single datum add a leading axis, e.g. x[None]."
-                      if tuple(t.shape) in (self.data_shape, flat) else None)
-            raise bad_value(arg, expected, f"shape {tuple(t.shape)}", remedy)
-        if t.shape[0] < 1:
-            raise bad_value(arg, "at least one row", f"shape {tuple(t.shape)}")
-        x = t.reshape(t.shape[0], self.num_features)
+        x, out_shape = datum_rows(data, self.data_shape, arg=arg, dtype=self.dtype,
+                                  device=self.device)
         finite = torch.isfinite(x)
         if not bool(finite.all()):
             nan = torch.isnan(x)

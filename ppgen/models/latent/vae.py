@@ -38,12 +38,13 @@ from ..._importance import importance_log_prob
 from ..._random import resolve_seed, seeded
 from ..._validation import (
     NotFittedError,
-    as_tensor,
     bad_type,
     bad_value,
     check_choice,
     check_positive_int,
+    datum_rows,
     not_supported,
+    one_hot_labels,
 )
 from ..base import GenerativeModel, register
 from .impute import impute_chain
@@ -259,23 +260,8 @@ class VAE(GenerativeModel):
                  allow_nan: bool = False) -> tuple[torch.Tensor, tuple[int, ...]]:
         """Validated data as (N, D) in the model's dtype and device, and the shape of one
         datum to return results in (``data_shape``, or (D,) for flat input)."""
-        t = as_tensor(data, arg=arg, dtype=self.dtype, device=self.device)
-        flat = (self.num_features,)
-        if t.dim() >= 1 and tuple(t.shape[1:]) == self.data_shape:
-            out_shape = self.data_shape
-        elif t.dim() == 2 and t.shape[1] == self.num_features:
-            out_shape = flat
-        else:
-            expected = f"shape (N, {', '.join(map(str, self.data_shape))})"
-            if len(self.data_shape) > 1:
-                expected += f" or (N, {self.num_features})"
-            expected += " (a leading data dimension, then the datum's dimensions)"
-            remedy = ("For a single datum add a leading axis, e.g. x[None]."
-                      if tuple(t.shape) in (self.data_shape, flat) else None)
-            raise bad_value(arg, expected, f"shape {tuple(t.shape)}", remedy)
-        if t.shape[0] < 1:
-            raise bad_value(arg, "at least one row", f"shape {tuple(t.shape)}")
-        x = t.reshape(t.shape[0], self.num_features)
+        x, out_shape = datum_rows(data, self.data_shape, arg=arg, dtype=self.dtype,
+                                  device=self.device)
         self._check_values(x, arg, allow_nan=allow_nan)
         return x, out_shape
 
@@ -685,31 +671,8 @@ class ConditionalVAE(VAE):
     def check_labels(self, labels: Any, num_data: int, *, arg: str = "labels") -> torch.Tensor:
         """Validate labels (class indices (N,) in 0..C-1, or one-hot rows (N, C)); returns
         one-hot rows (N, C) in the model's dtype and device."""
-        if labels is None:
-            raise bad_value(arg, f"labels for the {num_data} data (class indices 0.."
-                            f"{self.num_classes - 1} or one-hot rows)", "None",
-                            "Pass labels=... (fit: model_kwargs={'labels': y}).")
-        t = as_tensor(labels, arg=arg, device=self.device)
-        if t.dim() == 1:
-            if t.is_floating_point() and not bool((t == t.round()).all()):
-                raise bad_value(arg, "whole class numbers", "fractional values")
-            bad = (t < 0) | (t >= self.num_classes)
-            if bool(bad.any()):
-                raise bad_value(arg, f"class indices in 0..{self.num_classes - 1}",
-                                f"{t[bad][0].item():g} (and {int(bad.sum()) - 1} more)")
-            onehot = F.one_hot(t.long(), self.num_classes).to(self.dtype)
-        elif t.dim() == 2 and t.shape[1] == self.num_classes:
-            if not bool(((t == 0) | (t == 1)).all() & (t.sum(-1) == 1).all()):
-                raise bad_value(arg, "one-hot rows (a single 1 per row)",
-                                "rows that are not one-hot")
-            onehot = t.to(self.dtype)
-        else:
-            raise bad_value(arg, f"shape ({num_data},) class indices or ({num_data}, "
-                            f"{self.num_classes}) one-hot rows", f"shape {tuple(t.shape)}")
-        if onehot.shape[0] != num_data:
-            raise bad_value(arg, f"one label per datum ({num_data})",
-                            f"{onehot.shape[0]} labels")
-        return onehot
+        return one_hot_labels(labels, self.num_classes, num_data, arg=arg, dtype=self.dtype,
+                              device=self.device)
 
     def prepare_inputs(self, data: Any, model_kwargs: dict[str, Any]):
         """Validate the data (:meth:`VAE.prepare`) and ``labels``, returned one-hot (N, C)."""
