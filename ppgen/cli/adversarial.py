@@ -21,7 +21,7 @@ from ._fit import (
     positive_float,
     positive_int,
 )
-from ._io import CLIError, count, csv_text, emit
+from ._io import CLIError, count, csv_text, emit, existing_file
 from ._report import Report, json_text
 from .latent import _hidden_dims, _read_npy_images, _split
 
@@ -100,8 +100,9 @@ def load_adversarial_data(args: argparse.Namespace, conditional: bool) -> Advers
             :size]))
         return AdversarialData(
             train, train_y, valid[:1000], valid_y[:1000], test[held], test_y[held], kind,
-            "mnist (MNIST intensities, ../shared/data)", (784,), (28, 28), 10 if conditional else None,
-            None, None, f"train: the {len(train)} images of MNIST's 'train' split; "
+            "mnist (MNIST intensities, ../shared/data)", (784,), (28, 28),
+            10 if conditional else None, None, None,
+            f"train: the {len(train)} images of MNIST's 'train' split; "
             f"validation: 1000 of its 'valid' images; held out: {len(held)} test images "
             f"(drawn with seed {seed})")
     if kind == "digits":
@@ -111,6 +112,7 @@ def load_adversarial_data(args: argparse.Namespace, conditional: bool) -> Advers
         if conditional:
             raise CLIError(f"--data {args.data}: ppgen fit cgan needs labels: use --data "
                            "ring, grid, digits or mnist, or ppgen fit gan for a file.")
+        existing_file(args.data, DATASETS, (".npy",), lead="--data")
         flat, shape = _read_npy_images(args.data)
         images, labels, source = torch.from_numpy(flat), None, args.data
     tr, va, he = _split(len(images), args.heldout_fraction, DEFAULT_FRACTION, seed)
@@ -303,7 +305,8 @@ class AdversarialFit(FitCommand):
             ]
         rows += [
             ["held-out log-likelihood", f"{res['log_lik']:.3f} ± {res['log_lik_se']:.3f} "
-             f"nats per datum (mean over {count(res['num_heldout'], 'held-out datum', 'held-out data')}"
+             "nats per datum (mean over "
+             f"{count(res['num_heldout'], 'held-out datum', 'held-out data')}"
              f" ± its standard error; AIS with {args.ais_chains} chains and {args.ais_steps} "
              f"temperatures, Monte Carlo error of the mean ± {res['log_lik_mc_se']:.3f}; "
              f"Gaussian observation model with sigma {res['obs_scale']:.4g} chosen on the "
