@@ -1315,3 +1315,13 @@ def test_fit_gan_usage_errors(tmp_path, command, argv, fragments):
     argv = [a.format(base=tmp_path) for a in argv]
     assert_user_error(run(["fit", command, *argv, "--out", out_dir]), *fragments)
     assert not out_dir.exists()
+
+
+def test_fit_gan_help():
+    rc, out, _ = run(["fit", "gan", "--help"])
+    assert rc == 0
+    for option in ("--data", "--pack", "--gan-loss", "--num-steps", "--r1-weight",
+                   "--ema-decay", "--eval-size", "--ais-chains", "--ais-steps", "ring", "grid"):
+        assert option in out, option
+    rc, out, _ = run(["fit", "--help"])
+    assert rc == 0 and "gan" in out and "cgan" in out
