@@ -355,7 +355,7 @@ class AdversarialFit(FitCommand):
             sax.scatter(x[:, 0], x[:, 1], s=2, alpha=0.4, label=f"{len(x)} samples")
             sax.scatter(modes[:, 0], modes[:, 1], marker="x", c="red", s=40, label="true modes")
             sax.set_aspect("equal")
-            sax.legend(loc="upper right")
+            sax.legend(loc="center")  # the middle of the ring and grid is empty
             sax.set_title(f"{res['modes']}/{res['num_modes']} modes, "
                           f"{res['high_quality']:.1f} % high quality")
             figures.append(Figure("samples.png", sfig, "generated points against the true "
