@@ -1232,3 +1232,96 @@ def test_report_totals_show_no_more_digits_than_their_dtype_holds():
     assert fmt_total(-12.3456789, torch.float32) == "-12.346"
     assert fmt_total(-3212345.678, torch.float64) == "-3212345.678"
     assert fmt_total(float("nan"), torch.float32) == "nan"
+
+
+# ------------------------------------------------------------------- fit gan / cgan
+GAN_TINY = ["--num-steps", 200, "--num-data", 1000, "--hidden-dims", "32,32", "--eval-size",
+            12, "--ais-chains", 4, "--ais-steps", 10, "--quiet"]
+GAN_FILES = ("report.md", "history.png", "samples.png", "model.pt", "run.json")
+
+
+@pytest.fixture(scope="module")
+def gan_ring_run(tmp_path_factory):
+    out_dir = tmp_path_factory.mktemp("gan") / "ring"
+    return out_dir, run(["fit", "gan", "--data", "ring", *GAN_TINY, "--out", out_dir])
+
+
+def test_fit_gan_ring_report_numbers_are_the_models(gan_ring_run):
+    """The mixture metrics and the AIS held-out nats of the report are recomputed from
+    model.pt and the data drawn with the run's seed."""
+    out_dir, (rc, out, err) = gan_ring_run
+    assert rc == 0, err
+    assert sorted(p.name for p in out_dir.iterdir()) == sorted(GAN_FILES)
+    for name in GAN_FILES[1:4]:
+        if name.endswith(".png"):
+            assert (out_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    info = json.loads((out_dir / "run.json").read_text())
+    gan = ppgen.load(out_dir / "model.pt")
+    assert isinstance(gan, ppgen.GAN) and gan.hidden_dims == (32, 32) and gan.pack == 4
+    assert info["num_steps_run"] == 200 and info["num_modes"] == 8
+    x, params = ppgen.datasets.make_ring(1000 + 500 + 12, seed=0, dtype=torch.float32)
+    m = ppgen.evaluation.mixture_metrics(gan.sample(2500, seed=0), params["modes"],
+                                         params["std"])
+    assert info["modes_captured"] == m.modes_captured
+    assert info["high_quality"] == pytest.approx(m.high_quality)
+    lp = gan.log_prob(x[1500:], num_samples=4, num_steps=10, seed=0).double()
+    assert info["log_likelihood"] == pytest.approx(float(lp.mean()), abs=1e-4)
+    assert info["log_likelihood_se"] == pytest.approx(float(lp.std() / 12**0.5), rel=1e-3)
+    report = (out_dir / "report.md").read_text()
+    for text in ("## Fit", "modes captured", f"{m.modes_captured} of 8",
+                 f"{info['log_likelihood']:.3f} ± {info['log_likelihood_se']:.3f} nats",
+                 "AIS with 4 chains and 10 temperatures", "(samples.png)", "(history.png)"):
+        assert text in report, text
+    rc, out, err = run(["sample", out_dir, "-n", 5, "--seed", 2])
+    assert rc == 0, err
+    lines = out.strip().splitlines()
+    rows = np.array([[float(v) for v in line.split(",")] for line in lines[1:]])
+    np.testing.assert_array_equal(rows, gan.sample(5, seed=2).numpy())
+
+
+def test_fit_cgan_digits_draws_labelled_images(tmp_path):
+    out_dir = tmp_path / "cgan"
+    rc, out, err = run(["fit", "cgan", "--data", "digits", "--num-steps", 5, "--hidden-dims",
+                        "32", "--latent-dim", 4, "--eval-size", 5, "--ais-chains", 4,
+                        "--ais-steps", 10, "--quiet", "--out", out_dir])
+    assert rc == 0, err
+    assert sorted(p.name for p in out_dir.iterdir()) == sorted(GAN_FILES)
+    cgan = ppgen.load(out_dir / "model.pt")
+    assert isinstance(cgan, ppgen.ConditionalGAN) and cgan.num_classes == 10
+    report = (out_dir / "report.md").read_text()
+    assert "held-out log-likelihood" in report and "modes captured" not in report
+    rc, out, err = run(["sample", out_dir, "-n", 12, "--seed", 1])
+    assert rc == 0, err
+    lines = out.strip().splitlines()
+    assert lines[0].split(",")[:2] == ["label", "x0"] and len(lines) == 13
+    rows = np.array([[float(v) for v in line.split(",")] for line in lines[1:]])
+    labels = torch.arange(12) % 10
+    np.testing.assert_array_equal(rows[:, 0], labels.numpy())
+    np.testing.assert_array_equal(rows[:, 1:], cgan.sample(12, labels=labels, seed=1).numpy())
+    assert_user_error(run(["score", out_dir, tmp_path / "x.csv"]), "labels")
+
+
+@pytest.mark.parametrize("command, argv, fragments", [
+    ("gan", ["--gan-loss", "wasserstein"], ["--gan-loss", "invalid choice"]),
+    ("gan", ["--pack", "0"], ["--pack", "positive integer"]),
+    ("gan", ["--ema-decay", "1.5"], ["--ema-decay", "[0, 1)"]),
+    ("gan", ["--hidden-dims", "none"], ["--hidden-dims", "at least one hidden layer"]),
+    ("gan", ["--data", "rign"], ["--data", "'rign'", "ring"]),
+    ("cgan", ["--data", "{base}/x.npy"], ["--data", "needs labels"]),
+])
+def test_fit_gan_usage_errors(tmp_path, command, argv, fragments):
+    np.save(tmp_path / "x.npy", np.zeros((20, 4)))
+    out_dir = tmp_path / "o"
+    argv = [a.format(base=tmp_path) for a in argv]
+    assert_user_error(run(["fit", command, *argv, "--out", out_dir]), *fragments)
+    assert not out_dir.exists()
+
+
+def test_fit_gan_help():
+    rc, out, _ = run(["fit", "gan", "--help"])
+    assert rc == 0
+    for option in ("--data", "--pack", "--gan-loss", "--num-steps", "--r1-weight",
+                   "--ema-decay", "--eval-size", "--ais-chains", "--ais-steps", "ring", "grid"):
+        assert option in out, option
+    rc, out, _ = run(["fit", "--help"])
+    assert rc == 0 and "gan" in out and "cgan" in out
