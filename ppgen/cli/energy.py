@@ -40,7 +40,7 @@ NUM_FILTERS = 64
 #: RAISE (reverse AIS) draws per held-out image and the held-out images it runs on (it is
 #: per datum, so it runs on a subset).
 RAISE_SAMPLES = 10
-RAISE_IMAGES = 100
+RAISE_IMAGES = 20
 
 
 @dataclass
@@ -187,7 +187,7 @@ class EnergyFit(FitCommand):
                             metavar="L2", help="L2 weight decay (default: %(default)s)")
         parser.add_argument("--ais-samples", type=positive_int, default=100, metavar="N",
                             help="AIS chains of the held-out log Z (default: %(default)s)")
-        parser.add_argument("--ais-betas", type=positive_int, default=1000, metavar="K",
+        parser.add_argument("--ais-betas", type=positive_int, default=500, metavar="K",
                             help="AIS temperatures (default: %(default)s)")
         parser.add_argument("--num-train", type=positive_int, metavar="N",
                             help="binarized-mnist: training images used (default "
