@@ -7,6 +7,7 @@ matplotlib.use("Agg")
 import contextlib  # noqa: E402
 import io  # noqa: E402
 import json  # noqa: E402
+import math  # noqa: E402
 import os  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -1325,3 +1326,94 @@ def test_fit_gan_help():
         assert option in out, option
     rc, out, _ = run(["fit", "--help"])
     assert rc == 0 and "gan" in out and "cgan" in out
+
+
+# ------------------------------------------------------------------- fit rbm, dbn, dbm
+RBM_TINY = ["--data", "digits", "--num-hidden", 16, "--num-epochs", 2, "--ais-samples", 20,
+            "--ais-betas", 100, "--raise-images", 10]
+
+
+@pytest.fixture(scope="module")
+def rbm_run(tmp_path_factory):
+    out_dir = tmp_path_factory.mktemp("rbm") / "run"
+    return out_dir, run(["fit", "rbm", *RBM_TINY, "--out", out_dir])
+
+
+def _binary_digits():
+    x, _ = ppgen.datasets.load_digits()
+    return (x >= 0.5).float()
+
+
+def test_fit_rbm_writes_files_and_reports_the_models_numbers(rbm_run):
+    out_dir, (rc, out, err) = rbm_run
+    assert rc == 0, err
+    for name in ("report.md", "filters.png", "samples.png", "history.png", "model.pt",
+                 "run.json"):
+        assert (out_dir / name).is_file(), name
+    info = json.loads((out_dir / "run.json").read_text())
+    assert info["model"] == "rbm" and info["num_hidden"] == 16
+    rbm = ppgen.load(out_dir / "model.pt")
+    assert isinstance(rbm, ppgen.RBM) and rbm.weights.shape == (64, 16)
+    held = _binary_digits()[torch.as_tensor(info["heldout_images"])]
+    lp, se = rbm.log_prob(held, num_samples=20, num_betas=100, seed=0, return_stderr=True)
+    assert info["log_likelihood"] == pytest.approx(float(lp.double().mean()), abs=1e-6)
+    assert info["log_z_se"] == pytest.approx(float(se[0]), rel=1e-6)
+    # the exact log-likelihood (16 hidden units: enumerable) within 3 AIS errors + 0.05
+    exact = float(rbm.log_prob(held, method="exact").double().mean())
+    assert abs(info["log_likelihood"] - exact) < 3 * info["log_z_se"] + 0.05
+    assert info["raise_num_images"] == 10 and math.isfinite(info["raise_log_likelihood"])
+    report = (out_dir / "report.md").read_text()
+    for fragment in ("held-out log-likelihood", f"{info['log_likelihood']:.3f}", "RAISE",
+                     "baseline", "CD-1", "filters.png", "reconstruction error"):
+        assert fragment in report and fragment in out, fragment
+
+
+def test_sample_and_score_rbm(rbm_run, tmp_path):
+    out_dir, _ = rbm_run
+    rbm = ppgen.load(out_dir / "model.pt")
+    rc, out, err = run(["sample", out_dir, "-n", 4, "--seed", 3, "--no-header"])
+    assert rc == 0, err
+    rows = np.loadtxt(io.StringIO(out), delimiter=",", ndmin=2)
+    np.testing.assert_array_equal(rows, rbm.sample(4, seed=3).numpy())
+    x = _binary_digits()[:3].numpy()
+    np.save(tmp_path / "x.npy", x)
+    rc, out, err = run(["score", out_dir, tmp_path / "x.npy"])
+    assert rc == 0, err
+    np.testing.assert_allclose(np.loadtxt(io.StringIO(out)),
+                               rbm.score(torch.from_numpy(x)).numpy(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("family, cls", [("dbn", "DBN"), ("dbm", "DBM")])
+def test_fit_dbn_and_dbm(tmp_path, family, cls):
+    out_dir = tmp_path / family
+    rc, out, err = run(["fit", family, "--data", "digits", "--layers", "16,8", "--num-epochs",
+                        1, "--ais-samples", 10, "--ais-betas", 50, "--out", out_dir])
+    assert rc == 0, err
+    model = ppgen.load(out_dir / "model.pt")
+    assert isinstance(model, getattr(ppgen, cls)) and model.layer_sizes == (16, 8)
+    info = json.loads((out_dir / "run.json").read_text())
+    held = _binary_digits()[torch.as_tensor(info["heldout_images"])]
+    kwargs = ({"ais_samples": 10} if family == "dbn" else {"num_samples": 10})
+    lp = model.log_prob(held, num_betas=50, seed=0, **kwargs).double().mean()
+    assert info["log_likelihood"] == pytest.approx(float(lp), abs=1e-6)
+    assert "log-likelihood lower bound" in (out_dir / "report.md").read_text()
+    assert (out_dir / "samples.png").is_file() and (out_dir / "filters.png").is_file()
+
+
+@pytest.mark.parametrize("argv, fragments", [
+    (["rbm", "--num-hidden", "0"], ["--num-hidden", "positive integer", "0"]),
+    (["dbn", "--layers", "16,0"], ["--layers", "positive integers", "16,0"]),
+    (["dbm", "--layers", "16"], ["--layers", "two hidden-layer sizes", "16"]),
+    (["rbm", "--num-train", "100"], ["--num-train", "binarized-mnist", "--data digits"]),
+    (["rbm", "--data", "binarized-mnist", "--heldout-fraction", "0.2"],
+     ["--heldout-fraction", "fixed splits"]),
+    (["rbm", "--raise-images", "-1"], ["--raise-images", ">= 0", "-1"]),
+    (["rbm", "--data", "{base}/gray.npy"], ["gray.npy", "binary pixels", "0.5", "image 0"]),
+    (["rbm", "--data", "{base}/missing.npy"], ["missing.npy", "no such file"]),
+])
+def test_fit_energy_usage_and_data_errors(tmp_path, argv, fragments):
+    np.save(tmp_path / "gray.npy", np.full((10, 4), 0.5))
+    out_dir = tmp_path / "o"
+    argv = [a.format(base=tmp_path) for a in argv]
+    assert_user_error(run(["fit", *argv, "--out", out_dir]), *fragments)
+    assert not out_dir.exists()

@@ -285,14 +285,16 @@ def test_resume_after_skipped_steps_reports_them(tmp_path):
     assert len(fit.history["objective"]) == 59
 
 
-@pytest.mark.parametrize("kind", ["rbm", "gan"])
+@pytest.mark.parametrize("kind", ["rbm", "dbn", "dbm", "gan"])
 def test_contrastive_and_adversarial_losses_are_not_judged_for_convergence(kind):
     """Their training loss is no convergence signal: with the default tol and no validation
     data the loop neither stops them early nor warns (the VAE's ELBO rule would fire on
     them); with validation data their own metric judges them."""
     x = ppgen.datasets.load_digits()[0][:100]
-    if kind == "rbm":
-        model, x = ppgen.RBM(8), (x > 0.5).float()
+    if kind in ("rbm", "dbn", "dbm"):
+        x = (x > 0.5).float()
+        model = {"rbm": lambda: ppgen.RBM(8), "dbn": lambda: ppgen.DBN((8, 4)),
+                 "dbm": lambda: ppgen.DBM((8, 4))}[kind]()
     else:
         model = ppgen.GAN(64, latent_dim=2, hidden_dims=(8,), output="sigmoid")
     with warnings.catch_warnings():

@@ -32,6 +32,7 @@ LISTED = (
     "02_hidden_markov_model.ipynb",
     "03_topic_models.ipynb",
     "04_variational_autoencoder.ipynb",
+    "05_boltzmann_machines.ipynb",
     "06_generative_adversarial_networks.ipynb",
 )
 

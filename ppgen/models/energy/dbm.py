@@ -49,6 +49,7 @@ class DBMObjective:
     docstring)."""
 
     monitor = "reconstruction_error"
+    loss_converges = False  # the surrogate loss is no convergence signal
     monitor_mode = "min"
 
     def __init__(self, *, lr: float = 0.02, lr_decay: float = 1.0, momentum: float = 0.9,

@@ -75,6 +75,7 @@ class GreedyCD:
     of :class:`~ppgen.models.energy.ContrastiveDivergence` without persistence."""
 
     monitor = "reconstruction_error"
+    loss_converges = False  # the surrogate loss is no convergence signal
     monitor_mode = "min"
 
     def __init__(self, *, num_gibbs_steps: int = 1, lr: float = 0.02, lr_decay: float = 1.0,
