@@ -110,3 +110,11 @@ def test_hmm_draws_are_summarised_by_public_parameters():
     cov = (tril @ tril.transpose(-1, -2))[..., 0, 1, 0]
     assert table.loc["covariances[0, 1, 0]", "mean"] == pytest.approx(float(cov.mean()),
                                                                        abs=1e-3)
+
+
+@pytest.mark.parametrize("cls", [GaussianMixture, ppgen.HiddenMarkovModel, ppgen.LDA,
+                                 ppgen.ProdLDA, ppgen.VAE, ppgen.ConditionalVAE],
+                         ids=lambda c: c.__name__)
+def test_each_elbo_models_docstring_names_its_default_guide(cls):
+    # (issue 11, item 4) the guide a plain fit(model, x, "svi") uses, where a user looks
+    assert f'guide="{cls.default_guide}"' in " ".join(cls.__doc__.split()), cls.__name__

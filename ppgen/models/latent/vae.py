@@ -623,7 +623,9 @@ class ConditionalVAE(VAE):
     -----
     The labels are a model keyword argument: ``model(data, labels=...)``, ``fit(cvae, x,
     "svi", model_kwargs={"labels": y})``, ``cvae.log_prob(x, labels=y)`` (log p(x | y)),
-    ``cvae.sample(n, labels=y)``. ``prepare_inputs`` turns them into one-hot rows.
+    ``cvae.sample(n, labels=y)``. ``prepare_inputs`` turns them into one-hot rows. As for
+    :class:`VAE`, the default guide is the model's own amortized encoder q(z | x, y)
+    (``guide="model"``), and a fit holds no posterior draws.
 
     Examples
     --------
