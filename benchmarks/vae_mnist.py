@@ -11,7 +11,10 @@ One architecture for all: Burda et al.'s (2016) 784-200-200-50 with tanh hidden 
 decoder 50-200-200-784 the Bernoulli logits), float32, Adam (lr ``--lr``, betas (0.9, 0.999)),
 batch 100, the same initial weights for everyone (``VAE.reset_networks(seed)``) and the same
 minibatch order (one ``torch.randperm`` per epoch from ``torch.Generator().manual_seed(seed)``,
-as ppgen's loop draws it), fresh Bernoulli draws of every minibatch's pixels:
+as ppgen's loop draws it), fresh Bernoulli draws of every minibatch's pixels, and (with
+``--draws shared``, the default) the same Bernoulli and reparameterisation draws as ppgen's
+run, step by step (the global stream seeded with the seed and advanced past the one
+minibatch that ppgen's loop takes for ``objective.init``):
 
 (a) ppgen: ``ppgen.fit(vae, train, "svi", num_epochs=E, batch_size=100, lr=..., tol=0)``
     on ``load_mnist("train", binarize="dynamic")`` (its ``VAEObjective``: analytic KL);
@@ -221,6 +224,16 @@ class PlainLoop(Impl):
         self.encoder.load_state_dict(init["encoder"])
         self.decoder.load_state_dict(init["decoder"])
 
+    def skip_init_batch(self) -> None:
+        """Advance the global stream as ``ppgen.fit`` does before its first step: with
+        ``seed`` set, ppgen's loop takes one minibatch of rows ``0..batch_size-1`` (a fresh
+        binarization) for ``objective.init`` and never trains on it. Skipping the same draws
+        here gives the peers the same Bernoulli and reparameterisation draws as ppgen, step by
+        step (``--draws shared``): the runs then differ only by floating-point rounding (and
+        by what their objectives compute), not by luck of the draw."""
+        b = min(self.args.batch_size, len(self.data))
+        self.data.take(torch.arange(b))
+
     def batches(self):
         probs = self.data.probs
         n, b = probs.shape[0], self.args.batch_size
@@ -233,6 +246,8 @@ class PlainLoop(Impl):
         saved = torch.random.get_rng_state()
         if self.rng_state is None:
             torch.manual_seed(self.args.seed)
+            if getattr(self.args, "draws", "shared") == "shared":
+                self.skip_init_batch()
         else:
             torch.random.set_rng_state(self.rng_state)
         try:
@@ -529,6 +544,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--skip-threads", action="store_true")
     p.add_argument("--skip-pyro", action="store_true")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--draws", choices=("shared", "independent"), default="shared",
+                   help="shared (default): the peers take the same Bernoulli and "
+                        "reparameterisation draws as ppgen, step by step; independent: their "
+                        "stream is offset from ppgen's by one minibatch")
     p.add_argument("--test-seed", type=int, default=0, help="seed of the test binarization")
     p.add_argument("--eval-seed", type=int, default=1, help="seed of the estimator's draws")
     p.add_argument("--json", metavar="PATH", default=None, help="also write the results here")
