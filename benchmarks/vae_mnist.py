@@ -138,17 +138,20 @@ def from_ppgen_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 class PyroVAE(nn.Module):
     """The VAE as in Pyro's example (examples/vae/vae.py), with this benchmark's networks."""
 
-    def __init__(self, hidden: tuple[int, ...], latent: int) -> None:
+    def __init__(self, hidden: tuple[int, ...], latent: int, prefix: str = "") -> None:
         super().__init__()
         self.encoder = Encoder(hidden, latent)
         self.decoder = Decoder(hidden, latent)
         self.z_dim = latent
+        # Pyro's param store is global: two of these trained in one process need their own
+        # names (``pyro.module`` would otherwise hand the second the first one's tensors).
+        self.prefix = prefix
 
     def model(self, x: torch.Tensor) -> None:
         import pyro
         import pyro.distributions as dist
 
-        pyro.module("decoder", self.decoder)
+        pyro.module(self.prefix + "decoder", self.decoder)
         with pyro.plate("data", x.shape[0]):
             z_loc = x.new_zeros(torch.Size((x.shape[0], self.z_dim)))
             z_scale = x.new_ones(torch.Size((x.shape[0], self.z_dim)))
@@ -160,7 +163,7 @@ class PyroVAE(nn.Module):
         import pyro
         import pyro.distributions as dist
 
-        pyro.module("encoder", self.encoder)
+        pyro.module(self.prefix + "encoder", self.encoder)
         with pyro.plate("data", x.shape[0]):
             z_loc, z_scale = self.encoder(x)
             pyro.sample("latent", dist.Normal(z_loc, z_scale).to_event(1))
@@ -303,16 +306,23 @@ class PyroImpl(PlainLoop):
     name = "plain Pyro"
     label = "plain Pyro SVI (Pyro's VAE example: Trace_ELBO, pyro.optim.Adam)"
 
-    def __init__(self, data, args, init) -> None:
+    def __init__(self, data, args, init, *, mean_field: bool = False) -> None:
+        """``mean_field=True``: ``TraceMeanField_ELBO`` (the Gaussian KL in closed form, the
+        objective of ppgen's default) instead of the example's ``Trace_ELBO``."""
         import pyro
-        from pyro.infer import SVI, Trace_ELBO
+        from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
 
         super().__init__(data, args, init)
-        self.vae = PyroVAE(tuple(args.hidden), args.latent)
+        if mean_field:
+            self.name = "plain Pyro, analytic KL"
+            self.label = "plain Pyro SVI with TraceMeanField_ELBO (analytic KL), pyro.optim.Adam"
+        self.vae = PyroVAE(tuple(args.hidden), args.latent,
+                           prefix="mean_field_" if mean_field else "")
         self.vae.encoder, self.vae.decoder = self.encoder, self.decoder
         pyro.clear_param_store()
+        loss = TraceMeanField_ELBO() if mean_field else Trace_ELBO()
         self.svi = SVI(self.vae.model, self.vae.guide, pyro.optim.Adam({"lr": args.lr}),
-                       loss=Trace_ELBO())
+                       loss=loss)
 
     def epoch(self) -> tuple[float, float]:
         return self.run(self.svi.step)  # svi.step returns the minibatch's summed loss

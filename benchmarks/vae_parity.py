@@ -1,7 +1,8 @@
 """Benchmark: is a VAE trained by ``ppgen.fit`` as good as one trained by plain Pyro? Several
 seeds, the test log-likelihood of each, and the paired differences.
 
-Run directly (not in ``make bench``: about 10 minutes per seed on 2 quiet cores)::
+Run directly (not in ``make bench``: about 6-8 minutes per seed and trainer set on a quiet
+core, most of it the 5000-sample estimator)::
 
     .venv/bin/python benchmarks/vae_parity.py --seeds 0 1 2
     .venv/bin/python benchmarks/vae_parity.py --quick     # smoke run (seconds)
@@ -9,26 +10,28 @@ Run directly (not in ``make bench``: about 10 minutes per seed on 2 quiet cores)
 The set-up of ``benchmarks/vae_mnist.py`` (its classes are reused): dynamically binarized
 MNIST, 784-200-200-50 with tanh, Bernoulli, Adam lr 1e-3, batch 100, ``--epochs`` epochs, one
 thread. For each seed s (which sets the initial weights, ``VAE.reset_networks(s)``, and the
-minibatch order, shared by all three), three networks are trained:
+minibatch order, shared by all), up to four networks are trained (``--trainers``, default
+a a' b):
 
 (a) ``ppgen.fit(vae, data, "svi")``: ppgen's default VAE objective (analytic Gaussian KL);
 (a') ``ppgen.fit(vae, data, "svi", iwae=True, num_particles=1)``: the one-sample bound
      log p(x, z) - log q(z | x) at one reparameterised draw, which is the estimator (and
      gradient) of Pyro's ``Trace_ELBO`` on this model: ppgen's loop with Pyro's estimator;
-(b) plain Pyro, as in Pyro's VAE example (``SVI(..., Trace_ELBO())``, ``pyro.optim.Adam``).
+(b) plain Pyro, as in Pyro's VAE example (``SVI(..., Trace_ELBO())``, ``pyro.optim.Adam``);
+(b') plain Pyro with ``TraceMeanField_ELBO`` (the KL in closed form): the peer of (a).
 
 With ``--draws shared`` (the default) the plain-Pyro loop also takes the same Bernoulli and
 reparameterisation draws as ppgen's runs, step by step (``vae_mnist.PlainLoop``): (a') and
-(b) then compute the same numbers up to floating-point rounding, so their paired gap measures
-the implementations, not the luck of the draw; ``--draws independent`` offsets the peers'
-stream by one minibatch (what this benchmark did before), so the gap also carries the
-seed-to-seed spread of training.
+(b), and (a) and (b'), then compute the same numbers up to floating-point rounding
+(``tests/test_vae_parity.py``), so their paired gap measures the implementations, not the
+luck of the draw; ``--draws independent`` offsets the peers' stream by one minibatch (what
+this benchmark did before), so the gap also carries the seed-to-seed spread of training.
 
 Each is scored by one estimator, ``VAE.log_prob(x, num_samples=--num-samples, seed=
 --eval-seed)`` on the first ``--test-images`` images of one fixed binarization of MNIST test.
-Reported per seed: the three means and the paired differences (a') - (b) and (a) - (b) with
-their paired standard errors over images; over seeds: the mean difference and its standard
-error across seeds (the seed-to-seed spread of a training run is the noise a single-seed
+Reported per seed: the means and the paired differences (a') - (b), (a) - (b') and (a) - (b)
+with their paired standard errors over images; over seeds: the mean difference and its
+standard error across seeds (the seed-to-seed spread of a training run is the noise a single-seed
 comparison cannot see), and the seed-to-seed standard deviation of each trainer's test
 log-likelihood. Also per network: the active latent units (Burda et al. 2016: the variance over
 the test images of the encoder's mean of unit j above 0.01). Target (issue 9): ppgen within
@@ -55,9 +58,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 500 training images, 1 epoch, 10 test images, 50 samples")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--trainers", nargs="+", choices=TRAINERS, default=list(TRAINERS),
-                   help="which networks to train per seed (default all three; b is needed "
-                        "for the gaps)")
+    p.add_argument("--trainers", nargs="+", choices=TRAINERS, default=["a", "a'", "b"],
+                   help="which networks to train per seed (default a a' b; b' is plain Pyro "
+                        "with TraceMeanField_ELBO, the peer of ppgen's default objective)")
     p.add_argument("--draws", choices=("shared", "independent"), default="shared",
                    help="shared (default): plain Pyro takes ppgen's draws step by step; "
                         "independent: its stream is offset by one minibatch")
@@ -90,9 +93,17 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 #: The trainers, in the order they run: (a) ppgen's default objective, (a') ppgen with
 #: Pyro's estimator, (b) plain Pyro.
-TRAINERS = ("a", "a'", "b")
+TRAINERS = ("a", "a'", "b", "b'")
 LABELS = {"a": "(a) ppgen, analytic KL", "a'": "(a') ppgen, Pyro's estimator",
-          "b": "(b) plain Pyro"}
+          "b": "(b) plain Pyro", "b'": "(b') plain Pyro, analytic KL"}
+#: Paired gaps reported: (left, right, JSON key).
+GAPS = (("a'", "b", "same_estimator_gap"), ("a", "b'", "same_objective_gap"),
+        ("a", "b", "default_gap"))
+GAP_LABELS = {"same_estimator_gap": "(a') - (b), same estimator (Trace_ELBO's)",
+              "same_objective_gap": "(a) - (b'), same objective (analytic KL)",
+              "default_gap": "(a) - (b), ppgen's default against Pyro's example"}
+MEAN_KEYS = {"a": "mean_a", "a'": "mean_a_pyro_estimator", "b": "mean_b",
+             "b'": "mean_b_analytic"}
 #: Burda et al. (2016): unit j is active when Var_x(E_q[z_j | x]) > 0.01.
 ACTIVE_THRESHOLD = 1e-2
 
@@ -110,8 +121,8 @@ def train_one(impl, epochs: int) -> float:
 
 
 def make_trainer(key: str, train, args: argparse.Namespace, init):
-    if key == "b":
-        return PyroImpl(train, args, init)
+    if key in ("b", "b'"):
+        return PyroImpl(train, args, init, mean_field=key == "b'")
     return PpgenImpl(train, args, init, iwae_k=1 if key == "a'" else 0)
 
 
@@ -156,9 +167,9 @@ def main(argv=None) -> int:
           f"{args.eval_seed})")
     print()
     cols = [LABELS[t] for t in args.trainers]
-    has_b = "b" in args.trainers
-    gaps = [g for g in ("a'", "a") if has_b and g in args.trainers]
-    cols += [f"({g}) - (b)" for g in gaps]
+    gaps = [(lft, rgt, key) for lft, rgt, key in GAPS
+            if lft in args.trainers and rgt in args.trainers]
+    cols += [f"({lft}) - ({rgt})" for lft, rgt, _ in gaps]
     print("| seed | " + " | ".join(cols) + " | active units (" + " / ".join(args.trainers)
           + ") | train s (" + " / ".join(args.trainers) + ") |")
     print("|---:|" + "---:|" * len(cols) + "---|---|")
@@ -177,14 +188,13 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
         active = {k: active_units(v, x_test) for k, v in vaes.items()}
         row = {"seed": seed, "train_seconds": seconds, "active_units": active,
-               "eval_seconds": {k: v["seconds"] for k, v in scores.items()}}
-        for k, key in (("a", "mean_a"), ("a'", "mean_a_pyro_estimator"), ("b", "mean_b")):
-            if k in scores:
-                row[key] = scores[k]["mean"]
+               "eval_seconds": {k: v["seconds"] for k, v in scores.items()},
+               "lp": {k: v["lp"].tolist() for k, v in scores.items()}}
+        for k in args.trainers:
+            row[MEAN_KEYS[k]] = scores[k]["mean"]
         cells = [f"{scores[k]['mean']:.2f}" for k in args.trainers]
-        for g in gaps:
-            d, se = paired(scores[g], scores["b"])
-            key = "same_estimator_gap" if g == "a'" else "default_gap"
+        for lft, rgt, key in gaps:
+            d, se = paired(scores[lft], scores[rgt])
             row[key], row[key + "_se"] = d, se
             cells.append(f"{d:+.3f} ({se:.3f})")
         print(f"| {seed} | " + " | ".join(cells) + " | "
@@ -192,27 +202,21 @@ def main(argv=None) -> int:
               + " / ".join(f"{seconds[k]:.0f}" for k in args.trainers) + " |", flush=True)
         rows.append(row)
         verdict = {}
-        for g in gaps:
-            key = "same_estimator_gap" if g == "a'" else "default_gap"
+        for _, _, key in gaps:
             mean, sd, se = summarize([r[key] for r in rows])
             verdict[key] = {"mean": mean, "sd": sd, "se": se,
                             "pass": abs(mean) <= LL_GAP_TARGET,
                             "resolved": bool(abs(mean) + 2 * se <= LL_GAP_TARGET)}
-        spread = {k: summarize([r[key] for r in rows])[1]
-                  for k, key in (("a", "mean_a"), ("a'", "mean_a_pyro_estimator"),
-                                 ("b", "mean_b")) if k in args.trainers}
+        spread = {k: summarize([r[MEAN_KEYS[k]] for r in rows])[1] for k in args.trainers}
         if args.json:  # after every seed, so that a stopped run keeps what it measured
             with open(args.json, "w") as fh:
                 json.dump({"config": {k: v for k, v in vars(args).items() if k != "json"},
                            "rows": rows, "verdict": verdict, "seed_sd": spread,
                            "pyro_seed_sd": spread.get("b", math.nan)}, fh, indent=2)
     print()
-    for g in gaps:
-        key = "same_estimator_gap" if g == "a'" else "default_gap"
-        label = ("(a') - (b), same estimator" if g == "a'"
-                 else "(a) - (b), ppgen's default objective")
+    for _, _, key in gaps:
         v = verdict[key]
-        print(f"- {label}: mean over {len(rows)} seeds {v['mean']:+.3f} nats (s.d. "
+        print(f"- {GAP_LABELS[key]}: mean over {len(rows)} seeds {v['mean']:+.3f} nats (s.d. "
               f"{v['sd']:.3f}, s.e. across seeds {v['se']:.3f}; per seed "
               f"{', '.join(f'{r[key]:+.2f}' for r in rows)}); target |gap| <= "
               f"{LL_GAP_TARGET} [{'PASS' if v['pass'] else 'FAIL'}; mean +- 2 s.e. "
