@@ -11,7 +11,10 @@ One architecture for all: Burda et al.'s (2016) 784-200-200-50 with tanh hidden 
 decoder 50-200-200-784 the Bernoulli logits), float32, Adam (lr ``--lr``, betas (0.9, 0.999)),
 batch 100, the same initial weights for everyone (``VAE.reset_networks(seed)``) and the same
 minibatch order (one ``torch.randperm`` per epoch from ``torch.Generator().manual_seed(seed)``,
-as ppgen's loop draws it), fresh Bernoulli draws of every minibatch's pixels:
+as ppgen's loop draws it), fresh Bernoulli draws of every minibatch's pixels, and (with
+``--draws shared``, the default) the same Bernoulli and reparameterisation draws as ppgen's
+run, step by step (the global stream seeded with the seed and advanced past the one
+minibatch that ppgen's loop takes for ``objective.init``):
 
 (a) ppgen: ``ppgen.fit(vae, train, "svi", num_epochs=E, batch_size=100, lr=..., tol=0)``
     on ``load_mnist("train", binarize="dynamic")`` (its ``VAEObjective``: analytic KL);
@@ -135,17 +138,20 @@ def from_ppgen_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 class PyroVAE(nn.Module):
     """The VAE as in Pyro's example (examples/vae/vae.py), with this benchmark's networks."""
 
-    def __init__(self, hidden: tuple[int, ...], latent: int) -> None:
+    def __init__(self, hidden: tuple[int, ...], latent: int, prefix: str = "") -> None:
         super().__init__()
         self.encoder = Encoder(hidden, latent)
         self.decoder = Decoder(hidden, latent)
         self.z_dim = latent
+        # Pyro's param store is global: two of these trained in one process need their own
+        # names (``pyro.module`` would otherwise hand the second the first one's tensors).
+        self.prefix = prefix
 
     def model(self, x: torch.Tensor) -> None:
         import pyro
         import pyro.distributions as dist
 
-        pyro.module("decoder", self.decoder)
+        pyro.module(self.prefix + "decoder", self.decoder)
         with pyro.plate("data", x.shape[0]):
             z_loc = x.new_zeros(torch.Size((x.shape[0], self.z_dim)))
             z_scale = x.new_ones(torch.Size((x.shape[0], self.z_dim)))
@@ -157,7 +163,7 @@ class PyroVAE(nn.Module):
         import pyro
         import pyro.distributions as dist
 
-        pyro.module("encoder", self.encoder)
+        pyro.module(self.prefix + "encoder", self.encoder)
         with pyro.plate("data", x.shape[0]):
             z_loc, z_scale = self.encoder(x)
             pyro.sample("latent", dist.Normal(z_loc, z_scale).to_event(1))
@@ -221,6 +227,16 @@ class PlainLoop(Impl):
         self.encoder.load_state_dict(init["encoder"])
         self.decoder.load_state_dict(init["decoder"])
 
+    def skip_init_batch(self) -> None:
+        """Advance the global stream as ``ppgen.fit`` does before its first step: with
+        ``seed`` set, ppgen's loop takes one minibatch of rows ``0..batch_size-1`` (a fresh
+        binarization) for ``objective.init`` and never trains on it. Skipping the same draws
+        here gives the peers the same Bernoulli and reparameterisation draws as ppgen, step by
+        step (``--draws shared``): the runs then differ only by floating-point rounding (and
+        by what their objectives compute), not by luck of the draw."""
+        b = min(self.args.batch_size, len(self.data))
+        self.data.take(torch.arange(b))
+
     def batches(self):
         probs = self.data.probs
         n, b = probs.shape[0], self.args.batch_size
@@ -233,6 +249,8 @@ class PlainLoop(Impl):
         saved = torch.random.get_rng_state()
         if self.rng_state is None:
             torch.manual_seed(self.args.seed)
+            if getattr(self.args, "draws", "shared") == "shared":
+                self.skip_init_batch()
         else:
             torch.random.set_rng_state(self.rng_state)
         try:
@@ -288,16 +306,23 @@ class PyroImpl(PlainLoop):
     name = "plain Pyro"
     label = "plain Pyro SVI (Pyro's VAE example: Trace_ELBO, pyro.optim.Adam)"
 
-    def __init__(self, data, args, init) -> None:
+    def __init__(self, data, args, init, *, mean_field: bool = False) -> None:
+        """``mean_field=True``: ``TraceMeanField_ELBO`` (the Gaussian KL in closed form, the
+        objective of ppgen's default) instead of the example's ``Trace_ELBO``."""
         import pyro
-        from pyro.infer import SVI, Trace_ELBO
+        from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
 
         super().__init__(data, args, init)
-        self.vae = PyroVAE(tuple(args.hidden), args.latent)
+        if mean_field:
+            self.name = "plain Pyro, analytic KL"
+            self.label = "plain Pyro SVI with TraceMeanField_ELBO (analytic KL), pyro.optim.Adam"
+        self.vae = PyroVAE(tuple(args.hidden), args.latent,
+                           prefix="mean_field_" if mean_field else "")
         self.vae.encoder, self.vae.decoder = self.encoder, self.decoder
         pyro.clear_param_store()
+        loss = TraceMeanField_ELBO() if mean_field else Trace_ELBO()
         self.svi = SVI(self.vae.model, self.vae.guide, pyro.optim.Adam({"lr": args.lr}),
-                       loss=Trace_ELBO())
+                       loss=loss)
 
     def epoch(self) -> tuple[float, float]:
         return self.run(self.svi.step)  # svi.step returns the minibatch's summed loss
@@ -529,6 +554,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--skip-threads", action="store_true")
     p.add_argument("--skip-pyro", action="store_true")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--draws", choices=("shared", "independent"), default="shared",
+                   help="shared (default): the peers take the same Bernoulli and "
+                        "reparameterisation draws as ppgen, step by step; independent: their "
+                        "stream is offset from ppgen's by one minibatch")
     p.add_argument("--test-seed", type=int, default=0, help="seed of the test binarization")
     p.add_argument("--eval-seed", type=int, default=1, help="seed of the estimator's draws")
     p.add_argument("--json", metavar="PATH", default=None, help="also write the results here")

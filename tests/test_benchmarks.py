@@ -216,17 +216,26 @@ def test_vae_parity_benchmark_quick(tmp_path):
     the paired gaps per seed and their mean over seeds."""
     _need_mnist()
     out = tmp_path / "parity.json"
-    stdout = _run_script("vae_parity.py", "--quick", "--seeds", "0", "1", "--json", str(out))
+    stdout = _run_script("vae_parity.py", "--quick", "--seeds", "0", "1", "--trainers", "a",
+                         "a'", "b", "b'", "--json", str(out))
     report = json.loads(out.read_text())
     assert [r["seed"] for r in report["rows"]] == [0, 1]
     for r in report["rows"]:
-        for key in ("mean_a", "mean_a_pyro_estimator", "mean_b"):
+        for key in ("mean_a", "mean_a_pyro_estimator", "mean_b", "mean_b_analytic"):
             assert -784 * math.log(2) < r[key] < 0, r
         assert r["same_estimator_gap"] == pytest.approx(r["mean_a_pyro_estimator"]
                                                         - r["mean_b"], abs=1e-9)
+        # Shared draws: ppgen and plain Pyro with the same objective are one computation
+        # (apart from rounding), while the two objectives differ.
+        assert abs(r["same_estimator_gap"]) < 0.05 and abs(r["same_objective_gap"]) < 0.05, r
+        assert abs(r["default_gap"]) > 0.05, r
+        assert len(r["lp"]["a"]) == 10 and set(r["active_units"]) == {"a", "a'", "b", "b'"}
     gaps = [r["default_gap"] for r in report["rows"]]
     assert report["verdict"]["default_gap"]["mean"] == pytest.approx(sum(gaps) / 2)
-    assert "- (a') - (b), same estimator: mean over 2 seeds" in stdout
+    for label in ("- (a') - (b), same estimator (Trace_ELBO's): mean over 2 seeds",
+                  "- (a) - (b'), same objective (analytic KL): mean over 2 seeds",
+                  "- (b') plain Pyro, analytic KL: seed-to-seed s.d."):
+        assert label in stdout, (label, stdout)
 
 
 def test_vae_impute_benchmark_quick(tmp_path):
