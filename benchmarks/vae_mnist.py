@@ -249,7 +249,7 @@ class PlainLoop(Impl):
         saved = torch.random.get_rng_state()
         if self.rng_state is None:
             torch.manual_seed(self.args.seed)
-            if getattr(self.args, "draws", "shared") == "shared":
+            if self.args.draws == "shared":
                 self.skip_init_batch()
         else:
             torch.random.set_rng_state(self.rng_state)

@@ -92,7 +92,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 #: The trainers, in the order they run: (a) ppgen's default objective, (a') ppgen with
-#: Pyro's estimator, (b) plain Pyro.
+#: Pyro's estimator, (b) plain Pyro (Trace_ELBO), (b') plain Pyro (TraceMeanField_ELBO).
 TRAINERS = ("a", "a'", "b", "b'")
 LABELS = {"a": "(a) ppgen, analytic KL", "a'": "(a') ppgen, Pyro's estimator",
           "b": "(b) plain Pyro", "b'": "(b') plain Pyro, analytic KL"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 
@@ -16,3 +17,17 @@ def assert_close(actual, expected, *, rtol: float = 1e-7, atol: float = 0.0, msg
 
 requires_cuda = __import__("pytest").mark.skipif(not torch.cuda.is_available(),
                                                  reason="needs CUDA")
+
+
+def shared_file(name: str):
+    """The path of ``name`` in the shared data folder (``../shared/data`` or
+    ``PPGEN_DATA_DIR``), or skip the test: a clean clone may have no shared folder."""
+    from ppgen.datasets import data_dir
+
+    try:
+        folder = data_dir()
+    except FileNotFoundError:
+        pytest.skip("no shared data directory (../shared/data or PPGEN_DATA_DIR)")
+    if not (folder / name).exists():
+        pytest.skip(f"{name} not in the shared data directory {folder}")
+    return folder / name

@@ -17,7 +17,7 @@ from ppgen.datasets import (
     load_mnist,
     make_corpus,
 )
-from tests.common import assert_close, requires_cuda
+from tests.common import assert_close, requires_cuda, shared_file
 
 # ------------------------------------------------------------------------------ AP corpus
 
@@ -54,7 +54,7 @@ def test_ap_corpus_dtype():
         load_ap_corpus(dtype=torch.bfloat16)
 
 
-def test_ap_corpus_is_the_shared_file():
+def test_ap_corpus_is_theshared_file():
     """The packaged copy is byte for byte ../shared/data's (MANIFEST.md section 4)."""
     from importlib import resources
 
@@ -160,11 +160,11 @@ def test_load_digits_matches_manifest():
         load_digits(dtype=torch.int64)
 
 
-def test_digits_is_the_shared_file():
+def test_digits_is_theshared_file():
     """The packaged copy is byte for byte ../shared/data's (MANIFEST.md section 5)."""
     from importlib import resources
 
-    shared = _shared_file("sklearn_digits.csv.gz")
+    shared = shared_file("sklearn_digits.csv.gz")
     packaged = resources.files("ppgen.datasets").joinpath("data/sklearn_digits.csv.gz")
     assert hashlib.sha256(packaged.read_bytes()).hexdigest() == hashlib.sha256(
         shared.read_bytes()).hexdigest()
@@ -176,25 +176,14 @@ MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 
 
-def _shared_file(name):
-    """The file in the shared data folder, or skip (a clean clone may have no ../shared)."""
-    try:
-        folder = data_dir()
-    except FileNotFoundError:
-        pytest.skip("no shared data directory (../shared/data or PPGEN_DATA_DIR)")
-    if not (folder / name).exists():
-        pytest.skip(f"{name} not in the shared data directory {folder}")
-    return folder / name
-
-
 @pytest.fixture(scope="module")
 def mnist_dir():
-    return _shared_file("mnist.npz").parent
+    return shared_file("mnist.npz").parent
 
 
 @pytest.fixture(scope="module")
 def binarized_dir():
-    return _shared_file("binarized_mnist_packed.npz").parent
+    return shared_file("binarized_mnist_packed.npz").parent
 
 
 @pytest.fixture(scope="module")

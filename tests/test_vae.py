@@ -15,7 +15,7 @@ from ppgen._random import seeded
 from ppgen._validation import NotFittedError, NotSupportedError
 from ppgen.models.latent.likelihoods import cb_log_norm, log_lik
 from ppgen.training import Batch
-from tests.common import assert_close
+from tests.common import assert_close, shared_file
 
 F64 = torch.float64
 
@@ -387,15 +387,10 @@ def test_impute_half_hidden_mnist_beats_pseudo_gibbs_and_mean():
     (When written: right half MWG 0.0834 / pseudo-Gibbs 0.0849 / mean 0.1155, paired z 3.1;
     random half 0.0645 / 0.0684 / 0.1066, z 11.0. With 10 epochs on all 50,000 images the
     gain is 9% and 7% of pseudo-Gibbs' error: ``benchmarks/RESULTS.md``.)"""
-    from ppgen.datasets import DynamicBinarized, data_dir, load_mnist
+    from ppgen.datasets import DynamicBinarized, load_mnist
 
-    try:
-        folder = data_dir()
-    except FileNotFoundError:
-        pytest.skip("no shared data directory (../shared/data or PPGEN_DATA_DIR)")
-    if not ((folder / "mnist.npz").exists()
-            and (folder / "binarized_mnist_packed.npz").exists()):
-        pytest.skip(f"MNIST files not in the shared data directory {folder}")
+    folder = shared_file("mnist.npz").parent
+    shared_file("binarized_mnist_packed.npz")
     probs, _ = load_mnist("train", data_dir=folder)
     probs = probs[:10_000].reshape(10_000, -1)
     test, _ = load_mnist("test", binarize="fixed", data_dir=folder)
