@@ -242,8 +242,7 @@ class DBM(DBN):
         sizes = _layer_sizes(layer_sizes)
         if len(sizes) not in _DEPTHS:
             raise bad_value("layer_sizes", "two or three hidden-layer sizes, (H1, H2) or "
-                            "(H1, H2, H3): ppgen's DBM has two or three layers",
-                            repr(tuple(sizes)))
+                            "(H1, H2, H3)", repr(tuple(sizes)))
         object.__setattr__(self, "param_names", _param_names(len(sizes)))
         super(DBN, self).__init__()
         self.layer_sizes = sizes
@@ -266,15 +265,20 @@ class DBM(DBN):
         config = f"layer_sizes={sizes}"
         w0 = out.get("weights_0", getattr(self, "weights_0", None))
         b = out.get("visible_bias", getattr(self, "visible_bias", None))
-        # The visible size: from the weights given now, else from the visible bias.
-        d = (w0.shape[0] if w0 is not None and w0.dim() == 2 and "weights_0" in out else
-             b.shape[0] if b is not None and b.dim() == 1 else
-             w0.shape[0] if w0 is not None and w0.dim() == 2 else None)
+        # The visible size D: from weights_0 (given now, else the current one), else from
+        # the visible bias.
+        d = (w0.shape[0] if w0 is not None and w0.dim() == 2 else
+             b.shape[0] if b is not None and b.dim() == 1 else None)
         n = ("D" if d is None else d, *sizes)
-        for k, t in out.items():
+        check = dict(out)
+        if b is not None and "visible_bias" not in out:  # weights_0 of a new width alone
+            check["visible_bias"] = b
+        for k, t in check.items():
             kind, _, index = k.rpartition("_")
             if k == "visible_bias":
-                shape, what = (n[0],), "one per visible unit"
+                shape, what = (n[0],), ("one per visible unit" if "visible_bias" in out
+                                        else "one per visible unit: set it together with "
+                                        "weights_0 of a new width")
             elif kind == "weights":
                 i = int(index)
                 shape, what = (n[i], n[i + 1]), f"layer {i} to layer {i + 1}; {config}"
