@@ -1383,14 +1383,16 @@ def test_sample_and_score_rbm(rbm_run, tmp_path):
                                rbm.score(torch.from_numpy(x)).numpy(), rtol=1e-5)
 
 
-@pytest.mark.parametrize("family, cls", [("dbn", "DBN"), ("dbm", "DBM")])
-def test_fit_dbn_and_dbm(tmp_path, family, cls):
+@pytest.mark.parametrize("family, cls, layers", [("dbn", "DBN", (16, 8)), ("dbm", "DBM", (16, 8)),
+                                                 ("dbm", "DBM", (16, 8, 4))])
+def test_fit_dbn_and_dbm(tmp_path, family, cls, layers):
     out_dir = tmp_path / family
-    rc, out, err = run(["fit", family, "--data", "digits", "--layers", "16,8", "--num-epochs",
-                        1, "--ais-samples", 10, "--ais-betas", 50, "--out", out_dir])
+    rc, out, err = run(["fit", family, "--data", "digits", "--layers", ",".join(map(str, layers)),
+                        "--num-epochs", 1, "--ais-samples", 10, "--ais-betas", 50,
+                        "--out", out_dir])
     assert rc == 0, err
     model = ppgen.load(out_dir / "model.pt")
-    assert isinstance(model, getattr(ppgen, cls)) and model.layer_sizes == (16, 8)
+    assert isinstance(model, getattr(ppgen, cls)) and model.layer_sizes == layers
     info = json.loads((out_dir / "run.json").read_text())
     held = _binary_digits()[torch.as_tensor(info["heldout_images"])]
     kwargs = ({"ais_samples": 10} if family == "dbn" else {"num_samples": 10})
@@ -1403,7 +1405,8 @@ def test_fit_dbn_and_dbm(tmp_path, family, cls):
 @pytest.mark.parametrize("argv, fragments", [
     (["rbm", "--num-hidden", "0"], ["--num-hidden", "positive integer", "0"]),
     (["dbn", "--layers", "16,0"], ["--layers", "positive integers", "16,0"]),
-    (["dbm", "--layers", "16"], ["--layers", "two hidden-layer sizes", "16"]),
+    (["dbm", "--layers", "16"], ["--layers", "two or three hidden-layer sizes", "16"]),
+    (["dbm", "--layers", "16,8,4,2"], ["--layers", "two or three", "16,8,4,2"]),
     (["rbm", "--num-train", "100"], ["--num-train", "binarized-mnist", "--data digits"]),
     (["rbm", "--data", "binarized-mnist", "--heldout-fraction", "0.2"],
      ["--heldout-fraction", "fixed splits"]),

@@ -546,26 +546,28 @@ class DBNFit(EnergyFit):
 @fit_command
 class DBMFit(EnergyFit):
     name = "dbm"
-    help = "deep Boltzmann machine, two layers (binary images)"
+    help = "deep Boltzmann machine, two or three layers (binary images)"
     description = (
-        "Fit a two-layer deep Boltzmann machine: greedy pretraining (doubled inputs), then\n"
-        "mean-field positive and persistent-chain negative phases. Prints the held-out\n"
-        "mean-field lower bound on the log-likelihood (log Z by AIS, with its standard\n"
-        "error) and writes report.md, filters.png, samples.png, history.png, model.pt and\n"
-        "run.json into --out.")
+        "Fit a deep Boltzmann machine with two or three hidden layers: greedy pretraining\n"
+        "(doubled inputs), then mean-field positive and persistent-chain negative phases.\n"
+        "Prints the held-out mean-field lower bound on the log-likelihood (log Z by AIS,\n"
+        "with its standard error) and writes report.md, filters.png, samples.png,\n"
+        "history.png, model.pt and run.json into --out.")
     epilog = ("examples:\n"
               "  ppgen fit dbm --data digits --layers 64,32 --out runs/dbm\n"
+              "  ppgen fit dbm --data digits --layers 64,32,16 --out runs/dbm3\n"
               "  ppgen sample runs/dbm -n 16")
     model_names = ("dbm",)
 
     def add_layer_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--layers", type=_layers, default=(100, 100), metavar="H1,H2",
-                            help="the two hidden-layer sizes, bottom first (default: 100,100)")
+        parser.add_argument("--layers", type=_layers, default=(100, 100),
+                            metavar="H1,H2[,H3]", help="the two or three hidden-layer sizes, "
+                            "bottom first (default: 100,100)")
 
     def model_options(self, args: argparse.Namespace) -> dict[str, Any]:
-        if len(args.layers) != 2:
-            raise CLIError(f"--layers: expected two hidden-layer sizes H1,H2 (ppgen's DBM has "
-                           f"two layers), got {','.join(map(str, args.layers))}.")
+        if len(args.layers) not in (2, 3):
+            raise CLIError(f"--layers: expected two or three hidden-layer sizes, H1,H2 or "
+                           f"H1,H2,H3, got {','.join(map(str, args.layers))}.")
         return {}
 
     def build_model(self, args: argparse.Namespace, data: BinaryImages) -> Any:
