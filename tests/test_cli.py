@@ -1400,6 +1400,14 @@ def test_fit_dbn_and_dbm(tmp_path, family, cls, layers):
     assert info["log_likelihood"] == pytest.approx(float(lp), abs=1e-6)
     assert "log-likelihood lower bound" in (out_dir / "report.md").read_text()
     assert (out_dir / "samples.png").is_file() and (out_dir / "filters.png").is_file()
+    if family == "dbm":  # RAISE on the first 20 held-out images, as the model computes it
+        raise_lp = model.log_prob(held[:20], method="raise", num_samples=10, num_betas=50,
+                                  seed=0).double().mean()
+        assert info["raise_num_images"] == 20
+        assert info["raise_log_likelihood"] == pytest.approx(float(raise_lp), abs=1e-6)
+        assert "RAISE" in (out_dir / "report.md").read_text()
+    else:
+        assert "raise_log_likelihood" not in info
 
 
 @pytest.mark.parametrize("argv, fragments", [
@@ -1411,6 +1419,7 @@ def test_fit_dbn_and_dbm(tmp_path, family, cls, layers):
     (["rbm", "--data", "binarized-mnist", "--heldout-fraction", "0.2"],
      ["--heldout-fraction", "fixed splits"]),
     (["rbm", "--raise-images", "-1"], ["--raise-images", ">= 0", "-1"]),
+    (["dbm", "--raise-images", "-2"], ["--raise-images", ">= 0", "-2"]),
     (["rbm", "--data", "{base}/gray.npy"], ["gray.npy", "binary pixels", "0.5", "image 0"]),
     (["rbm", "--data", "{base}/missing.npy"], ["missing.npy", "no such file"]),
 ])

@@ -37,19 +37,20 @@ summed out.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from ..._random import resolve_seed
 from ..._threads import work_threads
-from ..._validation import bad_type, bad_value, check_positive_int, not_supported
+from ..._validation import bad_type, bad_value, check_choice, check_positive_int, not_supported
 from ...training import Batch, TrainState
 from ..base import register
 from .ais import base_rate_bias, betas
 from .dbm_ops import (
     activation,
     dbm_ais,
+    dbm_raise,
     doubled_up_pass,
     mean_field,
     sample_even,
@@ -318,10 +319,10 @@ class DBM(DBN):
         if key not in self._log_z_cache:
             g = torch.Generator(device=w0.device).manual_seed(seed)
             with work_threads(num_samples * w0.shape[0], device=w0.device):
-                value = dbm_ais(weights, biases, biases[0], num_samples=num_samples,
-                                beta_path=betas(num_betas, "linear", device=w0.device),
-                                generator=g)
-            self._log_z_cache = {key: value}
+                est, se, _ = dbm_ais(weights, biases, biases[0], num_samples=num_samples,
+                                     beta_path=betas(num_betas, "linear", device=w0.device),
+                                     generator=g)
+            self._log_z_cache = {key: (est, se)}
         return self._log_z_cache[key]
 
     def log_partition(self, *, num_samples: int = 100, num_betas: int = 1000,
@@ -347,22 +348,28 @@ class DBM(DBN):
         return self._log_z(check_positive_int("num_samples", num_samples),
                            check_positive_int("num_betas", num_betas), resolve_seed(seed))
 
-    def log_prob(self, data: Any, *, num_samples: int = 100, num_betas: int = 1000,
-                 num_mean_field: int = 30, seed: int | None = 0,
-                 return_stderr: bool = False):
-        """The mean-field variational lower bound on log p(v) per row in nats,
-        E_q[-E(v, h)] + H(q) - log Z.
+    def log_prob(self, data: Any, *, method: Literal["bound", "raise"] = "bound",
+                 num_samples: int = 100, num_betas: int = 1000, num_mean_field: int = 30,
+                 seed: int | None = 0, return_stderr: bool = False):
+        """Log-likelihood of each row in nats: by default the mean-field variational lower
+        bound E_q[-E(v, h)] + H(q) - log Z, log Z by AIS (high in expectation, so the bound
+        is a stochastic estimate, not a strict one); with ``method="raise"`` the RAISE
+        estimate of log p(v) itself (:func:`~ppgen.models.energy.dbm_ops.dbm_raise`: reverse
+        chains from (v, h2 ~ the mean-field q(h2 | v)); low in expectation for a model that
+        the annealing path reaches), which needs no log Z.
 
         Parameters
         ----------
         data : Tensor of shape (N, D)
             Binary data.
+        method : {"bound", "raise"}
         num_samples, num_betas, seed
-            The AIS estimate of log Z (:meth:`log_partition`; cached).
+            ``"bound"``: the AIS estimate of log Z (:meth:`log_partition`; cached).
+            ``"raise"``: reverse chains per row and intermediate distributions.
         num_mean_field : int
             Fixed-point sweeps of the mean-field posterior q(h1) ... q(hL).
         return_stderr : bool
-            Also return log Z's standard error per row.
+            Also return the standard error per row (``"bound"``: log Z's).
 
         Returns
         -------
@@ -371,13 +378,25 @@ class DBM(DBN):
             Only with ``return_stderr``.
         """
         self.check_fitted("compute log_prob")
+        method = check_choice("method", method, ("bound", "raise"))  # type: ignore
         x = self._as_data(data)
+        weights, biases = self._weights(), self._biases()
+        num_mean_field = check_positive_int("num_mean_field", num_mean_field)
+        if method == "raise":
+            num_samples = check_positive_int("num_samples", num_samples)
+            path = betas(check_positive_int("num_betas", num_betas), "linear",
+                         device=x.device)
+            g = torch.Generator(device=x.device).manual_seed(resolve_seed(seed))
+            with torch.no_grad(), work_threads(num_samples * x.numel(), device=x.device):
+                q_h2 = mean_field(x, weights, biases, num_mean_field)[1]
+                lp, lp_se = dbm_raise(x, weights, biases, biases[0], q_h2,
+                                      num_samples=num_samples, beta_path=path, generator=g)
+            lp, lp_se = lp.to(x.dtype), lp_se.to(x.dtype)
+            return (lp, lp_se) if return_stderr else lp
         log_z, se = self.log_partition(num_samples=num_samples, num_betas=num_betas,
                                        seed=seed)
-        weights, biases = self._weights(), self._biases()
         with torch.no_grad():
-            mus = mean_field(x, weights, biases,
-                             check_positive_int("num_mean_field", num_mean_field))
+            mus = mean_field(x, weights, biases, num_mean_field)
             states = [x, *mus]
             bound = x @ biases[0]
             for k in range(1, len(states)):
@@ -454,29 +473,52 @@ class DBM(DBN):
                 pv = self._gibbs(states, g)
         return pv if mean else states[0]
 
-    def impute(self, data: Any, *, num_steps: int = 200, num_burnin: int = 50,
+    def impute(self, data: Any, *, method: Literal["gibbs", "mean_field"] = "gibbs",
+               num_steps: int = 200, num_burnin: int = 50,
                seed: int | None = 0) -> torch.Tensor:
-        """Complete missing entries (NaN) by clamped Gibbs sampling (observed units fixed);
-        the average of E[v_missing | h1] over ``num_steps`` sweeps after ``num_burnin``.
+        """Complete missing entries (NaN) given the observed ones.
+
+        ``method="gibbs"``: clamped block Gibbs sampling (observed units fixed); the
+        average of E[v_missing | h1] over ``num_steps`` sweeps after ``num_burnin`` (the
+        conditional mean E[v_missing | v_observed], as probabilities).
+        ``method="mean_field"``: the deterministic fixed point of the mean-field equations
+        of every hidden layer together with the missing visible units (mu_k =
+        sigmoid(act_k), v_missing = sigmoid(b + mu1 W1^T)) after ``num_steps`` sweeps,
+        started from the visible base rates and the doubled up pass: the mean-field most
+        probable completion (round it for binary values).
 
         Parameters
         ----------
         data : Tensor of shape (N, D)
             NaN marks a missing entry; observed entries are returned unchanged.
+        method : {"gibbs", "mean_field"}
         num_steps, num_burnin : int
+            Sweeps (``num_burnin`` only for ``"gibbs"``).
         seed : int, optional
-            Seed of the chains (a private generator).
+            Seed of the chains (a private generator; ``"gibbs"`` only).
 
         Returns
         -------
         Tensor of shape (N, D)
         """
         self.check_fitted("impute")
+        method = check_choice("method", method, ("gibbs", "mean_field"))  # type: ignore
         num_steps = check_positive_int("num_steps", num_steps)
         num_burnin = check_positive_int("num_burnin", num_burnin, minimum=0)
         x = self._as_data(data, allow_nan=True)
         missing = torch.isnan(x)
         b = self.visible_bias
+        if method == "mean_field":
+            weights, biases = self._weights(), self._biases()
+            with torch.no_grad():
+                v = torch.where(missing, torch.sigmoid(b).expand_as(x), x)
+                states = [v, *doubled_up_pass(v, weights, biases)]
+                for _ in range(num_steps):
+                    for k in range(1, len(states)):
+                        states[k] = torch.sigmoid(activation(k, states, weights, biases))
+                    states[0] = torch.where(
+                        missing, torch.sigmoid(activation(0, states, weights, biases)), x)
+            return states[0]
         g = torch.Generator(device=b.device).manual_seed(resolve_seed(seed))
         with torch.no_grad(), work_threads(x.numel(), device=x.device):
             start = (torch.rand(x.shape, generator=g, dtype=x.dtype, device=x.device)

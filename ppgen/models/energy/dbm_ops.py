@@ -44,7 +44,7 @@ import torch.nn.functional as F
 
 from .ais import log_mean_exp
 
-__all__ = ["activation", "log_f", "sample_odd", "sample_even", "dbm_ais",
+__all__ = ["activation", "log_f", "sample_odd", "sample_even", "dbm_ais", "dbm_raise",
            "dbm_exact_log_partition", "mean_field", "doubled_up_pass"]
 
 Tensors = Sequence[torch.Tensor]
@@ -107,8 +107,11 @@ def sample_even(states: list, weights: Tensors, biases: Tensors, g: torch.Genera
 
 
 def dbm_ais(weights: Tensors, biases: Tensors, a: torch.Tensor, *, num_samples: int,
-            beta_path: torch.Tensor, generator: torch.Generator) -> tuple[float, float]:
-    """AIS estimate of log Z (float64) and its standard error (module docstring)."""
+            beta_path: torch.Tensor, generator: torch.Generator
+            ) -> tuple[float, float, torch.Tensor]:
+    """AIS estimate of log Z (float64), its standard error and the chains' log-weights
+    (num_samples,), each an estimate of log Z - log Z_0 (module docstring; as
+    :func:`~ppgen.models.energy.ais.ais_log_partition` for the RBM)."""
     weights = [t.double() for t in weights]
     biases = [t.double() for t in biases]
     a = a.double()
@@ -130,7 +133,56 @@ def dbm_ais(weights: Tensors, biases: Tensors, a: torch.Tensor, *, num_samples: 
     est, se = log_mean_exp(log_w)
     num_hidden = sum(c.shape[0] for c in biases[1:])
     log_z0 = float(F.softplus(a).sum()) + num_hidden * math.log(2.0)
-    return float(est) + log_z0, float(se)
+    return float(est) + log_z0, float(se), log_w
+
+
+def dbm_raise(data: torch.Tensor, weights: Tensors, biases: Tensors, a: torch.Tensor,
+              q_h2: torch.Tensor, *, num_samples: int, beta_path: torch.Tensor,
+              generator: torch.Generator, max_rows: int = 4096
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reverse AIS (RAISE, Burda, Grosse & Salakhutdinov 2015) for log p(v) of a DBM, per
+    row of ``data`` (N, D): (estimates, standard errors), float64, each (N,).
+
+    Each of ``num_samples`` reverse chains starts at the even layers (v, h2) with h2 drawn
+    from a factorial proposal q(h2 | v) = Bernoulli(``q_h2``) (N, H2) (the mean-field
+    posterior), runs the transitions T_K .. T_1 of the AIS path (module docstring) down to
+    the base model, and carries the weight
+
+        log w = log f_K(v, h2) - log q(h2 | v) - log Z_0
+                + sum_{k = K..1} [log f_{k-1}(x_{k-1}) - log f_k(x_{k-1})],
+
+    whose mean is unbiased for p_ann(v) = sum_h2 p_ann(v, h2), the annealing model's marginal
+    (as for the RBM, :mod:`ppgen.models.energy.ais`): its log is a stochastic lower bound on
+    log p_ann(v), which tends to log p(v) as the path grows."""
+    weights = [t.double() for t in weights]
+    biases = [t.double() for t in biases]
+    a = a.double()
+    g = generator
+    bs = beta_path.tolist()
+    num_hidden = sum(c.shape[0] for c in biases[1:])
+    log_z0 = float(F.softplus(a).sum()) + num_hidden * math.log(2.0)
+    x_all, q_all = data.double(), q_h2.double().clamp(1e-6, 1 - 1e-6)
+    rows = max(1, max_rows // num_samples)
+    ests, ses = [], []
+    for start in range(0, x_all.shape[0], rows):
+        v, q = x_all[start:start + rows], q_all[start:start + rows]
+        n = v.shape[0]
+        states: list = [None] * len(biases)
+        states[0] = v.repeat(num_samples, 1)  # (M * n, D), chain-major
+        q = q.repeat(num_samples, 1)
+        h2 = _bern(q, g)
+        states[2] = h2
+        log_w = (log_f(states, weights, biases, a, 1.0) - log_z0
+                 - (h2 * q.log() + (1 - h2) * (-q).log1p()).sum(-1))
+        for k in range(len(bs) - 1, 0, -1):
+            sample_odd(states, weights, biases, g, bs[k])
+            sample_even(states, weights, biases, g, bs[k], a)
+            log_w += (log_f(states, weights, biases, a, bs[k - 1])
+                      - log_f(states, weights, biases, a, bs[k]))
+        est, se = log_mean_exp(log_w.reshape(num_samples, n))
+        ests.append(est)
+        ses.append(se)
+    return torch.cat(ests), torch.cat(ses)
 
 
 def dbm_exact_log_partition(weights: Tensors, biases: Tensors) -> float:
