@@ -303,7 +303,7 @@ def test_raise_and_ais_bracket_the_exact_log_likelihood_of_a_small_dbm():
 def trained(request):
     x = _digits()
     dbm = ppgen.DBM(request.param)
-    fit = ppgen.fit(dbm, x[:1500], "svi", num_epochs=20, batch_size=50, seed=0,
+    fit = ppgen.fit(dbm, x[:1500], "svi", num_epochs=60, batch_size=50, seed=0,
                     progress=False, tol=0)
     return dbm, fit, x[:1500], x[1500:]
 
@@ -317,9 +317,10 @@ def test_stages_and_held_out_bound(trained):
     assert stages.count(float(depth)) == len(stages) // 2
     p = train_x.mean(0).clamp(1e-3, 1 - 1e-3)
     base_ll = float((test * p.log() + (1 - test) * (1 - p).log()).sum(1).mean())
-    # two layers about -22.1, three about -22.7 (-23.5 to -21.8 for seeds 0-7), against
-    # the base-rate model's -24.0 nats after 20 short epochs
-    assert float(dbm.log_prob(test).mean()) > base_ll + 0.3
+    # after 60 short epochs (the learning rate decayed to a tenth): two layers -19.7 to
+    # -20.1, three -20.1 to -20.6 over seeds 0-2 (AIS 100 x 500), against the base-rate
+    # model's -24.0 nats
+    assert float(dbm.log_prob(test).mean()) > base_ll + 2.5
 
 
 def test_applications_and_bad_input(trained):
@@ -347,13 +348,12 @@ def test_applications_and_bad_input(trained):
     torch.testing.assert_close(dbm.impute(given, method="mean_field", num_steps=101), mf,
                                atol=1e-2, rtol=0)
     mf_acc = float(((mf[missing] > 0.5).double() == x[missing]).double().mean())
-    assert abs(mf_acc - acc) < 0.02  # 0.803 against 0.805 for two layers, seed 0
-    if len(dbm.layer_sizes) == 2:
-        # (after 20 epochs the three-layer DBM completes the bottom halves about as well
-        # as the pixel means, 0.78-0.81 against 0.79 on all held-out images: no claim)
-        mean_acc = float(((train_x.mean(0).expand_as(x)[missing] > 0.5).double()
-                          == x[missing]).double().mean())
-        assert acc > mean_acc
+    assert abs(mf_acc - acc) < 0.02
+    # both beat the pixel means (0.788): Gibbs 0.829-0.841 for two layers, 0.818-0.841 for
+    # three, mean field within 0.006 of Gibbs, over seeds 0-2
+    mean_acc = float(((train_x.mean(0).expand_as(x)[missing] > 0.5).double()
+                      == x[missing]).double().mean())
+    assert acc > mean_acc + 0.02 and mf_acc > mean_acc + 0.02
     with pytest.raises(ValueError, match="binary values"):
         dbm.log_prob(test * 0.5)
 
