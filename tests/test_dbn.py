@@ -134,3 +134,26 @@ def test_bad_input():
         dbn.log_prob(torch.zeros(2, 6, dtype=torch.float64))
     with pytest.raises(ValueError, match="weights_1"):
         dbn.set_params(weights_1=torch.zeros(4, 7))
+
+
+@pytest.mark.parametrize("cls, sizes, kw", [(ppgen.DBN, (16, 8), "ais_samples"),
+                                             (ppgen.DBM, (16, 8), "num_samples")])
+def test_validation_metrics_reconstruction_error_and_a_cheap_ais_bound(cls, sizes, kw):
+    """DBN and DBM objectives score validation data like the RBM's: the reconstruction error
+    every evaluation, the held-out bound every ``ais_every`` evaluations; the last values
+    are the fitted model's own."""
+    x = _digits()[0]
+    model = cls(sizes)
+    fit = ppgen.fit(model, x[:1000], "svi", num_epochs=3, batch_size=50, seed=0,
+                    progress=False, tol=0, validation_data=x[1000:], ais_every=2,
+                    ais_samples=20, ais_betas=100)
+    assert len(fit.history["eval_reconstruction_error"]) == 3
+    assert len(fit.history["eval_log_prob"]) == 2  # evaluations 0 and 2
+    val = x[1000:]
+    recon = float((val - model.reconstruct(val)).square().sum(-1).mean())
+    assert float(fit.history["eval_reconstruction_error"][-1]) == pytest.approx(recon,
+                                                                                rel=1e-6)
+    bound = float(model.log_prob(val, num_betas=100, seed=0, **{kw: 20}).double().mean())
+    assert float(fit.history["eval_log_prob"][-1]) == pytest.approx(bound, rel=1e-6)
+    with pytest.raises(ValueError, match="ais_every"):
+        ppgen.fit(cls(sizes), x[:100], "svi", num_epochs=1, progress=False, ais_every=-1)

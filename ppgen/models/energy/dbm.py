@@ -62,12 +62,13 @@ from .dbm_ops import (
     sample_even,
     sample_odd,
 )
-from .dbn import DBN, _layer_sizes
+from .dbn import DBN, GreedyCD, _layer_sizes, evaluate_layered
 
 __all__ = ["DBM", "DBMObjective"]
 
 _OPTIONS = ("lr", "lr_decay", "momentum", "initial_momentum", "momentum_epochs",
-            "weight_decay", "num_mean_field", "total_steps")
+            "weight_decay", "num_mean_field", "ais_every", "ais_samples", "ais_betas",
+            "total_steps")
 #: The numbers of hidden layers a DBM can have.
 _DEPTHS = (2, 3)
 
@@ -97,13 +98,16 @@ class DBMObjective:
 
     def __init__(self, *, lr: float = 0.02, lr_decay: float = 0.1, momentum: float = 0.9,
                  initial_momentum: float = 0.5, momentum_epochs: int = 5,
-                 weight_decay: float = 1e-4, num_mean_field: int = 10,
+                 weight_decay: float = 1e-4, num_mean_field: int = 10, ais_every: int = 0,
+                 ais_samples: int = 50, ais_betas: int = 500,
                  total_steps: int | None = None) -> None:
-        from .dbn import GreedyCD
-
         checked = GreedyCD(lr=lr, lr_decay=lr_decay, momentum=momentum,
                            initial_momentum=initial_momentum, momentum_epochs=momentum_epochs,
-                           weight_decay=weight_decay, total_steps=total_steps)
+                           weight_decay=weight_decay, ais_every=ais_every,
+                           ais_samples=ais_samples, ais_betas=ais_betas,
+                           total_steps=total_steps)
+        self.ais_every, self.ais_samples = checked.ais_every, checked.ais_samples
+        self.ais_betas = checked.ais_betas
         self.lr, self.lr_decay = checked.lr, checked.lr_decay
         self.momentum, self.initial_momentum = checked.momentum, checked.initial_momentum
         self.momentum_epochs, self.weight_decay = checked.momentum_epochs, checked.weight_decay
@@ -128,7 +132,16 @@ class DBMObjective:
         extra["chains_v"] = first.clone()
         extra["chains_h2"] = (torch.rand(first.shape[0], sizes[2], generator=g, **kw)
                               < 0.5).to(x.dtype)
+        extra["num_evals"] = torch.zeros((), dtype=torch.long)
         return TrainState(extra=extra)
+
+    def evaluate(self, model: Any, state: TrainState, data: Any) -> dict[str, float]:
+        """Validation metrics (:func:`~ppgen.models.energy.dbn.evaluate_layered`): the
+        reconstruction error of E[v | mean-field h1] and, every ``ais_every`` evaluations,
+        the mean held-out mean-field bound ``log_prob`` (log Z by a cheap AIS run,
+        ``ais_samples`` chains and ``ais_betas`` temperatures, seed 0)."""
+        return evaluate_layered(self, model, state, data, lambda x: model.log_prob(
+            x, num_samples=self.ais_samples, num_betas=self.ais_betas, seed=0))
 
     def stage(self, step: int, num_layers: int = 2) -> int:
         """0 .. num_layers - 1: pretraining of the RBM of that layer (bottom first, each a
@@ -245,7 +258,7 @@ class DBM(DBN):
     state_names = ()
     log_prob_estimator = "mean-field variational bound, log Z by AIS (odd layers summed out)"
     objective_options = ("momentum", "initial_momentum", "momentum_epochs", "weight_decay",
-                         "num_mean_field")
+                         "num_mean_field", "ais_every", "ais_samples", "ais_betas")
 
     def __init__(self, layer_sizes: tuple[int, ...]) -> None:
         sizes = _layer_sizes(layer_sizes)
