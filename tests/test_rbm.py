@@ -366,14 +366,16 @@ def test_binary_products_are_sums_of_rows(density):
                                    rtol=1e-5, atol=1e-5)
 
 
-def test_sparse_path_is_chosen_by_density(monkeypatch):
-    assert ops.SPARSE_MAX_DENSITY == 0.08
-    assert ops.use_sparse(_binary((100, 784), 0.04, 0))
-    assert not ops.use_sparse(_binary((100, 784), 0.13, 0))  # binarized MNIST: dense
+def test_sparse_path_is_chosen_by_density_and_width(monkeypatch):
+    assert (ops.SPARSE_MAX_DENSITY, ops.SPARSE_MIN_WIDTH) == (0.05, 500)
+    assert ops.use_sparse(_binary((100, 784), 0.02, 0), 500)
+    assert not ops.use_sparse(_binary((100, 784), 0.02, 0), 250)  # the indices dominate
+    assert not ops.use_sparse(_binary((100, 784), 0.13, 0), 500)  # binarized MNIST: dense
     monkeypatch.setattr(ops, "SPARSE_MAX_DENSITY", 0.0)
-    assert not ops.use_sparse(_binary((10, 10), 0.0, 0))
+    assert not ops.use_sparse(_binary((10, 10), 0.0, 0), 1000)
     monkeypatch.setattr(ops, "SPARSE_MAX_DENSITY", 1.0)
-    assert ops.use_sparse(_binary((10, 10), 0.9, 0))
+    monkeypatch.setattr(ops, "SPARSE_MIN_WIDTH", 1)
+    assert ops.use_sparse(_binary((10, 10), 0.9, 0), 1)
 
 
 def _count_bags(monkeypatch):
@@ -401,6 +403,7 @@ def test_sparse_cd_update_equals_the_dense_one(persistent, monkeypatch):
     chains = _binary((40, 12), 0.5, 2) if persistent else None
     calls = _count_bags(monkeypatch)
     out = []
+    monkeypatch.setattr(ops, "SPARSE_MIN_WIDTH", 1)
     for limit in (0.0, 1.0):  # never sparse, always sparse
         monkeypatch.setattr(ops, "SPARSE_MAX_DENSITY", limit)
         params = {k: v.clone() for k, v in start.items()}
@@ -429,6 +432,7 @@ def test_fit_with_the_sparse_path_on_or_off_gives_the_same_weights(dtype, rtol, 
                                                                     monkeypatch):
     train = _mnist(300, 0)[0].to(dtype)
     calls = _count_bags(monkeypatch)
+    monkeypatch.setattr(ops, "SPARSE_MIN_WIDTH", 1)
     fitted = []
     for limit in (0.0, 1.0):
         monkeypatch.setattr(ops, "SPARSE_MAX_DENSITY", limit)

@@ -60,7 +60,7 @@ _ERROR_ROWS = 16
 def cd_update(x: torch.Tensor, params: dict[str, torch.Tensor],
               velocity: dict[str, torch.Tensor], chains: torch.Tensor | None, visible: str, *,
               num_gibbs_steps: int, lr: float, momentum: float, weight_decay: float,
-              binary_data: bool = False
+              binary_data: bool = False, spare: dict[str, torch.Tensor] | None = None
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """One CD-k (``chains`` None) or PCD-k update of an RBM's ``params`` (``weights``,
     ``visible_bias``, ``hidden_bias``; changed in place) on the minibatch ``x``, with
@@ -70,10 +70,17 @@ def cd_update(x: torch.Tensor, params: dict[str, torch.Tensor],
     ``binary_data`` says ``x`` holds exact 0/1 values (checked by the caller); then, as for
     the sampled Bernoulli visibles, the products with it (x W and x^T p(h | x)) take the
     sparse path of :func:`~ppgen.models.energy.ops.binary_matmul` when its density is below
-    :data:`~ppgen.models.energy.ops.SPARSE_MAX_DENSITY` (the same result to round-off)."""
+    :data:`~ppgen.models.energy.ops.SPARSE_MAX_DENSITY` (the same result to round-off).
+
+    ``spare``, a dict the caller keeps between calls, lends the weights' update a buffer:
+    ``spare["weights"]`` (when it has the weights' shape, dtype and device) is written
+    instead of a fresh tensor, and an accepted update hands the replaced velocity back in it
+    (the caller must hold no other reference to that velocity). A fresh (num_visible,
+    num_hidden) tensor each step costs page faults once the allocator returns freed memory
+    to the system: the product into it took twice as long as into a reused buffer."""
     w, b, c = params["weights"], params["visible_bias"], params["hidden_bias"]
     with torch.no_grad():
-        sparse_x = binary_data and use_sparse(x)
+        sparse_x = binary_data and use_sparse(x, w.shape[1])
         ph0 = binary_matmul(x, w, c, sparse=sparse_x).sigmoid_()
         # E[v | h0], h0 ~ p(h | x): the reconstruction, and CD's first negative half-step.
         # PCD needs it only for the error, so there h0 and the reconstruction are drawn for
@@ -89,20 +96,26 @@ def cd_update(x: torch.Tensor, params: dict[str, torch.Tensor],
                 v = _draw(recon, visible)
             else:
                 v = sample_visible(h, w, b, visible)  # type: ignore[arg-type]
-            sparse_v = visible == "bernoulli" and use_sparse(v)  # drawn by comparisons: 0/1
+            sparse_v = visible == "bernoulli" and use_sparse(v, w.shape[1])  # 0/1 draws
             ph = binary_matmul(v, w, c, sparse=sparse_v).sigmoid_()
             if i < num_gibbs_steps - 1 or chains is not None:
                 h = (torch.rand_like(ph) < ph).to(ph.dtype)
         n_pos, n_neg = x.shape[0], v.shape[0]
         # update = momentum * velocity + lr * grad, with
         # grad_W = x^T ph0 / n - v^T ph / n' - weight_decay W (lr folded into the products)
+        old_w = velocity["weights"]
+        buf = None if spare is None else spare.get("weights")
+        if buf is not None and (buf is old_w or buf.shape != w.shape or buf.dtype != w.dtype
+                                or buf.device != w.device):
+            buf = None
         if sparse_x:
             upd_w = binary_t_matmul(x, ph0 * (lr / n_pos), sparse=True)
             if momentum:
-                upd_w.add_(velocity["weights"], alpha=momentum)
+                upd_w.add_(old_w, alpha=momentum)
+        elif buf is not None:
+            upd_w = torch.addmm(old_w, x.T, ph0, beta=momentum, alpha=lr / n_pos, out=buf)
         else:
-            upd_w = torch.addmm(velocity["weights"], x.T, ph0, beta=momentum,
-                                alpha=lr / n_pos)
+            upd_w = torch.addmm(old_w, x.T, ph0, beta=momentum, alpha=lr / n_pos)
         if sparse_v:
             upd_w.sub_(binary_t_matmul(v, ph * (lr / n_neg), sparse=True))
         else:
@@ -125,6 +138,8 @@ def cd_update(x: torch.Tensor, params: dict[str, torch.Tensor],
                 params[n].add_(updates[n])
             if chains is not None:
                 chains = h
+            if spare is not None:
+                spare["weights"] = old_w
     return error, norm, chains
 
 
@@ -200,6 +215,7 @@ class ContrastiveDivergence:
         self.ais_betas = check_positive_int("ais_betas", ais_betas)
         self.total_steps = None if total_steps is None else check_positive_int(
             "total_steps", total_steps)
+        self._spare: dict[str, torch.Tensor] = {}
 
     # ------------------------------------------------------------------------ init
     def init(self, model: Any, batch: Batch, seed: int) -> TrainState:
@@ -223,6 +239,7 @@ class ContrastiveDivergence:
         if self.lr is None:
             self.lr = 0.02 if model.visible == "bernoulli" else 0.005
         extra = {f"velocity_{n}": torch.zeros_like(getattr(model, n)) for n in _PARAMS}
+        self._spare = {}  # cd_update's reused update buffer, fresh for each run
         extra["num_evals"] = torch.zeros((), dtype=torch.long)
         if self.persistent:
             # The chains' hidden states, started at h ~ p(h | v) of the first minibatch.
@@ -252,7 +269,8 @@ class ContrastiveDivergence:
             num_gibbs_steps=self.num_gibbs_steps, lr=lr, momentum=mom,
             weight_decay=self.weight_decay,
             # fit's data passed model.prepare: 0/1 for Bernoulli visibles
-            binary_data=model.visible == "bernoulli" and isinstance(batch.source, torch.Tensor))
+            binary_data=model.visible == "bernoulli" and isinstance(batch.source, torch.Tensor),
+            spare=self._spare)
         for n in _PARAMS:
             state.extra[f"velocity_{n}"] = velocity[n]
         if chains is not None:

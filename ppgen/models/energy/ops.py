@@ -39,7 +39,8 @@ import torch.nn.functional as F
 
 __all__ = ["Visible", "free_energy", "hidden_probs", "visible_mean", "sample_hidden",
            "sample_visible", "exact_log_partition", "enumerate_states", "MAX_EXACT_UNITS",
-           "SPARSE_MAX_DENSITY", "use_sparse", "binary_matmul", "binary_t_matmul"]
+           "SPARSE_MAX_DENSITY", "SPARSE_MIN_WIDTH", "use_sparse", "binary_matmul",
+           "binary_t_matmul"]
 
 Visible = Literal["bernoulli", "gaussian"]
 
@@ -49,11 +50,16 @@ MAX_EXACT_UNITS = 25
 _CHUNK = 2**14
 #: Fraction of ones below which a product with a 0/1 matrix (:func:`binary_matmul`,
 #: :func:`binary_t_matmul`) runs as sums of rows (``embedding_bag``) rather than a dense
-#: GEMM, on CPU. Measured (benchmarks/RESULTS.md, RBM section) with one thread on a 2-core
-#: AVX-512 Xeon (MKL SGEMM), (100 x 784) 0/1 times (784 x 500): the row sums, index
-#: extraction included, are faster below a density of about 0.09 and slower above (1.2x
-#: slower at 0.13, binarized MNIST's density; 2.3x at 0.3), for x @ W and for x^T P alike.
-SPARSE_MAX_DENSITY = 0.08
+#: GEMM, on CPU, when the product is at least :data:`SPARSE_MIN_WIDTH` wide. Measured
+#: (``benchmarks/rbm_mnist.py``, RESULTS.md, RBM section) with one thread on a 2-core
+#: AVX-512 Xeon with MKL, a (100 x 784) 0/1 matrix times (784 x H): the row sums, index
+#: extraction included (which costs the same at any H), beat the GEMM only at low density
+#: and large H: at H = 500 below a density of about 0.04 to 0.09 (the runs varied with the
+#: machine's load), at H = 250 never, at H = 2000 below about 0.09 (x W) and 0.15 (x^T P).
+#: Binarized MNIST (density 0.13) stays dense.
+SPARSE_MAX_DENSITY = 0.05
+#: The narrowest product (columns of the result) that takes the sparse path.
+SPARSE_MIN_WIDTH = 500
 
 
 def free_energy(v: torch.Tensor, weights: torch.Tensor, visible_bias: torch.Tensor,
@@ -73,11 +79,13 @@ def hidden_probs(v: torch.Tensor, weights: torch.Tensor,
     return torch.sigmoid(v @ weights + hidden_bias)
 
 
-def use_sparse(x: torch.Tensor) -> bool:
-    """Whether products with the 0/1 matrix ``x`` should take the sparse path: on CPU, when
-    its density (fraction of ones) is below :data:`SPARSE_MAX_DENSITY`. (On other devices
-    the dense product is used: the density read would cost a host sync.)"""
-    if x.device.type != "cpu" or SPARSE_MAX_DENSITY <= 0 or x.numel() == 0:
+def use_sparse(x: torch.Tensor, width: int) -> bool:
+    """Whether products of the 0/1 matrix ``x`` with a matrix of ``width`` columns should take
+    the sparse path: on CPU, ``width`` at least :data:`SPARSE_MIN_WIDTH` and the density of
+    ``x`` (fraction of ones) below :data:`SPARSE_MAX_DENSITY`. (On other devices the dense
+    product is used: reading the density would cost a host sync.)"""
+    if (x.device.type != "cpu" or SPARSE_MAX_DENSITY <= 0 or width < SPARSE_MIN_WIDTH
+            or x.numel() == 0):
         return False
     return float(x.sum()) < SPARSE_MAX_DENSITY * x.numel()
 
