@@ -443,3 +443,31 @@ def test_fit_with_the_sparse_path_on_or_off_gives_the_same_weights(dtype, rtol, 
         assert bool(calls) == (limit > 0)
     for k, v in fitted[0].items():
         torch.testing.assert_close(fitted[1][k], v, rtol=rtol, atol=rtol)
+
+
+def test_cd_update_into_the_spare_buffer_is_the_same_update():
+    from ppgen.models.energy.objectives import cd_update
+
+    g = torch.Generator().manual_seed(4)
+    x = _binary((20, 8), 0.4, 5)
+    start = {"weights": 0.5 * torch.randn(8, 6, generator=g),
+             "visible_bias": torch.randn(8, generator=g),
+             "hidden_bias": torch.randn(6, generator=g)}
+    out = []
+    for spare in (None, {}):
+        params = {k: v.clone() for k, v in start.items()}
+        velocity = {k: torch.zeros_like(v) for k, v in start.items()}
+        first = velocity["weights"]
+        torch.manual_seed(0)
+        for step in range(3):
+            before = velocity["weights"]
+            cd_update(x, params, velocity, None, "bernoulli", num_gibbs_steps=1, lr=0.1,
+                      momentum=0.9, weight_decay=1e-2, spare=spare)
+            if spare is not None:  # the replaced velocity is lent back, then written
+                assert spare["weights"] is before and velocity["weights"] is not before
+                if step == 1:
+                    assert velocity["weights"] is first
+        out.append((params, velocity))
+    for k in start:
+        assert torch.equal(out[0][0][k], out[1][0][k])
+        assert torch.equal(out[0][1][k], out[1][1][k])
