@@ -50,6 +50,9 @@ from ppgen.models.energy import ops
 def _threads(n: int):
     from threadpoolctl import threadpool_limits
 
+    # ppgen's own rule (one thread for small steps, ppgen/_threads.py) would otherwise
+    # override n when n is torch's default count: every library gets exactly n threads.
+    ppgen._threads.user_choice = True
     torch.set_num_threads(n)
     return threadpool_limits(n)
 

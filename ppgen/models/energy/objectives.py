@@ -87,7 +87,7 @@ def cd_update(x: torch.Tensor, params: dict[str, torch.Tensor],
         # the first _ERROR_ROWS rows only (of a shuffled minibatch: an unbiased estimate of
         # its mean, at a fraction of one of the step's matrix products).
         rows = x.shape[0] if chains is None else min(x.shape[0], _ERROR_ROWS)
-        h0 = (torch.rand_like(ph0[:rows]) < ph0[:rows]).to(ph0.dtype)
+        h0 = torch.rand_like(ph0[:rows]).lt_(ph0[:rows])  # 0/1 in ph0's dtype
         recon = visible_mean(h0, w, b, visible)  # type: ignore[arg-type]
         error = (x[:rows] - recon).square().sum(-1).mean()
         h = h0 if chains is None else chains
@@ -99,7 +99,7 @@ def cd_update(x: torch.Tensor, params: dict[str, torch.Tensor],
             sparse_v = visible == "bernoulli" and use_sparse(v, w.shape[1])  # 0/1 draws
             ph = binary_matmul(v, w, c, sparse=sparse_v).sigmoid_()
             if i < num_gibbs_steps - 1 or chains is not None:
-                h = (torch.rand_like(ph) < ph).to(ph.dtype)
+                h = torch.rand_like(ph).lt_(ph)
         n_pos, n_neg = x.shape[0], v.shape[0]
         # update = momentum * velocity + lr * grad, with
         # grad_W = x^T ph0 / n - v^T ph / n' - weight_decay W (lr folded into the products)
@@ -145,7 +145,7 @@ def cd_update(x: torch.Tensor, params: dict[str, torch.Tensor],
 
 def _draw(mean: torch.Tensor, visible: str) -> torch.Tensor:
     if visible == "bernoulli":
-        return (torch.rand_like(mean) < mean).to(mean.dtype)
+        return torch.rand_like(mean).lt_(mean)
     return mean + torch.randn_like(mean)
 
 

@@ -124,8 +124,8 @@ def sample_hidden(v: torch.Tensor, weights: torch.Tensor, hidden_bias: torch.Ten
                   generator: torch.Generator | None = None) -> torch.Tensor:
     """h ~ p(h | v) (0/1 values in v's dtype)."""
     p = hidden_probs(v, weights, hidden_bias)
-    return (torch.rand(p.shape, generator=generator, dtype=p.dtype, device=p.device) < p).to(
-        p.dtype)
+    # in place: the 0/1 result in p's dtype without a boolean mask and its conversion
+    return torch.rand(p.shape, generator=generator, dtype=p.dtype, device=p.device).lt_(p)
 
 
 def sample_visible(h: torch.Tensor, weights: torch.Tensor, visible_bias: torch.Tensor,
@@ -134,7 +134,7 @@ def sample_visible(h: torch.Tensor, weights: torch.Tensor, visible_bias: torch.T
     mean = visible_mean(h, weights, visible_bias, visible)
     noise = torch.rand if visible == "bernoulli" else torch.randn
     draw = noise(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
-    return (draw < mean).to(mean.dtype) if visible == "bernoulli" else mean + draw
+    return draw.lt_(mean) if visible == "bernoulli" else mean.add_(draw)
 
 
 def enumerate_states(num_units: int, start: int, stop: int, *, dtype: torch.dtype,
