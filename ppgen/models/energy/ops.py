@@ -55,7 +55,7 @@ _CHUNK = 2**14
 #: AVX-512 Xeon with MKL, a (100 x 784) 0/1 matrix times (784 x H): the row sums, index
 #: extraction included (which costs the same at any H), beat the GEMM only at low density
 #: and large H: at H = 500 below a density of about 0.04 to 0.09 (the runs varied with the
-#: machine's load), at H = 250 never, at H = 2000 below about 0.09 (x W) and 0.15 (x^T P).
+#: machine's load), at H = 250 never, at H = 2000 below about 0.09 (x W) and 0.17 (x^T P).
 #: Binarized MNIST (density 0.13) stays dense.
 SPARSE_MAX_DENSITY = 0.05
 #: The narrowest product (columns of the result) that takes the sparse path.
