@@ -1383,14 +1383,16 @@ def test_sample_and_score_rbm(rbm_run, tmp_path):
                                rbm.score(torch.from_numpy(x)).numpy(), rtol=1e-5)
 
 
-@pytest.mark.parametrize("family, cls", [("dbn", "DBN"), ("dbm", "DBM")])
-def test_fit_dbn_and_dbm(tmp_path, family, cls):
+@pytest.mark.parametrize("family, cls, layers", [("dbn", "DBN", (16, 8)), ("dbm", "DBM", (16, 8)),
+                                                 ("dbm", "DBM", (16, 8, 4))])
+def test_fit_dbn_and_dbm(tmp_path, family, cls, layers):
     out_dir = tmp_path / family
-    rc, out, err = run(["fit", family, "--data", "digits", "--layers", "16,8", "--num-epochs",
-                        1, "--ais-samples", 10, "--ais-betas", 50, "--out", out_dir])
+    rc, out, err = run(["fit", family, "--data", "digits", "--layers", ",".join(map(str, layers)),
+                        "--num-epochs", 1, "--ais-samples", 10, "--ais-betas", 50,
+                        "--out", out_dir])
     assert rc == 0, err
     model = ppgen.load(out_dir / "model.pt")
-    assert isinstance(model, getattr(ppgen, cls)) and model.layer_sizes == (16, 8)
+    assert isinstance(model, getattr(ppgen, cls)) and model.layer_sizes == layers
     info = json.loads((out_dir / "run.json").read_text())
     held = _binary_digits()[torch.as_tensor(info["heldout_images"])]
     kwargs = ({"ais_samples": 10} if family == "dbn" else {"num_samples": 10})
@@ -1398,16 +1400,26 @@ def test_fit_dbn_and_dbm(tmp_path, family, cls):
     assert info["log_likelihood"] == pytest.approx(float(lp), abs=1e-6)
     assert "log-likelihood lower bound" in (out_dir / "report.md").read_text()
     assert (out_dir / "samples.png").is_file() and (out_dir / "filters.png").is_file()
+    if family == "dbm":  # RAISE on the first 20 held-out images, as the model computes it
+        raise_lp = model.log_prob(held[:20], method="raise", num_samples=10, num_betas=50,
+                                  seed=0).double().mean()
+        assert info["raise_num_images"] == 20
+        assert info["raise_log_likelihood"] == pytest.approx(float(raise_lp), abs=1e-6)
+        assert "RAISE" in (out_dir / "report.md").read_text()
+    else:
+        assert "raise_log_likelihood" not in info
 
 
 @pytest.mark.parametrize("argv, fragments", [
     (["rbm", "--num-hidden", "0"], ["--num-hidden", "positive integer", "0"]),
     (["dbn", "--layers", "16,0"], ["--layers", "positive integers", "16,0"]),
-    (["dbm", "--layers", "16"], ["--layers", "two hidden-layer sizes", "16"]),
+    (["dbm", "--layers", "16"], ["--layers", "two or three hidden-layer sizes", "16"]),
+    (["dbm", "--layers", "16,8,4,2"], ["--layers", "two or three", "16,8,4,2"]),
     (["rbm", "--num-train", "100"], ["--num-train", "binarized-mnist", "--data digits"]),
     (["rbm", "--data", "binarized-mnist", "--heldout-fraction", "0.2"],
      ["--heldout-fraction", "fixed splits"]),
     (["rbm", "--raise-images", "-1"], ["--raise-images", ">= 0", "-1"]),
+    (["dbm", "--raise-images", "-2"], ["--raise-images", ">= 0", "-2"]),
     (["rbm", "--data", "{base}/gray.npy"], ["gray.npy", "binary pixels", "0.5", "image 0"]),
     (["rbm", "--data", "{base}/missing.npy"], ["missing.npy", "no such file"]),
 ])

@@ -109,6 +109,15 @@ def test_applications(trained):
                       == x[missing]).double().mean())
     acc = float(((filled[missing] > 0.5).double() == x[missing]).double().mean())
     assert acc > mean_acc
+    # the mean-field completion: deterministic, a fixed point, about as good as Gibbs
+    mf = dbn.impute(given, method="mean_field", num_steps=100)
+    assert torch.equal(mf[~missing], x[~missing])
+    torch.testing.assert_close(dbn.impute(given, method="mean_field", num_steps=101), mf,
+                               atol=1e-6, rtol=0)
+    mf_acc = float(((mf[missing] > 0.5).double() == x[missing]).double().mean())
+    assert abs(mf_acc - acc) < 0.03
+    with pytest.raises(ValueError, match="method"):
+        dbn.impute(given, method="exact")
 
 
 def test_bad_input():

@@ -24,7 +24,7 @@ The stage follows from the step number, so checkpoints and resume work as for th
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +34,7 @@ from ..._threads import work_threads
 from ..._validation import (
     bad_type,
     bad_value,
+    check_choice,
     check_data,
     check_nonnegative_float,
     check_positive_float,
@@ -371,18 +372,53 @@ class DBN(GenerativeModel):
                 v = sample_visible(sample_hidden(v, w, c, g), w, b, "bernoulli", g)
             return self._down(v, top, g, mean)
 
-    def impute(self, data: Any, *, num_steps: int = 200, num_burnin: int = 50,
+    def impute(self, data: Any, *, method: Literal["gibbs", "mean_field"] = "gibbs",
+               num_steps: int = 200, num_burnin: int = 50,
                seed: int | None = 0) -> torch.Tensor:
-        """Complete missing entries (NaN) by an approximate clamped sampler: sample the up
-        pass from the current completion, one Gibbs sweep of the top RBM, the down pass;
-        observed entries are clamped, and the result averages E[v | h_1] over the
-        ``num_steps`` iterations after ``num_burnin`` (like a VAE's pseudo-Gibbs
-        imputation: exact only if the up pass were the exact posterior)."""
+        """Complete missing entries (NaN) given the observed ones.
+
+        ``method="gibbs"``: an approximate clamped sampler: sample the up pass from the
+        current completion, one Gibbs sweep of the top RBM, the down pass; observed entries
+        are clamped, and the result averages E[v | h_1] over the ``num_steps`` iterations
+        after ``num_burnin`` (like a VAE's pseudo-Gibbs imputation: exact only if the up
+        pass were the exact posterior). ``method="mean_field"``: the same loop with
+        probabilities in place of samples (up pass, one mean-field step of the top RBM,
+        down pass, observed entries clamped) run ``num_steps`` times from the visible base
+        rates: a deterministic most probable completion (round it for binary values).
+
+        Parameters
+        ----------
+        data : Tensor of shape (N, D)
+            NaN marks a missing entry; observed entries are returned unchanged.
+        method : {"gibbs", "mean_field"}
+        num_steps, num_burnin : int
+            Iterations (``num_burnin`` only for ``"gibbs"``).
+        seed : int, optional
+            Seed of the sampler (a private generator; ``"gibbs"`` only).
+
+        Returns
+        -------
+        Tensor of shape (N, D)
+        """
         self.check_fitted("impute")
+        method = check_choice("method", method, ("gibbs", "mean_field"))  # type: ignore
         num_steps = check_positive_int("num_steps", num_steps)
         num_burnin = check_positive_int("num_burnin", num_burnin, minimum=0)
         x = self._as_data(data, allow_nan=True)
         missing = torch.isnan(x)
+        if method == "mean_field":
+            top = len(self.layer_sizes) - 1
+            with torch.no_grad():
+                v = torch.where(missing, torch.sigmoid(self._layer(0)[1]).expand_as(x), x)
+                for _ in range(num_steps):
+                    h = v
+                    for layer in range(top):
+                        w, _, c = self._layer(layer)
+                        h = hidden_probs(h, w, c)
+                    w, b, c = self._layer(top)
+                    h = hidden_probs(h, w, c)
+                    v = torch.where(missing, self._down(h, top + 1, None, True), x)
+            return v
         g = torch.Generator(device=x.device).manual_seed(resolve_seed(seed))
         top = len(self.layer_sizes) - 1
         with torch.no_grad(), work_threads(x.numel(), device=x.device):

@@ -76,8 +76,9 @@ class LogPartition:
     method : {"exact", "ais", "raise"}
         ``"ais"``: a stochastic lower bound on log Z (so log-likelihoods from it are
         stochastic upper bounds); ``"raise"``: the mean over data of -F(v) - RAISE log p(v),
-        a conservative (in practice upper) estimate of log Z, so log-likelihoods from it are
-        on the low side.
+        high in expectation for a model trained towards maximum likelihood, so
+        log-likelihoods from it are on the low side (for CD-1-trained RBMs it can fall on
+        either side: :mod:`ppgen.models.energy.ais`).
     num_samples, num_betas : int
         Chains and intermediate distributions (0 for ``"exact"``).
     """
@@ -150,8 +151,9 @@ class RBM(GenerativeModel):
     ``log_prob`` is -F(v) - log Z with log Z estimated by AIS (a stochastic lower bound on
     log Z, so the log-likelihood is a stochastic upper bound; cached per parameter state and
     estimator settings); ``log_prob(x, method="exact")`` enumerates the smaller layer (up to
-    25 units) and ``method="raise"`` gives the conservative per-datum RAISE estimate: the
-    two estimators bracket the true value.
+    25 units) and ``method="raise"`` gives the per-datum RAISE estimate, low in expectation
+    for a model trained towards maximum likelihood: there the two estimators bracket the
+    true value (a CD-1-trained RBM can put RAISE above it: :mod:`ppgen.models.energy.ais`).
 
     Examples
     --------
@@ -424,7 +426,7 @@ class RBM(GenerativeModel):
             How log Z is found (:meth:`log_partition`); ``"ais"`` and ``"exact"`` estimates
             are cached per parameter state and settings. ``"raise"`` estimates each log p(v)
             by its own reverse chains (``num_samples`` per datum): the conservative side of
-            the AIS bracket.
+            the AIS bracket for models trained towards maximum likelihood.
         num_samples, num_betas, schedule, seed
             Estimator settings (:meth:`log_partition`).
         return_stderr : bool
