@@ -31,25 +31,62 @@ CD-25 on the full 50,000 images (hundreds of epochs) has -86.34 nats (Salakhutdi
 2008); a run of a few epochs on a subset is far from that. A last row trains ``ppgen.DBM``
 (``--dbm-layers``, default 500,1000; greedy pretraining then joint training, the same
 epochs, batch and lr) and reports its mean-field bound with AIS log Z (anchor: -84.62 nats,
-Salakhutdinov & Hinton 2009).
+Salakhutdinov & Hinton 2009). Last, the products an RBM step makes with a 0/1 side
+(x W + c and x^T P, x of shape (``--batch-size``, 784), P of ``--hidden`` columns) are timed
+dense (one GEMM) against sparse (sums of rows, index extraction included) at densities from
+0.03 to 0.3: the measurement behind ``ppgen.models.energy.ops.SPARSE_MAX_DENSITY``; with the
+density of the training data and of samples of the PCD-1 model.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 
 import torch
 
 import ppgen
+from ppgen.models.energy import ops
 
 
 def _threads(n: int):
     from threadpoolctl import threadpool_limits
 
+    # ppgen's own rule (one thread for small steps, ppgen/_threads.py) would otherwise
+    # override n when n is torch's default count: every library gets exactly n threads.
+    ppgen._threads.user_choice = True
     torch.set_num_threads(n)
     return threadpool_limits(n)
+
+
+def product_timings(num_rows: int, num_visible: int, num_hidden: int, densities, reps: int,
+                    seed: int = 0) -> list[dict]:
+    """Milliseconds of the products with a 0/1 side that an RBM step makes, dense (GEMM)
+    against sparse (sums of rows, index extraction included;
+    ``ops.binary_matmul``/``ops.binary_t_matmul``), at several densities: x W + c and
+    x^T P for x (num_rows, num_visible). Interleaved, median of ``reps`` rounds of 10."""
+    g = torch.Generator().manual_seed(seed)
+    w = 0.01 * torch.randn(num_visible, num_hidden, generator=g)
+    c = torch.zeros(num_hidden)
+    p = torch.rand(num_rows, num_hidden, generator=g)
+    out = []
+    for density in densities:
+        x = (torch.rand(num_rows, num_visible, generator=g) < density).float()
+        fns = {"xw_dense": lambda x=x: ops.binary_matmul(x, w, c, sparse=False),
+               "xw_sparse": lambda x=x: ops.binary_matmul(x, w, c, sparse=True),
+               "xtp_dense": lambda x=x: ops.binary_t_matmul(x, p, sparse=False),
+               "xtp_sparse": lambda x=x: ops.binary_t_matmul(x, p, sparse=True)}
+        times: dict[str, list[float]] = {k: [] for k in fns}
+        for _ in range(reps):
+            for k, f in fns.items():
+                t = time.perf_counter()
+                for _ in range(10):
+                    f()
+                times[k].append((time.perf_counter() - t) / 10 * 1e3)
+        out.append({"density": density, **{k: statistics.median(v) for k, v in times.items()}})
+    return out
 
 
 def main(argv=None) -> dict:
@@ -134,6 +171,9 @@ def main(argv=None) -> dict:
     for row, ts in zip(rows, times, strict=True):
         row["sec_per_epoch_of_long_fit"] = row["sec_per_epoch"]
         row["sec_per_epoch"] = sorted(ts)[len(ts) // 2]
+    products = product_timings(a.batch_size, train.shape[1], a.hidden,
+                               (0.03, 0.06, 0.1, 0.13, 0.2, 0.3), 3 if a.quick else 30)
+    model_density = float(pcd.sample(a.batch_size, seed=0, num_burnin=100).mean())
     limits.unregister() if hasattr(limits, "unregister") else None
 
     if a.dbm_layers:
@@ -163,7 +203,19 @@ def main(argv=None) -> dict:
     print("anchors: RBM 500 hidden, CD-25, full data: -86.34 nats (Salakhutdinov & Murray "
           "2008); DBM 500-1000, variational bound with AIS: -84.62 (Salakhutdinov & Hinton "
           "2009)")
-    out = {"args": vars(a), "rows": rows, "speed_ratio": ratio}
+    print(f"products with a 0/1 side, ({a.batch_size} x {train.shape[1]}) 0/1 times "
+          f"({train.shape[1]} x {a.hidden}), ms (median of interleaved rounds; sparse: sums "
+          f"of rows, index extraction included; the fit takes the sparse path below density "
+          f"{ops.SPARSE_MAX_DENSITY}):")
+    print("| density | x W dense | x W sparse | x^T P dense | x^T P sparse |")
+    print("| ---: | ---: | ---: | ---: | ---: |")
+    for r in products:
+        print(f"| {r['density']:.2f} | {r['xw_dense']:.3f} | {r['xw_sparse']:.3f} | "
+              f"{r['xtp_dense']:.3f} | {r['xtp_sparse']:.3f} |")
+    print(f"density of the training data {float(train.mean()):.3f}; of samples of the PCD-1 "
+          f"model (its chains' distribution) {model_density:.3f}")
+    out = {"args": vars(a), "rows": rows, "speed_ratio": ratio, "products": products,
+           "data_density": float(train.mean()), "model_sample_density": model_density}
     if a.json:
         with open(a.json, "w") as fh:
             json.dump(out, fh, indent=1)

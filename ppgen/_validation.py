@@ -205,7 +205,8 @@ def as_tensor(x: Any, *, arg: str = "data", dtype: torch.dtype | None = None,
 
 def check_data(x: Any, *, arg: str = "data", ndim: int = 2, allow_nan: bool = False,
                num_features: int | None = None, dtype: torch.dtype | None = None,
-               device: torch.device | str | None = None, min_rows: int = 1) -> torch.Tensor:
+               device: torch.device | str | None = None, min_rows: int = 1,
+               check_finite: bool = True) -> torch.Tensor:
     """Validate a data matrix and return it as a floating tensor.
 
     Parameters
@@ -217,6 +218,10 @@ def check_data(x: Any, *, arg: str = "data", ndim: int = 2, allow_nan: bool = Fa
         Whether NaN may mark missing entries (``impute``); infinities are always refused.
     num_features : int, optional
         The number of columns the fitted model expects.
+    check_finite : bool
+        Scan the values for NaN and infinities (a caller that checks a stricter condition
+        that implies finiteness, such as exact 0/1 values, can skip the scan and call again
+        with it for the message when its own check fails).
     """
     t = as_tensor(x, arg=arg, dtype=dtype, device=device)
     if t.dim() != ndim:
@@ -232,6 +237,8 @@ def check_data(x: Any, *, arg: str = "data", ndim: int = 2, allow_nan: bool = Fa
     if num_features is not None and t.shape[-1] != num_features:
         raise bad_value(arg, f"{num_features} features (columns), as the model was fitted with",
                         f"shape {tuple(t.shape)}", "Pass data with the same columns as in fit.")
+    if not check_finite:
+        return t
     finite = torch.isfinite(t)
     if not bool(finite.all()):
         nan = torch.isnan(t)

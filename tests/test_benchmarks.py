@@ -278,3 +278,5 @@ def test_rbm_mnist_benchmark_runs(tmp_path):
     rows = json.loads(out.read_text())["rows"]
     assert len(rows) == 4 and all(math.isfinite(r["test_ll"]) for r in rows)
     assert rows[3]["model"].startswith("ppgen DBM")
+    products = json.loads(out.read_text())["products"]
+    assert len(products) == 6 and all(v > 0 for r in products for v in r.values())

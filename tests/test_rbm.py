@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import ppgen
+from ppgen.models.energy import ops
 from ppgen.models.energy.ais import (
     _path,
     ais_log_partition,
@@ -383,6 +384,12 @@ def test_bad_input_gets_clear_errors(mnist_rbm):
     nan[0, 3] = float("nan")
     with pytest.raises(ValueError, match="impute"):
         rbm.free_energy(nan)
+    with pytest.raises(ValueError, match="no missing values"):
+        ppgen.fit(ppgen.RBM(3), nan, "svi", num_steps=2, progress=False)
+    inf = test.clone()
+    inf[1, 2] = float("inf")
+    with pytest.raises(ValueError, match="1 infinite entries"):
+        ppgen.fit(ppgen.RBM(3), inf, "svi", num_steps=2, progress=False)
     with pytest.raises(ValueError, match="weights: expected shape"):
         ppgen.RBM(4).set_params(weights=torch.zeros(6, 5))
     big = ppgen.RBM(30)
@@ -409,3 +416,135 @@ def test_pyro_model_scores_data_by_minus_the_free_energy():
     torch.testing.assert_close(site["fn"].log_prob(x), -rbm.free_energy(x))
     torch.testing.assert_close(trace.log_prob_sum(), -rbm.free_energy(x).sum())
     assert rbm.guide(x) is None
+
+
+# ------------------------------------------------------- sparse products with 0/1 sides
+def _binary(shape, density, seed, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(shape, generator=g) < density).to(dtype)
+
+
+@pytest.mark.parametrize("density", [0.0, 0.05, 0.3, 1.0])
+def test_binary_products_are_sums_of_rows(density):
+    x = _binary((30, 17), density, 0)
+    x[3] = 0  # an empty row (an empty bag)
+    g = torch.Generator().manual_seed(1)
+    w, bias, p = (torch.randn(*s, generator=g) for s in ((17, 9), (9,), (30, 9)))
+    # the reference: the sums of rows, written out, in float64
+    rows = torch.stack([w.double()[r.bool()].sum(0) for r in x]) + bias.double()
+    cols = torch.stack([p.double()[c.bool()].sum(0) for c in x.T])
+    for sparse in (False, True):
+        out = ops.binary_matmul(x, w, bias, sparse=sparse)
+        assert out.dtype == torch.float32 and out.shape == (30, 9)
+        torch.testing.assert_close(out.double(), rows, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(ops.binary_matmul(x, w, sparse=sparse).double(),
+                                   rows - bias.double(), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(ops.binary_t_matmul(x, p, sparse=sparse).double(), cols,
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_sparse_path_is_chosen_by_density_and_width(monkeypatch):
+    assert (ops.SPARSE_MAX_DENSITY, ops.SPARSE_MIN_WIDTH) == (0.05, 500)
+    assert ops.use_sparse(_binary((100, 784), 0.02, 0), 500)
+    assert not ops.use_sparse(_binary((100, 784), 0.02, 0), 250)  # the indices dominate
+    assert not ops.use_sparse(_binary((100, 784), 0.13, 0), 500)  # binarized MNIST: dense
+    monkeypatch.setattr(ops, "SPARSE_MAX_DENSITY", 0.0)
+    assert not ops.use_sparse(_binary((10, 10), 0.0, 0), 1000)
+    monkeypatch.setattr(ops, "SPARSE_MAX_DENSITY", 1.0)
+    monkeypatch.setattr(ops, "SPARSE_MIN_WIDTH", 1)
+    assert ops.use_sparse(_binary((10, 10), 0.9, 0), 1)
+
+
+def _count_bags(monkeypatch):
+    calls = []
+    bag = F.embedding_bag
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return bag(*args, **kwargs)
+
+    monkeypatch.setattr(ops.F, "embedding_bag", counting)
+    return calls
+
+
+@pytest.mark.parametrize("persistent", [False, True])
+def test_sparse_cd_update_equals_the_dense_one(persistent, monkeypatch):
+    from ppgen.models.energy.objectives import cd_update
+
+    g = torch.Generator().manual_seed(3)
+    x = _binary((40, 30), 0.15, 1)
+    start = {"weights": 0.5 * torch.randn(30, 12, generator=g),
+             "visible_bias": torch.randn(30, generator=g),
+             "hidden_bias": torch.randn(12, generator=g)}
+    vel0 = {k: 0.01 * torch.randn(v.shape, generator=g) for k, v in start.items()}
+    chains = _binary((40, 12), 0.5, 2) if persistent else None
+    calls = _count_bags(monkeypatch)
+    out = []
+    monkeypatch.setattr(ops, "SPARSE_MIN_WIDTH", 1)
+    for limit in (0.0, 1.0):  # never sparse, always sparse
+        monkeypatch.setattr(ops, "SPARSE_MAX_DENSITY", limit)
+        params = {k: v.clone() for k, v in start.items()}
+        velocity = dict(vel0)
+        torch.manual_seed(0)
+        error, norm, new = cd_update(x, params, velocity, chains, "bernoulli",
+                                     num_gibbs_steps=2, lr=0.1, momentum=0.5,
+                                     weight_decay=1e-3, binary_data=True)
+        out.append((params, velocity, error, norm, new))
+        # x W, v W in each of the 2 sweeps, x^T p(h | x) and v^T p(h | v)
+        assert len(calls) == (0 if limit == 0 else 5)
+    (p0, v0, e0, n0, c0), (p1, v1, e1, n1, c1) = out
+    for k in start:
+        assert not torch.equal(p0[k], start[k])
+        torch.testing.assert_close(p1[k], p0[k], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(v1[k], v0[k], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(e1, e0, rtol=1e-5, atol=0)
+    torch.testing.assert_close(n1, n0, rtol=1e-5, atol=0)
+    if persistent:
+        assert torch.equal(c0, c1) and not torch.equal(c0, chains)
+
+
+@pytest.mark.parametrize("dtype,rtol", [(torch.float32, 1e-5), (torch.float64, 1e-10)])
+@pytest.mark.parametrize("persistent", [False, True])
+def test_fit_with_the_sparse_path_on_or_off_gives_the_same_weights(dtype, rtol, persistent,
+                                                                    monkeypatch):
+    train = _mnist(300, 0)[0].to(dtype)
+    calls = _count_bags(monkeypatch)
+    monkeypatch.setattr(ops, "SPARSE_MIN_WIDTH", 1)
+    fitted = []
+    for limit in (0.0, 1.0):
+        monkeypatch.setattr(ops, "SPARSE_MAX_DENSITY", limit)
+        rbm = ppgen.RBM(20)
+        ppgen.fit(rbm, train, "svi", persistent=persistent, num_steps=12, batch_size=50,
+                  seed=0, progress=False, tol=0)
+        fitted.append(rbm.get_params())
+        assert bool(calls) == (limit > 0)
+    for k, v in fitted[0].items():
+        torch.testing.assert_close(fitted[1][k], v, rtol=rtol, atol=rtol)
+
+
+def test_cd_update_into_the_spare_buffer_is_the_same_update():
+    from ppgen.models.energy.objectives import cd_update
+
+    g = torch.Generator().manual_seed(4)
+    x = _binary((20, 8), 0.4, 5)
+    start = {"weights": 0.5 * torch.randn(8, 6, generator=g),
+             "visible_bias": torch.randn(8, generator=g),
+             "hidden_bias": torch.randn(6, generator=g)}
+    out = []
+    for spare in (None, {}):
+        params = {k: v.clone() for k, v in start.items()}
+        velocity = {k: torch.zeros_like(v) for k, v in start.items()}
+        first = velocity["weights"]
+        torch.manual_seed(0)
+        for step in range(3):
+            before = velocity["weights"]
+            cd_update(x, params, velocity, None, "bernoulli", num_gibbs_steps=1, lr=0.1,
+                      momentum=0.9, weight_decay=1e-2, spare=spare)
+            if spare is not None:  # the replaced velocity is lent back, then written
+                assert spare["weights"] is before and velocity["weights"] is not before
+                if step == 1:
+                    assert velocity["weights"] is first
+        out.append((params, velocity))
+    for k in start:
+        assert torch.equal(out[0][0][k], out[1][0][k])
+        assert torch.equal(out[0][1][k], out[1][1][k])

@@ -85,7 +85,12 @@ def take_rows(source: Any, index: torch.Tensor | None) -> Any:
         if index is None:
             index = torch.arange(len(source), device=getattr(source, "device", None))
         return source.take(index)
-    return source if index is None else source[index]
+    if index is None:
+        return source
+    if isinstance(source, torch.Tensor) and isinstance(index, torch.Tensor) and \
+            index.dim() == 1 and index.dtype == torch.long:
+        return source.index_select(0, index)  # source[index], without advanced indexing
+    return source[index]
 
 
 def _slice_kwargs(kwargs: dict[str, Any], per_datum: tuple[str, ...], index, num_data: int):

@@ -39,7 +39,16 @@ from ..._validation import (
 )
 from ...training import Batch, TrainState
 from .ais import ais_log_partition, base_rate_bias, betas
-from .ops import free_energy, hidden_probs, sample_hidden, sample_visible, visible_mean
+from .ops import (
+    binary_matmul,
+    binary_t_matmul,
+    free_energy,
+    hidden_probs,
+    sample_hidden,
+    sample_visible,
+    use_sparse,
+    visible_mean,
+)
 
 __all__ = ["ContrastiveDivergence", "cd_update"]
 
@@ -50,22 +59,36 @@ _ERROR_ROWS = 16
 
 def cd_update(x: torch.Tensor, params: dict[str, torch.Tensor],
               velocity: dict[str, torch.Tensor], chains: torch.Tensor | None, visible: str, *,
-              num_gibbs_steps: int, lr: float, momentum: float, weight_decay: float
+              num_gibbs_steps: int, lr: float, momentum: float, weight_decay: float,
+              binary_data: bool = False, spare: dict[str, torch.Tensor] | None = None
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """One CD-k (``chains`` None) or PCD-k update of an RBM's ``params`` (``weights``,
     ``visible_bias``, ``hidden_bias``; changed in place) on the minibatch ``x``, with
     momentum ``velocity`` (replaced in the dict). The update is skipped when its norm is not
-    finite. Returns the reconstruction error (0-d), the update's norm and the new chains."""
+    finite. Returns the reconstruction error (0-d), the update's norm and the new chains.
+
+    ``binary_data`` says ``x`` holds exact 0/1 values (checked by the caller); then, as for
+    the sampled Bernoulli visibles, the products with it (x W and x^T p(h | x)) take the
+    sparse path of :func:`~ppgen.models.energy.ops.binary_matmul` when its density is below
+    :data:`~ppgen.models.energy.ops.SPARSE_MAX_DENSITY` (the same result to round-off).
+
+    ``spare``, a dict the caller keeps between calls, lends the weights' update a buffer:
+    ``spare["weights"]`` (when it has the weights' shape, dtype and device) is written
+    instead of a fresh tensor, and an accepted update hands the replaced velocity back in it
+    (the caller must hold no other reference to that velocity). A fresh (num_visible,
+    num_hidden) tensor each step costs page faults once the allocator returns freed memory
+    to the system: the product into it took twice as long as into a reused buffer."""
     w, b, c = params["weights"], params["visible_bias"], params["hidden_bias"]
     with torch.no_grad():
-        ph0 = hidden_probs(x, w, c)
-        h0 = (torch.rand_like(ph0) < ph0).to(ph0.dtype)
+        sparse_x = binary_data and use_sparse(x, w.shape[1])
+        ph0 = binary_matmul(x, w, c, sparse=sparse_x).sigmoid_()
         # E[v | h0], h0 ~ p(h | x): the reconstruction, and CD's first negative half-step.
-        # PCD needs it only for the error, so there it is taken on the first _ERROR_ROWS
-        # rows (of a shuffled minibatch: an unbiased estimate of its mean, at a fraction of
-        # one of the step's six matrix products).
+        # PCD needs it only for the error, so there h0 and the reconstruction are drawn for
+        # the first _ERROR_ROWS rows only (of a shuffled minibatch: an unbiased estimate of
+        # its mean, at a fraction of one of the step's matrix products).
         rows = x.shape[0] if chains is None else min(x.shape[0], _ERROR_ROWS)
-        recon = visible_mean(h0[:rows], w, b, visible)  # type: ignore[arg-type]
+        h0 = torch.rand_like(ph0[:rows]).lt_(ph0[:rows])  # 0/1 in ph0's dtype
+        recon = visible_mean(h0, w, b, visible)  # type: ignore[arg-type]
         error = (x[:rows] - recon).square().sum(-1).mean()
         h = h0 if chains is None else chains
         for i in range(num_gibbs_steps):
@@ -73,33 +96,56 @@ def cd_update(x: torch.Tensor, params: dict[str, torch.Tensor],
                 v = _draw(recon, visible)
             else:
                 v = sample_visible(h, w, b, visible)  # type: ignore[arg-type]
-            ph = hidden_probs(v, w, c)
+            sparse_v = visible == "bernoulli" and use_sparse(v, w.shape[1])  # 0/1 draws
+            ph = binary_matmul(v, w, c, sparse=sparse_v).sigmoid_()
             if i < num_gibbs_steps - 1 or chains is not None:
-                h = (torch.rand_like(ph) < ph).to(ph.dtype)
+                h = torch.rand_like(ph).lt_(ph)
         n_pos, n_neg = x.shape[0], v.shape[0]
-        # grad_W = x^T ph0 / n - v^T ph / n' - weight_decay W, as two fused GEMMs
-        grad_w = torch.addmm(w, x.T, ph0, beta=-weight_decay, alpha=1.0 / n_pos)
-        grad_w.addmm_(v.T, ph, alpha=-1.0 / n_neg)
-        grads = {
-            "weights": grad_w,
-            "visible_bias": x.mean(0) - v.mean(0),
-            "hidden_bias": ph0.mean(0) - ph.mean(0),
+        # update = momentum * velocity + lr * grad, with
+        # grad_W = x^T ph0 / n - v^T ph / n' - weight_decay W (lr folded into the products)
+        old_w = velocity["weights"]
+        buf = None if spare is None else spare.get("weights")
+        if buf is not None and (buf is old_w or buf.shape != w.shape or buf.dtype != w.dtype
+                                or buf.device != w.device):
+            buf = None
+        if sparse_x:
+            upd_w = binary_t_matmul(x, ph0 * (lr / n_pos), sparse=True)
+            if momentum:
+                upd_w.add_(old_w, alpha=momentum)
+        elif buf is not None:
+            upd_w = torch.addmm(old_w, x.T, ph0, beta=momentum, alpha=lr / n_pos, out=buf)
+        else:
+            upd_w = torch.addmm(old_w, x.T, ph0, beta=momentum, alpha=lr / n_pos)
+        if sparse_v:
+            upd_w.sub_(binary_t_matmul(v, ph * (lr / n_neg), sparse=True))
+        else:
+            upd_w.addmm_(v.T, ph, alpha=-lr / n_neg)
+        if weight_decay:
+            upd_w.add_(w, alpha=-lr * weight_decay)
+        updates = {
+            "weights": upd_w,
+            "visible_bias": (x.mean(0) - v.mean(0)).mul_(lr),
+            "hidden_bias": (ph0.mean(0) - ph.mean(0)).mul_(lr),
         }
-        # update = momentum * velocity + lr * grad, in the gradient's buffer
-        updates = {n: grads[n].mul_(lr).add_(velocity[n], alpha=momentum) for n in _PARAMS}
-        norm = torch.sqrt(sum(u.square().sum() for u in updates.values()))
+        if momentum:
+            for n in _PARAMS[1:]:
+                updates[n].add_(velocity[n], alpha=momentum)
+        norm = torch.linalg.vector_norm(torch.stack(
+            [torch.linalg.vector_norm(u) for u in updates.values()]))
         if bool(torch.isfinite(norm)):
             for n in _PARAMS:
                 velocity[n] = updates[n]
                 params[n].add_(updates[n])
             if chains is not None:
                 chains = h
+            if spare is not None:
+                spare["weights"] = old_w
     return error, norm, chains
 
 
 def _draw(mean: torch.Tensor, visible: str) -> torch.Tensor:
     if visible == "bernoulli":
-        return (torch.rand_like(mean) < mean).to(mean.dtype)
+        return torch.rand_like(mean).lt_(mean)
     return mean + torch.randn_like(mean)
 
 
@@ -171,6 +217,7 @@ class ContrastiveDivergence:
         self.ais_betas = check_positive_int("ais_betas", ais_betas)
         self.total_steps = None if total_steps is None else check_positive_int(
             "total_steps", total_steps)
+        self._spare: dict[str, torch.Tensor] = {}
 
     # ------------------------------------------------------------------------ init
     def init(self, model: Any, batch: Batch, seed: int) -> TrainState:
@@ -178,8 +225,12 @@ class ContrastiveDivergence:
         0, visible biases the log-odds of the data's visible marginals, or their mean for
         Gaussian visibles) and the training state: zero velocities and, for PCD, chains
         started at the first minibatch's rows."""
-        source = batch.source if isinstance(batch.source, torch.Tensor) else batch.data
-        x = model._as_data(source, arg="data", check_width=False)
+        # Training data that fit prepared (model.prepare: validated, 0/1 for Bernoulli
+        # visibles) is used as is; a data source's first minibatch is checked here.
+        if isinstance(batch.source, torch.Tensor):
+            x = batch.source
+        else:
+            x = model._as_data(batch.data, arg="data", check_width=False)
         g = torch.Generator(device=x.device).manual_seed(int(seed))
         num_visible, num_hidden = x.shape[1], model.num_hidden
         weights = 0.01 * torch.randn(num_visible, num_hidden, generator=g, dtype=x.dtype,
@@ -190,10 +241,11 @@ class ContrastiveDivergence:
         if self.lr is None:
             self.lr = 0.02 if model.visible == "bernoulli" else 0.005
         extra = {f"velocity_{n}": torch.zeros_like(getattr(model, n)) for n in _PARAMS}
+        self._spare = {}  # cd_update's reused update buffer, fresh for each run
         extra["num_evals"] = torch.zeros((), dtype=torch.long)
         if self.persistent:
             # The chains' hidden states, started at h ~ p(h | v) of the first minibatch.
-            first = model._as_data(batch.data, arg="data", check_width=False)
+            first = batch.data if isinstance(batch.source, torch.Tensor) else x
             rows = self.num_chains or first.shape[0]
             v0 = first[torch.arange(rows, device=first.device) % first.shape[0]]
             extra["chains"] = sample_hidden(v0, weights, model.hidden_bias, g)
@@ -217,7 +269,10 @@ class ContrastiveDivergence:
         error, norm, chains = cd_update(
             x, params, velocity, state.extra.get("chains"), model.visible,
             num_gibbs_steps=self.num_gibbs_steps, lr=lr, momentum=mom,
-            weight_decay=self.weight_decay)
+            weight_decay=self.weight_decay,
+            # fit's data passed model.prepare: 0/1 for Bernoulli visibles
+            binary_data=model.visible == "bernoulli" and isinstance(batch.source, torch.Tensor),
+            spare=self._spare)
         for n in _PARAMS:
             state.extra[f"velocity_{n}"] = velocity[n]
         if chains is not None:

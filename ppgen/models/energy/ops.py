@@ -38,7 +38,9 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["Visible", "free_energy", "hidden_probs", "visible_mean", "sample_hidden",
-           "sample_visible", "exact_log_partition", "enumerate_states", "MAX_EXACT_UNITS"]
+           "sample_visible", "exact_log_partition", "enumerate_states", "MAX_EXACT_UNITS",
+           "SPARSE_MAX_DENSITY", "SPARSE_MIN_WIDTH", "use_sparse", "binary_matmul",
+           "binary_t_matmul"]
 
 Visible = Literal["bernoulli", "gaussian"]
 
@@ -46,6 +48,18 @@ Visible = Literal["bernoulli", "gaussian"]
 MAX_EXACT_UNITS = 25
 #: States per chunk of the enumeration.
 _CHUNK = 2**14
+#: Fraction of ones below which a product with a 0/1 matrix (:func:`binary_matmul`,
+#: :func:`binary_t_matmul`) runs as sums of rows (``embedding_bag``) rather than a dense
+#: GEMM, on CPU, when the product is at least :data:`SPARSE_MIN_WIDTH` wide. Measured
+#: (``benchmarks/rbm_mnist.py``, RESULTS.md, RBM section) with one thread on a 2-core
+#: AVX-512 Xeon with MKL, a (100 x 784) 0/1 matrix times (784 x H): the row sums, index
+#: extraction included (which costs the same at any H), beat the GEMM only at low density
+#: and large H: at H = 500 below a density of about 0.04 to 0.09 (the runs varied with the
+#: machine's load), at H = 250 never, at H = 2000 below about 0.09 (x W) and 0.17 (x^T P).
+#: Binarized MNIST (density 0.13) stays dense.
+SPARSE_MAX_DENSITY = 0.05
+#: The narrowest product (columns of the result) that takes the sparse path.
+SPARSE_MIN_WIDTH = 500
 
 
 def free_energy(v: torch.Tensor, weights: torch.Tensor, visible_bias: torch.Tensor,
@@ -65,6 +79,39 @@ def hidden_probs(v: torch.Tensor, weights: torch.Tensor,
     return torch.sigmoid(v @ weights + hidden_bias)
 
 
+def use_sparse(x: torch.Tensor, width: int) -> bool:
+    """Whether products of the 0/1 matrix ``x`` with a matrix of ``width`` columns should take
+    the sparse path: on CPU, ``width`` at least :data:`SPARSE_MIN_WIDTH` and the density of
+    ``x`` (fraction of ones) below :data:`SPARSE_MAX_DENSITY`. (On other devices the dense
+    product is used: reading the density would cost a host sync.)"""
+    if (x.device.type != "cpu" or SPARSE_MAX_DENSITY <= 0 or width < SPARSE_MIN_WIDTH
+            or x.numel() == 0):
+        return False
+    return float(x.sum()) < SPARSE_MAX_DENSITY * x.numel()
+
+
+def binary_matmul(x: torch.Tensor, weights: torch.Tensor, bias: torch.Tensor | None = None,
+                  *, sparse: bool) -> torch.Tensor:
+    """``x @ weights (+ bias)`` for a matrix ``x`` (N, D) of exact 0/1 values and
+    ``weights`` (D, H): with ``sparse`` each output row is the sum of the rows of
+    ``weights`` at the row's ones (``embedding_bag``, mode sum), else one dense GEMM. The
+    two agree to floating-point round-off (the sums run in another order)."""
+    if not sparse:
+        return torch.addmm(bias, x, weights) if bias is not None else x @ weights
+    mask = x != 0
+    counts = mask.sum(1)
+    cols = mask.nonzero()[:, 1]  # row-major: the ones of row 0, then of row 1, ...
+    out = F.embedding_bag(cols, weights, counts.cumsum(0) - counts, mode="sum")
+    return out.add_(bias) if bias is not None else out
+
+
+def binary_t_matmul(x: torch.Tensor, p: torch.Tensor, *, sparse: bool) -> torch.Tensor:
+    """``x^T @ p`` (D, H) for a 0/1 matrix ``x`` (N, D) and ``p`` (N, H): with ``sparse``
+    row d is the sum of the rows of ``p`` where column d of ``x`` is one (a scatter-add of
+    ``p``'s rows, run as ``embedding_bag`` over ``x``'s columns), else one dense GEMM."""
+    return binary_matmul(x.T, p, sparse=sparse)
+
+
 def visible_mean(h: torch.Tensor, weights: torch.Tensor, visible_bias: torch.Tensor,
                  visible: Visible) -> torch.Tensor:
     """E[v | h]: (..., H) -> (..., D) (probabilities for Bernoulli visibles)."""
@@ -77,8 +124,8 @@ def sample_hidden(v: torch.Tensor, weights: torch.Tensor, hidden_bias: torch.Ten
                   generator: torch.Generator | None = None) -> torch.Tensor:
     """h ~ p(h | v) (0/1 values in v's dtype)."""
     p = hidden_probs(v, weights, hidden_bias)
-    return (torch.rand(p.shape, generator=generator, dtype=p.dtype, device=p.device) < p).to(
-        p.dtype)
+    # in place: the 0/1 result in p's dtype without a boolean mask and its conversion
+    return torch.rand(p.shape, generator=generator, dtype=p.dtype, device=p.device).lt_(p)
 
 
 def sample_visible(h: torch.Tensor, weights: torch.Tensor, visible_bias: torch.Tensor,
@@ -87,7 +134,7 @@ def sample_visible(h: torch.Tensor, weights: torch.Tensor, visible_bias: torch.T
     mean = visible_mean(h, weights, visible_bias, visible)
     noise = torch.rand if visible == "bernoulli" else torch.randn
     draw = noise(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
-    return (draw < mean).to(mean.dtype) if visible == "bernoulli" else mean + draw
+    return draw.lt_(mean) if visible == "bernoulli" else mean.add_(draw)
 
 
 def enumerate_states(num_units: int, start: int, stop: int, *, dtype: torch.dtype,

@@ -52,6 +52,17 @@ Method = Literal["ais", "exact", "raise"]
 _NO_SHAPE = torch.Size()
 
 
+def _is_binary(t: torch.Tensor) -> bool:
+    """Whether every entry of ``t`` is exactly 0 or 1 (False for NaN or infinities): the
+    range by one reduction, then no fractional part (two passes, no comparisons' masks)."""
+    if t.numel() == 0 or t.dtype == torch.bool:
+        return True
+    lo, hi = torch.aminmax(t)
+    if not (bool(lo >= 0) and bool(hi <= 1)):  # NaN fails both
+        return False
+    return not t.is_floating_point() or not bool(torch.count_nonzero(torch.frac(t)))
+
+
 @dataclass(frozen=True)
 class LogPartition:
     """An estimate of log Z with its standard error.
@@ -248,11 +259,17 @@ class RBM(GenerativeModel):
         """Validated data (N, D) in the model's dtype and device: 2-D, finite (NaN only with
         ``allow_nan``), the fitted width, and exactly 0/1 for Bernoulli visibles."""
         fitted = self.is_fitted
+        binary_only = self.visible == "bernoulli" and not allow_nan
         t = check_data(data, arg=arg, allow_nan=allow_nan,
                        num_features=self.num_visible if check_width and fitted else None,
                        dtype=self.dtype if fitted else None,
-                       device=self.device if fitted else None)
+                       device=self.device if fitted else None,
+                       check_finite=not binary_only)  # 0/1 values are finite
+        if binary_only and _is_binary(t):
+            return t
         if self.visible == "bernoulli":
+            if binary_only:  # NaN and infinities get their own message first
+                check_data(t, arg=arg)
             seen = t[~torch.isnan(t)] if allow_nan else t
             bad = (seen != 0) & (seen != 1)
             if bool(bad.any()):
