@@ -18,13 +18,14 @@ statistic. Viterbi runs in log space. Results equal the torch code's to round-of
 Gaussian EM has a fused E-step (:func:`gaussian_e_step`), taken automatically by
 ``HiddenMarkovModel.e_step`` when :func:`fused_usable` says so (Gaussian emissions of any
 covariance structure, float64 CPU tensors without gradients, ``preferred`` by shape, and
-:data:`FUSED_EM` True). Three compiled passes per EM iteration: (1) every frame's exact
+:data:`FUSED_EM` True). Two compiled passes per EM iteration: (1) every frame's exact
 emission log-density under every state, from its own differences to the state means (as
-``log_gaussian_exact``), (2) the scaled forward recursion above, (3) a backward pass that
-accumulates every sufficient statistic on the fly (the state posteriors' sums, sums of
-gamma x and of gamma x x' (or its diagonal), expected transitions and first-step
-posteriors), so that no (T, K) posterior array nor (T, K, D) feature array is ever
-materialised and the M-step reads (K, D, D) numbers. Everything else (gradients, GPUs,
+``log_gaussian_exact``), and the scaled forward recursion above on them, in one sweep;
+(2) a backward pass that accumulates every sufficient statistic on the fly (the state
+posteriors' sums, sums of gamma x and of gamma x x' (or its diagonal), expected transitions
+and first-step posteriors), so that no (T, K) posterior array nor per-frame feature array is
+ever materialised and the M-step reads (K, D, D) numbers. Memory: the centred frames and two
+(T, N, K) arrays (forward vectors, emission factors), linear in T. Everything else (gradients, GPUs,
 float32, other emissions, more than :data:`MAX_STATES` states) keeps the unfused path.
 
 If numba cannot be imported, :data:`AVAILABLE` is False and ``ops`` uses the torch code.
