@@ -6,13 +6,15 @@ Run with ``make bench`` or directly::
     .venv/bin/python benchmarks/hmm_em.py --quick    # smoke run (N=200 x T=50, K=4, D=3)
     .venv/bin/python benchmarks/hmm_em.py --sweep    # sequence-length sweep (see below)
     .venv/bin/python benchmarks/hmm_em.py --sweep --quick   # its smoke run (T <= 2,000)
+    .venv/bin/python benchmarks/hmm_em.py --sweep --unfused # also ppgen without its fused
+                                                            # Gaussian E-step (before/after)
 
 ``--sweep`` times, instead, one sequence of T = 1,000, 10,000 and 100,000 frames and 10
-sequences of 10,000 (K=8, D=4, diag and full): ppgen (which takes its time-parallel
-forward-backward there, ``ppgen.models.sequence.parallel``) against both hmmlearn
-implementations, in one process, with the log-likelihoods compared, and the peak
-resident memory a ppgen fit added (sampled every millisecond, minus the resident size
-before the fit).
+sequences of 10,000 (K=8, D=4, diag and full): ppgen (whose float64 Gaussian EM on the CPU
+takes the fused compiled E-step there, ``ppgen.models.sequence.compiled.gaussian_e_step``)
+against both hmmlearn implementations, in one process, with the log-likelihoods compared,
+and the peak resident memory a ppgen fit added (sampled every millisecond, minus the
+resident size before the fit).
 
 For each covariance structure (``diag`` and ``full``) the data are drawn with
 ``ppgen.datasets.make_hmm`` (float64, every sequence full length) and three fits
@@ -354,6 +356,22 @@ class PpgenRunner(Runner):
         return res
 
 
+class UnfusedPpgenRunner(PpgenRunner):
+    """ppgen's EM with the fused Gaussian E-step switched off
+    (``ppgen.models.sequence.compiled.FUSED_EM = False``): the path before it, as a peer."""
+
+    name = "ppgen (EM, unfused)"
+
+    def fit(self, max_iter: int):
+        from ppgen.models.sequence import compiled
+
+        compiled.FUSED_EM = False
+        try:
+            return super().fit(max_iter)
+        finally:
+            compiled.FUSED_EM = True
+
+
 # --------------------------------------------------------------------------- #
 # Plain Pyro SVI baseline
 # --------------------------------------------------------------------------- #
@@ -504,10 +522,11 @@ def run_sweep(args: argparse.Namespace) -> tuple[bool, dict]:
           f"best of {args.repeats}; all three implementations timed in this one process "
           "(repeats interleaved), so the ratios hold under outside load")
     print()
+    extra = " ppgen unfused (ms/iter) | fused speed-up over unfused |" if args.unfused else ""
     print("| N x T | covariance | hmmlearn scaling (ms/iter) | hmmlearn log (ms/iter) "
           "| ppgen (ms/iter) | ppgen speed-up vs faster | ppgen peak memory (MB) "
-          "| max rel. log-lik diff | Viterbi = ppgen's | outside load |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---|---:|")
+          "| max rel. log-lik diff | Viterbi = ppgen's | outside load |" + extra)
+    print("|---|---|---:|---:|---:|---:|---:|---:|---|---:|" + ("---:|---:|" if extra else ""))
     ok, rows_out = True, []
     for n, t in shapes:
         for cov in args.covariances:
@@ -516,15 +535,17 @@ def run_sweep(args: argparse.Namespace) -> tuple[bool, dict]:
                                      for impl in ("scaling", "log")]
             pp_runner = PpgenRunner(prob, iters, measure_memory=True)
             runners.append(pp_runner)
+            if args.unfused:
+                runners.append(UnfusedPpgenRunner(prob, iters))
             load = OutsideLoad()
             for _ in range(args.repeats):
                 for runner in runners:
                     runner.run_once()
             outside = load.fraction()
             res = [runner.result() for runner in runners]
-            scaling, log, pp = res
+            scaling, log, pp = res[:3]
             faster = min(scaling.per_iter_s, log.per_iter_s)
-            rel = max(abs(r.loglik - pp.loglik) / abs(pp.loglik) for r in (scaling, log))
+            rel = max(abs(r.loglik - pp.loglik) / abs(pp.loglik) for r in (scaling, log, *res[3:]))
             same = all(np.array_equal(r.paths, pp_runner.paths) for r in runners[:2])
             ok = ok and rel <= LL_RTOL_TARGET and same
             speed = faster / pp.per_iter_s
@@ -534,13 +555,17 @@ def run_sweep(args: argparse.Namespace) -> tuple[bool, dict]:
             print(f"| {n} x {t:,} | {cov} | {scaling.per_iter_s * 1e3:.2f} "
                   f"| {log.per_iter_s * 1e3:.2f} | {pp.per_iter_s * 1e3:.2f} | {speed:.2f}x "
                   f"| {pp_runner.peak_mb:.0f} | {rel:.1e} | {'yes' if same else 'NO'} "
-                  f"| {load_txt} |", flush=True)
+                  f"| {load_txt} |" + (f" {res[3].per_iter_s * 1e3:.2f} | "
+                                        f"{res[3].per_iter_s / pp.per_iter_s:.2f}x |"
+                                        if args.unfused else ""), flush=True)
             rows_out.append({"n": n, "t": t, "covariance": cov,
                              "hmmlearn_scaling_ms": scaling.per_iter_s * 1e3,
                              "hmmlearn_log_ms": log.per_iter_s * 1e3,
                              "ppgen_ms": pp.per_iter_s * 1e3, "speedup": speed,
                              "ppgen_peak_mb": pp_runner.peak_mb, "max_rel_loglik_diff": rel,
-                             "viterbi_identical": same, "outside_cpu_fraction": outside})
+                             "viterbi_identical": same, "outside_cpu_fraction": outside,
+                             **({"ppgen_unfused_ms": res[3].per_iter_s * 1e3}
+                                if args.unfused else {})})
     print()
     print(f"- time/iter = (t(fit with {iters} iterations) - t(fit with 1)) / {iters - 1}, "
           "best of the repeats; outside load = CPU time other processes used during the "
@@ -584,6 +609,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="time one sequence of T=1,000, 10,000, 100,000 and 10 of 10,000 "
                         "(K=8, D=4; --quick: T <= 2,000) instead of the N x T run; "
                         "5 iterations, best of 2 unless --iters / --repeats say otherwise")
+    p.add_argument("--unfused", action="store_true",
+                   help="--sweep: also time ppgen with its fused Gaussian E-step switched off "
+                        "(the path before it), interleaved with the others")
     p.add_argument("--json", metavar="PATH", default=None,
                    help="also write the results as JSON to PATH")
     args = p.parse_args(argv)

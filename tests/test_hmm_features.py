@@ -11,6 +11,7 @@ import torch
 
 import ppgen
 from ppgen.models.gaussian import cholesky, log_gaussian_exact
+from ppgen.models.sequence import compiled
 from tests.common import assert_close
 
 hmmlearn_hmm = pytest.importorskip("hmmlearn.hmm")
@@ -227,7 +228,7 @@ def test_exact_m_steps_on_far_apart_means_raise_no_decrease_warning(covariance, 
 
 
 @pytest.mark.parametrize("covariance", ["diag", "full", "spherical"])
-def test_gaussian_log_densities_are_exact_far_from_each_other(covariance):
+def test_gaussian_log_densities_are_exact_far_from_each_other(covariance, monkeypatch):
     x, peer = _far_apart_data(covariance, 10)
     frames = x.reshape(-1, 3)
     hmm = ppgen.HiddenMarkovModel(3, covariance=covariance, dtype=torch.float64)
@@ -252,11 +253,18 @@ def test_gaussian_log_densities_are_exact_far_from_each_other(covariance):
     near = ref > np.max(ref, 1, keepdims=True) - 50  # the states that explain the frame
     err = np.abs(ours.numpy().astype(np.longdouble) - ref)[near]
     assert float(err.max()) < 1e-9  # was ~1e-6 with the expanded quadratic form
-    # The EM path (features of centred frames) gives the same values.
+    # The unfused EM path (features of centred frames) gives the same values ...
+    monkeypatch.setattr(compiled, "FUSED_EM", False)
     c = hmm._em_frames(x, None)
     em = c["emission"].em_log_prob(hmm._emission_params(), c["feats"])
     em = em.view(10, 100, 3).transpose(0, 1).reshape(-1, 3)
     assert_close(em, ours, atol=1e-10, rtol=1e-13)
+    hmm.em_finalize()
+    # ... and the fused E-step (its own exact densities) the same log-likelihoods.
+    monkeypatch.setattr(compiled, "FUSED_EM", True)
+    assert hmm._em_frames(x, None)["fused"]
+    fused = hmm.e_step(x, lengths=None)[1]["log_lik"]
+    assert_close(fused, hmm.log_prob(x), atol=1e-9, rtol=1e-13)
     hmm.em_finalize()
     direct = log_gaussian_exact(frames, hmm.locs, cholesky(hmm.covariances, covariance),
                                 covariance)

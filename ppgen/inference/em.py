@@ -154,7 +154,8 @@ def _restarts(model, data, kw, init, seed, num_steps, num_restarts, monitor, dec
                     "increase reg_covar, or use float64."
                 )
             bar.update(1)
-            bar.set_postfix(restart=restart, log_lik=f"{ll:.6g}")
+            if not bar.disable:  # formatting the postfix costs ~0.5 ms even unseen
+                bar.set_postfix(restart=restart, log_lik=f"{ll:.6g}")
         else:
             history.append(ll)  # the final E-step: log-likelihood of the final parameters
             converged = monitor.converged(previous, ll)

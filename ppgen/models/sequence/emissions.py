@@ -343,6 +343,45 @@ class GaussianEmission(Emission):
         return {"locs": _keep_empty(locs + self._shift, old["locs"], nk),
                 "covariances": _keep_empty(cov, old["covariances"], nk)}
 
+    # The fused compiled E-step (ppgen.models.sequence.compiled.gaussian_e_step) works on
+    # frames centred on their mean (as em_features) and reads the constants below; its
+    # statistics feed the same closed-form M-step as the unfused path.
+    def em_fused_centre(self, x):
+        """Set and return the centre of the fit's real frames ``x`` (M, D): their mean."""
+        self._shift = x.mean(0)
+        return self._shift
+
+    def em_fused_params(self, params):
+        """(centred means (K, D), factors (K, D, D), log normalisers (K,), full) for
+        :func:`~ppgen.models.sequence.compiled.gaussian_e_step`: the inverse Cholesky
+        factors (full) or the precisions on the diagonal (diag, spherical)."""
+        locs, cov = params["locs"] - self._shift, params["covariances"]
+        k, d = locs.shape
+        chol = cholesky(cov, self.covariance)  # the error for ill-defined covariances
+        if self.covariance == "full":
+            eye = torch.eye(d, dtype=cov.dtype, device=cov.device).expand(k, d, d)
+            factors = torch.linalg.solve_triangular(chol, eye, upper=False)
+            half_log_det = chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+        else:
+            var = cov.unsqueeze(-1).expand(k, d) if self.covariance == "spherical" else cov
+            factors = torch.diag_embed(var.reciprocal())
+            half_log_det = 0.5 * var.log().sum(-1)
+        log_norm = -0.5 * d * LOG_2PI - half_log_det
+        return locs, factors, log_norm, self.covariance == "full"
+
+    def em_fused_m_step(self, stats, num_frames, old, fixed=frozenset()):
+        """The M-step from the fused E-step's ``counts``, ``sums`` and ``squares``."""
+        nk, sx, sxx = stats["counts"], stats["sums"], stats["squares"]
+        if self.covariance != "full":
+            sxx = sxx.diagonal(dim1=-2, dim2=-1)
+            if self.covariance == "spherical":
+                sxx = sxx.sum(-1)
+        held = old["locs"] - self._shift if "locs" in fixed else None
+        _, locs, cov = estimate_parameters(nk, sx, sxx, num_frames, self.covariance,
+                                            self.reg_covar, held)
+        return {"locs": _keep_empty(locs + self._shift, old["locs"], nk),
+                "covariances": _keep_empty(cov, old["covariances"], nk)}
+
     def sample(self, params, z, generator):
         locs, cov = params["locs"], params["covariances"]
         d = locs.shape[-1]

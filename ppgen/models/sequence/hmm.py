@@ -29,7 +29,12 @@ Speed: EM, ``log_prob``, ``predict`` and ``predict_proba`` on the CPU run compil
 forward-backward and Viterbi kernels (:mod:`ppgen.models.sequence.compiled`, O(T K^2) per
 sequence, no Python per step), for one long sequence as for many short ones; where gradients
 are wanted (SVI, NUTS) or on a GPU the torch recursions run, vectorised over sequences, and
-time-parallel for a few long sequences (:mod:`ppgen.models.sequence.parallel`).
+time-parallel for a few long sequences (:mod:`ppgen.models.sequence.parallel`). Gaussian EM
+in float64 on the CPU goes further, automatically (``compiled.fused_usable``): a fused compiled
+E-step computes the exact emission densities, the forward pass and, in its backward pass, the
+M-step's sufficient statistics directly, without per-frame posterior or feature arrays
+(``compiled.gaussian_e_step``); float32, other emissions, gradients and GPUs keep the path
+above.
 """
 
 from __future__ import annotations
@@ -61,6 +66,7 @@ from ..._validation import (
 from ..base import GenerativeModel, register
 from ..gaussian import cholesky
 from ..relabel import permute_components, pivot_permutations
+from . import compiled
 from .emissions import Emission, make_emission
 from .ops import (
     forward_backward,
@@ -836,8 +842,21 @@ class HiddenMarkovModel(GenerativeModel):
         if self.emission != "categorical":
             frames = frames.to(self.dtype)
         emission = self._emission()
-        entry = {"mask": mask, "full": full, "emission": emission,
-                 "feats": emission.em_features(frames), "workspace": {}}
+        n, num_steps = mask.shape
+        if self.emission == "gaussian" and compiled.fused_usable(
+                frames, self.initial_probs, self.transition_probs,
+                *self._emission_params().values(), num_sequences=n, num_steps=num_steps,
+                num_states=self.num_states):
+            # The fused compiled E-step: centred time-major frames, no per-frame features.
+            centre = emission.em_fused_centre(frames)
+            xt = (xt.to(self.dtype) - centre).masked_fill(~mask.T.unsqueeze(-1), 0.0)
+            entry = {"mask": mask, "full": full, "emission": emission, "fused": True,
+                     "xt": np.ascontiguousarray(xt.numpy()),
+                     "mask_t": np.ascontiguousarray(mask.T.numpy()),
+                     "num_frames": int(frames.shape[0]), "workspace": {}}
+        else:
+            entry = {"mask": mask, "full": full, "emission": emission, "fused": False,
+                     "feats": emission.em_features(frames), "workspace": {}}
         self._em_cache = (data, lengths, entry)
         return entry
 
@@ -847,8 +866,17 @@ class HiddenMarkovModel(GenerativeModel):
 
     def e_step(self, data: torch.Tensor, *, lengths: torch.Tensor | None = None):
         """Log-likelihood (plus log prior when the priors are not flat) and the expected
-        counts of the current parameters, by forward–backward."""
+        counts of the current parameters, by forward–backward: the posteriors ``gamma``,
+        or, on the fused Gaussian path (chosen once per fit in ``_em_frames``), the
+        sufficient statistics ``counts``, ``sums`` and ``squares`` themselves."""
         c = self._em_frames(data, lengths)
+        if c["fused"]:
+            locs, factors, log_norm, full = c["emission"].em_fused_params(
+                self._emission_params())
+            stats = compiled.gaussian_e_step(c["xt"], c["mask_t"], locs, factors, log_norm,
+                                             full, self.initial_probs,
+                                             self.transition_probs, c["workspace"])
+            return float(stats["log_lik"].sum()) + self._log_prior(), stats
         mask = c["mask"]
         lp = c["emission"].em_log_prob(self._emission_params(), c["feats"])
         n, num_steps = mask.shape
@@ -875,6 +903,14 @@ class HiddenMarkovModel(GenerativeModel):
             self.transition_probs = _normalise(
                 stats["trans_counts"] + self.transition_concentration - 1,
                 self.transition_probs)
+        if c["fused"]:  # the E-step accumulated the sufficient statistics themselves
+            new = c["emission"].em_fused_m_step(stats, c["num_frames"],
+                                                self._emission_params(), fixed)
+            for name, value in new.items():
+                if name not in fixed:
+                    setattr(self, name, value)
+            self._on_params_changed()
+            return
         gamma = stats["gamma"].transpose(0, 1)  # time-major, as the frames
         if c["full"]:
             flat = c["workspace"].get("gamma_flat")
