@@ -8,13 +8,17 @@
   log-likelihood under a Gaussian observation model (Wu et al. 2017).
 - :mod:`ppgen.evaluation.samples`: sample metrics for any sampler (2-D mixture modes,
   high-quality samples, reverse KL; the Fréchet distance).
+- :mod:`ppgen.evaluation.images`: digit-image metrics from a locally trained classifier
+  (Fréchet distance in its features, class coverage and KL, Stacked MNIST modes).
 """
 
 from .generator_likelihood import ais_log_prob, choose_observation_scale
+from .images import digit_classifier, image_metrics, stacked_mnist_metrics
 from .likelihood import importance_log_prob
 from .samples import MixtureMetrics, frechet_distance, mixture_metrics
 from .topics import document_completion, npmi_coherence, perplexity, split_documents
 
 __all__ = ["importance_log_prob", "ais_log_prob", "choose_observation_scale",
            "mixture_metrics", "MixtureMetrics", "frechet_distance", "split_documents",
-           "document_completion", "perplexity", "npmi_coherence"]
+           "document_completion", "perplexity", "npmi_coherence", "digit_classifier",
+           "image_metrics", "stacked_mnist_metrics"]

@@ -7,7 +7,7 @@ The classifier (:class:`DigitClassifier`) is a multilayer perceptron 784-512-128
 trained by :func:`train_digit_classifier` with Adam on 28x28 digits in [0, 1]; its
 128-unit layer gives the features of the Fréchet distance (the role Inception's pool layer
 plays in FID, Heusel et al. 2017; numbers on this scale are comparable only with each
-other). :func:`digit_classifier` trains it once on MNIST train and caches the weights in
+other). :func:`digit_classifier` trains it once on MNIST's train split and caches the weights in
 ``PPGEN_CACHE_DIR`` (default ``~/.cache/ppgen``), keyed by the data file's size and time.
 
 Definitions, for ``N`` samples with predicted classes (the classifier's argmax):
@@ -115,14 +115,14 @@ def _cache_dir() -> Path:
 
 def digit_classifier(*, data_dir: str | Path | None = None,
                      cache_dir: str | Path | None = None) -> DigitClassifier:
-    """The :class:`DigitClassifier` of MNIST train (60,000 images, 3 epochs; about 98% test
-    accuracy), from the cache when it holds one for this data file, else trained now (a
-    minute or two on one CPU core) and cached (written to a temporary file, then renamed,
+    """The :class:`DigitClassifier` of MNIST's train split (``load_mnist("train")``: 50,000
+    images, 3 epochs), from the cache when it holds one for this data file, else trained now
+    (under a minute on one CPU core) and cached (written to a temporary file, then renamed,
     so an interrupted run leaves no half-written file)."""
     from ..datasets import data_dir as find_data_dir
     from ..datasets import load_mnist
 
-    folder = find_data_dir(data_dir)
+    folder = Path(data_dir) if data_dir is not None else find_data_dir()
     source = folder / "mnist.npz"
     stat = source.stat()
     cache = Path(cache_dir) if cache_dir is not None else _cache_dir()
@@ -132,8 +132,8 @@ def digit_classifier(*, data_dir: str | Path | None = None,
         try:
             net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
             return net.eval()
-        except (RuntimeError, OSError, EOFError, ValueError):
-            pass  # a corrupt cache file: train again and replace it
+        except Exception:  # noqa: BLE001  (unpickling errors vary): a corrupt cache file
+            pass  # is trained again and replaced
     x, y = load_mnist("train", data_dir=folder)
     net = train_digit_classifier(x, y)
     cache.mkdir(parents=True, exist_ok=True)
