@@ -12,5 +12,5 @@ from .objective import AdversarialObjective
 from .stackgan import StackGAN, StagedAdversarialObjective
 
 __all__ = ["GAN", "DCGAN", "FCCGAN", "ConditionalGAN", "ProjectionDiscriminator", "StackGAN",
-           "StagedAdversarialObjective", "AdversarialObjective", "MLPGenerator", "MLPDiscriminator", "ConvGenerator",
-           "ConvDiscriminator", "LOSSES"]
+           "StagedAdversarialObjective", "AdversarialObjective", "MLPGenerator",
+           "MLPDiscriminator", "ConvGenerator", "ConvDiscriminator", "LOSSES"]
