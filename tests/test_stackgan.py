@@ -192,15 +192,16 @@ def digits_stackgan():
 
 def test_samples_are_of_the_class_they_are_asked_for(digits_stackgan):
     # A classifier of real digits labels 50 samples of each class. Measured after this
-    # fit (600 steps, seeds 0-4): 0.33, 0.41, 0.33, 0.31, 0.30 of the samples get their own
-    # label (chance 0.10; a standard error of 0.013 at chance).
+    # fit (600 steps, seeds 0-4, the default kl_weight 0.1): 0.79, 0.71, 0.72, 0.67, 0.72
+    # of the samples get their own label (chance 0.10, with a standard error of 0.013;
+    # with the paper's kl_weight 1: 0.33, 0.41, 0.33, 0.31, 0.30).
     x, y = _digits()
     clf = _classifier(x[:1500], y[:1500])
     assert float((clf(x[1500:]) == y[1500:]).double().mean()) > 0.85
     labels = torch.arange(500) % 10
     s = digits_stackgan.sample(500, labels=labels, seed=0)
     accuracy = float((clf(s) == labels).double().mean())
-    assert accuracy > 0.2, accuracy
+    assert accuracy > 0.5, accuracy
 
 
 def test_save_load_round_trip(digits_stackgan, tmp_path):
