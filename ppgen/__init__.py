@@ -25,6 +25,7 @@ from .models import (
     GenerativeModel,
     HiddenMarkovModel,
     ProdLDA,
+    StackGAN,
 )
 
 __version__ = "0.1.0"
@@ -47,6 +48,6 @@ def loo(fit, **kwargs):
 __all__ = ["fit", "Fit", "Diagnostic", "ConvergenceWarning", "PointEstimateWarning",
            "NotFittedError", "NotSupportedError", "compare", "loo", "save", "load",
            "GaussianMixture", "HiddenMarkovModel", "LDA", "ProdLDA", "VAE", "ConditionalVAE",
-           "GAN", "DCGAN", "FCCGAN", "ConditionalGAN",
+           "GAN", "DCGAN", "FCCGAN", "ConditionalGAN", "StackGAN",
            "RBM", "DBN", "DBM",
            "GenerativeModel", "datasets", "evaluation", "__version__"]

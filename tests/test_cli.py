@@ -1302,7 +1302,39 @@ def test_fit_cgan_digits_draws_labelled_images(tmp_path):
     assert_user_error(run(["score", out_dir, tmp_path / "x.csv"]), "labels")
 
 
+@pytest.mark.parametrize("command, cls", [("dcgan", "DCGAN"), ("fccgan", "FCCGAN"),
+                                          ("stackgan", "StackGAN")])
+def test_fit_convolutional_gans_on_digits(tmp_path, command, cls):
+    out_dir = tmp_path / command
+    rc, out, err = run(["fit", command, "--data", "digits", "--num-steps", 4, "--latent-dim",
+                        2, "--width", 4, "--eval-size", 4, "--ais-chains", 2, "--ais-steps",
+                        5, "--quiet", "--out", out_dir])
+    assert rc == 0, err
+    assert sorted(p.name for p in out_dir.iterdir()) == sorted(GAN_FILES)
+    model = ppgen.load(out_dir / "model.pt")
+    assert type(model) is getattr(ppgen, cls) and model.data_shape == (8, 8)
+    assert model.pack == 1 and (model.width == 4)
+    report = (out_dir / "report.md").read_text()
+    assert "held-out log-likelihood" in report and f"ppgen fit {command}" in report
+    rc, out, err = run(["sample", out_dir, "-n", 3, "--seed", 1])
+    assert rc == 0, err
+    lines = out.strip().splitlines()
+    rows = np.array([[float(v) for v in line.split(",")] for line in lines[1:]])
+    if command == "stackgan":
+        labels = torch.arange(3) % 10
+        np.testing.assert_array_equal(rows[:, 0], labels.numpy())
+        expected = model.sample(3, labels=labels, seed=1)
+        rows = rows[:, 1:]
+    else:
+        expected = model.sample(3, seed=1)
+    np.testing.assert_array_equal(rows, expected.reshape(3, 64).numpy())
+
+
 @pytest.mark.parametrize("command, argv, fragments", [
+    ("dcgan", ["--data", "ring"], ["--data ring", "draws images"]),
+    ("stackgan", ["--data", "grid"], ["--data grid", "draws images"]),
+    ("dcgan", ["--hidden-dims", "8"], ["--hidden-dims", "--width"]),
+    ("stackgan", ["--data", "{base}/x.npy"], ["--data", "stackgan needs labels"]),
     ("gan", ["--gan-loss", "wasserstein"], ["--gan-loss", "invalid choice"]),
     ("gan", ["--pack", "0"], ["--pack", "positive integer"]),
     ("gan", ["--ema-decay", "1.5"], ["--ema-decay", "[0, 1)"]),
@@ -1325,7 +1357,9 @@ def test_fit_gan_help():
                    "--ema-decay", "--eval-size", "--ais-chains", "--ais-steps", "ring", "grid"):
         assert option in out, option
     rc, out, _ = run(["fit", "--help"])
-    assert rc == 0 and "gan" in out and "cgan" in out
+    assert rc == 0 and all(c in out for c in ("gan", "cgan", "dcgan", "fccgan", "stackgan"))
+    rc, out, _ = run(["fit", "stackgan", "--help"])
+    assert rc == 0 and "--width" in out and "StackGAN" in out
 
 
 # ------------------------------------------------------------------- fit rbm, dbn, dbm

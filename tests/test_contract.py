@@ -15,6 +15,10 @@ def _digit_labels(n=60):
     return ppgen.datasets.load_digits()[1][:n]
 
 
+def _digit_images(n=20):
+    return _digits(n).reshape(n, 8, 8)
+
+
 # One case per registered model: a constructor and training data. A model that is registered
 # but not listed here fails test_every_registered_model_has_a_case.
 CASES = {
@@ -32,6 +36,13 @@ CASES = {
     "cgan": (lambda: ppgen.ConditionalGAN(64, 10, latent_dim=2, hidden_dims=(16,), pack=2,
                                           output="sigmoid", projection=True),
              lambda: _digits(20)),
+    # Convolutional GANs on the 8x8 digits as images, with tiny networks (AIS on them is
+    # cheap only with few chains and temperatures: ESTIMATES below).
+    "dcgan": (lambda: ppgen.DCGAN((8, 8), latent_dim=2, width=4), _digit_images),
+    "fccgan": (lambda: ppgen.FCCGAN((8, 8), latent_dim=2, width=4, fc_dims=(8,)),
+               _digit_images),
+    "stackgan": (lambda: ppgen.StackGAN((8, 8), 10, noise_dim=2, cond_dim=1, embed_dim=4,
+                                        width=4, num_residual=1), _digit_images),
     "rbm": (lambda: ppgen.RBM(8), lambda: (_digits() > 0.5).float()),
     "dbn": (lambda: ppgen.DBN((8, 4)), lambda: (_digits() > 0.5).float()),
     "dbm": (lambda: ppgen.DBM((8, 4)), lambda: (_digits() > 0.5).float()),
@@ -43,14 +54,21 @@ _NET = {"num_steps": 30, "batch_size": 20, "tol": 0}
 METHODS = {"gmm": ("em", {}), "hmm": ("em", {}), "lda": ("em", {}),
            "prodlda": ("svi", {"num_steps": 100, "lr": 0.05, "batch_size": 20, "tol": 0}),
            "vae": ("svi", _NET), "cvae": ("svi", _NET), "gan": ("svi", _NET),
-           "cgan": ("svi", _NET), "rbm": ("svi", _NET), "dbn": ("svi", _NET),
+           "cgan": ("svi", _NET), "dcgan": ("svi", _NET), "fccgan": ("svi", _NET),
+           "stackgan": ("svi", _NET), "rbm": ("svi", _NET), "dbn": ("svi", _NET),
            "dbm": ("svi", _NET), "dbm3": ("svi", _NET)}
 # Model keyword arguments per datum (labels) and extra arguments of sample().
 MODEL_KWARGS = {"cvae": lambda: {"labels": _digit_labels()},
-                "cgan": lambda: {"labels": _digit_labels(20)}}
-SAMPLE_KWARGS = {"hmm": {"lengths": 20}, "cvae": {"labels": 3}, "cgan": {"labels": 3}}
-# Cheap settings of the estimators of models whose log_prob is an estimate.
+                "cgan": lambda: {"labels": _digit_labels(20)},
+                "stackgan": lambda: {"labels": _digit_labels(20)}}
+SAMPLE_KWARGS = {"hmm": {"lengths": 20}, "cvae": {"labels": 3}, "cgan": {"labels": 3},
+                 "stackgan": {"labels": 3}}
+# Cheap settings of the estimators of models whose log_prob is an estimate (default
+# ESTIMATE; per case where the estimator's default temperatures are expensive: AIS through
+# convolutional generators, 100 temperatures x 5 leapfrog steps by default).
 ESTIMATE = {"num_samples": 50}
+_CHEAP_AIS = {"num_samples": 4, "num_steps": 10}
+ESTIMATES = {"dcgan": _CHEAP_AIS, "fccgan": _CHEAP_AIS, "stackgan": _CHEAP_AIS}
 
 
 def test_every_registered_model_has_a_case():
@@ -71,6 +89,8 @@ class Case:
         self.fit = ppgen.fit(self.model, self.data, method=method, seed=0, progress=False,
                              model_kwargs=self.kwargs or None, **options)
         self.caps = self.model.capabilities()
+        self.estimate = ESTIMATES.get(name, ESTIMATE) if self.caps.log_prob == "estimate" \
+            else {}
 
     def sample(self, num, **kw):
         extra = dict(SAMPLE_KWARGS.get(self.name, {}))
@@ -79,7 +99,7 @@ class Case:
         return self.model.sample(num, **extra, **kw)
 
     def log_prob(self, data, seed=0):
-        est = dict(ESTIMATE, seed=seed) if self.caps.log_prob == "estimate" else {}
+        est = dict(self.estimate, seed=seed) if self.estimate else {}
         return self.model.log_prob(data, **self._rows(len(data)), **est)
 
     def _rows(self, n):
@@ -128,7 +148,7 @@ def test_sample_and_log_prob_shapes(case):
     lp = case.log_prob(data, seed=0)
     assert lp.shape == (len(data),)
     assert torch.isfinite(lp).all()
-    est = dict(ESTIMATE, seed=0) if case.caps.log_prob == "estimate" else {}
+    est = dict(case.estimate, seed=0) if case.estimate else {}
     assert torch.equal(model.score(data, **case._rows(len(data)), **est), -lp)
 
 
@@ -143,7 +163,7 @@ def test_save_load_round_trip(case, tmp_path):
     loaded = ppgen.load(path)
     assert type(loaded) is type(model)
     assert loaded.get_config() == model.get_config()
-    est = ESTIMATE if case.caps.log_prob == "estimate" else {}
+    est = case.estimate
     rows = case._rows(len(data))
     assert torch.equal(loaded.log_prob(data, **rows, **est), model.log_prob(data, **rows, **est))
     extra = dict(SAMPLE_KWARGS.get(case.name, {}))
@@ -212,7 +232,7 @@ def test_cuda_fit_matches_cpu():
                   model_kwargs=kw, **options)
         assert gpu.device.type == "cuda"
         rows = {k: v.cuda() for k, v in cpu._rows(len(cpu.data)).items()}
-        est = dict(ESTIMATE, seed=0) if cpu.caps.log_prob == "estimate" else {}
+        est = dict(cpu.estimate, seed=0) if cpu.estimate else {}
         lp = gpu.log_prob(cpu.data.cuda(), **rows, **est)
         assert lp.device.type == "cuda" and torch.isfinite(lp).all()
         if method == "svi":

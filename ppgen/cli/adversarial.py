@@ -1,5 +1,6 @@
 """``ppgen fit gan`` and ``ppgen fit cgan``: generative adversarial networks (MLP players) on
-the 2-D ring and grid mixtures, the 8x8 digits, MNIST or a .npy array, measured by the
+the 2-D ring and grid mixtures, the 8x8 digits, MNIST or a .npy array; ``ppgen fit dcgan``,
+``fccgan`` and ``stackgan``: the convolutional ones (images only), measured by the
 mixture metrics (2-D data), sample grids (images), the loss curves of both players and the
 held-out log-likelihood in nats by annealed importance sampling."""
 
@@ -25,7 +26,8 @@ from ._io import CLIError, count, csv_text, emit, existing_file
 from ._report import Report, json_text
 from .latent import _hidden_dims, _read_npy_images, _split
 
-__all__ = ["AdversarialFit", "ConditionalAdversarialFit", "AdversarialData"]
+__all__ = ["AdversarialFit", "ConditionalAdversarialFit", "ConvolutionalAdversarialFit",
+           "FCCAdversarialFit", "StackAdversarialFit", "AdversarialData"]
 
 #: Data of ``ppgen fit gan|cgan`` besides a .npy file.
 DATASETS = ("ring", "grid", "digits", "mnist")
@@ -67,7 +69,8 @@ def _kind(data: str) -> str:
     return data if data in DATASETS else "file"
 
 
-def load_adversarial_data(args: argparse.Namespace, conditional: bool) -> AdversarialData:
+def load_adversarial_data(args: argparse.Namespace, conditional: bool,
+                          command: str = "cgan") -> AdversarialData:
     """Read or draw ``--data`` and split it (module doc)."""
     import torch
 
@@ -110,7 +113,7 @@ def load_adversarial_data(args: argparse.Namespace, conditional: bool) -> Advers
         source, shape = "digits (embedded scikit-learn 8x8 digits, intensities pixel/16)", (8, 8)
     else:
         if conditional:
-            raise CLIError(f"--data {args.data}: ppgen fit cgan needs labels: use --data "
+            raise CLIError(f"--data {args.data}: ppgen fit {command} needs labels: use --data "
                            "ring, grid, digits or mnist, or ppgen fit gan for a file.")
         existing_file(args.data, DATASETS, (".npy",), lead="--data")
         flat, shape = _read_npy_images(args.data)
@@ -225,7 +228,7 @@ class AdversarialFit(FitCommand):
         return options
 
     def load_data(self, args: argparse.Namespace) -> AdversarialData:
-        return load_adversarial_data(args, self.conditional)
+        return load_adversarial_data(args, self.conditional, self.name)
 
     def _model_kwargs(self, data: AdversarialData) -> dict[str, Any]:
         return dict(latent_dim=self._args.latent_dim, hidden_dims=self._args.hidden_dims,
@@ -435,3 +438,134 @@ class ConditionalAdversarialFit(AdversarialFit):
     def score(self, args: argparse.Namespace, model: Any) -> int:
         raise CLIError("ppgen score: a conditional GAN scores data given their labels; use "
                        "the Python API, model.score(x, labels=y).")
+
+
+class _Convolutional:
+    """What the convolutional commands share: images only, ``--width``, no packing by
+    default, and ``--hidden-dims`` refused (FCC-GAN reads it as its fully connected
+    layers)."""
+
+    name: str
+    fc_layers = False
+    epilog = (
+        "data:\n"
+        "  digits    scikit-learn's 1797 8x8 digits (embedded), intensities in [0, 1]\n"
+        "  mnist     MNIST from ../shared/data (or PPGEN_DATA_DIR)\n"
+        "  FILE.npy  an array (N, height, width) (dcgan and fccgan only)\n"
+        "\nexamples:\n"
+        "  ppgen fit dcgan --data mnist --num-steps 3000 --out runs/dcgan\n"
+        "  ppgen fit stackgan --data digits --num-steps 2000 --out runs/stackgan\n"
+        "  ppgen sample runs/stackgan -n 20")
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        super().add_arguments(parser)  # type: ignore[misc]
+        parser.add_argument("--width", type=positive_int, default=16, metavar="W",
+                            help="channels of the first convolution of the discriminator "
+                            "(and of the generator's last stage; default: %(default)s)")
+        parser.set_defaults(pack=1)
+
+    def fit_options(self, args: argparse.Namespace) -> dict[str, Any]:
+        if _kind(args.data) in MIXTURES:
+            raise CLIError(f"--data {args.data}: ppgen fit {self.name} draws images; use "
+                           "--data digits, mnist or a .npy array of images (ppgen fit gan "
+                           "for the 2-D mixtures).")
+        given = args.hidden_dims
+        if given is not None and not self.fc_layers:
+            raise CLIError(f"--hidden-dims: ppgen fit {self.name} has convolutional players "
+                           "(no hidden layers to set); use --width.")
+        options = super().fit_options(args)  # type: ignore[misc]
+        args.hidden_dims = given if given is not None else (
+            (64, 512) if self.fc_layers else ())
+        return options
+
+    def title(self, run: FitRun) -> str:
+        args = run.args
+        fc = f", fully connected {','.join(map(str, args.hidden_dims))}" \
+            if args.hidden_dims else ""
+        return (f"ppgen fit {self.name}: latent dim {args.latent_dim}, width {args.width}"
+                f"{fc}, pack {args.pack}, {args.gan_loss} loss")
+
+    def sample(self, args: argparse.Namespace, model: Any) -> int:
+        """Rows of flattened images (the conditional command's own rows, led by labels)."""
+        if getattr(self, "conditional", False) or args.length is not None or (
+                args.out is not None and args.out.lower().endswith(".npz")):
+            return super().sample(args, model)  # type: ignore[misc]
+        draws = model.sample(args.num_samples, seed=args.seed).detach().cpu()
+        rows = draws.reshape(args.num_samples, -1).numpy()
+        names = None if args.no_header else [f"x{j}" for j in range(rows.shape[1])]
+        emit(csv_text(rows, names), args.out)
+        return 0
+
+    def _check_image(self, data: AdversarialData) -> tuple[int, int]:
+        if data.image_shape is None:
+            raise CLIError(f"--data: ppgen fit {self.name} needs images.")
+        return data.image_shape
+
+
+@fit_command
+class ConvolutionalAdversarialFit(_Convolutional, AdversarialFit):
+    """``ppgen fit dcgan``: the all-convolutional DCGAN (Radford et al. 2016)."""
+
+    name = "dcgan"
+    help = "deep convolutional GAN (digits, MNIST, image arrays)"
+    description = AdversarialFit.description.replace(
+        "Fit a generative adversarial network (MLP generator and discriminator, PacGAN\n"
+        "packing, R1 penalty and a moving average of the generator by default)",
+        "Fit a DCGAN (strided convolutions, batch norm, a moving average of the\ngenerator)")
+    model_names = ("dcgan",)
+    data_default = "digits"
+    data_help = "digits, mnist or a .npy array of images (default: %(default)s)"
+
+    def build_model(self, args: argparse.Namespace, data: AdversarialData) -> Any:
+        import ppgen
+
+        self._args = args
+        return ppgen.DCGAN(self._check_image(data), latent_dim=args.latent_dim,
+                           width=args.width, pack=args.pack)
+
+
+@fit_command
+class FCCAdversarialFit(_Convolutional, AdversarialFit):
+    """``ppgen fit fccgan``: FCC-GAN (Barua et al. 2019); ``--hidden-dims`` are its fully
+    connected layers (default 64,512)."""
+
+    name = "fccgan"
+    help = "fully connected + convolutional GAN (digits, MNIST, image arrays)"
+    description = ConvolutionalAdversarialFit.description.replace(
+        "Fit a DCGAN (strided convolutions, batch norm,",
+        "Fit an FCC-GAN (fully connected layers around the convolutions,")
+    model_names = ("fccgan",)
+    data_default = "digits"
+    data_help = ConvolutionalAdversarialFit.data_help
+    fc_layers = True
+
+    def build_model(self, args: argparse.Namespace, data: AdversarialData) -> Any:
+        import ppgen
+
+        self._args = args
+        return ppgen.FCCGAN(self._check_image(data), latent_dim=args.latent_dim,
+                            width=args.width, fc_dims=tuple(args.hidden_dims),
+                            pack=args.pack)
+
+
+@fit_command
+class StackAdversarialFit(_Convolutional, ConditionalAdversarialFit):
+    """``ppgen fit stackgan``: StackGAN with the digit class as its condition (stage I at
+    half the resolution for the first half of the steps, then stage II)."""
+
+    name = "stackgan"
+    help = "StackGAN, two stages conditioned on the digit class (digits, MNIST)"
+    description = ConvolutionalAdversarialFit.description.replace(
+        "Fit a DCGAN (strided convolutions, batch norm, a moving average of the\ngenerator)",
+        "Fit a StackGAN (stage I at half the resolution, then stage II refining it,\n"
+        "both conditioned on the digit class; --latent-dim is stage I's noise)")
+    model_names = ("stackgan",)
+    data_default = "digits"
+    data_help = "digits or mnist (default: %(default)s)"
+
+    def build_model(self, args: argparse.Namespace, data: AdversarialData) -> Any:
+        import ppgen
+
+        self._args = args
+        return ppgen.StackGAN(self._check_image(data), data.num_classes or 10,
+                              noise_dim=args.latent_dim, width=args.width, pack=args.pack)

@@ -1,6 +1,6 @@
 """Generative model families; each is a Pyro model/guide pair (see :mod:`ppgen.models.base`)."""
 
-from .adversarial import DCGAN, FCCGAN, GAN, ConditionalGAN
+from .adversarial import DCGAN, FCCGAN, GAN, ConditionalGAN, StackGAN
 from .base import MODEL_REGISTRY, GenerativeModel, get_model_class, register
 from .energy import DBM, DBN, RBM
 from .latent import VAE, ConditionalVAE
@@ -10,5 +10,5 @@ from .topic import LDA, ProdLDA
 
 __all__ = ["GenerativeModel", "GaussianMixture", "HiddenMarkovModel", "LDA", "ProdLDA",
            "VAE", "ConditionalVAE", "GAN", "DCGAN", "FCCGAN",
-           "ConditionalGAN", "RBM", "DBN", "DBM",
+           "ConditionalGAN", "StackGAN", "RBM", "DBN", "DBM",
            "MODEL_REGISTRY", "get_model_class", "register"]

@@ -1,6 +1,7 @@
 """Adversarial models: the GAN with its two-player objective (non-saturating minimax,
 WGAN-GP, hinge; R1; PacGAN packing; spectral normalisation; a moving average of the
-generator), latent search for imputation and reconstruction, and AIS log-likelihoods."""
+generator), StackGAN's two stages, latent search for imputation and reconstruction, and
+AIS log-likelihoods."""
 
 from .conditional import ConditionalGAN, ProjectionDiscriminator
 from .dcgan import DCGAN, FCCGAN
@@ -8,7 +9,8 @@ from .gan import GAN
 from .losses import LOSSES
 from .networks import ConvDiscriminator, ConvGenerator, MLPDiscriminator, MLPGenerator
 from .objective import AdversarialObjective
+from .stackgan import StackGAN, StagedAdversarialObjective
 
-__all__ = ["GAN", "DCGAN", "FCCGAN", "ConditionalGAN", "ProjectionDiscriminator",
-           "AdversarialObjective", "MLPGenerator", "MLPDiscriminator", "ConvGenerator",
-           "ConvDiscriminator", "LOSSES"]
+__all__ = ["GAN", "DCGAN", "FCCGAN", "ConditionalGAN", "ProjectionDiscriminator", "StackGAN",
+           "StagedAdversarialObjective", "AdversarialObjective", "MLPGenerator",
+           "MLPDiscriminator", "ConvGenerator", "ConvDiscriminator", "LOSSES"]

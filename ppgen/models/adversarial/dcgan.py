@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from ..._validation import bad_value, check_positive_int
+from ..base import register
 from .gan import GAN, _hidden
 from .networks import ConvDiscriminator, ConvGenerator, Output
 
@@ -30,6 +31,7 @@ def _image(value: Any) -> tuple[int, int, int]:
     return c, h, w
 
 
+@register("dcgan")
 class DCGAN(GAN):
     """Deep convolutional GAN (Radford et al. 2016): strided (transposed) convolutions, batch
     norm, ReLU in the generator and LeakyReLU in the discriminator, no pooling.
@@ -49,9 +51,6 @@ class DCGAN(GAN):
         Spectral normalisation instead of batch norm in the discriminator.
     output : {"sigmoid", "tanh", "linear"}
         Pixel range: (0, 1) by default.
-
-    Not registered yet (no ``ppgen.save``/``load``, no contract-test case): AIS on
-    convolutional players is too slow for the contract test's budget on CPU.
 
     Examples
     --------
@@ -88,6 +87,7 @@ class DCGAN(GAN):
                 "output": self.output}
 
 
+@register("fccgan")
 class FCCGAN(DCGAN):
     """Fully connected + convolutional GAN (Barua et al. 2019): fully connected layers before
     the generator's convolutional stack and after the discriminator's.

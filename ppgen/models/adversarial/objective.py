@@ -9,7 +9,10 @@ checkpoints and resume come from there.
 One loop step is one discriminator update on the minibatch; every ``num_critic``-th step is
 followed by one generator update (so ``num_critic`` discriminator steps per generator step).
 Each player has its own Adam (``betas=(0.5, 0.999)`` by default, as Radford et al. 2016) in
-``state.optimizers["discriminator"]`` and ``["generator"]``. After every generator update the
+``state.optimizers["discriminator"]`` and ``["generator"]``. A model may define
+``generator_penalty(*conditions) -> 0-d tensor``, a regulariser added to the generator's loss
+at each generator update (StackGAN's KL term of conditioning augmentation); ``g_loss``
+reports the adversarial part alone. After every generator update the
 exponential moving average of the generator's weights (``model.generator_ema``, the network
 that ``sample`` and ``log_prob`` use) moves by ``ema_decay``; with ``ema_decay=0`` it is a copy
 of the generator. Losses and penalties: :mod:`ppgen.models.adversarial.losses`.
@@ -200,7 +203,8 @@ class AdversarialObjective:
             try:
                 fake = self._fake(model, n, cond, x)
                 g_loss = generator_loss(self.gan_loss, disc(pack(fake, k), *packed_cond))
-                g_loss.backward()
+                penalty = getattr(model, "generator_penalty", None)
+                (g_loss if penalty is None else g_loss + penalty(*cond)).backward()
             finally:
                 for p in state.params["discriminator"]:
                     p.requires_grad_(True)
