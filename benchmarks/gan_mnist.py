@@ -108,27 +108,33 @@ def main(argv=None) -> dict:
     p.add_argument("--timing-rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--models", default="dcgan,fccgan,cgan,stackgan")
+    p.add_argument("--width", type=int, default=32,
+                   help="channels of the convolutional players (DCGAN, FCC-GAN, StackGAN)")
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
     if a.quick:
-        a.train_images, a.test_images, a.epochs, a.num_samples = 512, 256, 1, 500
+        a.train_images, a.test_images, a.epochs, a.num_samples = 256, 256, 1, 500
         a.stacked_samples, a.ais_images, a.ais_steps, a.timing_rounds = 1000, 4, 5, 1
-        a.ais_samples = 2
+        a.ais_samples, a.width = 2, 4
     limits = _threads(a.threads)
     x, y = ppgen.datasets.load_mnist("train")
-    x, y = x[:a.train_images].reshape(-1, 28, 28), y[:a.train_images]
+    x, y = x.reshape(-1, 28, 28), y
     test = ppgen.datasets.load_mnist("test")[0][:a.test_images].reshape(-1, 28, 28)
-    classifier = images.digit_classifier()
+    # (--quick: a classifier of 2,000 images, not cached, so a smoke run trains nothing big)
+    classifier = images.train_digit_classifier(x[:2000], y[:2000], num_epochs=1) \
+        if a.quick else images.digit_classifier()
+    x, y = x[:a.train_images], y[:a.train_images]
     common = dict(num_epochs=a.epochs, batch_size=a.batch_size, seed=0, progress=False, tol=0)
     builders = {
-        "dcgan": lambda: (ppgen.DCGAN((28, 28)), {}),
-        "fccgan": lambda: (ppgen.FCCGAN((28, 28)), {}),
+        "dcgan": lambda: (ppgen.DCGAN((28, 28), width=a.width), {}),
+        "fccgan": lambda: (ppgen.FCCGAN((28, 28), width=a.width), {}),
         "cgan": lambda: (ppgen.ConditionalGAN((28, 28), 10, latent_dim=32,
                                               hidden_dims=(256, 256), output="sigmoid",
                                               pack=1), {"labels": y}),
     }
     if hasattr(ppgen, "StackGAN"):
-        builders["stackgan"] = lambda: (ppgen.StackGAN((28, 28), 10), {"labels": y})
+        builders["stackgan"] = lambda: (ppgen.StackGAN((28, 28), 10, width=a.width),
+                                        {"labels": y})
     rows = []
     for name in a.models.split(","):
         if name not in builders:
@@ -154,7 +160,7 @@ def main(argv=None) -> dict:
         print(rows[-1], flush=True)
     # Stacked MNIST
     stacked, _ = images.make_stacked_mnist(x, y, a.train_images, seed=0)
-    dc3 = ppgen.DCGAN((3, 28, 28))
+    dc3 = ppgen.DCGAN((3, 28, 28), width=a.width)
     t = time.perf_counter()
     ppgen.fit(dc3, stacked, "svi", **common)
     st = images.stacked_mnist_metrics(dc3, classifier, num_samples=a.stacked_samples)
@@ -171,14 +177,14 @@ def main(argv=None) -> dict:
                 t = []
                 for epochs in (1, 2):
                     start = time.perf_counter()
-                    ppgen.fit(ppgen.DCGAN((28, 28)), x, "svi",
+                    ppgen.fit(ppgen.DCGAN((28, 28), width=a.width), x, "svi",
                               **dict(common, num_epochs=epochs))
                     t.append(time.perf_counter() - start)
                 ours.append(t[1] - t[0])
                 once.append(2 * t[0] - t[1])
             else:
-                plain.append(plain_epoch(ppgen.DCGAN((28, 28)), x, batch_size=a.batch_size,
-                                         seed=0))
+                plain.append(plain_epoch(ppgen.DCGAN((28, 28), width=a.width), x,
+                                         batch_size=a.batch_size, seed=0))
     limits.unregister() if hasattr(limits, "unregister") else None
     t_ours, t_plain = sorted(ours)[len(ours) // 2], sorted(plain)[len(plain) // 2]
     t_once = sorted(once)[len(once) // 2]

@@ -280,3 +280,21 @@ def test_rbm_mnist_benchmark_runs(tmp_path):
     assert rows[3]["model"].startswith("ppgen DBM")
     products = json.loads(out.read_text())["products"]
     assert len(products) == 6 and all(v > 0 for r in products for v in r.values())
+
+
+def test_gan_mnist_benchmark_quick(tmp_path):
+    """--quick (DCGAN and the conditional GAN; FCC-GAN and StackGAN have their own tests):
+    each trains and is scored by the digit-classifier metrics and AIS, and the timing rows
+    exist (their values mean nothing at this size: the marginal epoch can even be < 0)."""
+    from tests.common import shared_file
+
+    shared_file("mnist.npz")
+    out = tmp_path / "gan.json"
+    _run_script("gan_mnist.py", "--quick", "--models", "dcgan,cgan", "--json", str(out))
+    report = json.loads(out.read_text())
+    assert [r["model"] for r in report["rows"]] == ["dcgan", "cgan"]
+    for r in report["rows"]:
+        assert 0 <= r["class_coverage"] <= 10 and r["frechet_distance"] > 0
+        assert math.isfinite(r["heldout_nats"])
+    assert 0 < report["stacked"]["modes"] <= 1000
+    assert len(report["epoch_seconds"]["plain"]) == len(report["epoch_seconds"]["ppgen"]) == 1
