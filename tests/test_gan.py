@@ -84,6 +84,75 @@ def test_moving_average_lags_the_generator_and_is_what_sample_uses():
         assert torch.equal(a, b)
 
 
+def test_moving_average_update_is_the_stated_lerp():
+    x, _ = _ring()
+    gan = ppgen.GAN(2, latent_dim=2, hidden_dims=(8,), pack=2)
+    obj = gan.default_objective(ema_decay=0.5)
+    from ppgen.training import Batch
+    state = obj.init(gan, Batch(x[:64].float(), None, 512), seed=0)
+    state.extra["g_updates"] = torch.tensor(100.0, dtype=torch.float64)  # past the warm-up
+    before = [p.detach().clone() for p in gan.generator_ema.parameters()]
+    obj.step(gan, state, Batch(x[:64].float(), None, 512))
+    for old, avg, p in zip(before, gan.generator_ema.parameters(), gan.generator.parameters()):
+        assert torch.allclose(avg, 0.5 * old + 0.5 * p)  # decay min(0.5, 101 / 110)
+
+
+def _bn_stats_by_hand(gan, num=4096, size=512):
+    """Running statistics of the moving average's two batch norms, computed directly: the
+    draws of seed 0, batch by batch in train mode, the mean of batch means and of unbiased
+    batch variances (what a cumulative running average over equal batches holds)."""
+    net = gan.generator_ema.net
+    lin1, bn1, lin2, bn2 = net[0], net[1], net[3], net[4]
+    torch.manual_seed(0)
+    z = torch.randn(num, gan.latent_dim)
+    stats = [[], [], [], []]
+    with torch.no_grad():
+        for b in z.split(size):
+            a = lin1(b)
+            stats[0].append(a.mean(0))
+            stats[1].append(a.var(0))
+            h = torch.relu((a - a.mean(0)) / torch.sqrt(a.var(0, unbiased=False) + bn1.eps)
+                           * bn1.weight + bn1.bias)
+            c = lin2(h)
+            stats[2].append(c.mean(0))
+            stats[3].append(c.var(0))
+    return [torch.stack(v).mean(0) for v in stats], (bn1, bn2)
+
+
+def test_batch_norm_generator_and_the_statistics_of_its_moving_average(tmp_path):
+    x, _ = _ring()
+    gan = ppgen.GAN(2, latent_dim=2, hidden_dims=(16, 16), pack=1, batch_norm=True)
+    assert sum(isinstance(m, torch.nn.BatchNorm1d) for m in gan.generator.modules()) == 2
+    _fit(gan, x, ema_decay=0.9)
+    # after the last step the average's statistics are its own, not the generator's
+    (m1, v1, m2, v2), (bn1, bn2) = _bn_stats_by_hand(gan)
+    for got, want in ((bn1.running_mean, m1), (bn1.running_var, v1),
+                      (bn2.running_mean, m2), (bn2.running_var, v2)):
+        assert torch.allclose(got, want, rtol=1e-4, atol=1e-5)
+    gen_bn = gan.generator.net[1]
+    assert not torch.allclose(gen_bn.running_mean, bn1.running_mean, atol=1e-3)
+    z = torch.randn(5, 2, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(gan.sample(5, seed=0), gan.generator_ema(z))  # eval mode
+    assert not gan.generator_ema.training
+    loaded = ppgen.load(ppgen.save(gan, tmp_path / "gan.pt"))
+    assert loaded.batch_norm and torch.equal(loaded.sample(5, seed=0), gan.sample(5, seed=0))
+    assert ppgen.GAN(2).batch_norm is False
+    with pytest.raises(TypeError, match="batch_norm"):
+        ppgen.GAN(2, batch_norm=1)
+    cgan = ppgen.ConditionalGAN(2, 2, latent_dim=2, hidden_dims=(8,), batch_norm=True)
+    assert any(isinstance(m, torch.nn.BatchNorm1d) for m in cgan.generator.modules())
+
+
+def test_refreshing_statistics_leaves_a_generator_without_batch_norm_alone():
+    gan = ppgen.GAN(2, latent_dim=2, hidden_dims=(8,))
+    before = {k: v.clone() for k, v in gan.generator_ema.state_dict().items()}
+    state = torch.random.get_rng_state()
+    gan.default_objective().refresh_ema_statistics(gan)
+    assert all(torch.equal(v, before[k]) for k, v in gan.generator_ema.state_dict().items())
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
 def test_checkpoint_resume_equals_an_uninterrupted_run(tmp_path):
     x, _ = _ring()
     full = ppgen.GAN(2, latent_dim=2, hidden_dims=(16,), pack=2)

@@ -47,7 +47,7 @@ class ConditionalGAN(GAN):
     data_shape : int or tuple of int
     num_classes : int
         Label values C (labels 0..C-1 or one-hot rows).
-    latent_dim, hidden_dims, discriminator_dims, pack, spectral_norm, output
+    latent_dim, hidden_dims, discriminator_dims, pack, spectral_norm, output, batch_norm
         As for :class:`~ppgen.GAN`.
     projection : bool
         Projection discriminator (Miyato & Koyama 2018) instead of concatenating the label
@@ -76,14 +76,14 @@ class ConditionalGAN(GAN):
                  latent_dim: int = 8, hidden_dims: tuple[int, ...] = (128, 128),
                  discriminator_dims: tuple[int, ...] | None = None, pack: int = 4,
                  spectral_norm: bool = False, output: Output = "linear",
-                 projection: bool = False) -> None:
+                 projection: bool = False, batch_norm: bool = False) -> None:
         self.num_classes = check_positive_int("num_classes", num_classes, minimum=2)
         if not isinstance(projection, bool):
             raise bad_type("projection", "True or False", repr(projection))
         self.projection = projection
         super().__init__(data_shape, latent_dim=latent_dim, hidden_dims=hidden_dims,
                          discriminator_dims=discriminator_dims, pack=pack,
-                         spectral_norm=spectral_norm, output=output)
+                         spectral_norm=spectral_norm, output=output, batch_norm=batch_norm)
 
     def _num_cond_features(self) -> int:
         return self.num_classes
@@ -91,7 +91,8 @@ class ConditionalGAN(GAN):
     def _build(self) -> None:
         c = self.num_classes
         self.generator = MLPGenerator(self.latent_dim + c, self.hidden_dims,
-                                      self.num_features, self.output)
+                                      self.num_features, self.output,
+                                      batch_norm=self.batch_norm)
         if self.projection:
             self.discriminator = ProjectionDiscriminator(
                 self.pack * self.num_features, self.pack * c, self.discriminator_dims,

@@ -25,16 +25,21 @@ def _concat(inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
 
 
 class MLPGenerator(nn.Module):
-    """z (..., L) [+ conditions] -> x (..., D): ReLU hidden layers, then ``output``."""
+    """z (..., L) [+ conditions] -> x (..., D): ReLU hidden layers, then ``output``.
+
+    ``batch_norm`` puts batch normalisation before each hidden ReLU (the generators of the
+    VEEGAN and PacGAN 2-D experiments)."""
 
     def __init__(self, in_features: int, hidden_dims: tuple[int, ...], out_features: int,
-                 output: str = "linear") -> None:
+                 output: str = "linear", *, batch_norm: bool = False) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         width = in_features
         for h in hidden_dims:
-            layers += [nn.Linear(width, h), nn.ReLU()]
+            layers += [nn.Linear(width, h), *([nn.BatchNorm1d(h)] if batch_norm else []),
+                       nn.ReLU()]
             width = h
+        self.batch_norm = batch_norm
         layers.append(nn.Linear(width, out_features))
         if output == "sigmoid":
             layers.append(nn.Sigmoid())
@@ -43,7 +48,11 @@ class MLPGenerator(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        return self.net(_concat(inputs))
+        z = _concat(inputs)
+        if not self.batch_norm or z.dim() == 2:
+            return self.net(z)
+        out = self.net(z.reshape(-1, z.shape[-1]))  # BatchNorm1d wants (B, F)
+        return out.reshape(*z.shape[:-1], out.shape[-1])
 
 
 class MLPDiscriminator(nn.Module):
