@@ -45,17 +45,22 @@ def test_stages_split_the_steps_and_stage_one_is_frozen_in_stage_two():
         {id(p) for p in gan.discriminator.parameters()}
     stage1 = (gan.generator.stage1, gan.generator_ema.stage1, gan.discriminator_low)
     stage2 = (gan.generator.stage2, gan.generator_ema.stage2, gan.discriminator)
+    before1 = [_state(m) for m in stage1]
     before2 = [_state(m) for m in stage2]
     for step in range(2):  # stage I moves stage I only
         state.step = step
         out = obj.step(gan, state, batch)
         assert out["stage"] == 0 and math.isfinite(out["kl"])
     assert all(_equal(a, m.state_dict()) for a, m in zip(before2, stage2))
+    assert not any(_equal(a, m.state_dict()) for a, m in zip(before1, stage1))
     after1 = [_state(m) for m in stage1]
-    for step in range(2, 8):  # stage II moves stage II only
+    for step in range(2, 8):  # stage II moves stage II only, validation included
         state.step = step
         out = obj.step(gan, state, batch)
         assert out["stage"] == 1 and math.isfinite(out["kl"])
+        if step == 4:
+            state.step = 5
+            assert math.isfinite(obj.evaluate(gan, state, batch)["val_frechet"])
     assert all(_equal(a, m.state_dict()) for a, m in zip(after1, stage1))
     assert not any(_equal(a, m.state_dict()) for a, m in zip(before2, stage2))
     assert float(state.extra["g_updates_1"]) == 2 and float(state.extra["g_updates_2"]) == 6

@@ -273,6 +273,18 @@ class _FrozenThenTrained:
     def buffers(self):
         return self.stage2.buffers()
 
+    def modules(self):
+        return self.stage2.modules()
+
+    @property
+    def training(self) -> bool:
+        return self.stage2.training
+
+    def train(self, mode: bool = True) -> _FrozenThenTrained:
+        """Stage II's mode (stage I always runs in evaluation mode)."""
+        self.stage2.train(mode)
+        return self
+
     def __call__(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         was = self.stage1.training
         self.stage1.eval()
@@ -446,8 +458,20 @@ class StagedAdversarialObjective(AdversarialObjective):
         """``val_frechet_low`` and ``val_frechet`` (class docstring)."""
         stage = 1 if state is None else self.stage(max(state.step - 1, 0))
         views = getattr(self, "_stages", None) or (_Stage(model, 0, self.kl_weight),)
-        low = super().evaluate(views[0], state, data)["val_frechet"]
-        full = super().evaluate(model, state, data)["val_frechet"] if stage == 1 else math.nan
+        # Evaluating re-estimates the moving average's batch-norm statistics; during stage II
+        # those of the frozen stage I feed the training, so they are put back afterwards.
+        frozen = [b.clone() for b in model.generator_ema.stage1.buffers()] \
+            if stage == 1 and state is not None else None
+        try:
+            low = super().evaluate(views[0], state, data)["val_frechet"]
+            full = super().evaluate(model, state, data)["val_frechet"] if stage == 1 \
+                else math.nan
+        finally:
+            if frozen is not None:
+                with torch.no_grad():
+                    for b, saved in zip(model.generator_ema.stage1.buffers(), frozen,
+                                        strict=True):
+                        b.copy_(saved)
         kwargs: dict[str, Any] = {}
         if isinstance(data, Batch):
             data, kwargs = data.data, data.kwargs
