@@ -447,10 +447,14 @@ def raise_rows(run: FitRun) -> list[list[str]]:
              f"{res['raise_se']:.3f} nats per image on the first "
              f"{res['raise_num_images']} held-out images ({RAISE_SAMPLES} reverse chains "
              f"each; {res['raise_compared_with']} on the same images: "
-             f"{res['raise_ais_same_images']:.3f}). In expectation AIS log Z is low (its "
-             "log-likelihood high) and RAISE low for a model trained towards maximum "
-             "likelihood, so the two bracket log p; after short CD training RAISE can land "
-             "above it"]]
+             f"{res['raise_ais_same_images']:.3f}). " + (
+                 "In expectation AIS log Z is low (its log-likelihood high) and RAISE low "
+                 "for a model trained towards maximum likelihood, so the two bracket log p; "
+                 "after short CD training RAISE can land above it"
+                 if res["raise_compared_with"] == "AIS" else
+                 "RAISE estimates log p itself (low in expectation for a model trained "
+                 "towards maximum likelihood); the bound is below log p up to its AIS log Z, "
+                 "so the two do not bracket it")]]
 
 
 @fit_command

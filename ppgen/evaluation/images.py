@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,8 @@ import torch.nn.functional as F
 
 from .._frechet import frechet_distance
 from .._random import seeded
-from .._validation import bad_value, check_positive_int
+from .._validation import bad_type, bad_value, check_positive_float, check_positive_int
+from ..io import atomic_write
 from .samples import draw_samples
 
 __all__ = ["DigitClassifier", "train_digit_classifier", "digit_classifier", "ImageMetrics",
@@ -78,7 +78,32 @@ def _images(x: Any, arg: str) -> torch.Tensor:
                         "(N, 784)", f"shape {tuple(t.shape)}")
     if not bool(torch.isfinite(t).all()):
         raise bad_value(arg, "finite pixel values in [0, 1]", "NaN or infinite values")
+    if t.numel() and (float(t.min()) < 0 or float(t.max()) > 1):
+        raise bad_value(arg, "pixel values in [0, 1]",
+                        f"values from {float(t.min()):g} to {float(t.max()):g}",
+                        "Scale the images to [0, 1] (e.g. divide 8-bit images by 255).")
     return t.reshape(t.shape[0], -1).float()
+
+
+def _digit_labels(labels: Any, num: int) -> torch.Tensor:
+    y = torch.as_tensor(labels).reshape(-1)
+    if y.is_floating_point() or y.dtype == torch.bool:
+        raise bad_type("labels", "integer digit classes 0..9", f"dtype {y.dtype}")
+    y = y.long()
+    if len(y) != num:
+        raise bad_value("labels", f"one label per image ({num})", f"{len(y)} labels")
+    if len(y) and (int(y.min()) < 0 or int(y.max()) > 9):
+        raise bad_value("labels", "digit classes 0..9",
+                        f"values {int(y.min())}..{int(y.max())}")
+    return y
+
+
+def _classifier(value: Any) -> DigitClassifier:
+    if not isinstance(value, DigitClassifier):
+        raise bad_type("classifier", "a DigitClassifier (ppgen.evaluation.images."
+                       "digit_classifier() or train_digit_classifier(...))",
+                       type(value).__name__)
+    return value
 
 
 def train_digit_classifier(images: Any, labels: Any, *, num_epochs: int = 3,
@@ -88,13 +113,11 @@ def train_digit_classifier(images: Any, labels: Any, *, num_epochs: int = 3,
     (N,) in 0..9: Adam, cross-entropy, ``num_epochs`` shuffled epochs; seeded, the global RNG
     untouched. Returns it in eval mode."""
     x = _images(images, "images")
-    y = torch.as_tensor(labels).long().reshape(-1)
-    if len(y) != len(x):
-        raise bad_value("labels", f"one label per image ({len(x)})", f"{len(y)} labels")
-    if len(y) and (int(y.min()) < 0 or int(y.max()) > 9):
-        raise bad_value("labels", "digit classes 0..9", f"values {int(y.min())}..{int(y.max())}")
+    y = _digit_labels(labels, len(x))
     num_epochs = check_positive_int("num_epochs", num_epochs)
     batch_size = check_positive_int("batch_size", batch_size)
+    lr = check_positive_float("lr", lr)
+    seed = check_positive_int("seed", seed, minimum=0)
     with seeded(seed):
         net = DigitClassifier()
         opt = torch.optim.Adam(net.parameters(), lr=lr)
@@ -136,15 +159,8 @@ def digit_classifier(*, data_dir: str | Path | None = None,
             pass  # is trained again and replaced
     x, y = load_mnist("train", data_dir=folder)
     net = train_digit_classifier(x, y)
-    cache.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=cache, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(net.state_dict(), tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    state = net.state_dict()
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
     return net
 
 
@@ -184,7 +200,9 @@ def image_metrics(sampler: Any, classifier: DigitClassifier, reference: Any = No
                   num_samples: int = 10000, seed: int | None = 0) -> ImageMetrics:
     """Classifier metrics of ``sampler`` (a tensor of images, or a model with
     ``sample(num, seed=)``) against ``reference`` images (held-out real digits; the Fréchet
-    distance is nan without them)."""
+    distance is nan without them; with fewer than 129 images on either side its 128-feature
+    covariances are singular and it is biased upwards: use thousands)."""
+    classifier = _classifier(classifier)
     x = _images(draw_samples(sampler, check_positive_int("num_samples", num_samples), seed),
                 "samples")
     counts = torch.bincount(classifier.predict(x), minlength=10)
@@ -201,10 +219,8 @@ def make_stacked_mnist(images: Any, labels: Any, num: int, *, seed: int = 0
     """Stacked MNIST (VEEGAN): ``num`` images of shape (3, 28, 28), each channel a digit drawn
     uniformly from ``images`` (seeded), and their modes 100 c_R + 10 c_G + c_B (num,)."""
     x = _images(images, "images").reshape(-1, _SIDE, _SIDE)
-    y = torch.as_tensor(labels).long().reshape(-1)
-    if len(y) != len(x):
-        raise bad_value("labels", f"one label per image ({len(x)})", f"{len(y)} labels")
-    g = torch.Generator().manual_seed(seed)
+    y = _digit_labels(labels, len(x))
+    g = torch.Generator().manual_seed(check_positive_int("seed", seed, minimum=0))
     idx = torch.randint(len(x), (check_positive_int("num", num), 3), generator=g)
     return x[idx], (y[idx] * torch.tensor([100, 10, 1])).sum(1)
 
@@ -228,6 +244,7 @@ def stacked_mnist_metrics(sampler: Any, classifier: DigitClassifier, *,
                           num_samples: int = 26000, seed: int | None = 0) -> StackedMetrics:
     """Modes captured and KL to uniform of 3-channel digit samples (N, 3, 28, 28) (or a
     model drawing them), each channel classified by ``classifier``."""
+    classifier = _classifier(classifier)
     x = torch.as_tensor(draw_samples(sampler, check_positive_int("num_samples", num_samples),
                                      seed))
     if x.dim() != 4 or tuple(x.shape[1:]) != (3, _SIDE, _SIDE):

@@ -49,7 +49,14 @@ import torch
 
 from ..._random import resolve_seed
 from ..._threads import work_threads
-from ..._validation import bad_type, bad_value, check_choice, check_positive_int, not_supported
+from ..._validation import (
+    bad_type,
+    bad_value,
+    check_choice,
+    check_positive_float,
+    check_positive_int,
+    not_supported,
+)
 from ...training import Batch, TrainState
 from ..base import register
 from .ais import base_rate_bias, betas
@@ -371,11 +378,12 @@ class DBM(DBN):
                  num_samples: int = 100, num_betas: int = 1000, num_mean_field: int = 30,
                  seed: int | None = 0, return_stderr: bool = False):
         """Log-likelihood of each row in nats: by default the mean-field variational lower
-        bound E_q[-E(v, h)] + H(q) - log Z, log Z by AIS (high in expectation, so the bound
-        is a stochastic estimate, not a strict one); with ``method="raise"`` the RAISE
-        estimate of log p(v) itself (:func:`~ppgen.models.energy.dbm_ops.dbm_raise`: reverse
-        chains from (v, h2 ~ the mean-field q(h2 | v)); low in expectation for a model that
-        the annealing path reaches), which needs no log Z.
+        bound E_q[-E(v, h)] + H(q) - log Z, log Z by AIS (low in expectation, so the bound
+        is high in expectation by that much: a stochastic estimate, not a strict bound);
+        with ``method="raise"`` the RAISE estimate of log p(v) itself
+        (:func:`~ppgen.models.energy.dbm_ops.dbm_raise`: reverse chains from (v, h2 ~ the
+        mean-field q(h2 | v)); low in expectation for a model trained towards maximum
+        likelihood), which needs no log Z.
 
         Parameters
         ----------
@@ -493,18 +501,19 @@ class DBM(DBN):
         return pv if mean else states[0]
 
     def impute(self, data: Any, *, method: Literal["gibbs", "mean_field"] = "gibbs",
-               num_steps: int = 200, num_burnin: int = 50,
+               num_steps: int = 200, num_burnin: int = 50, tol: float = 1e-6,
                seed: int | None = 0) -> torch.Tensor:
         """Complete missing entries (NaN) given the observed ones.
 
         ``method="gibbs"``: clamped block Gibbs sampling (observed units fixed); the
         average of E[v_missing | h1] over ``num_steps`` sweeps after ``num_burnin`` (the
         conditional mean E[v_missing | v_observed], as probabilities).
-        ``method="mean_field"``: the deterministic fixed point of the mean-field equations
-        of every hidden layer together with the missing visible units (mu_k =
-        sigmoid(act_k), v_missing = sigmoid(b + mu1 W1^T)) after ``num_steps`` sweeps,
-        started from the visible base rates and the doubled up pass: the mean-field most
-        probable completion (round it for binary values).
+        ``method="mean_field"``: the mean-field completion: the fixed point of the
+        mean-field equations of every hidden layer together with the missing visible units
+        (mu_k = sigmoid(act_k), v_missing = sigmoid(b + mu1 W1^T)), by coordinate-ascent
+        sweeps started from the visible base rates and the doubled up pass, until no value
+        changes by more than ``tol`` in a sweep or after ``num_steps`` sweeps
+        (probabilities; round them for binary values).
 
         Parameters
         ----------
@@ -512,7 +521,9 @@ class DBM(DBN):
             NaN marks a missing entry; observed entries are returned unchanged.
         method : {"gibbs", "mean_field"}
         num_steps, num_burnin : int
-            Sweeps (``num_burnin`` only for ``"gibbs"``).
+            Sweeps (``num_burnin`` only for ``"gibbs"``; for ``"mean_field"`` the most).
+        tol : float
+            ``"mean_field"``: the largest change in a sweep at which it stops.
         seed : int, optional
             Seed of the chains (a private generator; ``"gibbs"`` only).
 
@@ -528,15 +539,23 @@ class DBM(DBN):
         missing = torch.isnan(x)
         b = self.visible_bias
         if method == "mean_field":
+            tol = check_positive_float("tol", tol)
             weights, biases = self._weights(), self._biases()
             with torch.no_grad():
                 v = torch.where(missing, torch.sigmoid(b).expand_as(x), x)
                 states = [v, *doubled_up_pass(v, weights, biases)]
                 for _ in range(num_steps):
+                    change = torch.zeros((), dtype=x.dtype, device=x.device)
                     for k in range(1, len(states)):
-                        states[k] = torch.sigmoid(activation(k, states, weights, biases))
-                    states[0] = torch.where(
-                        missing, torch.sigmoid(activation(0, states, weights, biases)), x)
+                        new = torch.sigmoid(activation(k, states, weights, biases))
+                        change = torch.maximum(change, (new - states[k]).abs().max())
+                        states[k] = new
+                    new = torch.where(missing, torch.sigmoid(
+                        activation(0, states, weights, biases)), x)
+                    change = torch.maximum(change, (new - states[0]).abs().max())
+                    states[0] = new
+                    if float(change) <= tol:
+                        break
             return states[0]
         g = torch.Generator(device=b.device).manual_seed(resolve_seed(seed))
         with torch.no_grad(), work_threads(x.numel(), device=x.device):

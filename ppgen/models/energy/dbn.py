@@ -418,7 +418,7 @@ class DBN(GenerativeModel):
         pass were the exact posterior). ``method="mean_field"``: the same loop with
         probabilities in place of samples (up pass, one mean-field step of the top RBM,
         down pass, observed entries clamped) run ``num_steps`` times from the visible base
-        rates: a deterministic most probable completion (round it for binary values).
+        rates: a deterministic completion (probabilities; round them for binary values).
 
         Parameters
         ----------

@@ -551,7 +551,7 @@ class RBM(GenerativeModel):
         (a Rao-Blackwellised estimate of the conditional mean E[v_missing | v_observed]:
         probabilities for Bernoulli visibles). ``method="mean_field"``: the deterministic
         fixed point of mu_h = sigmoid(c + v W), v_missing = E[v | mu_h] after ``num_steps``
-        iterations, the mean-field most probable completion (round it for binary values).
+        iterations, the mean-field completion (probabilities; round them for binary values).
 
         Parameters
         ----------
