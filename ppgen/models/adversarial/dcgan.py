@@ -15,7 +15,8 @@ from .networks import ConvDiscriminator, ConvGenerator, Output
 __all__ = ["DCGAN", "FCCGAN"]
 
 
-def _image(value: Any) -> tuple[int, int, int]:
+def image_shape(value: Any) -> tuple[int, int, int]:
+    """``image_shape`` checked and as (C, H, W): (H, W) or (C, H, W) of positive ints."""
     shape = tuple(value) if isinstance(value, tuple | list) else (value,)
     if len(shape) == 2:
         shape = (1, *shape)
@@ -23,7 +24,11 @@ def _image(value: Any) -> tuple[int, int, int]:
                                   for v in shape):
         raise bad_value("image_shape", "(H, W) or (C, H, W) with positive ints",
                         repr(value))
-    c, h, w = shape
+    return shape  # type: ignore[return-value]
+
+
+def _image(value: Any) -> tuple[int, int, int]:
+    c, h, w = image_shape(value)
     if h % 4 or w % 4:
         raise bad_value("image_shape", "a height and width divisible by 4 (two stride-2 "
                         "stages; 28x28 and 32x32 images fit)", repr(value),

@@ -62,6 +62,7 @@ from ..._validation import (
 from ...training import Batch, TrainState
 from ..base import register
 from .conditional import ConditionalGAN
+from .dcgan import image_shape as image_shape_of
 from .gan import _OBJECTIVE_OPTIONS
 from .networks import Output, _sn
 from .objective import AdversarialObjective
@@ -481,17 +482,6 @@ class StagedAdversarialObjective(AdversarialObjective):
 
 
 # ------------------------------------------------------------------------------ model
-def _image_shape(value: Any) -> tuple[int, int, int]:
-    shape = tuple(value) if isinstance(value, tuple | list) else (value,)
-    if len(shape) == 2:
-        shape = (1, *shape)
-    if len(shape) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
-                                  for v in shape):
-        raise bad_value("image_shape", "(H, W) or (C, H, W) with positive ints",
-                        repr(value))
-    return shape  # type: ignore[return-value]
-
-
 @register("stackgan")
 class StackGAN(ConditionalGAN):
     """StackGAN (Zhang et al. 2017) with class labels: a stage-I GAN draws a low-resolution
@@ -567,7 +557,7 @@ class StackGAN(ConditionalGAN):
                  width: int = 32, low_resolution: int | None = None, num_residual: int = 2,
                  pack: int = 1, spectral_norm: bool = False,
                  output: Output = "sigmoid") -> None:
-        self.image = _image_shape(image_shape)
+        self.image = image_shape_of(image_shape)
         c, h, w = self.image
         if low_resolution is None:
             if h % 2:
