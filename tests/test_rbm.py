@@ -63,19 +63,17 @@ def _maximum_likelihood_rbm(train, num_hidden, *, num_steps=200, lr=0.03, seed=0
     b, c = (p_on.log() - (-p_on).log1p()), torch.zeros(num_hidden)
     hs = enumerate_states(num_hidden, 0, 2 ** num_hidden, dtype=torch.float32, device=CPU)
     params = (w, b, c)
-    m1 = [torch.zeros_like(t) for t in params]
-    m2 = [torch.zeros_like(t) for t in params]
-    for step in range(1, num_steps + 1):
+    opt = torch.optim.Adam(params, lr=lr)
+    for _ in range(num_steps):
         ph = torch.sigmoid(x @ w + c)
         act = hs @ w.T + b
         p_h = torch.softmax(hs @ c + F.softplus(act).sum(1), 0)
         p_v = torch.sigmoid(act)
         grads = (x.T @ ph / len(x) - p_v.T @ (p_h[:, None] * hs), x.mean(0) - p_v.T @ p_h,
                  ph.mean(0) - hs.T @ p_h)
-        for t, g1, g2, grad in zip(params, m1, m2, grads, strict=True):
-            g1.mul_(0.9).add_(grad, alpha=0.1)
-            g2.mul_(0.999).addcmul_(grad, grad, value=0.001)
-            t.add_(lr * (g1 / (1 - 0.9 ** step)) / ((g2 / (1 - 0.999 ** step)).sqrt() + 1e-8))
+        for t, grad in zip(params, grads, strict=True):
+            t.grad = -grad  # ascent on the log-likelihood
+        opt.step()
     rbm = ppgen.RBM(num_hidden)
     rbm.set_params(weights=w.double(), visible_bias=b.double(), hidden_bias=c.double())
     rbm.base_rate_bias = base_rate_bias(train, "bernoulli")

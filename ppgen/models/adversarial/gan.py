@@ -319,6 +319,7 @@ class GAN(GenerativeModel):
         with pyro.plate("data", n):
             loc = torch.zeros(n, self.latent_dim, dtype=self.dtype, device=self.device)
             z = pyro.sample("z", dist.Normal(loc, 1.0).to_event(1))
+            self._intermediate_sites(z, cond)
             mean = self.generator_ema(z, *cond)
             pyro.deterministic("x", mean.reshape(*mean.shape[:-1], *self.data_shape),
                                event_dim=len(self.data_shape))
@@ -326,6 +327,10 @@ class GAN(GenerativeModel):
                 sigma = self._obs_scale()
                 pyro.sample("obs", dist.Normal(mean, sigma).to_event(1), obs=x_obs)
         return mean
+
+    def _intermediate_sites(self, z: torch.Tensor, cond: tuple[torch.Tensor, ...]) -> None:
+        """Deterministic sites a subclass records between ``z`` and ``x`` (StackGAN: the
+        stage-I image); none here."""
 
     # ------------------------------------------------------------------ applications
     def _rng(self, seed: int | None) -> torch.Generator:

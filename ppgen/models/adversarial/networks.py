@@ -127,6 +127,25 @@ class ConvGenerator(nn.Module):
         return out.reshape(*lead, out.shape[-1])
 
 
+def strided_convs(in_channels: int, width: int, num: int, *, spectral_norm: bool = False
+                  ) -> tuple[list[nn.Module], int]:
+    """A discriminator's downsampling stack: ``num`` stride-2 convolutions (kernel 4, width *
+    2^i channels) with LeakyReLU 0.2, batch norm after all but the first (spectral
+    normalisation of every convolution instead, with ``spectral_norm``). Returns the layers
+    and the channels they end with."""
+    wrap = _sn if spectral_norm else (lambda m: m)
+    layers: list[nn.Module] = []
+    ch = in_channels
+    for i in range(num):
+        out = width * 2 ** i
+        layers.append(wrap(nn.Conv2d(ch, out, 4, 2, 1)))
+        if i > 0 and not spectral_norm:
+            layers.append(nn.BatchNorm2d(out))
+        layers.append(nn.LeakyReLU(0.2))
+        ch = out
+    return layers, ch
+
+
 class ConvDiscriminator(nn.Module):
     """Packed flattened images (B, pack*C*H*W) -> logits (B,), as DCGAN: n stride-2
     convolutions (kernel 4) with LeakyReLU 0.2 (batch norm after all but the first, or
@@ -141,16 +160,8 @@ class ConvDiscriminator(nn.Module):
         n = _up_layers(h)
         wrap = _sn if spectral_norm else (lambda m: m)
         self.shape = (pack * c, h, w)
-        layers: list[nn.Module] = [nn.Unflatten(1, self.shape)]
-        ch = pack * c
-        for i in range(n):
-            out_ch = width * 2 ** i
-            layers.append(wrap(nn.Conv2d(ch, out_ch, 4, 2, 1)))
-            if i > 0 and not spectral_norm:
-                layers.append(nn.BatchNorm2d(out_ch))
-            layers.append(nn.LeakyReLU(0.2))
-            ch = out_ch
-        layers.append(nn.Flatten(1))
+        convs, ch = strided_convs(pack * c, width, n, spectral_norm=spectral_norm)
+        layers: list[nn.Module] = [nn.Unflatten(1, self.shape), *convs, nn.Flatten(1)]
         feat = ch * (h // 2 ** n) * (w // 2 ** n)
         for d in fc_dims:
             layers += [wrap(nn.Linear(feat, d)), nn.LeakyReLU(0.2)]

@@ -46,7 +46,6 @@ import math
 from typing import Any, ClassVar
 
 import pyro
-import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -64,7 +63,7 @@ from ..base import register
 from .conditional import ConditionalGAN
 from .dcgan import image_shape as image_shape_of
 from .gan import _OBJECTIVE_OPTIONS
-from .networks import Output, _sn
+from .networks import Output, _sn, strided_convs
 from .objective import AdversarialObjective
 
 __all__ = ["StackGAN", "StagedAdversarialObjective", "ConditioningAugmentation",
@@ -232,16 +231,8 @@ class ConditionalConvDiscriminator(nn.Module):
         c, h, w = image
         wrap = _sn if spectral_norm else (lambda m: m)
         n = min(_halvings(h, 2, 3), _halvings(w, 2, 3))
-        layers: list[nn.Module] = [nn.Unflatten(1, (pack * c, h, w))]
-        ch = pack * c
-        for i in range(n):
-            out = width * 2 ** i
-            layers.append(wrap(nn.Conv2d(ch, out, 4, 2, 1)))
-            if i > 0 and not spectral_norm:
-                layers.append(nn.BatchNorm2d(out))
-            layers.append(nn.LeakyReLU(0.2))
-            ch = out
-        self.body = nn.Sequential(*layers)
+        convs, ch = strided_convs(pack * c, width, n, spectral_norm=spectral_norm)
+        self.body = nn.Sequential(nn.Unflatten(1, (pack * c, h, w)), *convs)
         self.embed = wrap(nn.Linear(pack * num_classes, embed_dim))
         self.joint = wrap(nn.Conv2d(ch + embed_dim, ch, 1))
         self.grid = (h // 2 ** n, w // 2 ** n)
@@ -638,27 +629,11 @@ class StackGAN(ConditionalGAN):
         return F.avg_pool2d(img, self.factor).flatten(1)
 
     # ------------------------------------------------------------------------- Pyro
-    def _model(self, data, cond, num_data):
-        pyro.module("generator_ema", self.generator_ema)
-        if data is None:
-            n = 1 if num_data is None else check_positive_int("num_data", num_data)
-            x_obs = None
-        else:
-            x_obs = self._flat(data)
-            n = x_obs.shape[0]
-        with pyro.plate("data", n):
-            loc = torch.zeros(n, self.latent_dim, dtype=self.dtype, device=self.device)
-            z = pyro.sample("z", dist.Normal(loc, 1.0).to_event(1))
-            low = self.generator_ema.low(z, *cond)
-            pyro.deterministic("x_low", low.reshape(*low.shape[:-1], *self.low_image[
-                3 - len(self.data_shape):]), event_dim=len(self.data_shape))
-            mean = self.generator_ema(z, *cond)
-            pyro.deterministic("x", mean.reshape(*mean.shape[:-1], *self.data_shape),
-                               event_dim=len(self.data_shape))
-            if x_obs is not None:
-                sigma = self._obs_scale()
-                pyro.sample("obs", dist.Normal(mean, sigma).to_event(1), obs=x_obs)
-        return mean
+    def _intermediate_sites(self, z: torch.Tensor, cond: tuple[torch.Tensor, ...]) -> None:
+        """The stage-I image as the deterministic site ``x_low``."""
+        low = self.generator_ema.low(z, *cond)
+        pyro.deterministic("x_low", low.reshape(*low.shape[:-1], *self.low_image[
+            3 - len(self.data_shape):]), event_dim=len(self.data_shape))
 
     # ------------------------------------------------------------------ applications
     def sample_low(self, num_samples: int, *, labels: Any = None,
