@@ -254,3 +254,74 @@ def test_em_does_not_format_the_postfix_of_a_disabled_progress_bar(monkeypatch):
     x, _ = ppgen.datasets.make_hmm(3, 30, 2, num_features=2, seed=0)
     ppgen.fit(ppgen.HiddenMarkovModel(2), x, "em", num_steps=5, tol=0, seed=0, progress=False)
     assert len(bars) == 1 and bars[0].disable
+
+
+def _log_space_posteriors(log_b, init, trans):
+    """Independent reference: forward-backward in log space (logsumexp), float64, one
+    unpadded batch; returns log-likelihood (N,), gamma (N, T, K), expected transitions."""
+    log_b, log_a, log_pi = log_b.double(), trans.double().log(), init.double().log()
+    n, steps, k = log_b.shape
+    fw = [log_pi + log_b[:, 0]]
+    for t in range(1, steps):
+        fw.append(torch.logsumexp(fw[-1][:, :, None] + log_a, 1) + log_b[:, t])
+    bw = [torch.zeros(n, k, dtype=torch.float64)]
+    for t in range(steps - 1, 0, -1):
+        bw.insert(0, torch.logsumexp(log_a + (log_b[:, t] + bw[0])[:, None, :], 2))
+    log_lik = torch.logsumexp(fw[-1], -1)
+    gamma = torch.stack([(f + b - log_lik[:, None]).exp() for f, b in zip(fw, bw)], 1)
+    xi = sum((fw[t - 1][:, :, None] + log_a + (log_b[:, t] + bw[t])[:, None, :]
+              - log_lik[:, None, None]).exp().sum(0) for t in range(1, steps))
+    return log_lik, gamma, xi
+
+
+LEFT_TO_RIGHT = [[0.9, 0.1, 0.0, 0.0], [0.0, 0.9, 0.1, 0.0], [0.0, 0.0, 0.9, 0.1],
+                 [0.0, 0.0, 0.0, 1.0]]
+
+
+@pytest.mark.parametrize("dtype,gap", [(torch.float32, 85.0), (torch.float64, 700.0)])
+@pytest.mark.parametrize("algorithm", ["sequential", "parallel", "compiled"])
+def test_likely_frames_of_unreachable_states_leave_the_posteriors_finite(dtype, gap,
+                                                                         algorithm):
+    """Left-to-right chain whose last state, three steps away, emits the first frames `gap`
+    nats above the reachable ones, just short of exp's underflow (so no rescue): its
+    backward messages used to grow as 1 / c_t per step and overflow, and 0 * inf made
+    gamma and the counts NaN."""
+    trans = torch.tensor(LEFT_TO_RIGHT, dtype=dtype)
+    init = torch.tensor([1.0, 0.0, 0.0, 0.0], dtype=dtype)
+    g = torch.Generator().manual_seed(0)
+    log_b = torch.randn(3, 48, 4, generator=g, dtype=torch.float64)
+    log_b[:, :, 3] += gap
+    log_b = log_b.to(dtype)
+    assert float((log_b[:, 0, 0] - log_b[:, 0, 3]).max()) > math.log(torch.finfo(dtype).tiny)
+    mask = torch.ones(3, 48, dtype=torch.bool)
+    out = ops.forward_backward(log_b, init, trans, mask, algorithm=algorithm, block_length=8)
+    log_lik, gamma, xi = _log_space_posteriors(log_b, init, trans)
+    tol = 1e-3 if dtype == torch.float32 else 1e-9
+    for key in ("gamma", "trans_counts", "start_counts"):
+        assert bool(torch.isfinite(out[key]).all()), key
+    assert_close(out["log_lik"].double(), log_lik, atol=tol * log_lik.abs().max(), rtol=0)
+    assert_close(out["gamma"].double(), gamma, atol=tol, rtol=0)
+    assert_close(out["trans_counts"].double(), xi, atol=tol * 10, rtol=0)
+    assert_close(out["start_counts"].double(), gamma[:, 0].sum(0), atol=tol, rtol=0)
+
+
+def test_fused_e_step_stays_finite_on_likely_frames_of_unreachable_states(monkeypatch):
+    """The fused Gaussian E-step on the same trap in float64: every frame sits at the mean
+    of the last state, about 700 nats above the others, which the chain reaches at step 3."""
+    trans = torch.tensor(LEFT_TO_RIGHT, dtype=torch.float64)
+    hmm = ppgen.HiddenMarkovModel(4, covariance="diag", dtype=torch.float64)
+    hmm.set_params(initial_probs=torch.tensor([1.0, 0.0, 0.0, 0.0], dtype=torch.float64),
+                   transition_probs=trans,
+                   locs=torch.tensor([[37.4], [37.3], [37.2], [0.0]], dtype=torch.float64),
+                   covariances=torch.ones(4, 1, dtype=torch.float64))
+    g = torch.Generator().manual_seed(1)
+    x = 0.01 * torch.randn(1, 40, 1, generator=g, dtype=torch.float64)
+    lengths = torch.tensor([40])
+    ll, stats = _e_step(hmm, x, lengths, True, monkeypatch)
+    padded, _, mask, _ = hmm._apply_inputs(x, lengths)
+    log_b = hmm._log_b(padded, mask)
+    assert -708 < float(log_b[0, 0, 0] - log_b[0, 0, 3]) < -690  # short of the rescue
+    log_lik, gamma, xi = _log_space_posteriors(log_b, hmm.initial_probs, trans)
+    assert ll == pytest.approx(float(log_lik[0]), rel=1e-10)
+    assert_close(stats["trans_counts"], xi, atol=1e-8, rtol=0)
+    assert_close(stats["counts"], gamma[0].sum(0), atol=1e-8, rtol=0)

@@ -170,8 +170,8 @@ def _backward_kernel(trans, mask, tiny, alphas, norms, b, gamma, pairs, start):
             if t == 0 or not mask[t, s]:
                 continue  # at a padded step beta_{t-1} = beta_t
             inv = 1.0 / max(norms[t, s], tiny)
-            for j in range(k):
-                carried[j] = b[t, s, j] * beta[s, j] * inv
+            for j in range(k):  # a state the chain cannot be in carries 0 (ops._backward)
+                carried[j] = b[t, s, j] * beta[s, j] * inv if alphas[t, s, j] > 0 else 0.0
             for i in range(k):
                 a = alphas[t - 1, s, i]
                 acc = 0.0
@@ -411,8 +411,8 @@ def _backward_stats_kernel(xt, trans_t, mask, tiny, alphas, norms, b, full, acc,
                     start[j] += g[j]
                 continue
             inv = 1.0 / max(norms[t, s], tiny)
-            for j in range(k):
-                carried[j] = b[t, s, j] * beta[s, j] * inv
+            for j in range(k):  # a state the chain cannot be in carries 0 (ops._backward)
+                carried[j] = b[t, s, j] * beta[s, j] * inv if alphas[t, s, j] > 0 else 0.0
             for i in range(k):
                 a_ = alphas[t - 1, s, i]
                 for j in range(k):

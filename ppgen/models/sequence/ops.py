@@ -180,6 +180,42 @@ def _buffer(workspace: dict | None, name: str, shape: tuple[int, ...],
     return buf
 
 
+def _backward(trans, alphas, norms, b, step_mask, partial, carried, betas, tiny, *,
+              guard: bool) -> torch.Tensor:
+    """The scaled backward pass of :func:`forward_backward` over state-major (T, K, N)
+    buffers; fills ``betas`` and ``carried`` and returns the transition pairs (K, K) (before
+    the elementwise product with ``trans``).
+
+    carried[t] = b_t * beta_t / c_t. A state the chain cannot be in at step t (alpha_t = 0)
+    whose frame is likely (b_t near 1) while every reachable state's is not (c_t near the
+    underflow limit) gets a carried value near 1 / c_t, which a few such steps overflow to
+    inf, and 0 * inf makes the posteriors NaN. Such a state adds nothing to any posterior
+    or count (every path into it has probability 0), so with ``guard`` its carried value
+    is set to 0, which keeps every message finite and changes no result.
+    """
+    num_steps = b.shape[0]
+    betas[-1] = 1
+    carried[0] = 0
+    for t in range(num_steps - 1, 0, -1):
+        c = carried[t]
+        torch.mul(b[t], betas[t], out=c).div_(norms[t].clamp_min(tiny))
+        if guard:
+            c.masked_fill_(alphas[t] == 0, 0.0)
+        if partial[t]:
+            c.masked_fill_(~step_mask[t], 0.0)
+            betas[t - 1] = torch.where(step_mask[t], trans @ c, betas[t])
+        else:
+            torch.mm(trans, c, out=betas[t - 1])
+    return torch.bmm(alphas[:-1], carried[1:].transpose(1, 2)).sum(0) if num_steps > 1 \
+        else torch.zeros_like(trans)
+
+
+def _finite_backward(pairs: torch.Tensor, first_betas: torch.Tensor) -> bool:
+    """Whether a backward pass stayed finite: an overflow at step t >= 1 reaches the pairs
+    (every step has a reachable state), one at step 0 only the first step's messages."""
+    return bool(torch.isfinite(pairs).all()) and bool(torch.isfinite(first_betas).all())
+
+
 def forward_backward(log_b: torch.Tensor, init: torch.Tensor, trans: torch.Tensor,
                      mask: torch.Tensor, *, workspace: dict | None = None,
                      algorithm: Algorithm = "auto", block_length: int | None = None
@@ -247,18 +283,11 @@ def forward_backward(log_b: torch.Tensor, init: torch.Tensor, trans: torch.Tenso
     # transitions: xi_t(i, j) = alpha_{t-1}(i) A_ij carried_t(j); gamma_t = alpha_t beta_t.
     carried = _buffer(workspace, "carried", (num_steps, k, n), log_b)
     betas = _buffer(workspace, "betas", (num_steps, k, n), log_b)
-    betas[-1] = 1
-    carried[0] = 0
-    for t in range(num_steps - 1, 0, -1):
-        c = carried[t]
-        torch.mul(b[t], betas[t], out=c).div_(norms[t].clamp_min(tiny))
-        if partial[t]:
-            c.masked_fill_(~step_mask[t], 0.0)
-            betas[t - 1] = torch.where(step_mask[t], trans @ c, betas[t])
-        else:
-            torch.mm(trans, c, out=betas[t - 1])
-    pairs = torch.bmm(alphas[:-1], carried[1:].transpose(1, 2)).sum(0) if num_steps > 1 \
-        else torch.zeros_like(trans)
+    pairs = _backward(trans, alphas, norms, b, step_mask, partial, carried, betas, tiny,
+                      guard=False)
+    if not _finite_backward(pairs, betas[0]):  # rare: see _backward
+        pairs = _backward(trans, alphas, norms, b, step_mask, partial, carried, betas, tiny,
+                          guard=True)
     gamma = betas.mul_(alphas)  # the betas are not needed any more
     if any(partial):
         gamma.mul_(step_mask)

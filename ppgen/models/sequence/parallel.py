@@ -312,6 +312,33 @@ def sample_posterior(log_b: torch.Tensor, init: torch.Tensor, trans: torch.Tenso
         return path.masked_fill(~mask, -1)
 
 
+def _block_backward(trans, alphas, norms, b, step_mask, partial, prev, is_first, last_betas,
+                    carried, betas, *, guard: bool) -> torch.Tensor:
+    """The scaled backward pass inside every block at once, from each block's end message
+    ``last_betas``; fills ``carried`` and ``betas`` and returns the transition pairs (K, K),
+    those into each block's first step included. With ``guard``, states the chain cannot be
+    in (alpha = 0) carry 0, which keeps the messages finite (as ops._backward)."""
+    length = b.shape[0]
+    betas[-1] = last_betas.masked_fill(alphas[-1] == 0, 0.0) if guard else last_betas
+    for t in range(length - 1, -1, -1):
+        c = carried[t]
+        torch.mul(b[t], betas[t], out=c).div_(norms[t])
+        if guard:
+            c.masked_fill_(alphas[t] == 0, 0.0)
+        if partial[t]:
+            c.masked_fill_(~step_mask[t], 0.0)
+        if t > 0:
+            if partial[t]:
+                betas[t - 1] = torch.where(step_mask[t], trans @ c, betas[t])
+            else:
+                torch.mm(trans, c, out=betas[t - 1])
+    pairs = torch.bmm(alphas[:-1], carried[1:].transpose(1, 2)).sum(0) if length > 1 \
+        else torch.zeros_like(trans)
+    # Transitions into each block's first step from the previous block's last one.
+    into = carried[0].masked_fill(is_first, 0.0)
+    return pairs + prev @ into.T
+
+
 def forward_backward(log_b: torch.Tensor, init: torch.Tensor, trans: torch.Tensor,
                      mask: torch.Tensor, *, length: int | None = None
                      ) -> dict[str, torch.Tensor]:
@@ -332,22 +359,13 @@ def forward_backward(log_b: torch.Tensor, init: torch.Tensor, trans: torch.Tenso
         beta_out = (g + big_f - log_lik[:, None, None]).exp()
         carried = torch.empty_like(alphas)
         betas = torch.empty_like(alphas)
-        betas[-1] = beta_out.reshape(nb, k).T
-        for t in range(length - 1, -1, -1):
-            c = carried[t]
-            torch.mul(b[t], betas[t], out=c).div_(norms[t])
-            if partial[t]:
-                c.masked_fill_(~step_mask[t], 0.0)
-            if t > 0:
-                if partial[t]:
-                    betas[t - 1] = torch.where(step_mask[t], trans @ c, betas[t])
-                else:
-                    torch.mm(trans, c, out=betas[t - 1])
-        pairs = torch.bmm(alphas[:-1], carried[1:].transpose(1, 2)).sum(0) if length > 1 \
-            else torch.zeros_like(trans)
-        # Transitions into each block's first step from the previous block's last one.
-        into = carried[0].masked_fill(is_first, 0.0)
-        pairs = pairs + prev @ into.T
+        pairs = _block_backward(trans, alphas, norms, b, step_mask, partial, prev, is_first,
+                                beta_out.reshape(nb, k).T, carried, betas, guard=False)
+        if not all(bool(torch.isfinite(x).all()) for x in (pairs, betas[0], beta_out)):
+            # rare: a likely frame of a state the chain cannot be in (see ops._backward)
+            pairs = _block_backward(trans, alphas, norms, b, step_mask, partial, prev,
+                                    is_first, beta_out.reshape(nb, k).T, carried, betas,
+                                    guard=True)
         gamma = betas.mul_(alphas)
         if any(partial):
             gamma.mul_(step_mask)
