@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
+import pyro
 import pyro.poutine as poutine
 import torch
 from pyro.infer import MCMC, NUTS, config_enumerate, infer_discrete
@@ -328,27 +329,75 @@ def run_mcmc(model_fn: Callable, args: tuple, kwargs: dict, info: ModelInfo, *, 
 def recover_discrete(model_fn: Callable, samples: dict[str, torch.Tensor], args: tuple,
                      kwargs: dict, info: ModelInfo, seed: int) -> dict[str, torch.Tensor]:
     """Draw the discrete sites from their conditional posterior given each draw
-    (``infer_discrete`` at temperature 1); returns site -> (chains, draws, ...)."""
+    (``infer_discrete`` at temperature 1); returns site -> (chains, draws, ...).
+
+    All draws in one pass when the model broadcasts over an outermost plate of draws, else
+    one pass per draw."""
     if not info.discrete:
         return {}
     lead = next(iter(samples.values())).shape[:2]
     flat = flatten_draws(samples, 2)
     names = [n for n in info.continuous if n in flat]
-    out: dict[str, list[torch.Tensor]] = {n: [] for n in info.discrete}
+    num = flat[names[0]].shape[0] if names else 0
+    if not num:
+        return {}
     enum_model = config_enumerate(model_fn, default="parallel")
     with seeded(seed), poutine.block(), _threads_for_data(args, kwargs):
-        for s in range(flat[names[0]].shape[0] if names else 0):  # one pass per draw
-            cond = poutine.condition(enum_model, data={n: flat[n][s] for n in names})
-            sampler = infer_discrete(cond, first_available_dim=-info.max_plate_nesting - 1,
-                                     temperature=1)
-            trace = poutine.trace(sampler).get_trace(*args, **kwargs)
-            for n in info.discrete:
-                value = trace.nodes[n]["value"].detach()
-                shape = info.shapes.get(n, value.shape)
-                if value.numel() == 1 and tuple(value.shape) != tuple(shape):
-                    value = value.reshape(()).expand(shape)  # one category: nothing to draw
-                out[n].append(value.reshape(shape))
-    return {n: torch.stack(v).reshape(*lead, *v[0].shape) for n, v in out.items() if v}
+        rng = torch.get_rng_state()
+        try:
+            out = _discrete_all_draws(enum_model, flat, names, num, args, kwargs, info)
+        except (RuntimeError, ValueError, NotImplementedError, IndexError):
+            torch.set_rng_state(rng)
+            out = _discrete_per_draw(enum_model, flat, names, num, args, kwargs, info)
+    return {n: v.reshape(*lead, *v.shape[1:]) for n, v in out.items()}
+
+
+def _discrete_all_draws(enum_model, flat, names, num, args, kwargs, info):
+    """One ``infer_discrete`` pass with the draws along a plate left of the model's plates
+    (each draw's discrete sites are drawn given that draw only: the plate makes them
+    conditionally independent across draws). Raises ValueError when a site ignores it."""
+    dim = -info.max_plate_nesting - 1
+    values = {}
+    for n in names:
+        v = flat[n]
+        pad = info.max_plate_nesting - info.batch_dims.get(n, 0)
+        values[n] = v.reshape((num,) + (1,) * pad + v.shape[1:])
+    cond = poutine.condition(enum_model, data=values)
+
+    def vectorized(*a, **k):
+        with pyro.plate("_ppgen_draws", num, dim=dim):
+            return cond(*a, **k)
+
+    sampler = infer_discrete(vectorized, first_available_dim=dim - 1, temperature=1)
+    trace = poutine.trace(sampler).get_trace(*args, **kwargs)
+    out = {}
+    for n in info.discrete:
+        value = trace.nodes[n]["value"].detach()
+        shape = tuple(info.shapes.get(n, ()))
+        size = int(np.prod(shape, dtype=np.int64))
+        if value.numel() == size * num:
+            out[n] = value.reshape(num, *shape)
+        elif value.numel() in (1, num) and size != 1:  # one category: nothing to draw
+            out[n] = value.reshape(-1, *(1,) * len(shape)).expand(num, *shape)
+        else:
+            raise ValueError(f"the site {n!r} ignored the plate of draws")
+    return out
+
+
+def _discrete_per_draw(enum_model, flat, names, num, args, kwargs, info):
+    out: dict[str, list[torch.Tensor]] = {n: [] for n in info.discrete}
+    for s in range(num):  # one pass per draw
+        cond = poutine.condition(enum_model, data={n: flat[n][s] for n in names})
+        sampler = infer_discrete(cond, first_available_dim=-info.max_plate_nesting - 1,
+                                 temperature=1)
+        trace = poutine.trace(sampler).get_trace(*args, **kwargs)
+        for n in info.discrete:
+            value = trace.nodes[n]["value"].detach()
+            shape = info.shapes.get(n, value.shape)
+            if value.numel() == 1 and tuple(value.shape) != tuple(shape):
+                value = value.reshape(()).expand(shape)  # one category: nothing to draw
+            out[n].append(value.reshape(shape))
+    return {n: torch.stack(v) for n, v in out.items() if v}
 
 
 def _threads_for_data(args: tuple, kwargs: dict):
