@@ -346,18 +346,68 @@ def _khat(fit: Fit, num_draws: int = 1000) -> float:
     # outside that context would copy them into the global param store, where the next
     # guide with the same names would pick them up).
     with torch.no_grad(), poutine.block(), isolated(fit.seed):
-        draws, log_q = [], []
-        for _ in range(num_draws):  # one guide trace per draw, for its log-density
-            tr = poutine.trace(fit.guide).get_trace(*args, **fit.model_kwargs)
-            draws.append({k: tr.nodes[k]["value"] for k in fit.info.continuous})
-            log_q.append(float(tr.log_prob_sum()))
-        stacked = {k: torch.stack([d[k] for d in draws]) for k in fit.info.continuous}
+        try:  # all draws in one trace of the guide, under a plate of draws
+            stacked, log_q = _guide_draws_and_log_q(fit, num_draws)
+        except (RuntimeError, ValueError, NotImplementedError):
+            stacked, log_q = _guide_draws_and_log_q_loop(fit, num_draws)
         ll, log_prior = generic_log_density(fit.model_fn, stacked, args, fit.model_kwargs,
                                             fit.info)
     ll_total = sum(v.reshape(num_draws, -1).sum(-1) for v in ll.values())
-    log_w = (log_prior + ll_total).cpu().numpy() - np.asarray(log_q)
+    log_w = (log_prior + ll_total - log_q).cpu().numpy()
     _, k = az.psislw(log_w)
     return float(k)
+
+
+def _guide_draws_and_log_q(fit: Fit, num: int):
+    """``num`` draws of the guide's continuous sites (site -> (num, *shape)) and their log
+    densities (num,) from one trace of the guide under an outermost plate of draws (as
+    ``Predictive(parallel=True)``). Raises ValueError when a site does not broadcast."""
+    import pyro
+    import pyro.poutine as poutine
+    from pyro.distributions.util import scale_and_mask
+
+    dim = -fit.info.max_plate_nesting - 1
+
+    def vectorized(*a, **k):
+        with pyro.plate("_ppgen_draws", num, dim=dim):
+            return fit.guide(*a, **k)
+
+    tr = poutine.trace(vectorized).get_trace(fit.data, **fit.model_kwargs)
+    draws, log_q = {}, torch.zeros(num, dtype=torch.float64)
+    for name, site in tr.nodes.items():
+        if site["type"] != "sample" or site["is_observed"] or name == "_ppgen_draws":
+            continue
+        lp = scale_and_mask(site["fn"].log_prob(site["value"]), site["scale"], site["mask"])
+        lp = torch.as_tensor(lp)
+        lp = lp.reshape((1,) * max(0, -dim - lp.dim()) + tuple(lp.shape))
+        if lp.dim() > -dim or lp.shape[dim] not in (1, num):
+            raise ValueError(f"the guide's site {name!r} ignored the plate of draws")
+        lp = lp.expand(*lp.shape[:lp.dim() + dim], num, *lp.shape[lp.dim() + dim + 1:])
+        log_q = log_q + lp.movedim(dim, 0).reshape(num, -1).sum(-1).to(log_q)
+        if name in fit.info.continuous:
+            shape = fit.info.shapes.get(name)
+            value = site["value"]
+            if shape is None or value.numel() != num * int(np.prod(shape, dtype=np.int64)):
+                raise ValueError(f"the guide's site {name!r} ignored the plate of draws")
+            draws[name] = value.reshape(num, *shape)
+    missing = set(fit.info.continuous) - set(draws)
+    if missing:
+        raise ValueError(f"the guide has no site {sorted(missing)[0]!r}")
+    return draws, log_q
+
+
+def _guide_draws_and_log_q_loop(fit: Fit, num: int):
+    """As :func:`_guide_draws_and_log_q`, one guide trace per draw (a guide that does not
+    broadcast over a plate of draws)."""
+    import pyro.poutine as poutine
+
+    draws, log_q = [], []
+    for _ in range(num):
+        tr = poutine.trace(fit.guide).get_trace(fit.data, **fit.model_kwargs)
+        draws.append({k: tr.nodes[k]["value"] for k in fit.info.continuous})
+        log_q.append(float(tr.log_prob_sum()))
+    stacked = {k: torch.stack([d[k] for d in draws]) for k in fit.info.continuous}
+    return stacked, torch.tensor(log_q, dtype=torch.float64)
 
 
 def diagnose(fit: Fit) -> list[Diagnostic]:

@@ -133,7 +133,9 @@ def fit(model: GenerativeModel | Callable, data: Any = None, method: Method | No
         (the training loop, :func:`ppgen.inference.loop.train`), and a model's own
         ``objective_options``. mcmc:
         ``num_samples``, ``num_warmup``, ``num_chains``, ``target_accept_prob``,
-        ``max_tree_depth``, ``jit_compile`` (default: on for built-in models).
+        ``max_tree_depth``, ``jit_compile`` (default: on for built-in models; for a model
+        function, on when its potential traces correctly, else off with a one-line
+        :class:`~ppgen.inference.mcmc.JITFallbackWarning`).
 
     Returns
     -------
@@ -636,4 +638,4 @@ def _fit_function(model_fn: Callable, data, method, seed, init, kwargs, progress
     return Fit(model=model_fn, method="mcmc", history={}, converged=None, elapsed=0.0,
                seed=seed, model_fn=model_fn, data=data, model_kwargs=kwargs, info=info,
                params=params, posterior=samples, sample_stats=out["sample_stats"],
-               options=dict(options))
+               options=dict(options, jit_compile=out["jit_compile"]))

@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
+import pyro
 import pyro.poutine as poutine
 import torch
 from pyro.infer import MCMC, NUTS, config_enumerate, infer_discrete
 from pyro.infer.autoguide.initialization import init_to_median, init_to_value
+from pyro.infer.mcmc.util import initialize_model
+from pyro.ops.integrator import potential_grad
 
 from .._progress import in_jupyter_kernel, progress_bar, progress_enabled
 from .._random import derive_seeds, seeded
@@ -27,7 +31,8 @@ from .._validation import bad_value, check_positive_float, check_positive_int
 from .._warnings import warn_user
 from .tracing import ModelInfo, flatten_draws
 
-__all__ = ["run_mcmc", "SlowMCMCWarning", "SLOW_MCMC_SECONDS"]
+__all__ = ["run_mcmc", "SlowMCMCWarning", "SLOW_MCMC_SECONDS", "JITFallbackWarning",
+           "jit_problem"]
 
 #: A run that the first iterations project to take longer than this (seconds, all chains)
 #: warns with the estimate and a remedy (:class:`SlowMCMCWarning`).
@@ -66,6 +71,60 @@ def slow_mcmc_message(per_iteration: float, total_iterations: int, *, num_data: 
             + (remedy + " " if remedy else "")
             + "Or lower num_samples, num_warmup or num_chains, or fit a subset of the data "
             "first.")
+
+
+class JITFallbackWarning(UserWarning):
+    """The model could not be compiled by the PyTorch JIT (``jit_compile=None``, the
+    default): NUTS runs it uncompiled (about 2x slower per leapfrog, same posterior)."""
+
+
+def jit_problem(model_fn: Callable, args: tuple, kwargs: dict, max_plate_nesting: int,
+                seed: int) -> str | None:
+    """Why the potential energy of ``model_fn`` cannot be traced by the PyTorch JIT, or None
+    when it can.
+
+    The potential is traced at the initial point, with the tracer's warnings recorded (a
+    warning means Python control flow or Python numbers taken from tensor values, which a
+    trace freezes), then the traced and the plain potential and their gradients are compared
+    at the initial point and at a second point: a trace that took one branch of a
+    value-dependent ``if``, or froze a shape, disagrees there.
+    """
+    try:
+        with seeded(seed), poutine.block(), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", torch.jit.TracerWarning)
+            init, potential_fn, _, _ = initialize_model(
+                model_fn, args, kwargs, max_plate_nesting=max_plate_nesting,
+                jit_compile=True, skip_jit_warnings=False)
+            if not init:
+                return "no continuous latent sites"
+            plain = potential_fn.func.__self__._potential_fn
+            start = {k: v.detach() for k, v in init.items()}
+            other = {k: v + 0.3 * torch.randn_like(v) for k, v in start.items()}
+            for z in (start, other):  # the first call traces
+                g_jit, pe_jit = potential_grad(potential_fn, z)
+                g, pe = potential_grad(plain, z)
+                same = _close(pe_jit, pe) and all(_close(g_jit[k], g[k]) for k in g)
+                if not same:
+                    return ("the traced potential differs from the model's at a second point "
+                            "(Python control flow or shapes that depend on values)")
+    except Exception as exc:  # the tracer refused the model
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    # Values read into Python (if, float(), int(), indexing by a tensor's value) are frozen
+    # by a trace; other tracer warnings (Pyro's own torch.tensor constants) are not about
+    # the model's values.
+    tracer = [w for w in caught if issubclass(w.category, torch.jit.TracerWarning)
+              and "Converting a tensor to a Python" in str(w.message)]
+    if tracer:
+        return ("the tracer warned: " + str(tracer[0].message).split(" might")[0]
+                + ", which a trace freezes")
+    return None
+
+
+def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
+    a, b = a.detach(), b.detach()
+    if a.shape != b.shape:
+        return False
+    return bool(torch.allclose(a, b, rtol=1e-4, atol=1e-5, equal_nan=True))
 
 
 class _NotebookBar:
@@ -162,9 +221,11 @@ def run_mcmc(model_fn: Callable, args: tuple, kwargs: dict, info: ModelInfo, *, 
              progress: bool, init_values_fn: Callable[[int], dict] | None = None,
              num_samples: int = 1000, num_warmup: int | None = None, num_chains: int = 4,
              target_accept_prob: float = 0.8, max_tree_depth: int = 10,
-             kernel: Literal["nuts"] = "nuts", jit_compile: bool = False,
+             kernel: Literal["nuts"] = "nuts", jit_compile: bool | None = None,
              slow_remedy: str | None = None) -> dict[str, Any]:
-    """Sample the posterior with NUTS; returns draws of shape (num_chains, num_samples, ...).
+    """Sample the posterior with NUTS; returns draws of shape (num_chains, num_samples, ...)
+    (``"samples"``), their ``"sample_stats"``, and whether the potential was compiled
+    (``"jit_compile"``).
 
     Parameters
     ----------
@@ -172,9 +233,12 @@ def run_mcmc(model_fn: Callable, args: tuple, kwargs: dict, info: ModelInfo, *, 
         Draws kept per chain, adaptation steps per chain (default: ``num_samples``), chains.
     target_accept_prob, max_tree_depth : float, int
         NUTS settings; raise ``target_accept_prob`` (e.g. 0.95) when there are divergences.
-    jit_compile : bool
-        Compile the potential energy with the PyTorch JIT (about 2x faster on small models;
-        built-in models turn it on, model functions must opt in).
+    jit_compile : bool or None
+        Compile the potential energy with the PyTorch JIT (about 2x faster per leapfrog on
+        small models). None (the default): compile when the model traces correctly
+        (:func:`jit_problem`), else run uncompiled with a one-line
+        :class:`JITFallbackWarning`; True: compile (a model the tracer cannot follow may
+        then sample a wrong posterior); False: never.
     init_values_fn : callable, optional
         ``chain_seed -> {site: value}`` start values per chain (built-in models supply it).
     slow_remedy : str, optional
@@ -192,7 +256,19 @@ def run_mcmc(model_fn: Callable, args: tuple, kwargs: dict, info: ModelInfo, *, 
     max_tree_depth = check_positive_int("max_tree_depth", max_tree_depth)
     if kernel != "nuts":
         raise bad_value("kernel", "'nuts'", repr(kernel))
+    if jit_compile not in (None, True, False):
+        raise bad_value("jit_compile", "True, False or None (compile when the model traces)",
+                        repr(jit_compile))
     enum_model = config_enumerate(model_fn, default="parallel") if info.discrete else model_fn
+    auto_jit = jit_compile is None
+    if auto_jit:
+        with _threads_for_data(args, kwargs):
+            problem = jit_problem(enum_model, args, kwargs, info.max_plate_nesting, seed)
+        jit_compile = problem is None
+        if problem is not None:
+            warn_user(f"jit_compile: the model cannot be compiled by the PyTorch JIT ({problem})"
+                      "; NUTS runs it uncompiled (same posterior, about 2x slower). Pass "
+                      "jit_compile=False to skip this check.", JITFallbackWarning)
     show_bar = progress_enabled(progress)  # Pyro draws its own bar: only where it is seen
     # In a notebook, Pyro's text bar would leave every redraw in the cell's output: ppgen
     # draws one tqdm.auto widget instead. In a terminal Pyro's bar stays.
@@ -217,46 +293,111 @@ def run_mcmc(model_fn: Callable, args: tuple, kwargs: dict, info: ModelInfo, *, 
                 init = init_values_fn(chain_seed) if init_values_fn is not None else None
                 strategy = init_to_value(values=init, fallback=init_to_median) if init else \
                     init_to_median
-                nuts = _RecordingNUTS(enum_model, max_plate_nesting=info.max_plate_nesting,
-                                      target_accept_prob=target_accept_prob,
-                                      max_tree_depth=max_tree_depth, init_strategy=strategy,
-                                      jit_compile=bool(jit_compile), ignore_jit_warnings=True)
-                mcmc = MCMC(nuts, num_samples=num_samples, warmup_steps=num_warmup,
-                            num_chains=1, disable_progbar=not show_bar or notebook,
-                            hook_fn=hook)
-                mcmc.run(*args, **kwargs)
+                rng = torch.get_rng_state()
+                while True:
+                    nuts = _RecordingNUTS(enum_model, max_plate_nesting=info.max_plate_nesting,
+                                          target_accept_prob=target_accept_prob,
+                                          max_tree_depth=max_tree_depth,
+                                          init_strategy=strategy,
+                                          jit_compile=bool(jit_compile),
+                                          ignore_jit_warnings=True)
+                    mcmc = MCMC(nuts, num_samples=num_samples, warmup_steps=num_warmup,
+                                num_chains=1, disable_progbar=not show_bar or notebook,
+                                hook_fn=hook)
+                    try:
+                        mcmc.run(*args, **kwargs)
+                        break
+                    except Exception as exc:
+                        if not (auto_jit and jit_compile):
+                            raise
+                        # The check passed but the compiled potential failed later: the
+                        # chain starts again uncompiled, from the same random state.
+                        jit_compile = False
+                        torch.set_rng_state(rng)
+                        why = (str(exc).splitlines() or [""])[0]
+                        warn_user(f"jit_compile: the compiled potential failed in chain {c} "
+                                  f"({type(exc).__name__}: {why}); NUTS runs the model "
+                                  "uncompiled.", JITFallbackWarning)
                 chains.append({k: v.detach() for k, v in mcmc.get_samples().items()})
                 stats.append(nuts.records[num_warmup:])
     samples = {k: torch.stack([c[k] for c in chains]) for k in chains[0]}
     sample_stats = {key: np.array([[r[key] for r in chain] for chain in stats])
                     for key in stats[0][0]} if num_samples else {}
-    return {"samples": samples, "sample_stats": sample_stats}
+    return {"samples": samples, "sample_stats": sample_stats, "jit_compile": bool(jit_compile)}
 
 
 def recover_discrete(model_fn: Callable, samples: dict[str, torch.Tensor], args: tuple,
                      kwargs: dict, info: ModelInfo, seed: int) -> dict[str, torch.Tensor]:
     """Draw the discrete sites from their conditional posterior given each draw
-    (``infer_discrete`` at temperature 1); returns site -> (chains, draws, ...)."""
+    (``infer_discrete`` at temperature 1); returns site -> (chains, draws, ...).
+
+    All draws in one pass when the model broadcasts over an outermost plate of draws, else
+    one pass per draw."""
     if not info.discrete:
         return {}
     lead = next(iter(samples.values())).shape[:2]
     flat = flatten_draws(samples, 2)
     names = [n for n in info.continuous if n in flat]
-    out: dict[str, list[torch.Tensor]] = {n: [] for n in info.discrete}
+    num = flat[names[0]].shape[0] if names else 0
+    if not num:
+        return {}
     enum_model = config_enumerate(model_fn, default="parallel")
     with seeded(seed), poutine.block(), _threads_for_data(args, kwargs):
-        for s in range(flat[names[0]].shape[0] if names else 0):  # one pass per draw
-            cond = poutine.condition(enum_model, data={n: flat[n][s] for n in names})
-            sampler = infer_discrete(cond, first_available_dim=-info.max_plate_nesting - 1,
-                                     temperature=1)
-            trace = poutine.trace(sampler).get_trace(*args, **kwargs)
-            for n in info.discrete:
-                value = trace.nodes[n]["value"].detach()
-                shape = info.shapes.get(n, value.shape)
-                if value.numel() == 1 and tuple(value.shape) != tuple(shape):
-                    value = value.reshape(()).expand(shape)  # one category: nothing to draw
-                out[n].append(value.reshape(shape))
-    return {n: torch.stack(v).reshape(*lead, *v[0].shape) for n, v in out.items() if v}
+        rng = torch.get_rng_state()
+        try:
+            out = _discrete_all_draws(enum_model, flat, names, num, args, kwargs, info)
+        except (RuntimeError, ValueError, NotImplementedError, IndexError):
+            torch.set_rng_state(rng)
+            out = _discrete_per_draw(enum_model, flat, names, num, args, kwargs, info)
+    return {n: v.reshape(*lead, *v.shape[1:]) for n, v in out.items()}
+
+
+def _discrete_all_draws(enum_model, flat, names, num, args, kwargs, info):
+    """One ``infer_discrete`` pass with the draws along a plate left of the model's plates
+    (each draw's discrete sites are drawn given that draw only: the plate makes them
+    conditionally independent across draws). Raises ValueError when a site ignores it."""
+    dim = -info.max_plate_nesting - 1
+    values = {}
+    for n in names:
+        v = flat[n]
+        pad = info.max_plate_nesting - info.batch_dims.get(n, 0)
+        values[n] = v.reshape((num,) + (1,) * pad + v.shape[1:])
+    cond = poutine.condition(enum_model, data=values)
+
+    def vectorized(*a, **k):
+        with pyro.plate("_ppgen_draws", num, dim=dim):
+            return cond(*a, **k)
+
+    sampler = infer_discrete(vectorized, first_available_dim=dim - 1, temperature=1)
+    trace = poutine.trace(sampler).get_trace(*args, **kwargs)
+    out = {}
+    for n in info.discrete:
+        value = trace.nodes[n]["value"].detach()
+        shape = tuple(info.shapes.get(n, ()))
+        size = int(np.prod(shape, dtype=np.int64))
+        if value.numel() == size * num:
+            out[n] = value.reshape(num, *shape)
+        elif value.numel() in (1, num) and size != 1:  # one category: nothing to draw
+            out[n] = value.reshape(-1, *(1,) * len(shape)).expand(num, *shape)
+        else:
+            raise ValueError(f"the site {n!r} ignored the plate of draws")
+    return out
+
+
+def _discrete_per_draw(enum_model, flat, names, num, args, kwargs, info):
+    out: dict[str, list[torch.Tensor]] = {n: [] for n in info.discrete}
+    for s in range(num):  # one pass per draw
+        cond = poutine.condition(enum_model, data={n: flat[n][s] for n in names})
+        sampler = infer_discrete(cond, first_available_dim=-info.max_plate_nesting - 1,
+                                 temperature=1)
+        trace = poutine.trace(sampler).get_trace(*args, **kwargs)
+        for n in info.discrete:
+            value = trace.nodes[n]["value"].detach()
+            shape = info.shapes.get(n, value.shape)
+            if value.numel() == 1 and tuple(value.shape) != tuple(shape):
+                value = value.reshape(()).expand(shape)  # one category: nothing to draw
+            out[n].append(value.reshape(shape))
+    return {n: torch.stack(v) for n, v in out.items() if v}
 
 
 def _threads_for_data(args: tuple, kwargs: dict):
