@@ -97,7 +97,8 @@ def atomic_write(path: str | os.PathLike, write: Any) -> Path:
         if isinstance(exc, OSError) and exc.errno in _NO_SPACE:
             kept = "the previous file is unchanged" if path.exists() else "nothing was written"
             raise OSError(exc.errno, f"could not write {str(path)!r}: the disk is full "
-                          f"({os.strerror(exc.errno or errno.ENOSPC)}); {kept}. Free some space on that disk, "
+                          f"({os.strerror(exc.errno or errno.ENOSPC)}); "
+                          f"{kept}. Free some space on that disk, "
                           "or write to another directory.", str(path)) from exc
         raise
     with contextlib.suppress(OSError):  # make the rename itself durable (POSIX)
