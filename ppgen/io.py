@@ -6,8 +6,12 @@ with ``torch.load(weights_only=True)``, which refuses arbitrary Python objects.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import io
 import json
 import os
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -23,26 +27,98 @@ FORMAT = "ppgen-model"
 VERSION = 1
 
 
+_NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def _temp_prefix(path: Path) -> str:
+    """``.NAME.HOST-PID.``: hidden, and naming its writer, so that a later write can remove
+    the temporary file of a writer that was killed (SIGKILL, power loss) before renaming."""
+    host = "".join(c if c.isalnum() else "_" for c in socket.gethostname())[:32]
+    return f".{path.name}.{host}-{os.getpid()}."
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Remove temporary files of ``path`` left by dead writers on this host."""
+    mine = _temp_prefix(path)
+    head = mine[: mine.rindex("-") + 1]  # .NAME.HOST-
+    try:
+        names = [p for p in path.parent.iterdir() if p.name.startswith(head)
+                 and p.name.endswith(".tmp")]
+    except OSError:
+        return
+    for p in names:
+        pid = p.name[len(head):].split(".", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:  # that writer is gone
+            with contextlib.suppress(OSError):
+                p.unlink()
+        except OSError:  # alive (another user's process) or unknown: leave it
+            pass
+
+
+def _fsync(path: str | os.PathLike, directory: bool = False) -> None:
+    fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def atomic_write(path: str | os.PathLike, write: Any) -> Path:
-    """Call ``write(tmp_path)`` then rename onto ``path``, so no half-written file is left."""
+    """Call ``write(tmp_path)``, flush it to disk (fsync) and rename it onto ``path``.
+
+    The temporary file is hidden and in the same directory, so the rename is atomic: a
+    process killed at any moment leaves either the previous file or the new one, complete.
+    On any error the temporary file is removed and the previous file is untouched; a full
+    disk (ENOSPC, EDQUOT) gets an ``OSError`` naming the path and what to do. Temporary files
+    of writers killed earlier (SIGKILL) are removed by the next write of the same path.
+    """
     path = Path(path)
     if path.is_dir():
         raise bad_value("path", "a file name", f"the directory {str(path)!r}",
                         "Add a file name such as model.pt.")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
     try:
         write(tmp)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
+        _fsync(tmp)
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno in _NO_SPACE:
+            kept = "the previous file is unchanged" if path.exists() else "nothing was written"
+            raise OSError(exc.errno, f"could not write {str(path)!r}: the disk is full "
+                          f"({os.strerror(exc.errno or errno.ENOSPC)}); "
+                          f"{kept}. Free some space on that disk, "
+                          "or write to another directory.", str(path)) from exc
         raise
+    with contextlib.suppress(OSError):  # make the rename itself durable (POSIX)
+        _fsync(path.parent, directory=True)
     return path
+
+
+def torch_writer(obj: Any) -> Any:
+    """A ``write(tmp)`` for :func:`atomic_write` that ``torch.save``s ``obj``: serialised in
+    memory first, then written with plain file writes, so that a full disk raises
+    ``OSError(ENOSPC)`` (torch's own file writer reports it as a bare ``RuntimeError``)."""
+
+    def write(tmp: str) -> None:
+        buf = io.BytesIO()
+        torch.save(obj, buf)
+        with open(tmp, "wb") as fh:
+            fh.write(buf.getbuffer())
+            fh.flush()
+
+    return write
 
 
 def save(model: GenerativeModel, path: str | os.PathLike) -> Path:
@@ -59,7 +135,7 @@ def save(model: GenerativeModel, path: str | os.PathLike) -> Path:
         "state": {k: v.detach().cpu() for k, v in model.get_state(training=False).items()
                   if v is not None},
     }
-    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    return atomic_write(path, torch_writer(payload))
 
 
 def read_payload(path: Path, *, arg: str, expected: str, fmt: str, version: int,
@@ -88,7 +164,7 @@ def load(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -
     if path.is_dir() and (path / "model.pt").is_file():
         path = path / "model.pt"  # a run directory written by the ppgen command
     elif path.is_dir():
-        held = sorted(p.name for p in path.iterdir())
+        held = sorted(p.name for p in path.iterdir() if not p.name.startswith("."))
         what = (f"which holds {', '.join(held[:5])}{', ...' if len(held) > 5 else ''}"
                 if held else "which is empty")
         remedy = ("Pass a file written by ppgen.save, or the --out directory of a "

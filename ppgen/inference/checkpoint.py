@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .._validation import bad_value
-from ..io import atomic_write, read_payload
+from ..io import atomic_write, read_payload, torch_writer
 
 __all__ = ["FORMAT", "VERSION", "checkpoint_file", "write_checkpoint", "read_checkpoint",
            "rng_state", "set_rng_state"]
@@ -67,7 +67,7 @@ def write_checkpoint(directory: str | os.PathLike, payload: dict[str, Any],
     Path(directory).mkdir(parents=True, exist_ok=True)
     full = {"format": FORMAT, "version": VERSION,
             "fingerprint": json.dumps(fingerprint, sort_keys=True), **payload}
-    return atomic_write(checkpoint_file(directory), lambda tmp: torch.save(full, tmp))
+    return atomic_write(checkpoint_file(directory), torch_writer(full))
 
 
 def read_checkpoint(directory: str | os.PathLike, fingerprint: dict[str, Any], *,

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._interrupt import Interrupt, deferred_interrupt
 from .._progress import progress_bar
 from .._random import derive_seeds
 from .._threads import num_elements, work_threads
@@ -81,10 +82,10 @@ def run_em(model: Any, data: torch.Tensor, *, init: dict[str, Any] | None, seed:
     try:
         # One intra-op thread for small data (ppgen._threads): EM's ops are data-sized.
         with work_threads(num_elements(data, *(data_kwargs or {}).values()),
-                          device=data.device):
+                          device=data.device), deferred_interrupt() as interrupt:
             start_kw = {"fixed": tuple(fixed)} if fixed else {}
             best = _restarts(model, data, dict(data_kwargs or {}), init, seed, num_steps,
-                             num_restarts, monitor, decreases, bar, start_kw)
+                             num_restarts, monitor, decreases, bar, start_kw, interrupt)
     finally:
         bar.close()
         if hasattr(model, "em_finalize"):
@@ -93,7 +94,15 @@ def run_em(model: Any, data: torch.Tensor, *, init: dict[str, Any] | None, seed:
     if decreases:
         messages.append(_decrease_summary(decreases, num_restarts))
         warn_user(messages[-1].message, RuntimeWarning)
-    if tol > 0 and not best["converged"]:
+    if best["interrupted"]:
+        messages.append(Diagnostic(
+            "interrupted", f"EM was interrupted (KeyboardInterrupt) in restart "
+            f"{best['interrupted'][0] + 1} of {num_restarts}, after iteration "
+            f"{best['interrupted'][1]}: the model holds the best completed restart's "
+            "parameters, or the last completed iteration's. Fit again to finish.",
+            value=float(best["interrupted"][1])))
+        warn_user(messages[-1].message, RuntimeWarning)
+    elif tol > 0 and not best["converged"]:
         change = abs(best["history"][-1] - best["history"][-2]) / max(
             abs(best["history"][-2]), 1e-300) if len(best["history"]) > 1 else float("nan")
         msg = (f"EM did not converge in {num_steps} iterations (relative change "
@@ -104,7 +113,7 @@ def run_em(model: Any, data: torch.Tensor, *, init: dict[str, Any] | None, seed:
     return {
         "history": {"objective": np.asarray(best["history"]),
                     "restart": np.full(len(best["history"]), best["restart"])},
-        "converged": best["converged"] if tol > 0 else None,
+        "converged": (False if best["interrupted"] else best["converged"]) if tol > 0 else None,
         "messages": messages,
     }
 
@@ -127,16 +136,29 @@ def _decrease_summary(decreases: list[tuple[int, int, float, float]],
 
 
 def _restarts(model, data, kw, init, seed, num_steps, num_restarts, monitor, decreases, bar,
-              start_kw=None):
-    """Run every restart; return the best one's state, history and convergence flag."""
+              start_kw=None, interrupt: Interrupt | None = None):
+    """Run every restart; return the best one's state, history and convergence flag.
+
+    Ctrl-C (``interrupt.requested``) ends the fit after the iteration in progress; a
+    KeyboardInterrupt raised inside an M- or E-step puts back the parameters from before it.
+    Either way the best completed restart (or the interrupted one, when better) is kept and
+    ``best["interrupted"]`` is ``(restart, iteration)``; with nothing completed the
+    KeyboardInterrupt propagates."""
     best: dict[str, Any] | None = None
+    stopped: tuple[int, int] | None = None
     dtype = data.dtype if data.is_floating_point() else model.dtype
     for restart, restart_seed in enumerate(derive_seeds(seed, num_restarts)):
-        model.em_initialize(data, init=init, seed=restart_seed, **kw, **(start_kw or {}))
+        try:
+            model.em_initialize(data, init=init, seed=restart_seed, **kw, **(start_kw or {}))
+            ll, stats = model.e_step(data, **kw)
+        except KeyboardInterrupt:
+            if best is None:
+                raise
+            best["interrupted"] = (restart, 0)
+            return best
         history: list[float] = []
         converged = False
         previous = -math.inf
-        ll, stats = model.e_step(data, **kw)
         for step in range(num_steps):
             history.append(ll)
             scale = stats.get("objective_scale") if isinstance(stats, dict) else None
@@ -146,8 +168,18 @@ def _restarts(model, data, kw, init, seed, num_steps, num_restarts, monitor, dec
                 converged = True
                 break
             previous = ll
-            model.m_step(data, stats, **kw)
-            ll, stats = model.e_step(data, **kw)
+            if interrupt is not None and interrupt.requested:
+                stopped = (restart, step)
+                break
+            before = model.get_state()
+            try:
+                model.m_step(data, stats, **kw)
+                ll, stats = model.e_step(data, **kw)
+            except KeyboardInterrupt:
+                model.set_state(before)  # no half-updated parameters
+                ll = history[-1]
+                stopped = (restart, step)
+                break
             if not math.isfinite(ll):
                 raise FloatingPointError(
                     f"EM log-likelihood became {ll} at iteration {step + 1}; scale the data, "
@@ -162,4 +194,9 @@ def _restarts(model, data, kw, init, seed, num_steps, num_restarts, monitor, dec
         if best is None or ll > best["log_likelihood"]:
             best = {"state": model.get_state(), "history": history, "converged": converged,
                     "log_likelihood": ll, "restart": restart}
+        if stopped is not None or (interrupt is not None and interrupt.requested):
+            best["interrupted"] = stopped or (restart, len(history) - 1)
+            return best
+    assert best is not None
+    best["interrupted"] = None
     return best

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._interrupt import deferred_interrupt
 from .._progress import progress_bar
 from .._threads import num_elements, work_threads
 from .._validation import bad_type, check_nonnegative_float, check_positive_int
@@ -201,7 +202,7 @@ def train(objective: Any, model: Any, source: Any, *, seed: int, num_steps: int 
             write_checkpoint(checkpoint, _payload(pos, model, state, generator, extra_state),
                              fingerprint or {})
 
-    with work_threads(work, device=device):
+    with work_threads(work, device=device), deferred_interrupt() as interrupt:
         try:
             while pos.step < total and not pos.stopped:
                 if batch is None:
@@ -211,7 +212,15 @@ def train(objective: Any, model: Any, source: Any, *, seed: int, num_steps: int 
                         pos.perm = torch.randperm(num_data, generator=generator).to(device)
                     index = pos.perm[pos.offset:pos.offset + batch]
                 state.step = pos.step  # the loop keeps the counter; objectives read it
-                metrics = objective.step(model, state, make_batch(index, pos))
+                try:
+                    metrics = objective.step(model, state, make_batch(index, pos))
+                except KeyboardInterrupt:
+                    # Raised inside the step (not by Ctrl-C, which is deferred): the step
+                    # is dropped and the run ends at the last completed one.
+                    state.step = pos.step
+                    pos.stopped = "interrupted"
+                    save()
+                    break
                 state.step = pos.step + 1
                 loss = float(metrics["loss"])
                 norm = metrics.get("grad_norm")
@@ -253,6 +262,8 @@ def train(objective: Any, model: Any, source: Any, *, seed: int, num_steps: int 
                         before = float(np.mean(losses[-2 * check_every:-check_every]))
                         if abs(current - before) <= tol * max(abs(before), 1e-12):
                             pos.stopped = "converged"
+                if interrupt.requested and not pos.stopped:
+                    pos.stopped = "interrupted"
                 if pos.step % every == 0 or pos.step == total or pos.stopped:
                     save()
         finally:
@@ -284,7 +295,15 @@ def train(objective: Any, model: Any, source: Any, *, seed: int, num_steps: int 
         messages[0] = Diagnostic("nan", f"{msg.message} {pos.skipped} non-finite steps were "
                                  "skipped; training went on.", site=msg.site,
                                  value=float(pos.skipped))
-    if converged is False and pos.stopped != "nan":
+    if pos.stopped == "interrupted":
+        where = f"; the checkpoint in {str(checkpoint)!r} holds it" if checkpoint else ""
+        messages.append(Diagnostic(
+            "interrupted", f"{desc} was interrupted (KeyboardInterrupt) after step "
+            f"{pos.step} of {total}: the model holds the parameters of that step{where}. "
+            "Fit again with resume= and the same checkpoint= directory to continue, or "
+            "with more num_steps.", value=float(pos.step)))
+        warn_user(messages[-1].message, RuntimeWarning)
+    elif converged is False and pos.stopped != "nan":
         msg = (f"SVI did not converge in {total} steps (windowed relative loss change above "
                f"tol={tol:g}); increase num_steps or lr, or loosen tol.")
         if trend is None and validation_data is None:
@@ -415,6 +434,8 @@ def _load(payload: dict, model, state: TrainState, generator, extra_state) -> _P
     set_rng_state(payload["rng"])
     return _Position(step=int(loop["step"]), epoch=int(loop["epoch"]),
                      offset=int(loop["offset"]), perm=loop["perm"], bad_run=int(loop["bad_run"]),
-                     skipped=int(loop["skipped"]), stopped=str(loop["stopped"]),
+                     skipped=int(loop["skipped"]),
+                     # an interrupted run goes on when resumed
+                     stopped="" if loop["stopped"] == "interrupted" else str(loop["stopped"]),
                      best=float(loop["best"]), since_best=int(loop["since_best"]),
                      history={k: v.tolist() for k, v in loop["history"].items()})

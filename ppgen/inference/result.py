@@ -31,7 +31,7 @@ class Diagnostic:
     ----------
     code : str
         ``"rhat"``, ``"ess_bulk"``, ``"ess_tail"``, ``"divergences"``, ``"not_converged"``,
-        ``"khat"``, ``"nan"`` or ``"em_decrease"``.
+        ``"khat"``, ``"nan"``, ``"em_decrease"`` or ``"interrupted"``.
     message : str
         What was found and what to do about it.
     site : str or None
@@ -131,6 +131,13 @@ class Fit:
         steps = len(self.history.get("objective", []))
         return (f"Fit(model={name}, method={self.method!r}, steps={steps}, "
                 f"converged={self.converged}, elapsed={self.elapsed:.2f}s)")
+
+    @property
+    def interrupted(self) -> bool:
+        """Whether Ctrl-C (KeyboardInterrupt) ended this fit early: the model holds the last
+        completed step's (SVI) or iteration's (EM) parameters and :attr:`history` ends there;
+        :attr:`messages` says how to go on."""
+        return any(m.code == "interrupted" for m in self.messages)
 
     @property
     def objective(self) -> float:
