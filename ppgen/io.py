@@ -121,11 +121,20 @@ def torch_writer(obj: Any) -> Any:
     return write
 
 
+def _check_path(path: Any) -> str | os.PathLike:
+    if not isinstance(path, str | os.PathLike):
+        raise bad_type("path", "a file path (str or os.PathLike)",
+                       f"{path!r} ({type(path).__name__})",
+                       "Pass a file name such as 'model.pt' or a pathlib.Path.")
+    return path
+
+
 def save(model: GenerativeModel, path: str | os.PathLike) -> Path:
     """Save a fitted built-in model (its configuration and fitted parameters) to ``path``."""
     if not isinstance(model, GenerativeModel):
         raise bad_type("model", "a ppgen GenerativeModel", type(model).__name__,
                        "For a model function save Fit.params with torch.save.")
+    _check_path(path)
     model.check_fitted("be saved")
     payload = {
         "format": FORMAT,
@@ -160,7 +169,7 @@ def read_payload(path: Path, *, arg: str, expected: str, fmt: str, version: int,
 
 def load(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> GenerativeModel:
     """Load a model saved by :func:`save`; a corrupt or foreign file gives a clear error."""
-    path = Path(path)
+    path = Path(_check_path(path))
     if path.is_dir() and (path / "model.pt").is_file():
         path = path / "model.pt"  # a run directory written by the ppgen command
     elif path.is_dir():

@@ -16,6 +16,7 @@ import pyro
 import pyro.poutine as poutine
 import torch
 
+from .._validation import check_positive_float
 from ..training import Batch, TrainState, guarded_update, make_adam
 
 __all__ = ["PyroLoss", "trainable_params"]
@@ -76,7 +77,7 @@ class PyroLoss:
                  total_steps: int) -> None:
         self.model, self.guide, self.loss = model, guide, loss
         self.kwargs, self.plates = kwargs, plates
-        self.lr, self.clip_norm = lr, clip_norm
+        self.lr, self.clip_norm = check_positive_float("lr", lr), clip_norm
         self.gamma = lr_decay ** (1.0 / max(total_steps, 1))
         self.names: list[str] = []
         self.bad_params: list[str] = []

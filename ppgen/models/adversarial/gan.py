@@ -459,6 +459,7 @@ class GAN(GenerativeModel):
                                 "importance sampling with a Gaussian observation model (Wu "
                                 "et al. 2017), with its standard error (return_stderr=True)")
         self.check_fitted("compute log_prob")
+        num_samples = check_positive_int("num_samples", num_samples)
         x, _ = self._as_data(data)
         cond = self._check_kwargs(kwargs, x.shape[0])
         sigma = self._obs_scale()

@@ -32,7 +32,7 @@ import pyro.distributions as dist
 import torch
 from pyro.ops.indexing import Vindex
 
-from ..._random import derive_seeds
+from ..._random import derive_seeds, resolve_seed
 from ..._validation import (
     bad_value,
     check_choice,
@@ -512,7 +512,7 @@ class GaussianMixture(GenerativeModel):
         if seed is None:
             g.seed()
         else:
-            g.manual_seed(int(seed))
+            g.manual_seed(resolve_seed(seed))
         z = torch.multinomial(self.weights, num_samples, replacement=True, generator=g)
         d = self.num_features
         eps = torch.randn(num_samples, d, generator=g, dtype=self.dtype, device=self.device)

@@ -52,7 +52,7 @@ from pyro.distributions import constraints
 from pyro.distributions.torch_distribution import TorchDistribution
 from pyro.ops.indexing import Vindex
 
-from ..._random import derive_seeds
+from ..._random import derive_seeds, resolve_seed
 from ..._validation import (
     INTEGER_DATA_DTYPE,
     bad_type,
@@ -90,7 +90,7 @@ def _generator(seed: int | None, device: torch.device) -> torch.Generator:
     if seed is None:
         g.seed()
     else:
-        g.manual_seed(int(seed))
+        g.manual_seed(resolve_seed(seed))
     return g
 
 

@@ -10,7 +10,7 @@ import torch
 from pyro.distributions import constraints
 from pyro.distributions.torch_distribution import TorchDistribution
 
-from ..._validation import bad_value, check_positive_int
+from ..._validation import as_tensor, bad_value, check_positive_int
 from ..base import GenerativeModel
 from .ops import Corpus, as_corpus
 
@@ -136,7 +136,7 @@ class TopicModel(GenerativeModel):
         its observed words and N_d its observed length. Observed entries are unchanged (and
         validated as counts)."""
         self.check_fitted("impute")
-        x = torch.as_tensor(data.toarray() if hasattr(data, "toarray") else data)
+        x = as_tensor(data.toarray() if hasattr(data, "toarray") else data, arg="data")
         if x.dim() != 2:
             raise bad_value("data", "2 dimensions (num_documents, vocabulary_size)",
                             f"shape {tuple(x.shape)}")

@@ -23,7 +23,7 @@ import pyro.distributions as dist
 import torch
 from pyro.distributions import constraints
 
-from ..._random import derive_seeds
+from ..._random import derive_seeds, resolve_seed
 from ..._validation import (
     INTEGER_DATA_DTYPE,
     bad_value,
@@ -397,7 +397,7 @@ class LDA(TopicModel):
         num_samples = check_positive_int("num_samples", num_samples)
         lengths = self._sample_lengths(num_samples, doc_length)
         g = torch.Generator(device=self.device)
-        g.manual_seed(int(seed)) if seed is not None else g.seed()
+        g.manual_seed(resolve_seed(seed)) if seed is not None else g.seed()
         alpha = torch.full((num_samples, self.num_topics), self.doc_topic_prior,
                            dtype=self.dtype, device=self.device)
         gam = _gamma_draws(alpha, g)

@@ -75,6 +75,10 @@ _BUILD_COUNTS = ("Topic models take word counts per document, not tokens: build 
                  "sklearn.feature_extraction.text.CountVectorizer().fit_transform(texts).")
 
 
+#: The largest count accepted: larger whole numbers are not exact in float64.
+_MAX_COUNT = 2.0 ** 53
+
+
 def as_corpus(data: Any, *, arg: str = "data", vocab_size: int | None = None,
               dtype: torch.dtype | str | None = None, device: Any = None,
               fitting: bool = False) -> Corpus:
@@ -115,6 +119,9 @@ def as_corpus(data: Any, *, arg: str = "data", vocab_size: int | None = None,
             if arr.dtype == object or arr.dtype.kind not in "biuf":
                 raise not_numeric(arg, data, _COUNTS, _BUILD_COUNTS)
             data = tensor_from_array(arr)
+        if data.is_complex():
+            raise bad_type(arg, "real-valued counts", f"dtype {data.dtype}",
+                           "Take the real part or convert it with .to(torch.float64).")
         if data.dim() != 2:
             raise bad_value(arg, "2 dimensions (num_documents, vocabulary_size)",
                             f"shape {tuple(data.shape)}",
@@ -150,6 +157,12 @@ def as_corpus(data: Any, *, arg: str = "data", vocab_size: int | None = None,
         raise bad_value(arg, "integer word counts", f"{float(vals_t[i])} in document "
                         f"{int(rows_t[i])}, word {int(cols_t[i])}",
                         "Topic models take raw counts (not tf-idf); round them first.")
+    if bool((vals_t > _MAX_COUNT).any()):
+        i = int((vals_t > _MAX_COUNT).nonzero()[0, 0])
+        raise bad_value(arg, "word counts up to 2**53 (whole numbers exact in float64)",
+                        f"{float(vals_t[i]):g} in document {int(rows_t[i])}, word "
+                        f"{int(cols_t[i])}", "Topic models take raw counts of words; check "
+                        "the data's scale.")
     if vocab_size is not None and shape[1] != vocab_size:
         if fitting:
             raise bad_value(arg, f"{vocab_size} columns (one per word of the model's "

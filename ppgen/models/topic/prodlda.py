@@ -39,6 +39,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 
+from ..._random import resolve_seed
 from ..._validation import (
     bad_value,
     check_nonnegative_float,
@@ -551,7 +552,7 @@ class ProdLDA(TopicModel):
         num_samples = check_positive_int("num_samples", num_samples)
         lengths = self._sample_lengths(num_samples, doc_length)
         g = torch.Generator(device=self.device)
-        g.manual_seed(int(seed)) if seed is not None else g.seed()
+        g.manual_seed(resolve_seed(seed)) if seed is not None else g.seed()
         loc, scale = self._prior(self.topic_word)
         z = loc + scale * torch.randn(num_samples, self.num_topics, generator=g,
                                       dtype=self.dtype, device=self.device)
