@@ -268,6 +268,9 @@ def test_fit_refuses_bad_options_and_names(old_faithful):
     for value in (-1.0, float("nan"), "0.1"):
         probe(f"em tol={value!r}", lambda: ppgen.fit(
             gmm, x, method="em", progress=False, tol=value), "tol")
+        for name in ("lr", "lr_decay"):
+            probe(f"svi {name}={value!r}", lambda: ppgen.fit(
+                gmm, x, method="svi", progress=False, num_steps=2, **{name: value}), name)
     probe("method='bogus'", lambda: ppgen.fit(gmm, x, method="bogus"), "method")
     probe("seed='x'", lambda: ppgen.fit(gmm, x, method="em", seed="x", progress=False), "seed")
     probe("init=[1]", lambda: ppgen.fit(gmm, x, method="em", init=[1], progress=False), "init")

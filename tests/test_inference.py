@@ -375,3 +375,13 @@ def test_a_fit_describes_itself_after_the_model_is_refitted(old_faithful):
         assert_close(ll, model.log_prob(first.data))
     # ... and the model keeps the second fit's parameters.
     assert_close(gmm.locs, second.params["locs"])
+
+
+def test_svi_learning_rate_reaches_the_elbo_of_a_model_without_its_own_objective():
+    """lr was dropped on the way to the ELBO of a built-in model with no objective of its
+    own (the mixture): two learning rates gave the same run."""
+    x = torch.randn(200, 2, generator=torch.Generator().manual_seed(0))
+    runs = [ppgen.fit(ppgen.GaussianMixture(2), x, method="svi", lr=lr, num_steps=20,
+                      seed=0, progress=False).history["objective"] for lr in (0.001, 0.1)]
+    assert runs[0][0] == pytest.approx(runs[1][0])  # same start
+    assert runs[0][-1] != pytest.approx(runs[1][-1], rel=1e-3)

@@ -455,8 +455,13 @@ def _svi_builtin(model: GenerativeModel, x, seed, init, kwargs, data_kw, progres
     objective = None
     if "loss" not in options and "guide" not in options:
         total = plan_steps(len(x), num_steps, loop_kw.get("num_epochs"), batch_size)
+        names = OBJECTIVE_OPTIONS | set(model.objective_options)
+        # The options stay for the ELBO below when the model has no objective of its own
+        # (popping them here lost lr, lr_decay, clip_norm and num_particles for it).
         objective = model.default_objective(
-            total_steps=total, **_split(options, OBJECTIVE_OPTIONS | set(model.objective_options)))
+            total_steps=total, **{k: v for k, v in options.items() if k in names})
+        if objective is not None:
+            _split(options, names)
     if objective is not None:
         if constants:
             raise bad_value("fixed", "no fixed parameters for a model trained by its own "
