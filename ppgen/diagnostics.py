@@ -353,7 +353,9 @@ def _khat(fit: Fit, num_draws: int = 1000) -> float:
         ll, log_prior = generic_log_density(fit.model_fn, stacked, args, fit.model_kwargs,
                                             fit.info)
     ll_total = sum(v.reshape(num_draws, -1).sum(-1) for v in ll.values())
-    log_w = (log_prior + ll_total - log_q).cpu().numpy()
+    # log_q is a CPU float64 tensor; the densities live on the model's device
+    log_w = torch.as_tensor(log_prior + ll_total).detach().cpu().double().numpy() - \
+        log_q.detach().cpu().numpy()
     _, k = az.psislw(log_w)
     return float(k)
 

@@ -67,6 +67,12 @@ def _fsync(path: str | os.PathLike, directory: bool = False) -> None:
         os.close(fd)
 
 
+#: The process's umask, read once at import (reading it means setting it, which would
+#: race with other threads creating files if done on every write).
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 def atomic_write(path: str | os.PathLike, write: Any) -> Path:
     """Call ``write(tmp_path)``, flush it to disk (fsync) and rename it onto ``path``.
 
@@ -83,12 +89,10 @@ def atomic_write(path: str | os.PathLike, write: Any) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temps(path)
     fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
     try:
+        os.close(fd)
         write(tmp)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
         _fsync(tmp)
         os.replace(tmp, path)
     except BaseException as exc:

@@ -177,6 +177,8 @@ def _restarts(model, data, kw, init, seed, num_steps, num_restarts, monitor, dec
                 ll, stats = model.e_step(data, **kw)
             except KeyboardInterrupt:
                 model.set_state(before)  # no half-updated parameters
+                if interrupt is not None and interrupt.requested:
+                    raise  # a second Ctrl-C: abort at once
                 ll = history[-1]
                 stopped = (restart, step)
                 break

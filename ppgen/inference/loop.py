@@ -215,6 +215,8 @@ def train(objective: Any, model: Any, source: Any, *, seed: int, num_steps: int 
                 try:
                     metrics = objective.step(model, state, make_batch(index, pos))
                 except KeyboardInterrupt:
+                    if interrupt.requested:
+                        raise  # a second Ctrl-C: abort at once, as the user asked
                     # Raised inside the step (not by Ctrl-C, which is deferred): the step
                     # is dropped and the run ends at the last completed one.
                     state.step = pos.step
