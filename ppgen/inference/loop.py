@@ -197,10 +197,10 @@ def train(objective: Any, model: Any, source: Any, *, seed: int, num_steps: int 
     bar = progress_bar(total=total, desc=desc, enabled=progress)
     bar.update(pos.step)
 
-    def save() -> None:
+    def save(rng: dict | None = None) -> None:
         if checkpoint is not None:
-            write_checkpoint(checkpoint, _payload(pos, model, state, generator, extra_state),
-                             fingerprint or {})
+            write_checkpoint(checkpoint, _payload(pos, model, state, generator, extra_state,
+                                                  rng), fingerprint or {})
 
     with work_threads(work, device=device), deferred_interrupt() as interrupt:
         try:
@@ -212,6 +212,9 @@ def train(objective: Any, model: Any, source: Any, *, seed: int, num_steps: int 
                         pos.perm = torch.randperm(num_data, generator=generator).to(device)
                     index = pos.perm[pos.offset:pos.offset + batch]
                 state.step = pos.step  # the loop keeps the counter; objectives read it
+                # The random state before the batch is drawn (a dynamically binarized
+                # source draws from it): an interrupted step is checkpointed from here.
+                before = rng_state() if checkpoint is not None else None
                 try:
                     metrics = objective.step(model, state, make_batch(index, pos))
                 except KeyboardInterrupt:
@@ -221,7 +224,7 @@ def train(objective: Any, model: Any, source: Any, *, seed: int, num_steps: int 
                     # is dropped and the run ends at the last completed one.
                     state.step = pos.step
                     pos.stopped = "interrupted"
-                    save()
+                    save(before)
                     break
                 state.step = pos.step + 1
                 loss = float(metrics["loss"])
@@ -402,7 +405,8 @@ def _first_bad(objective: Any, step: int, loss: float) -> Diagnostic:
                       "skipped.", site=site, severity="error")
 
 
-def _payload(pos: _Position, model, state: TrainState, generator, extra_state) -> dict:
+def _payload(pos: _Position, model, state: TrainState, generator, extra_state,
+             rng: dict | None = None) -> dict:
     model_state = {}
     if isinstance(model, torch.nn.Module):
         model_state = {k: v.detach().clone() for k, v in model.get_state().items()
@@ -418,7 +422,7 @@ def _payload(pos: _Position, model, state: TrainState, generator, extra_state) -
                  "history": {k: torch.tensor(v, dtype=torch.float64)
                              for k, v in pos.history.items()},
                  "generator": generator.get_state()},
-        "rng": rng_state(),
+        "rng": rng_state() if rng is None else rng,
     }
 
 
