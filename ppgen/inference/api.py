@@ -29,6 +29,7 @@ from .._warnings import warn_user
 from ..models.base import GenerativeModel
 from ..training import Batch
 from .em import run_em
+from .generic_em import FunctionEM, check_em_model
 from .loop import plan_steps, train
 from .mcmc import recover_discrete, run_mcmc
 from .result import Diagnostic, Fit
@@ -53,6 +54,8 @@ _OPTIONS = {
              "kernel", "jit_compile", "fixed"},
 }
 _OPTIONS["svi"].add("fixed")
+#: Options of EM on a model function only (its numerical M-step).
+FUNCTION_EM_OPTIONS = {"m_step_iter", "m_step_tol"}
 #: Sample sites of a public parameter of the built-in models (default: the same name).
 _SITES_OF = {"covariances": ("scales", "corr_chol")}
 
@@ -161,10 +164,12 @@ def fit(model: GenerativeModel | Callable, data: Any = None, method: Method | No
     allowed = set(_OPTIONS[method])
     if builtin and method == "svi":
         allowed |= set(model.objective_options)
+    if not builtin and method == "em":
+        allowed |= FUNCTION_EM_OPTIONS
     unknown = set(options) - allowed
     if unknown:
         raise _unknown_options(model, method, unknown, allowed)
-    methods = model.capabilities().methods if builtin else ("svi", "mcmc")
+    methods = model.capabilities().methods if builtin else ("svi", "mcmc", "em")
     if method not in methods:
         name = type(model).__name__ if builtin else getattr(model, "__name__", "model")
         others = " or ".join(repr(m) for m in methods)
@@ -585,6 +590,8 @@ def _fit_function(model_fn: Callable, data, method, seed, init, kwargs, progress
     if not info.observed:
         raise bad_value("model", "a model with at least one observed site (obs=...)",
                         "none", "Pass the data to pyro.sample(..., obs=data).")
+    if method == "em":
+        return _em_function(model_fn, data, seed, init, kwargs, info, progress, options)
     if init:
         missing = set(init) - set(info.continuous)
         if missing:
@@ -644,3 +651,39 @@ def _fit_function(model_fn: Callable, data, method, seed, init, kwargs, progress
                seed=seed, model_fn=model_fn, data=data, model_kwargs=kwargs, info=info,
                params=params, posterior=samples, sample_stats=out["sample_stats"],
                options=dict(options, jit_compile=out["jit_compile"]))
+
+
+def _em_function(model_fn: Callable, data, seed, init, kwargs, info: ModelInfo, progress,
+                 options) -> Fit:
+    """EM on a model function (:mod:`ppgen.inference.generic_em`): its discrete sites
+    enumerated exactly, its ``pyro.param`` values and continuous sites maximised by L-BFGS."""
+    check_em_model(model_fn, info)
+    options = dict(options)
+    fixed = options.pop("fixed", None) or ()
+    if isinstance(fixed, str):
+        fixed = (fixed,)
+    if not isinstance(fixed, list | tuple | set | frozenset) or \
+            not all(isinstance(f, str) for f in fixed):
+        raise bad_type("fixed", "a tuple of pyro.param or continuous site names", repr(fixed))
+    em_model = FunctionEM(model_fn, (data,), kwargs, info, fixed=tuple(fixed),
+                          m_step_iter=options.pop("m_step_iter", 100),
+                          m_step_tol=options.pop("m_step_tol", 1e-9))
+    # The driver reads the data's device, dtype and size from a tensor: the data, else the
+    # first observed value.
+    anchor = data if isinstance(data, torch.Tensor) else next(
+        (v for v in info.observed_values.values() if isinstance(v, torch.Tensor)),
+        torch.zeros(0))
+    out = run_em(em_model, anchor, init=init, seed=seed, progress=progress, **options)
+    messages = list(out["messages"])
+    if em_model.undone:
+        msg = (f"EM: L-BFGS found no increase of the expected log joint in {em_model.undone} "
+               "M-step(s), which were undone (the objective then stays "
+               "put, and EM may stop early); raise m_step_iter, or use float64 data.")
+        messages.append(Diagnostic("m_step_undone", msg, value=float(em_model.undone)))
+        warn_user(msg, RuntimeWarning)
+    params = em_model.point_estimates()
+    return Fit(model=model_fn, method="em", history=out["history"], converged=out["converged"],
+               elapsed=0.0, seed=seed, model_fn=model_fn, data=data, model_kwargs=kwargs,
+               info=info, params=params, messages=messages,
+               options=dict(options, fixed=tuple(fixed), m_step_iter=em_model.m_step_iter,
+                            m_step_tol=em_model.m_step_tol))
