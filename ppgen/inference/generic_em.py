@@ -23,7 +23,6 @@ gives the driver the ``em_initialize / e_step / m_step / get_state / set_state``
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
