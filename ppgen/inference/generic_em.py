@@ -31,11 +31,11 @@ import pyro
 import pyro.poutine as poutine
 import torch
 from pyro.distributions.torch_distribution import TorchDistributionMixin
-from pyro.infer.autoguide.initialization import init_to_median, init_to_sample, init_to_value
+from pyro.infer.autoguide.initialization import init_to_median, init_to_sample
 from pyro.ops import packed
 from pyro.ops.contract import contract_to_tensor
 from pyro.poutine.subsample_messenger import _Subsample
-from torch.distributions import biject_to
+from torch.distributions import biject_to, transform_to
 
 from .._validation import (
     NotSupportedError,
@@ -183,8 +183,22 @@ class FunctionEM:
         site_init = {k: v for k, v in init.items() if k in self.info.continuous}
         fallback = init_to_median if not getattr(self, "_started", False) else init_to_sample
         self._started = True
-        start = pyro.infer.autoguide.initialization.InitMessenger(
-            init_to_value(values=site_init, fallback=fallback))(self.model_fn)
+
+        def init_fn(site: dict) -> torch.Tensor:
+            template = fallback(site)
+            if site["name"] not in site_init:
+                return template
+            value = torch.as_tensor(site_init[site["name"]])
+            if tuple(value.shape) != tuple(template.shape):
+                raise bad_value(f"init[{site['name']!r}]", "a value of the site's shape "
+                                f"{tuple(template.shape)}", f"shape {tuple(value.shape)}")
+            value = value.to(dtype=template.dtype, device=template.device)
+            if not bool(site["fn"].support.check(value).all()):
+                raise bad_value(f"init[{site['name']!r}]", f"a value in the site's support "
+                                f"({site['fn'].support})", "values outside it")
+            return value
+
+        start = pyro.infer.autoguide.initialization.InitMessenger(init_fn)(self.model_fn)
         with torch.no_grad(), poutine.block():
             trace = poutine.trace(start).get_trace(*self.args, **self.kwargs)
         self.params, self.sites, self.transforms = {}, {}, {}
@@ -223,10 +237,15 @@ class FunctionEM:
                                     "continuous sites", f"{name!r}, a PyroModule parameter",
                                     "Set it on the module before the fit.")
                 value = torch.as_tensor(value, dtype=leaf.dtype, device=leaf.device)
-                u = biject_to(store._constraints[name]).inv(value)
-                if u.shape != leaf.shape:
+                shape = tuple(store[name].shape)
+                if tuple(value.shape) != shape:
                     raise bad_value(f"init[{name!r}]", f"a value of the parameter's shape "
-                                    f"{tuple(store[name].shape)}", f"shape {tuple(value.shape)}")
+                                    f"{shape}", f"shape {tuple(value.shape)}")
+                constraint = store._constraints[name]
+                if not bool(constraint.check(value).all()):
+                    raise bad_value(f"init[{name!r}]", f"a value in the parameter's support "
+                                    f"({constraint})", "values outside it")
+                u = transform_to(constraint).inv(value)  # the store's own transform
                 with torch.no_grad():
                     leaf.copy_(u)
         for u in [*self.params.values(), *self.sites.values()]:
