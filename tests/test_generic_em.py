@@ -164,6 +164,42 @@ def test_gmm_tutorial_matches_closed_form_em_iteration_by_iteration():
     assert not any(m.code == "em_decrease" for m in fit.messages)
 
 
+def gmm_closed_form(posterior, data, K=2):
+    """The mixture's closed-form M-step from the posterior of ``assignment`` (K, N)."""
+    r = posterior["assignment"]
+    nk = r.sum(-1)
+    locs = (r * data).sum(-1) / nk
+    var = (r * (data - locs[:, None]) ** 2).sum(-1) / nk
+    return {"weights": nk / nk.sum(), "locs": locs, "scale": var.sqrt()}
+
+
+def test_a_declared_closed_form_m_step_is_used_and_exact():
+    x = faithful_1d()
+    fit = ppgen.fit(gmm_params, x, method="em", seed=0, progress=False, num_steps=300,
+                    tol=1e-12, m_step=gmm_closed_form)
+    gmm = ppgen.GaussianMixture(2, covariance="spherical", reg_covar=0.0)
+    start = {"weights": torch.full((2,), 0.5, dtype=F64),
+             "locs": torch.linspace(float(x.min()), float(x.max()), 2, dtype=F64)[:, None],
+             "covariances": torch.ones(2, dtype=F64)}
+    ref = ppgen.fit(gmm, x[:, None], method="em", seed=0, progress=False, init=start,
+                    num_steps=300, tol=1e-12)
+    h, r = fit.history["objective"], ref.history["objective"]
+    assert len(h) == len(r)
+    assert_close(h, r, rtol=1e-12)
+    assert fit.options["m_step"] == "gmm_closed_form"
+
+
+def test_a_wrong_closed_form_is_undone_with_a_message():
+    def bad(posterior, data, K=2):
+        return {"locs": torch.tensor([100.0, 200.0], dtype=data.dtype)}
+
+    with pytest.warns(RuntimeWarning, match="undone"):
+        fit = ppgen.fit(gmm_params, faithful_1d(), method="em", seed=0, progress=False,
+                        num_steps=5, tol=0, m_step=bad)
+    assert _increasing(fit.history["objective"])
+    assert any(m.code == "m_step_undone" for m in fit.messages)
+
+
 def test_gmm_tutorial_as_written_reaches_a_stationary_point_of_pyros_objective():
     """The tutorial's model and data, its global sites at their MAP: EM's objective is
     Pyro's TraceEnum_ELBO with a point-mass (AutoDelta-like) guide, never decreases, and
@@ -313,6 +349,9 @@ def _subsampled(data):
                                                                              "shape"]),
     (gmm_params, {"fixed": ("nope",)}, ValueError, ["fixed", "nope", "locs"]),
     (gmm_params, {"fixed": 3}, TypeError, ["fixed"]),
+    (gmm_params, {"m_step": "closed"}, TypeError, ["m_step", "callable"]),
+    (gmm_params, {"m_step": lambda p, d: {"nope": 1.0}}, ValueError, ["m_step", "nope"]),
+    (gmm_params, {"m_step": lambda p, d: 3}, TypeError, ["m_step", "dict"]),
 ])
 def test_bad_input(model, options, error, words):
     options = dict(options)

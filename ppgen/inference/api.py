@@ -55,7 +55,7 @@ _OPTIONS = {
 }
 _OPTIONS["svi"].add("fixed")
 #: Options of EM on a model function only (its numerical M-step).
-FUNCTION_EM_OPTIONS = {"m_step_iter", "m_step_tol"}
+FUNCTION_EM_OPTIONS = {"m_step_iter", "m_step_tol", "m_step"}
 #: Sample sites of a public parameter of the built-in models (default: the same name).
 _SITES_OF = {"covariances": ("scales", "corr_chol")}
 
@@ -667,7 +667,8 @@ def _em_function(model_fn: Callable, data, seed, init, kwargs, info: ModelInfo, 
         raise bad_type("fixed", "a tuple of pyro.param or continuous site names", repr(fixed))
     em_model = FunctionEM(model_fn, (data,), kwargs, info, fixed=tuple(fixed),
                           m_step_iter=options.pop("m_step_iter", 100),
-                          m_step_tol=options.pop("m_step_tol", 1e-9))
+                          m_step_tol=options.pop("m_step_tol", 1e-9),
+                          m_step=options.pop("m_step", None))
     # The driver reads the data's device, dtype and size from a tensor: the data, else the
     # first observed value.
     anchor = data if isinstance(data, torch.Tensor) else next(
@@ -686,4 +687,6 @@ def _em_function(model_fn: Callable, data, seed, init, kwargs, info: ModelInfo, 
                elapsed=0.0, seed=seed, model_fn=model_fn, data=data, model_kwargs=kwargs,
                info=info, params=params, messages=messages,
                options=dict(options, fixed=tuple(fixed), m_step_iter=em_model.m_step_iter,
-                            m_step_tol=em_model.m_step_tol))
+                            m_step_tol=em_model.m_step_tol,
+                            m_step=getattr(em_model.closed_form, "__name__", "closed form")
+                            if em_model.closed_form is not None else "L-BFGS"))

@@ -99,11 +99,21 @@ class FunctionEM:
         change tolerance is 1e-3 of it.
     fixed : sequence of str
         ``pyro.param`` names and continuous sites held at their start values.
+    m_step : callable, optional
+        A closed-form M-step the model declares: ``m_step(posterior, *args, **kwargs)``
+        returns new (constrained) values by ``pyro.param`` or site name. ``posterior`` maps
+        every enumerated site to the posterior marginal of its log-density factor, laid out
+        as the site's ``log_prob`` under parallel enumeration (``TraceEnum_ELBO``'s layout:
+        the site's own enumerated value and those it depends on on the left, at dims
+        ``-max_plate_nesting - 1`` and further left, the plates on the right): for a
+        mixture's ``assignment`` in a data plate, ``posterior["assignment"][k, n] =
+        p(assignment_n = k | data)``; for an HMM's ``x_t``, the joint of ``x_t`` and
+        ``x_{t-1}``. Values it does not return are maximised by L-BFGS.
     """
 
     def __init__(self, model_fn: Callable, args: tuple, kwargs: dict, info: ModelInfo, *,
                  m_step_iter: int = 100, m_step_tol: float = 1e-9,
-                 fixed: Sequence[str] = ()) -> None:
+                 fixed: Sequence[str] = (), m_step: Callable | None = None) -> None:
         self.model_fn = model_fn
         self.args = args
         self.kwargs = kwargs
@@ -111,6 +121,10 @@ class FunctionEM:
         self.m_step_iter = check_positive_int("m_step_iter", m_step_iter)
         self.m_step_tol = check_positive_float("m_step_tol", m_step_tol)
         self.fixed = tuple(fixed)
+        if m_step is not None and not callable(m_step):
+            raise bad_type("m_step", "a callable m_step(posterior, data, **model_kwargs) -> "
+                           "dict of new values", type(m_step).__name__)
+        self.closed_form = m_step
         self.first_dim = -info.max_plate_nesting - 1
         #: name -> unconstrained leaf tensor of each ``pyro.param`` (param store or module)
         self.params: dict[str, torch.Tensor] = {}
@@ -285,6 +299,14 @@ class FunctionEM:
         stats = {"marginals": [m.detach() for m in marginals],
                  "names": [(n, tuple(t._pyro_dims), tuple(t.shape)) for n, _, t in coupled],
                  "objective_scale": magnitude}
+        if self.closed_form is not None:
+            posterior = {}
+            for m, (name, _, term) in zip(marginals, coupled, strict=True):
+                if "_enumerate_symbol" in trace.nodes[name]["infer"]:
+                    m = m.detach()
+                    m._pyro_dims = term._pyro_dims
+                    posterior[name] = packed.unpack(m, trace.symbol_to_dim)
+            stats["posterior"] = posterior
         return total, stats
 
     def _q(self, stats: dict[str, Any]) -> torch.Tensor:
@@ -302,13 +324,55 @@ class FunctionEM:
         return scale * total + sum((t.sum() for _, t in other), torch.zeros(()))
 
     def m_step(self, data: Any, stats: dict[str, Any]) -> None:
-        free = [u for n, u in [*self.params.items(), *self.sites.items()]
-                if n not in self.fixed]
-        if not free:
+        names = [n for n in [*self.params, *self.sites] if n not in self.fixed]
+        if not names:
             return
         before = self.get_state()
         with torch.no_grad():
             q_old = float(self._q(stats))
+        if self.closed_form is not None:
+            names = [n for n in names if n not in self._closed_form_step(stats)]
+        if names:
+            self._lbfgs(stats, names, q_old)
+        with torch.no_grad():
+            q_new = float(self._q(stats))
+        if not q_new >= q_old:  # also NaN: no step that increases Q was found
+            self.set_state(before)
+            self.undone += 1
+
+    def _closed_form_step(self, stats: dict[str, Any]) -> set[str]:
+        """Set the values the model's closed-form M-step returns; their names."""
+        assert self.closed_form is not None
+        new = self.closed_form(stats["posterior"], *self.args, **self.kwargs)
+        if not isinstance(new, dict):
+            raise bad_type("m_step", "a function returning a dict of new values by name",
+                           f"one returning {type(new).__name__}")
+        known = [n for n in [*self.params, *self.sites] if n not in self.fixed]
+        unknown = set(new) - set(known)
+        if unknown:
+            raise bad_value("m_step", "a dict with keys among the free pyro.param names and "
+                            "continuous sites " + ", ".join(known), ", ".join(sorted(unknown)))
+        store = pyro.get_param_store()
+        with torch.no_grad():
+            for name, value in new.items():
+                leaf = self.params.get(name, self.sites.get(name))
+                assert leaf is not None
+                value = torch.as_tensor(value, dtype=leaf.dtype, device=leaf.device)
+                if name in self.sites:
+                    u = self.transforms[name].inv(value)
+                elif name in store:
+                    u = transform_to(store._constraints[name]).inv(value)
+                else:
+                    raise bad_value("m_step", "new values of param-store parameters and "
+                                    "continuous sites", f"{name!r}, a PyroModule parameter")
+                if u.shape != leaf.shape:
+                    raise bad_value(f"m_step()[{name!r}]", "a value of the parameter's shape",
+                                    f"shape {tuple(value.shape)}")
+                leaf.copy_(u)
+        return set(new)
+
+    def _lbfgs(self, stats: dict[str, Any], names: list[str], q_old: float) -> None:
+        free = [self.params[n] if n in self.params else self.sites[n] for n in names]
         norm = max(1.0, abs(q_old))
         opt = torch.optim.LBFGS(free, lr=1.0, max_iter=self.m_step_iter,
                                 tolerance_grad=self.m_step_tol,
@@ -323,13 +387,8 @@ class FunctionEM:
 
         with torch.enable_grad():
             opt.step(closure)
-        with torch.no_grad():
-            q_new = float(self._q(stats))
-        for u in free:
+        for u in [*self.params.values(), *self.sites.values()]:
             u.grad = None
-        if not q_new >= q_old:  # also NaN: no step that increases Q was found
-            self.set_state(before)
-            self.undone += 1
 
     # ------------------------------------------------------------------ results
     def point_estimates(self) -> dict[str, torch.Tensor]:
