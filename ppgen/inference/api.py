@@ -126,7 +126,8 @@ def fit(model: GenerativeModel | Callable, data: Any = None, method: Method | No
         ``("transition_probs",)`` for an HMM, ``("weights",)`` for a mixture) held at their
         ``init`` values (or the model's current values) while the others are fitted; under
         SVI and MCMC their sites become constants.
-        Method options: em: ``num_steps``, ``tol``, ``num_restarts``. svi: ``num_steps``,
+        Method options: em: ``num_steps``, ``tol``, ``num_restarts``; for a model function
+        also ``m_step_iter``, ``m_step_tol``, ``m_step`` (see Notes). svi: ``num_steps``,
         ``tol``, ``lr``, ``lr_decay``, ``clip_norm``, ``check_every``, ``num_particles``,
         ``guide`` ("normal" | "map" | callable), ``loss``, ``batch_size`` (built-in models),
         ``num_samples`` (posterior draws from a non-MAP guide, default 1000),
@@ -144,6 +145,35 @@ def fit(model: GenerativeModel | Callable, data: Any = None, method: Method | No
     -------
     Fit
 
+    Notes
+    -----
+    **EM on a model function** (``method="em"``, :mod:`ppgen.inference.generic_em`): for a
+    Pyro model whose discrete latent sites can be enumerated (finite support; every one is
+    enumerated in parallel, whatever its ``infer`` says) and whose other unknowns are
+    ``pyro.param`` values or continuous latent sites, taken at a point: their MAP in the
+    constrained space with the site's prior (as ``AutoDelta`` gives; no log-Jacobian; a
+    prior masked out, as Pyro's ``include_prior=False``, makes it maximum likelihood).
+    The E-step sums the enumerated sites out exactly (the contraction ``TraceEnum_ELBO``
+    runs) and takes the posterior marginal of every log-density factor as the gradient of
+    the log normaliser; the M-step maximises the expected complete-data log joint over the
+    unconstrained values by L-BFGS (strong-Wolfe line search), ``m_step_iter`` iterations
+    at most (default 100), to a gradient tolerance ``m_step_tol`` (default 1e-9, on the
+    expected log joint divided by its size). An M-step that does not increase it is undone
+    (a ``m_step_undone`` message), so the objective, ``history["objective"]``, the marginal
+    log-likelihood plus the log prior density of the MAP sites, never decreases. A model
+    that has a closed-form M-step declares it as ``m_step=fn``: ``fn(posterior, data,
+    **model_kwargs)`` returns new values by name, ``posterior[site]`` being the marginal of
+    that enumerated site's factor in ``TraceEnum_ELBO``'s layout (a mixture's
+    ``posterior["assignment"][k, n] = p(assignment_n = k | data)``; see
+    :class:`~ppgen.inference.generic_em.FunctionEM`); L-BFGS fits what it does not return.
+    ``init`` takes start values by ``pyro.param`` or site name (the model's own
+    ``pyro.param`` initial values otherwise, and for sites the prior median, a prior draw
+    for restarts after the first); ``fixed`` holds named ones at their start values.
+    ``Fit.params`` holds the constrained values. Models without discrete latent sites, with
+    subsampled plates or with discrete sites of infinite support are refused with the
+    alternative (``method="svi"``, ``guide="map"``; ``method="mcmc"``). Float64 data are
+    recommended: the M-step's tolerance and the monotonicity check are relative to round-off.
+
     Examples
     --------
     >>> import ppgen
@@ -151,6 +181,23 @@ def fit(model: GenerativeModel | Callable, data: Any = None, method: Method | No
     >>> result = ppgen.fit(ppgen.GaussianMixture(2), x, method="em", seed=0, progress=False)
     >>> result.converged
     True
+
+    EM on Pyro's GMM tutorial model, its global unknowns as ``pyro.param``:
+
+    >>> import pyro, pyro.distributions as dist, torch
+    >>> from pyro.distributions import constraints
+    >>> def model(data, K=2):
+    ...     weights = pyro.param("weights", torch.ones(K, dtype=data.dtype) / K,
+    ...                          constraint=constraints.simplex)
+    ...     scale = pyro.param("scale", torch.ones(K, dtype=data.dtype),
+    ...                        constraint=constraints.positive)
+    ...     locs = pyro.param("locs", torch.tensor([1.0, 5.0], dtype=data.dtype))
+    ...     with pyro.plate("data", len(data)):
+    ...         z = pyro.sample("assignment", dist.Categorical(weights))
+    ...         pyro.sample("obs", dist.Normal(locs[z], scale[z]), obs=data)
+    >>> em = ppgen.fit(model, x[:, 0], method="em", seed=0, progress=False)
+    >>> round(em.objective, 3), em.converged
+    (-276.36, True)
     """
     if method is None:
         method = default_method(model)
