@@ -135,6 +135,8 @@ class FunctionEM:
         #: M-steps undone because L-BFGS did not increase Q (counted per fit)
         self.undone = 0
         self._started = False
+        self._opt: torch.optim.LBFGS | None = None
+        self._opt_names: list[str] = []
 
     # ------------------------------------------------------------------ tracing
     def _model(self) -> Callable:
@@ -190,6 +192,7 @@ class FunctionEM:
         values in ``init``."""
         if fixed:
             self.fixed = tuple(fixed)
+        self._opt = None  # a new start: no curvature memory
         store = pyro.get_param_store()
         store.clear()
         pyro.set_rng_seed(seed)
@@ -374,10 +377,19 @@ class FunctionEM:
     def _lbfgs(self, stats: dict[str, Any], names: list[str], q_old: float) -> None:
         free = [self.params[n] if n in self.params else self.sites[n] for n in names]
         norm = max(1.0, abs(q_old))
-        opt = torch.optim.LBFGS(free, lr=1.0, max_iter=self.m_step_iter,
-                                tolerance_grad=self.m_step_tol,
-                                tolerance_change=1e-3 * self.m_step_tol, history_size=20,
-                                line_search_fn="strong_wolfe")
+        opt = self._opt
+        if opt is None or self._opt_names != names:
+            opt = torch.optim.LBFGS(free, lr=1.0, max_iter=self.m_step_iter,
+                                    tolerance_grad=self.m_step_tol,
+                                    tolerance_change=1e-3 * self.m_step_tol, history_size=20,
+                                    line_search_fn="strong_wolfe")
+            self._opt, self._opt_names = opt, names
+        else:
+            # Warm start: the curvature pairs of the previous M-steps' Q (a close function)
+            # stay; a zero last step keeps the pair that would mix the two Qs out.
+            state = opt.state[opt._params[0]]
+            if "t" in state:
+                state["t"] = 0.0
 
         def closure() -> torch.Tensor:
             opt.zero_grad()
