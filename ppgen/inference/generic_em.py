@@ -278,42 +278,69 @@ class FunctionEM:
             for name, value in state.items():
                 (self.params.get(name) if name in self.params else self.sites[name]).copy_(value)
 
+    def _versions(self) -> tuple[int, ...]:
+        """The in-place version counters of the unknowns: equal versions, equal values."""
+        return tuple(u._version for u in [*self.params.values(), *self.sites.values()])
+
+    def _free(self) -> list[str]:
+        return [n for n in [*self.params, *self.sites] if n not in self.fixed]
+
     def e_step(self, data: Any) -> tuple[float, dict[str, Any]]:
         """``log Z`` at the current values and the posterior marginal of every factor that
-        depends on an enumerated value."""
-        with torch.no_grad():
+        depends on an enumerated value.
+
+        The trace keeps its graph to the unknowns when L-BFGS will need ``Q``'s gradient
+        here: ``Q`` at the current values, the M-step's first evaluation, comes from the
+        same trace (``stats["q"]``)."""
+        graph = bool(self._free())
+        with torch.set_grad_enabled(graph):
             trace = self._trace()
-        symbols, coupled, other, scale = self._factors(trace)
-        tree: OrderedDict = OrderedDict()
-        leaves = []
-        for _, ordinal, term in coupled:
-            leaf = term.detach().requires_grad_(True)
-            leaf._pyro_dims = term._pyro_dims
-            tree.setdefault(ordinal, []).append(leaf)
-            leaves.append(leaf)
-        with torch.enable_grad():
-            log_z = contract_to_tensor(tree, set(symbols), target_ordinal=frozenset())
-            marginals = torch.autograd.grad(log_z.sum(), leaves)
-        rest = sum((t.detach().sum() for _, t in other), torch.zeros(()))
-        total = scale * float(log_z.detach().sum()) + float(rest)
+            symbols, coupled, other, scale = self._factors(trace)
+            tree: OrderedDict = OrderedDict()
+            terms = []
+            for _, ordinal, term in coupled:
+                if not graph:
+                    dims, term = term._pyro_dims, term.detach().requires_grad_(True)
+                    term._pyro_dims = dims
+                tree.setdefault(ordinal, []).append(term)
+                terms.append(term)
+            with torch.enable_grad():
+                log_z = contract_to_tensor(tree, set(symbols), target_ordinal=frozenset())
+                marginals = [m.detach() for m in torch.autograd.grad(
+                    log_z.sum(), terms, retain_graph=graph)]
+            q = self._expected(marginals, coupled, other, scale) if graph else None
+        rest = sum(float(t.detach().sum()) for _, t in other)
+        total = scale * float(log_z.detach().sum()) + rest
         magnitude = scale * sum(float((m * t.detach().abs()).sum())
                                 for m, (_, _, t) in zip(marginals, coupled, strict=True))
         magnitude += sum(float(t.detach().abs().sum()) for _, t in other)
-        stats = {"marginals": [m.detach() for m in marginals],
+        stats = {"marginals": marginals,
                  "names": [(n, tuple(t._pyro_dims), tuple(t.shape)) for n, _, t in coupled],
-                 "objective_scale": magnitude}
+                 "objective_scale": magnitude, "log_z": total,
+                 "q": None if q is None else (self._versions(), q)}
         if self.closed_form is not None:
             posterior = {}
             for m, (name, _, term) in zip(marginals, coupled, strict=True):
                 if "_enumerate_symbol" in trace.nodes[name]["infer"]:
-                    m = m.detach()
+                    m = m.clone()
                     m._pyro_dims = term._pyro_dims
                     posterior[name] = packed.unpack(m, trace.symbol_to_dim)
             stats["posterior"] = posterior
         return total, stats
 
+    @staticmethod
+    def _expected(marginals, coupled, other, scale) -> torch.Tensor:
+        total = sum(((m * t).sum() for m, (_, _, t) in zip(marginals, coupled, strict=True)),
+                    torch.zeros(()))
+        return scale * total + sum((t.sum() for _, t in other), torch.zeros(()))
+
     def _q(self, stats: dict[str, Any]) -> torch.Tensor:
-        """The expected complete-data log joint at the current values (differentiable)."""
+        """The expected complete-data log joint at the current values (differentiable); the
+        E-step's own when the values have not changed since (its graph is used once)."""
+        cached = stats.get("q")
+        if cached is not None and cached[0] == self._versions():
+            stats["q"] = None
+            return cached[1]
         trace = self._trace()
         _, coupled, other, scale = self._factors(trace)
         names = [(n, tuple(t._pyro_dims), tuple(t.shape)) for n, _, t in coupled]
@@ -322,23 +349,34 @@ class FunctionEM:
                 "model: expected the same sites, plates and enumerated dimensions in every "
                 "trace, got a different structure after the parameters changed; EM needs a "
                 "model whose structure does not depend on its parameter values.")
-        total = sum(((m * t).sum() for m, (_, _, t) in zip(stats["marginals"], coupled,
-                                                           strict=True)), torch.zeros(()))
-        return scale * total + sum((t.sum() for _, t in other), torch.zeros(()))
+        return self._expected(stats["marginals"], coupled, other, scale)
+
+    def _q_value(self, stats: dict[str, Any], seen: dict) -> float:
+        """``Q`` at the current values as a number: one L-BFGS evaluated there, or a new
+        evaluation without gradient."""
+        versions = self._versions()
+        if versions not in seen:
+            cached = stats.get("q")
+            if cached is not None and cached[0] == versions:
+                seen[versions] = float(cached[1].detach())
+            else:
+                with torch.no_grad():
+                    seen[versions] = float(self._q(stats))
+        return seen[versions]
 
     def m_step(self, data: Any, stats: dict[str, Any]) -> None:
-        names = [n for n in [*self.params, *self.sites] if n not in self.fixed]
+        names = self._free()
         if not names:
             return
         before = self.get_state()
-        with torch.no_grad():
-            q_old = float(self._q(stats))
+        seen: dict[tuple[int, ...], float] = {}  # Q at the values L-BFGS evaluated
+        q_old = self._q_value(stats, seen)
         if self.closed_form is not None:
             names = [n for n in names if n not in self._closed_form_step(stats)]
         if names:
-            self._lbfgs(stats, names, q_old)
-        with torch.no_grad():
-            q_new = float(self._q(stats))
+            self._lbfgs(stats, names, seen)
+        q_new = self._q_value(stats, seen)
+        stats["q"] = None  # the E-step's graph is not needed any more
         if not q_new >= q_old:  # also NaN: no step that increases Q was found
             self.set_state(before)
             self.undone += 1
@@ -374,9 +412,9 @@ class FunctionEM:
                 leaf.copy_(u)
         return set(new)
 
-    def _lbfgs(self, stats: dict[str, Any], names: list[str], q_old: float) -> None:
+    def _lbfgs(self, stats: dict[str, Any], names: list[str], seen: dict) -> None:
         free = [self.params[n] if n in self.params else self.sites[n] for n in names]
-        norm = max(1.0, abs(q_old))
+        norm = max(1.0, abs(stats["log_z"]))
         opt = self._opt
         if opt is None or self._opt_names != names:
             opt = torch.optim.LBFGS(free, lr=1.0, max_iter=self.m_step_iter,
@@ -393,7 +431,9 @@ class FunctionEM:
 
         def closure() -> torch.Tensor:
             opt.zero_grad()
-            loss = -self._q(stats) / norm
+            q = self._q(stats)
+            seen[self._versions()] = float(q.detach())
+            loss = -q / norm
             loss.backward()
             return loss
 
