@@ -127,7 +127,7 @@ def main(argv=None) -> int:
     p.add_argument("--n", type=int, default=0, help="synthetic data size (0: Old Faithful)")
     p.add_argument("--k", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--svi-lr", default="0.01,0.03,0.1")
+    p.add_argument("--svi-lr", default="0.01,0.03,0.1,0.3")
     p.add_argument("--svi-budget", type=float, default=60.0, help="seconds per learning rate")
     p.add_argument("--svi-max-steps", type=int, default=10**7)
     p.add_argument("--quick", action="store_true")
@@ -178,8 +178,11 @@ def main(argv=None) -> int:
             rows.append((name, t_hit, hit[0], t_full, float(hist[-1]), True))
         else:
             rows.append((name, t_full, len(hist) - 1, t_full, float(hist[-1]), False))
-    svis = [run_svi(x, k, start, target, float(lr), args.svi_budget, args.svi_max_steps)
-            for lr in args.svi_lr.split(",")]
+    svis = []
+    for lr in args.svi_lr.split(","):  # best of the repeats, as for EM
+        runs = [run_svi(x, k, start, target, float(lr), args.svi_budget, args.svi_max_steps)
+                for _ in range(args.repeats)]
+        svis.append(min(runs, key=lambda r: (not r["reached"], r["time"])))
     for s in svis:
         rows.append((f"Pyro SVI TraceEnum_ELBO + AutoDelta, Adam lr={s['lr']:g}", s["time"],
                      s["steps"], None, s["best"], s["reached"]))
@@ -210,7 +213,8 @@ def main(argv=None) -> int:
               f"rate: ratio SVI / generic EM (L-BFGS) > {args.svi_budget / t_em:.1f}x [PASS]")
     print("- time to target: EM, the best of whole ppgen.fit calls running just the "
           "iterations that reach it; SVI, the summed svi.step times until the log-likelihood "
-          "it reports reaches it. Warm: a first short run of each came before.")
+          "it reports reaches it (best of the repeats per learning rate). Warm: a first "
+          "short run of each came before.")
     print(f"- load average (1 min) after: {os.getloadavg()[0]:.2f}")
     return 0
 

@@ -17,8 +17,15 @@ its other unknowns are ``pyro.param`` values and continuous latent sites taken a
   (strong-Wolfe line search) to a tolerance. An M-step that does not increase ``Q`` is undone,
   so that ``log Z`` never decreases (``log Z(theta') - log Z(theta) >= Q(theta') - Q(theta)``).
 
-A model function supplies no closed-form steps; it is wrapped in :class:`FunctionEM`, which
-gives the driver the ``em_initialize / e_step / m_step / get_state / set_state`` it expects.
+A model may declare a closed-form M-step instead (``m_step=``, from the posterior marginals
+of its enumerated sites); L-BFGS then fits what it leaves out. The model function is wrapped
+in :class:`FunctionEM`, which gives the driver the ``em_initialize / e_step / m_step /
+get_state / set_state`` it expects.
+
+Cost: every evaluation of ``Q`` is one trace of the model. The E-step's trace keeps its
+graph, so it also gives the M-step's first ``Q`` and gradient; one L-BFGS per restart keeps
+its curvature memory across M-steps (their ``Q`` are close functions); ``Q`` at values
+L-BFGS already evaluated is looked up by the tensors' version counters, not recomputed.
 """
 
 from __future__ import annotations
@@ -95,8 +102,8 @@ class FunctionEM:
     m_step_iter : int
         Most L-BFGS iterations per M-step.
     m_step_tol : float
-        L-BFGS tolerance on the gradient (max-abs) of ``Q`` divided by ``max(1, |Q|)``; the
-        change tolerance is 1e-3 of it.
+        L-BFGS tolerance on the gradient (max-abs) of ``Q`` divided by ``max(1, |log Z|)``
+        (the objective's size); the change tolerance is 1e-3 of it.
     fixed : sequence of str
         ``pyro.param`` names and continuous sites held at their start values.
     m_step : callable, optional
