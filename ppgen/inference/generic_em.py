@@ -25,7 +25,7 @@ get_state / set_state`` it expects.
 Cost: every evaluation of ``Q`` is one trace of the model. The E-step's trace keeps its
 graph, so it also gives the M-step's first ``Q`` and gradient; one L-BFGS per restart keeps
 its curvature memory across M-steps (their ``Q`` are close functions); ``Q`` at values
-L-BFGS already evaluated is looked up by the tensors' version counters, not recomputed.
+L-BFGS already evaluated is looked up, not recomputed.
 """
 
 from __future__ import annotations
@@ -358,25 +358,33 @@ class FunctionEM:
                 "model whose structure does not depend on its parameter values.")
         return self._expected(stats["marginals"], coupled, other, scale)
 
-    def _q_value(self, stats: dict[str, Any], seen: dict) -> float:
-        """``Q`` at the current values as a number: one L-BFGS evaluated there, or a new
-        evaluation without gradient."""
-        versions = self._versions()
-        if versions not in seen:
-            cached = stats.get("q")
-            if cached is not None and cached[0] == versions:
-                seen[versions] = float(cached[1].detach())
-            else:
-                with torch.no_grad():
-                    seen[versions] = float(self._q(stats))
-        return seen[versions]
+    def _flat(self) -> torch.Tensor:
+        return torch.cat([u.detach().reshape(-1) for u in [*self.params.values(),
+                                                            *self.sites.values()]])
+
+    def _q_value(self, stats: dict[str, Any], seen: list) -> float:
+        """``Q`` at the current values as a number: the value L-BFGS found there (the last
+        few evaluations are kept, by their exact values: L-BFGS ends by stepping back to
+        the point of its last accepted evaluation), else a new evaluation without
+        gradient."""
+        cached = stats.get("q")
+        if cached is not None and cached[0] == self._versions():
+            return float(cached[1].detach())
+        flat = self._flat()
+        for values, q in reversed(seen):
+            if torch.equal(values, flat):
+                return q
+        with torch.no_grad():
+            q = float(self._q(stats))
+        seen.append((flat, q))
+        return q
 
     def m_step(self, data: Any, stats: dict[str, Any]) -> None:
         names = self._free()
         if not names:
             return
         before = self.get_state()
-        seen: dict[tuple[int, ...], float] = {}  # Q at the values L-BFGS evaluated
+        seen: list[tuple[torch.Tensor, float]] = []  # Q at the last values L-BFGS evaluated
         q_old = self._q_value(stats, seen)
         if self.closed_form is not None:
             names = [n for n in names if n not in self._closed_form_step(stats)]
@@ -419,7 +427,7 @@ class FunctionEM:
                 leaf.copy_(u)
         return set(new)
 
-    def _lbfgs(self, stats: dict[str, Any], names: list[str], seen: dict) -> None:
+    def _lbfgs(self, stats: dict[str, Any], names: list[str], seen: list) -> None:
         free = [self.params[n] if n in self.params else self.sites[n] for n in names]
         norm = max(1.0, abs(stats["log_z"]))
         opt = self._opt
@@ -439,7 +447,8 @@ class FunctionEM:
         def closure() -> torch.Tensor:
             opt.zero_grad()
             q = self._q(stats)
-            seen[self._versions()] = float(q.detach())
+            seen.append((self._flat(), float(q.detach())))
+            del seen[:-4]
             loss = -q / norm
             loss.backward()
             return loss
