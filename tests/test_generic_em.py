@@ -370,3 +370,31 @@ def test_global_state_is_left_alone():
               num_steps=3, tol=0)
     assert list(pyro.get_param_store()) == ["user_param"]
     pyro.clear_param_store()
+
+
+class _ModuleMixture(pyro.nn.PyroModule):
+    """The mixture as a PyroModule: its parameters live on the module."""
+
+    def __init__(self, locs):
+        super().__init__()
+        self.locs = pyro.nn.PyroParam(locs)
+        self.scale = pyro.nn.PyroParam(torch.ones_like(locs), constraint=constraints.positive)
+        self.weights = pyro.nn.PyroParam(torch.ones_like(locs) / len(locs),
+                                         constraint=constraints.simplex)
+
+    def forward(self, data):
+        with pyro.plate("data", len(data)):
+            z = pyro.sample("assignment", dist.Categorical(self.weights))
+            pyro.sample("obs", dist.Normal(self.locs[z], self.scale[z]), obs=data)
+
+
+def test_pyro_module_model_matches_the_param_store_model_and_restarts_from_its_start():
+    x = faithful_1d()
+    locs = torch.linspace(float(x.min()), float(x.max()), 2, dtype=F64)
+    module = _ModuleMixture(locs.clone())
+    fit = ppgen.fit(module, x, method="em", seed=0, progress=False, num_steps=8, tol=0,
+                    num_restarts=2)
+    ref = ppgen.fit(gmm_params, x, method="em", seed=0, progress=False, num_steps=8, tol=0)
+    # both restarts start from the module's own values: the same path as the store's model
+    assert_close(fit.history["objective"], ref.history["objective"], rtol=1e-6)
+    assert_close(fit.params["locs"], ref.params["locs"], rtol=1e-6)

@@ -37,7 +37,6 @@ from typing import Any
 import pyro
 import pyro.poutine as poutine
 import torch
-from pyro.distributions.torch_distribution import TorchDistributionMixin
 from pyro.infer.autoguide.initialization import init_to_median, init_to_sample
 from pyro.ops import packed
 from pyro.ops.contract import contract_to_tensor
@@ -142,6 +141,7 @@ class FunctionEM:
         #: M-steps undone because L-BFGS did not increase Q (counted per fit)
         self.undone = 0
         self._started = False
+        self._module_start: dict[str, torch.Tensor] = {}
         self._opt: torch.optim.LBFGS | None = None
         self._opt_names: list[str] = []
 
@@ -205,8 +205,7 @@ class FunctionEM:
         pyro.set_rng_seed(seed)
         init = dict(init or {})
         site_init = {k: v for k, v in init.items() if k in self.info.continuous}
-        fallback = init_to_median if not getattr(self, "_started", False) else init_to_sample
-        self._started = True
+        fallback = init_to_sample if self._started else init_to_median
 
         def init_fn(site: dict) -> torch.Tensor:
             template = fallback(site)
@@ -237,9 +236,6 @@ class FunctionEM:
                                    "value")
                 self.params[name] = leaf
             elif site["type"] == "sample" and name in self.info.continuous:
-                if not isinstance(site["fn"], TorchDistributionMixin | torch.distributions
-                                  .Distribution):
-                    continue
                 transform = biject_to(site["fn"].support)
                 self.transforms[name] = transform
                 self.sites[name] = transform.inv(site["value"].detach()).clone()
@@ -272,6 +268,17 @@ class FunctionEM:
                 u = transform_to(constraint).inv(value)  # the store's own transform
                 with torch.no_grad():
                     leaf.copy_(u)
+        # A PyroModule's parameters live on the module, not in the (cleared) param store:
+        # every restart starts them from their values before the first.
+        with torch.no_grad():
+            for name, leaf in self.params.items():
+                if name in store:
+                    continue
+                if self._started:
+                    leaf.copy_(self._module_start[name])
+                else:
+                    self._module_start[name] = leaf.detach().clone()
+        self._started = True
         for u in [*self.params.values(), *self.sites.values()]:
             u.requires_grad_(True)
         if self.params or self.sites:
