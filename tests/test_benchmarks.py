@@ -306,3 +306,15 @@ def test_generic_em_benchmark_runs_and_reaches_the_closed_form_log_likelihood():
     out = _run_script("generic_em.py", "--quick", "--svi-lr", "0.1", "--svi-budget", "1")
     assert "| generic EM, L-BFGS M-step |" in out
     assert "within 1e-6 relative: yes [PASS]" in out
+
+
+def test_distributed_em_benchmark_under_torchrun_equals_one_process(tmp_path):
+    """The benchmark launches torchrun itself (two ranks, gloo; ppgen initialises the
+    process group from torchrun's variables): the same log-likelihood as one process."""
+    out = tmp_path / "dist.json"
+    stdout = _run_script("distributed_em.py", "--quick", "--rows", "20000", "--json", str(out))
+    assert "| torchrun (gloo) | 2 x 1 |" in stdout
+    rows = json.loads(out.read_text())
+    assert [r["processes"] for r in rows] == [1, 1, 2]
+    for r in rows[1:]:
+        assert abs(r["log_lik"] - rows[0]["log_lik"]) <= 1e-10 * abs(rows[0]["log_lik"])

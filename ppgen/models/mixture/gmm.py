@@ -117,6 +117,8 @@ class GaussianMixture(GenerativeModel):
     state_names = ("prior_loc", "prior_scale")
     has_enumerated_sites = True
     supports_em = True
+    #: The E-step's statistics add up over rows: EM runs across processes (ppgen._distributed).
+    em_distributed = True
     default_guide = "map"
     column_dims = ("feature", "row", "col")
 
