@@ -116,7 +116,8 @@ def fit(model: GenerativeModel | Callable, data: Any = None, method: Method | No
         Move model and data there ("cuda"); by default the data's device.
     init : dict, optional
         Start values named as the model's public parameters (built-in models, e.g.
-        ``weights``, ``locs``, ``covariances``) or as sample sites (functions).
+        ``weights``, ``locs``, ``covariances``) or as sample sites (functions; for
+        ``method="em"`` also ``pyro.param`` names).
     model_kwargs : dict, optional
         Extra keyword arguments of the model (and guide).
     progress : bool
