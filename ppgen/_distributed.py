@@ -16,6 +16,7 @@ connections and the others fail at their next collective.
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import os
 from typing import Any
@@ -51,7 +52,16 @@ def world() -> tuple[int, int]:
         timeout = float(os.environ.get("PPGEN_DISTRIBUTED_TIMEOUT", "600"))
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout))
+        atexit.register(_close_group)
     return dist.get_rank(), dist.get_world_size()
+
+
+def _close_group() -> None:
+    """At exit, the group ppgen started is destroyed (left alive, a rank whose peers have
+    already exited can abort in gloo's threads)."""
+    dist = _dist()
+    if dist is not None and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def is_main_process() -> bool:

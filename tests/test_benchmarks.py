@@ -308,13 +308,14 @@ def test_generic_em_benchmark_runs_and_reaches_the_closed_form_log_likelihood():
     assert "within 1e-6 relative: yes [PASS]" in out
 
 
-def test_distributed_em_benchmark_under_torchrun_equals_one_process(tmp_path):
-    """The benchmark launches torchrun itself (two ranks, gloo; ppgen initialises the
-    process group from torchrun's variables): the same log-likelihood as one process."""
-    out = tmp_path / "dist.json"
-    stdout = _run_script("distributed_em.py", "--quick", "--rows", "20000", "--json", str(out))
-    assert "| torchrun (gloo) | 2 x 1 |" in stdout
+def test_scale_benchmark_streams_a_file_and_runs_under_torchrun(tmp_path):
+    """Memory-mapped files fitted in one process, the largest also by torchrun (two ranks,
+    gloo; ppgen initialises the process group from torchrun's variables): the same
+    log-likelihood as one process."""
+    out = tmp_path / "scale.json"
+    stdout = _run_script("scale.py", "--quick", "--rows", "20000", "--dir", str(tmp_path),
+                         "--json", str(out))
+    assert "| 20,000 | 1 | 2 |" in stdout
     rows = json.loads(out.read_text())
-    assert [r["processes"] for r in rows] == [1, 1, 2]
-    for r in rows[1:]:
-        assert abs(r["log_lik"] - rows[0]["log_lik"]) <= 1e-10 * abs(rows[0]["log_lik"])
+    assert [(r["rows"], r["processes"]) for r in rows] == [(20000, 1), (20000, 2)]
+    assert abs(rows[1]["log_lik"] - rows[0]["log_lik"]) <= 1e-6 * abs(rows[0]["log_lik"])
