@@ -33,6 +33,11 @@ START = {"weights": torch.tensor([0.2, 0.3, 0.5], dtype=torch.float64),
          "covariances": torch.eye(2, dtype=torch.float64).repeat(3, 1, 1)}
 
 
+def _corpus():
+    counts, _ = ppgen.datasets.make_corpus(101, 40, 3, seed=0)
+    return torch.as_tensor(counts, dtype=torch.float64)
+
+
 def _fit(x, model):
     return ppgen.fit(model, x, method="em", seed=0, tol=1e-12, num_steps=300,
                      num_restarts=2, progress=False)
@@ -55,6 +60,8 @@ def _worker(rank, size, store, out_dir, job):
         if job == "hmm":
             model = ppgen.HiddenMarkovModel(2)
             x = x.float().reshape(1, -1, 2)[:, :1000]
+        elif job == "lda":
+            model, x = ppgen.LDA(3), _corpus()
         elif job in ("die", "hang"):
             model.set_params(**START)
         fit = _fit(x, model)
@@ -105,6 +112,23 @@ def test_two_ranks_give_the_single_process_fit(tmp_path):
     for rank in (0, 1):
         got = torch.load(tmp_path / f"{rank}.pt")
         assert got["converged"]
+        np.testing.assert_allclose(got["history"], fit.history["objective"], rtol=1e-10)
+        for name, value in single.get_params().items():
+            np.testing.assert_allclose(got["params"][name], value, rtol=1e-10, atol=1e-12,
+                                       err_msg=name)
+
+
+def test_lda_on_two_ranks_gives_the_single_process_fit(tmp_path):
+    """The documents' bound and expected counts add up over ranks; the topic-word term is
+    counted once (em_shared_objective)."""
+    _run(tmp_path, "lda")
+    for rank in (0, 1):
+        assert not (tmp_path / f"{rank}.err").exists(), (tmp_path / f"{rank}.err").read_text()
+    single = ppgen.LDA(3)
+    fit = _fit(_corpus(), single)
+    for rank in (0, 1):
+        got = torch.load(tmp_path / f"{rank}.pt")
+        assert got["converged"] == fit.converged
         np.testing.assert_allclose(got["history"], fit.history["objective"], rtol=1e-10)
         for name, value in single.get_params().items():
             np.testing.assert_allclose(got["params"][name], value, rtol=1e-10, atol=1e-12,

@@ -83,7 +83,9 @@ def run_em(model: Any, data: torch.Tensor, *, init: dict[str, Any] | None, seed:
     broadcast), runs its E-steps on its own contiguous block of rows, and the E-step's
     log-likelihood and statistics are summed over the ranks, so every rank ends with the
     parameters a single process would find. Models declare it with ``em_distributed =
-    True`` (E-step statistics that add up over rows, an M-step that reads nothing else).
+    True`` (E-step statistics that add up over rows, an M-step that reads nothing else;
+    a part of the objective that does not add up, such as LDA's topic-word term, comes
+    from ``em_shared_objective()`` and is counted once).
     """
     num_steps = check_positive_int("num_steps", num_steps)
     tol = check_nonnegative_float("tol", tol)
@@ -96,7 +98,7 @@ def run_em(model: Any, data: torch.Tensor, *, init: dict[str, Any] | None, seed:
             raise NotSupportedError(
                 f"model: expected a model whose EM can run across processes, got {name} "
                 f"under a process group of {size} ranks. Across processes ppgen's EM runs the "
-                "GaussianMixture so far; fit this model in one process (rank 0 alone), or by "
+                "GaussianMixture and LDA so far; fit this model in one process (rank 0 alone), or by "
                 "method='svi'.")
         if data.shape[0] < size:
             raise bad_value("data", f"at least one row per process ({size})",
@@ -179,9 +181,17 @@ def _restarts(model, data, kw, init, seed, num_steps, num_restarts, monitor, dec
     processes) sums each E-step's ``(log_lik, stats)`` and is given rank 0's start."""
     start_data = data if start_data is None else start_data
 
+    shared = getattr(model, "em_shared_objective", None)
+
     def e_step():
-        out = model.e_step(data, **kw)
-        return out if reduce is None else reduce(out)
+        ll, stats = model.e_step(data, **kw)
+        if reduce is None:
+            return ll, stats
+        if shared is None:
+            return reduce((ll, stats))
+        once = shared()  # a term of the objective that does not add up over rows
+        ll, stats = reduce((ll - once, stats))
+        return ll + once, stats
 
     best: dict[str, Any] | None = None
     stopped: tuple[int, int] | None = None

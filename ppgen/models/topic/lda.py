@@ -37,6 +37,7 @@ from .ops import (
     dirichlet_expectation,
     fit_doc_topics,
     lda_bound,
+    topic_word_bound,
     source_dtype,
     topic_word_statistics,
 )
@@ -114,6 +115,9 @@ class LDA(TopicModel):
     param_names = ("topic_word",)
     state_names = ("topic_word_concentration",)
     supports_em = True
+    #: The E-step's expected counts and bound add up over documents, but for the topic-word
+    #: term (:meth:`em_shared_objective`): EM runs across processes (ppgen._distributed).
+    em_distributed = True
     em_objective = "evidence lower bound (nats)"
     default_guide = "model"
     observed_dims = ("document", "word")
@@ -332,6 +336,10 @@ class LDA(TopicModel):
 
     def m_step(self, data: torch.Tensor, stats: torch.Tensor) -> None:
         self._set_concentration(self.topic_word_prior + stats)
+
+    def em_shared_objective(self) -> float:
+        """The part of :meth:`e_step`'s bound that is not a sum over documents."""
+        return float(topic_word_bound(self.topic_word_concentration, self.topic_word_prior))
 
     def em_finalize(self) -> None:
         self._em = None

@@ -315,6 +315,14 @@ def _dirichlet_terms(prior: float, concentration: torch.Tensor,
             + (torch.lgamma(prior_t * size) - torch.lgamma(concentration.sum(-1))).sum())
 
 
+def topic_word_bound(topic_word_concentration: torch.Tensor,
+                     topic_word_prior: float) -> torch.Tensor:
+    """The topic-word Dirichlet term of :func:`lda_bound`: the part that does not add up
+    over documents (a multi-process EM counts it once)."""
+    return _dirichlet_terms(topic_word_prior, topic_word_concentration,
+                            dirichlet_expectation(topic_word_concentration))
+
+
 def lda_bound(corpus: Corpus, gamma: torch.Tensor, topic_word_concentration: torch.Tensor,
               doc_topic_prior: float, topic_word_prior: float) -> torch.Tensor:
     """The evidence lower bound of batch variational LDA (scikit-learn's ``_approx_bound``):
