@@ -98,8 +98,8 @@ def run_em(model: Any, data: torch.Tensor, *, init: dict[str, Any] | None, seed:
             raise NotSupportedError(
                 f"model: expected a model whose EM can run across processes, got {name} "
                 f"under a process group of {size} ranks. Across processes ppgen's EM runs the "
-                "GaussianMixture and LDA so far; fit this model in one process (rank 0 alone), or by "
-                "method='svi'.")
+                "GaussianMixture and LDA so far; fit this model in one process (rank 0 "
+                "alone), or by method='svi'.")
         if data.shape[0] < size:
             raise bad_value("data", f"at least one row per process ({size})",
                             f"{data.shape[0]} rows", "Use fewer processes.")

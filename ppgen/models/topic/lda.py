@@ -37,8 +37,8 @@ from .ops import (
     dirichlet_expectation,
     fit_doc_topics,
     lda_bound,
-    topic_word_bound,
     source_dtype,
+    topic_word_bound,
     topic_word_statistics,
 )
 
