@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 __all__ = ["world", "is_main_process", "shard_rows", "all_reduce_sum", "broadcast_state",
-           "DistributedError"]
+           "broadcast_seed", "owned", "gather_owned", "DistributedError"]
 
 
 class DistributedError(RuntimeError):
@@ -156,4 +156,38 @@ def broadcast_state(state: dict[str, torch.Tensor | None], *,
         buf = v.detach().clone().contiguous()
         _collective(what, lambda buf=buf: dist.broadcast(buf, src=0))
         out[name] = buf
+    return out
+
+
+def broadcast_seed(seed: int) -> int:
+    """Rank 0's seed on every rank (a seed drawn from OS entropy differs between processes),
+    unchanged outside a distributed job."""
+    if world()[1] == 1:
+        return seed
+    box = torch.tensor([seed], dtype=torch.int64)
+    dist = _dist()
+    assert dist is not None
+    _collective("the seed's broadcast", lambda: dist.broadcast(box, src=0))
+    return int(box)
+
+
+def owned(num_items: int) -> list[int]:
+    """The items (chains) this rank runs: ``i`` with ``i % world_size == rank``."""
+    rank, size = world()
+    return [i for i in range(num_items) if i % size == rank]
+
+
+def gather_owned(mine: dict[int, Any], num_items: int, *, what: str = "MCMC") -> list[Any]:
+    """Every rank's items (``{index: picklable object}`` of :func:`owned`), in index order,
+    on every rank."""
+    rank, size = world()
+    if size == 1:
+        return [mine[i] for i in range(num_items)]
+    dist = _dist()
+    assert dist is not None
+    out = []
+    for i in range(num_items):
+        box = [mine.get(i)]
+        _collective(what, lambda box=box, i=i: dist.broadcast_object_list(box, src=i % size))
+        out.append(box[0])
     return out

@@ -10,6 +10,8 @@ import time
 import traceback
 
 import numpy as np
+import pyro
+import pyro.distributions as dist
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -38,6 +40,19 @@ def _corpus():
     return torch.as_tensor(counts, dtype=torch.float64)
 
 
+def _normal_model(data):
+    loc = pyro.sample("loc", dist.Normal(0.0, 10.0))
+    scale = pyro.sample("scale", dist.HalfNormal(5.0))
+    with pyro.plate("data", len(data)):
+        pyro.sample("obs", dist.Normal(loc, scale), obs=data)
+
+
+def _mcmc():
+    y = torch.tensor([1.2, 0.4, 2.2, 1.9, 0.7, 1.1])
+    return ppgen.fit(_normal_model, y, method="mcmc", num_chains=3, num_samples=40,
+                     num_warmup=40, seed=0, progress=False, jit_compile=False)
+
+
 def _fit(x, model):
     return ppgen.fit(model, x, method="em", seed=0, tol=1e-12, num_steps=300,
                      num_restarts=2, progress=False)
@@ -62,6 +77,22 @@ def _worker(rank, size, store, out_dir, job):
             x = x.float().reshape(1, -1, 2)[:, :1000]
         elif job == "lda":
             model, x = ppgen.LDA(3), _corpus()
+        elif job == "mcmc":
+            from ppgen.inference import mcmc
+
+            runs, run = [], mcmc.MCMC.run
+
+            def counted(self, *args, **kwargs):
+                runs.append(1)
+                return run(self, *args, **kwargs)
+
+            mcmc.MCMC.run = counted
+            fit = _mcmc()
+            torch.save({k: v for k, v in fit.posterior.items()}
+                       | {"runs": torch.tensor(len(runs))}
+                       | {f"stat_{k}": torch.as_tensor(v) for k, v in fit.sample_stats.items()},
+                       os.path.join(out_dir, f"{rank}.pt"))
+            return
         elif job in ("die", "hang"):
             model.set_params(**START)
         fit = _fit(x, model)
@@ -133,6 +164,23 @@ def test_lda_on_two_ranks_gives_the_single_process_fit(tmp_path):
         for name, value in single.get_params().items():
             np.testing.assert_allclose(got["params"][name], value, rtol=1e-10, atol=1e-12,
                                        err_msg=name)
+
+
+def test_mcmc_chains_spread_over_ranks_equal_the_single_process_chains(tmp_path):
+    """Three chains on two ranks (chains 0, 2 on rank 0, chain 1 on rank 1), each with the
+    seed it has in one process, gathered on every rank: the same draws and stats, bit for
+    bit."""
+    _run(tmp_path, "mcmc")
+    for rank in (0, 1):
+        assert not (tmp_path / f"{rank}.err").exists(), (tmp_path / f"{rank}.err").read_text()
+    single = _mcmc()
+    for rank, runs in ((0, 2), (1, 1)):
+        got = torch.load(tmp_path / f"{rank}.pt")
+        assert int(got["runs"]) == runs  # each rank sampled its own chains only
+        for name, value in single.posterior.items():
+            assert value.shape[:2] == (3, 40) and torch.equal(got[name], value), name
+        for name, value in single.sample_stats.items():
+            np.testing.assert_array_equal(got[f"stat_{name}"].numpy(), value, err_msg=name)
 
 
 def test_a_model_without_additive_statistics_is_refused_on_every_rank(tmp_path):

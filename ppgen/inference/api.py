@@ -15,6 +15,7 @@ import torch
 from pyro.nn import PyroModule
 
 from .._context import isolated
+from .._distributed import broadcast_seed
 from .._random import resolve_seed
 from .._threads import num_elements, work_threads
 from .._validation import (
@@ -241,7 +242,7 @@ def fit(model: GenerativeModel | Callable, data: Any = None, method: Method | No
             names = ", ".join(n for n in accepted if n != "data")
             raise bad_type("model_kwargs", f"keyword arguments of {type(model).__name__}.model"
                            f" ({names})", ", ".join(sorted(unknown)))
-    seed = resolve_seed(seed)
+    seed = broadcast_seed(resolve_seed(seed))  # one seed for every rank of a job
     device = _check_device(device)
     kwargs = _to_device(dict(model_kwargs or {}), device)
     start = time.perf_counter()

@@ -24,6 +24,7 @@ from pyro.infer.autoguide.initialization import init_to_median, init_to_value
 from pyro.infer.mcmc.util import initialize_model
 from pyro.ops.integrator import potential_grad
 
+from .._distributed import gather_owned, is_main_process, owned
 from .._progress import in_jupyter_kernel, progress_bar, progress_enabled
 from .._random import derive_seeds, seeded
 from .._threads import num_elements, work_threads
@@ -269,16 +270,19 @@ def run_mcmc(model_fn: Callable, args: tuple, kwargs: dict, info: ModelInfo, *, 
             warn_user(f"jit_compile: the model cannot be compiled by the PyTorch JIT ({problem})"
                       "; NUTS runs it uncompiled (same posterior, about 2x slower). Pass "
                       "jit_compile=False to skip this check.", JITFallbackWarning)
-    show_bar = progress_enabled(progress)  # Pyro draws its own bar: only where it is seen
+    # Under a process group the chains are spread over the ranks (chain c on rank
+    # c % world_size, with the seed it has in one process) and gathered on every rank.
+    mine = owned(num_chains)
+    # Pyro draws its own bar: only where it is seen, and on rank 0 of a distributed job.
+    show_bar = progress_enabled(progress) and is_main_process()
     # In a notebook, Pyro's text bar would leave every redraw in the cell's output: ppgen
     # draws one tqdm.auto widget instead. In a terminal Pyro's bar stays.
     notebook = show_bar and in_jupyter_kernel()
-    bar = _NotebookBar((num_warmup + num_samples) * num_chains, num_chains,
-                       enabled=notebook)
+    bar = _NotebookBar((num_warmup + num_samples) * len(mine), len(mine), enabled=notebook)
     chains: list[dict[str, torch.Tensor]] = []
     stats: list[list[dict[str, float]]] = []
     data = args[0] if args and isinstance(args[0], torch.Tensor) else None
-    pilot = _Pilot((num_warmup + num_samples) * num_chains, lambda per, total: slow_mcmc_message(
+    pilot = _Pilot((num_warmup + num_samples) * len(mine), lambda per, total: slow_mcmc_message(
         per, total, num_data=None if data is None or data.dim() == 0 else len(data),
         discrete=tuple(info.discrete), remedy=slow_remedy))
 
@@ -286,9 +290,12 @@ def run_mcmc(model_fn: Callable, args: tuple, kwargs: dict, info: ModelInfo, *, 
         pilot(kernel, params, stage, i)
         bar(kernel, params, stage, i)
 
+    runs: dict[int, tuple[dict[str, torch.Tensor], list[dict[str, float]]]] = {}
     with bar:
         for c, chain_seed in enumerate(derive_seeds(seed, num_chains)):
-            bar.chain = c
+            if c not in mine:
+                continue
+            bar.chain = mine.index(c)
             with seeded(chain_seed), _threads_for_data(args, kwargs):
                 init = init_values_fn(chain_seed) if init_values_fn is not None else None
                 strategy = init_to_value(values=init, fallback=init_to_median) if init else \
@@ -318,8 +325,11 @@ def run_mcmc(model_fn: Callable, args: tuple, kwargs: dict, info: ModelInfo, *, 
                         warn_user(f"jit_compile: the compiled potential failed in chain {c} "
                                   f"({type(exc).__name__}: {why}); NUTS runs the model "
                                   "uncompiled.", JITFallbackWarning)
-                chains.append({k: v.detach() for k, v in mcmc.get_samples().items()})
-                stats.append(nuts.records[num_warmup:])
+                runs[c] = ({k: v.detach() for k, v in mcmc.get_samples().items()},
+                           nuts.records[num_warmup:])
+    for draws, records in gather_owned(runs, num_chains):
+        chains.append(draws)
+        stats.append(records)
     samples = {k: torch.stack([c[k] for c in chains]) for k in chains[0]}
     sample_stats = {key: np.array([[r[key] for r in chain] for chain in stats])
                     for key in stats[0][0]} if num_samples else {}
