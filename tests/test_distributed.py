@@ -75,6 +75,8 @@ def _worker(rank, size, store, out_dir, job):
         if job == "hmm":
             model = ppgen.HiddenMarkovModel(2)
             x = x.float().reshape(1, -1, 2)[:, :1000]
+        elif job == "svi":
+            ppgen.fit(model, _data(), method="svi", num_steps=5, seed=0, progress=False)
         elif job == "lda":
             model, x = ppgen.LDA(3), _corpus()
         elif job == "mcmc":
@@ -189,6 +191,15 @@ def test_a_model_without_additive_statistics_is_refused_on_every_rank(tmp_path):
         err = (tmp_path / f"{rank}.err").read_text()
         assert err.startswith("NotSupportedError"), err
         assert "HiddenMarkovModel" in err and "GaussianMixture" in err and "2 ranks" in err
+
+
+def test_the_training_loop_is_refused_under_a_process_group(tmp_path):
+    """Every rank would train its own copy and write the same checkpoint: refused."""
+    _run(tmp_path, "svi")
+    for rank in (0, 1):
+        err = (tmp_path / f"{rank}.err").read_text()
+        assert err.startswith("NotSupportedError"), err
+        assert "training loop" in err and "2 ranks" in err and "destroy_process_group" in err
 
 
 @pytest.mark.parametrize("job", ["die", "hang"])

@@ -18,10 +18,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._distributed import world
 from .._interrupt import deferred_interrupt
 from .._progress import progress_bar
 from .._threads import num_elements, work_threads
-from .._validation import bad_type, check_nonnegative_float, check_positive_int
+from .._validation import NotSupportedError, bad_type, check_nonnegative_float, check_positive_int
 from .._warnings import warn_user
 from ..training import Batch, TrainState
 from .checkpoint import read_checkpoint, rng_state, set_rng_state, write_checkpoint
@@ -151,6 +152,13 @@ def train(objective: Any, model: Any, source: Any, *, seed: int, num_steps: int 
         More state to checkpoint (an automatic guide's module, the Pyro param store).
     """
     kwargs = dict(kwargs or {})
+    size = world()[1]
+    if size > 1:  # every rank would train a copy of its own and write the same checkpoint
+        raise NotSupportedError(
+            f"ppgen.fit: the training loop (SVI, networks) does not run across processes yet, "
+            f"got a process group of {size} ranks. Train in a process without one (or call "
+            "torch.distributed.destroy_process_group() first); EM of a GaussianMixture or LDA "
+            "and MCMC do run across processes.")
     num_data = num_rows(source)
     if num_data < 1:
         raise bad_type("data", "at least one row", "an empty data set")
