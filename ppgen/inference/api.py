@@ -401,6 +401,9 @@ def _fit_builtin(model: GenerativeModel, data, method, seed, device, init, kwarg
     data_kw = {k: kwargs[k] for k in model.data_kwargs if k in kwargs}
     fixed, init = _check_fixed(model, fixed, init)
     small = [d for d in (_too_little_data(model, x, data_kw, fixed),) if d is not None]
+    for code, msg in (model.data_warnings(x) if hasattr(model, "data_warnings") else []):
+        warn_user(msg, UserWarning)
+        small.append(Diagnostic(code, msg))
     constants = _fixed_sites(model, x, init, fixed, seed, data_kw) if method != "em" else {}
     model_fn = poutine.condition(model.model, data=constants) if constants else model.model
     if method == "em":

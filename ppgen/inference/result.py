@@ -32,8 +32,10 @@ class Diagnostic:
     code : str
         ``"rhat"``, ``"ess_bulk"``, ``"ess_tail"``, ``"divergences"``, ``"not_converged"``,
         ``"khat"``, ``"nan"``, ``"em_decrease"``, ``"m_step_undone"`` (EM on a model
-        function: an M-step that did not increase the expected log joint was undone) or
-        ``"interrupted"``.
+        function: an M-step that did not increase the expected log joint was undone),
+        ``"interrupted"``, ``"too_little_data"``, ``"reg_covar_large"`` (a covariance floor
+        not small against the data's variances) or ``"precision_loss"`` (float32 data whose
+        means dwarf their spread).
     message : str
         What was found and what to do about it.
     site : str or None

@@ -198,3 +198,34 @@ def estimate_parameters(nk, sx, sxx, num_data, covariance, reg_covar, locs=None)
         d = locs.shape[-1]
         cov = (sxx / nk - (centre * locs).sum(-1)) / d + reg_covar
     return weights, locs, cov
+
+
+def scale_warnings(x: torch.Tensor, reg_covar: float, name: str) -> list[tuple[str, str]]:
+    """Findings about the scale of Gaussian data (N, D), as ``(code, message)``: a
+    ``reg_covar`` that is not small against the smallest feature variance (it then shapes
+    the covariances more than the data do), and float32 features whose mean is so large
+    against their spread that float32's 7 digits round them visibly."""
+    from ._blocks import column_moments
+
+    if not x.is_floating_point() or x.dim() != 2 or x.shape[0] < 2:
+        return []
+    mean, var = column_moments(x, unbiased=False)
+    found = []
+    smallest = float(var.min())
+    if reg_covar > 0 and 0 < smallest and reg_covar > 1e-2 * smallest:
+        j = int(var.argmin())
+        found.append(("reg_covar_large", (
+            f"{name}: reg_covar={reg_covar:g} is {reg_covar / smallest:.3g} times the variance "
+            f"of feature {j} ({smallest:.3g}), so it shapes the covariances more than the data "
+            "do; standardise the data ((x - x.mean(0)) / x.std(0)) or lower reg_covar.")))
+    if x.dtype == torch.float32:
+        ratio = mean.abs() / var.sqrt().clamp_min(torch.finfo(torch.float64).tiny)
+        bad = [int(j) for j in torch.nonzero(ratio > 1e4).flatten()]
+        if bad:
+            worst = bad[int(ratio[bad].argmax())]
+            found.append(("precision_loss", (
+                f"{name}: float32 data whose feature {worst} has a mean {float(ratio[worst]):.3g} "
+                f"times its standard deviation ({len(bad)} feature(s) above 1e4): float32 keeps "
+                "about 7 significant digits, so these values are visibly rounded; centre the "
+                "data (x - x.mean(0)) or pass float64.")))
+    return found

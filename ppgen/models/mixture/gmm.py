@@ -50,6 +50,7 @@ from ..gaussian import (
     full_covariances,
     log_gaussian,
     outer_rows,
+    scale_warnings,
     sufficient_statistics,
 )
 from ..kmeans import kmeans_centers
@@ -363,6 +364,11 @@ class GaussianMixture(GenerativeModel):
                                       max(self.reg_covar, 1e-6 * float(var.mean())))
         m = m + shift
         return given.get("weights", w), given.get("locs", m), given.get("covariances", c)
+
+    def data_warnings(self, data: torch.Tensor) -> list[tuple[str, str]]:
+        """Findings about the training data's scale (``ppgen.fit`` turns them into warnings
+        and diagnostics): see :func:`ppgen.models.gaussian.scale_warnings`."""
+        return scale_warnings(data, self.reg_covar, "GaussianMixture")
 
     @property
     def fixable_params(self) -> tuple[str, ...]:
