@@ -20,12 +20,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pyro
+import pyro.ops.einsum.torch_log as _torch_log
 import torch
 from torch.func import grad_and_value, vmap
 
 from .._warnings import warn_user
 
-__all__ = ["BatchedPotential", "FlatSpec", "VmapFallbackWarning", "no_validation"]
+__all__ = ["BatchedPotential", "FlatSpec", "VmapFallbackWarning", "no_validation",
+           "vmap_ready"]
 
 #: Chains compared against the per-chain loop on the first call.
 _CHECK_CHAINS = 4
@@ -71,6 +73,44 @@ class FlatSpec:
             out[name] = flat[..., start:start + size].reshape((*lead, *shape))
             start += size
         return out
+
+
+class _SafeLog(torch.autograd.Function):
+    """Pyro's ``pyro.ops.special.safe_log`` (log with the gradient at 0 clamped to 1 / eps)
+    in the form torch.func transforms accept (``setup_context``, a generated vmap rule)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x):  # type: ignore[override]
+        return x.log()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0])
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        return grad / x.clamp(min=torch.finfo(x.dtype).eps)
+
+
+def _safe_log(x: torch.Tensor) -> torch.Tensor:
+    return _SafeLog.apply(x)
+
+
+@contextmanager
+def vmap_ready() -> Iterator[None]:
+    """For the block: distribution checks off (:func:`no_validation`) and Pyro's log-space
+    einsum (the sum over enumerated discrete sites) using :class:`_SafeLog`, whose old-style
+    ``autograd.Function`` vmap refuses; both put back afterwards."""
+    previous = _torch_log.safe_log
+    try:
+        _torch_log.safe_log = _safe_log
+        with no_validation():
+            yield
+    finally:
+        _torch_log.safe_log = previous
 
 
 @contextmanager
@@ -128,7 +168,7 @@ class BatchedPotential:
         return torch.stack(values).to(q.dtype), torch.stack(grads)
 
     def vectorized_call(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with no_validation():
+        with vmap_ready():
             grads, values = self._batched(q.detach())
         return values.detach(), grads.detach()
 
