@@ -220,12 +220,15 @@ def mass_windows(num_warmup: int, *, init_buffer: int = 75, term_buffer: int = 5
                  base_window: int = 25) -> list[tuple[int, int]]:
     """Stan's warm-up windows ``[(start, end), ...]`` (iteration indices, end exclusive) at
     whose ends the mass matrix is updated: a fast initial buffer, windows doubling in length,
-    a final buffer where only the step size and T adapt. No window below 20 iterations."""
-    if num_warmup < 20:
+    a final buffer where only the step size and T adapt. Below 150 iterations: 15 % initial
+    buffer, one window, and a final buffer of at least 20 iterations (the step size adapts
+    afresh after the last update); no window below 100 iterations (the mass matrix stays
+    the identity)."""
+    if num_warmup < 100:
         return []
     if init_buffer + base_window + term_buffer > num_warmup:
         init_buffer = int(0.15 * num_warmup)
-        term_buffer = int(0.1 * num_warmup)
+        term_buffer = max(int(0.1 * num_warmup), 20)
         base_window = num_warmup - init_buffer - term_buffer
     end = num_warmup - term_buffer
     windows = []
