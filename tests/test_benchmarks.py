@@ -298,3 +298,17 @@ def test_gan_mnist_benchmark_quick(tmp_path):
         assert math.isfinite(r["heldout_nats"])
     assert 0 < report["stacked"]["modes"] <= 1000
     assert len(report["epoch_seconds"]["plain"]) == len(report["epoch_seconds"]["ppgen"]) == 1
+
+
+def test_mcmc_benchmark_runs_nuts_and_chees():
+    proc = subprocess.run(  # this checkout's ppgen, not the editable install's
+        [sys.executable, str(ROOT / "benchmarks" / "mcmc.py"), "--quick"],
+        capture_output=True, text=True, timeout=600,
+        env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    stdout = proc.stdout
+    for row in ("| Pyro NUTS (jit) | 4 |", "| ppgen chees, 4 chains | 4 |",
+                "| ppgen chees, 8 chains | 8 |", "| BatchedPotential (vmap) | 8 |",
+                "| per-chain loop (fallback) | 4 |"):
+        assert row in stdout, row
+    assert "load average before" in stdout and "load average after" in stdout
