@@ -7,6 +7,7 @@
 """
 
 from . import datasets, evaluation
+from ._distributed import DistributedError
 from ._validation import NotFittedError, NotSupportedError
 from .inference import ConvergenceWarning, Diagnostic, Fit, PointEstimateWarning, fit
 from .io import load, save
@@ -46,7 +47,8 @@ def loo(fit, **kwargs):
 
 
 __all__ = ["fit", "Fit", "Diagnostic", "ConvergenceWarning", "PointEstimateWarning",
-           "NotFittedError", "NotSupportedError", "compare", "loo", "save", "load",
+           "NotFittedError", "NotSupportedError", "DistributedError", "compare", "loo", "save",
+           "load",
            "GaussianMixture", "HiddenMarkovModel", "LDA", "ProdLDA", "VAE", "ConditionalVAE",
            "GAN", "DCGAN", "FCCGAN", "ConditionalGAN", "StackGAN",
            "RBM", "DBN", "DBM",

@@ -91,7 +91,13 @@ def check_choice(arg: str, value: Any, choices: tuple[str, ...]) -> str:
 def tensor_from_array(arr: np.ndarray) -> torch.Tensor:
     """``torch.as_tensor`` of a numpy array, copying a read-only one first (pandas gives
     read-only views under copy-on-write, on which torch warns "The given NumPy array is not
-    writable")."""
+    writable"). A read-only memory-mapped file (``np.load(path, mmap_mode="r")``) is not
+    copied but mapped again copy-on-write: the tensor reads the file page by page, and a
+    write would change private pages, never the file."""
+    if not arr.flags.writeable and isinstance(arr, np.memmap) and arr.filename is not None \
+            and arr.base is not None and arr.flags.c_contiguous:
+        arr = np.memmap(arr.filename, dtype=arr.dtype, mode="c", offset=arr.offset,
+                        shape=arr.shape, order="C")
     return torch.as_tensor(arr if arr.flags.writeable else arr.copy())
 
 
@@ -188,8 +194,8 @@ def as_tensor(x: Any, *, arg: str = "data", dtype: torch.dtype | None = None,
     else:
         if x is None:
             raise not_numeric(arg, x, expected, remedy)
-        try:
-            arr = np.asarray(x)
+        try:  # a memory-mapped file stays one (tensor_from_array maps it, no copy)
+            arr = x if isinstance(x, np.memmap) else np.asarray(x)
         except Exception as exc:  # ragged lists and the like
             raise not_numeric(arg, x, expected, remedy) from exc
         if arr.dtype == object or arr.dtype.kind not in "biuf":
@@ -201,6 +207,10 @@ def as_tensor(x: Any, *, arg: str = "data", dtype: torch.dtype | None = None,
     if dtype is None:
         dtype = t.dtype if t.is_floating_point() else INTEGER_DATA_DTYPE
     return t.to(device=device if device is not None else t.device, dtype=dtype)
+
+
+#: Data with more elements than this are scanned for NaN and infinities block by block.
+_SCAN_ELEMENTS = 1_000_000
 
 
 def check_data(x: Any, *, arg: str = "data", ndim: int = 2, allow_nan: bool = False,
@@ -239,6 +249,10 @@ def check_data(x: Any, *, arg: str = "data", ndim: int = 2, allow_nan: bool = Fa
                         f"shape {tuple(t.shape)}", "Pass data with the same columns as in fit.")
     if not check_finite:
         return t
+    if t.dim() >= 1 and t.numel() > _SCAN_ELEMENTS:  # large data: scan block by block
+        step = max(1, _SCAN_ELEMENTS // max(1, t[0].numel()))
+        if all(bool(torch.isfinite(t[i:i + step]).all()) for i in range(0, t.shape[0], step)):
+            return t
     finite = torch.isfinite(t)
     if not bool(finite.all()):
         nan = torch.isnan(t)

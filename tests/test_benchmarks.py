@@ -26,10 +26,12 @@ def test_gmm_em_benchmark_runs_and_agrees_with_sklearn(tmp_path):
 
 
 def _run_script(name, *args, timeout=600):
+    # PYTHONPATH: the scripts import the ppgen of this checkout (a git worktree too), not
+    # whichever one the virtual environment has installed.
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / name), *args],
         capture_output=True, text=True, timeout=timeout,
-        env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+        env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     return proc.stdout
 
@@ -298,6 +300,24 @@ def test_gan_mnist_benchmark_quick(tmp_path):
         assert math.isfinite(r["heldout_nats"])
     assert 0 < report["stacked"]["modes"] <= 1000
     assert len(report["epoch_seconds"]["plain"]) == len(report["epoch_seconds"]["ppgen"]) == 1
+
+
+def test_generic_em_benchmark_runs_and_reaches_the_closed_form_log_likelihood():
+    out = _run_script("generic_em.py", "--quick", "--svi-lr", "0.1", "--svi-budget", "1")
+    assert "| generic EM, L-BFGS M-step |" in out
+    assert "within 1e-6 relative: yes [PASS]" in out
+
+
+def test_distributed_em_benchmark_under_torchrun_equals_one_process(tmp_path):
+    """The benchmark launches torchrun itself (two ranks, gloo; ppgen initialises the
+    process group from torchrun's variables): the same log-likelihood as one process."""
+    out = tmp_path / "dist.json"
+    stdout = _run_script("distributed_em.py", "--quick", "--rows", "20000", "--json", str(out))
+    assert "| torchrun (gloo) | 2 x 1 |" in stdout
+    rows = json.loads(out.read_text())
+    assert [r["processes"] for r in rows] == [1, 1, 2]
+    for r in rows[1:]:
+        assert abs(r["log_lik"] - rows[0]["log_lik"]) <= 1e-10 * abs(rows[0]["log_lik"])
 
 
 def test_mcmc_benchmark_runs_nuts_and_chees():

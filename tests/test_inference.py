@@ -274,8 +274,9 @@ def test_bad_calls_to_fit(old_faithful):
         ppgen.fit(GaussianMixture(2), old_faithful, method="vi")
     with pytest.raises(TypeError, match="options: expected options of method='em'.*lr"):
         ppgen.fit(GaussianMixture(2), old_faithful, method="em", lr=0.1)
-    with pytest.raises(ValueError, match="no closed-form EM steps; use method='svi'"):
-        ppgen.fit(eight_schools, EIGHT_Y, method="em")
+    with pytest.raises(ValueError, match="expected discrete latent sites to enumerate for "
+                       "method='em'.*method='svi' with guide='map'.*method='mcmc'"):
+        ppgen.fit(eight_schools, EIGHT_Y, method="em", model_kwargs={"sigma": EIGHT_SIGMA})
     with pytest.raises(TypeError, match="model: expected a ppgen GenerativeModel"):
         ppgen.fit(42, old_faithful, method="svi")
     with pytest.raises(TypeError, match="model_kwargs: expected arguments the model accepts"):

@@ -29,6 +29,7 @@ from .._warnings import warn_user
 from ..models.base import GenerativeModel
 from ..training import Batch
 from .em import run_em
+from .generic_em import FunctionEM, check_em_model
 from .loop import plan_steps, train
 from .mcmc import recover_discrete, run_mcmc
 from .result import Diagnostic, Fit
@@ -53,6 +54,8 @@ _OPTIONS = {
              "kernel", "jit_compile", "fixed"},
 }
 _OPTIONS["svi"].add("fixed")
+#: Options of EM on a model function only (its numerical M-step).
+FUNCTION_EM_OPTIONS = {"m_step_iter", "m_step_tol", "m_step"}
 #: Sample sites of a public parameter of the built-in models (default: the same name).
 _SITES_OF = {"covariances": ("scales", "corr_chol")}
 
@@ -113,7 +116,8 @@ def fit(model: GenerativeModel | Callable, data: Any = None, method: Method | No
         Move model and data there ("cuda"); by default the data's device.
     init : dict, optional
         Start values named as the model's public parameters (built-in models, e.g.
-        ``weights``, ``locs``, ``covariances``) or as sample sites (functions).
+        ``weights``, ``locs``, ``covariances``) or as sample sites (functions; for
+        ``method="em"`` also ``pyro.param`` names).
     model_kwargs : dict, optional
         Extra keyword arguments of the model (and guide).
     progress : bool
@@ -123,7 +127,8 @@ def fit(model: GenerativeModel | Callable, data: Any = None, method: Method | No
         ``("transition_probs",)`` for an HMM, ``("weights",)`` for a mixture) held at their
         ``init`` values (or the model's current values) while the others are fitted; under
         SVI and MCMC their sites become constants.
-        Method options: em: ``num_steps``, ``tol``, ``num_restarts``. svi: ``num_steps``,
+        Method options: em: ``num_steps``, ``tol``, ``num_restarts``; for a model function
+        also ``m_step_iter``, ``m_step_tol``, ``m_step`` (see Notes). svi: ``num_steps``,
         ``tol``, ``lr``, ``lr_decay``, ``clip_norm``, ``check_every``, ``num_particles``,
         ``guide`` ("normal" | "map" | callable), ``loss``, ``batch_size`` (built-in models),
         ``num_samples`` (posterior draws from a non-MAP guide, default 1000),
@@ -144,6 +149,35 @@ def fit(model: GenerativeModel | Callable, data: Any = None, method: Method | No
     -------
     Fit
 
+    Notes
+    -----
+    **EM on a model function** (``method="em"``, :mod:`ppgen.inference.generic_em`): for a
+    Pyro model whose discrete latent sites can be enumerated (finite support; every one is
+    enumerated in parallel, whatever its ``infer`` says) and whose other unknowns are
+    ``pyro.param`` values or continuous latent sites, taken at a point: their MAP in the
+    constrained space with the site's prior (as ``AutoDelta`` gives; no log-Jacobian; a
+    prior masked out, as Pyro's ``include_prior=False``, makes it maximum likelihood).
+    The E-step sums the enumerated sites out exactly (the contraction ``TraceEnum_ELBO``
+    runs) and takes the posterior marginal of every log-density factor as the gradient of
+    the log normaliser; the M-step maximises the expected complete-data log joint over the
+    unconstrained values by L-BFGS (strong-Wolfe line search), ``m_step_iter`` iterations
+    at most (default 100), to a gradient tolerance ``m_step_tol`` (default 1e-9, on the
+    expected log joint divided by its size). An M-step that does not increase it is undone
+    (a ``m_step_undone`` message), so the objective, ``history["objective"]``, the marginal
+    log-likelihood plus the log prior density of the MAP sites, never decreases. A model
+    that has a closed-form M-step declares it as ``m_step=fn``: ``fn(posterior, data,
+    **model_kwargs)`` returns new values by name, ``posterior[site]`` being the marginal of
+    that enumerated site's factor in ``TraceEnum_ELBO``'s layout (a mixture's
+    ``posterior["assignment"][k, n] = p(assignment_n = k | data)``; see
+    :class:`~ppgen.inference.generic_em.FunctionEM`); L-BFGS fits what it does not return.
+    ``init`` takes start values by ``pyro.param`` or site name (the model's own
+    ``pyro.param`` initial values otherwise, and for sites the prior median, a prior draw
+    for restarts after the first); ``fixed`` holds named ones at their start values.
+    ``Fit.params`` holds the constrained values. Models without discrete latent sites, with
+    subsampled plates or with discrete sites of infinite support are refused with the
+    alternative (``method="svi"``, ``guide="map"``; ``method="mcmc"``). Float64 data are
+    recommended: the M-step's tolerance and the monotonicity check are relative to round-off.
+
     Examples
     --------
     >>> import ppgen
@@ -151,6 +185,23 @@ def fit(model: GenerativeModel | Callable, data: Any = None, method: Method | No
     >>> result = ppgen.fit(ppgen.GaussianMixture(2), x, method="em", seed=0, progress=False)
     >>> result.converged
     True
+
+    EM on Pyro's GMM tutorial model, its global unknowns as ``pyro.param``:
+
+    >>> import pyro, pyro.distributions as dist, torch
+    >>> from pyro.distributions import constraints
+    >>> def model(data, K=2):
+    ...     weights = pyro.param("weights", torch.ones(K, dtype=data.dtype) / K,
+    ...                          constraint=constraints.simplex)
+    ...     scale = pyro.param("scale", torch.ones(K, dtype=data.dtype),
+    ...                        constraint=constraints.positive)
+    ...     locs = pyro.param("locs", torch.tensor([1.0, 5.0], dtype=data.dtype))
+    ...     with pyro.plate("data", len(data)):
+    ...         z = pyro.sample("assignment", dist.Categorical(weights))
+    ...         pyro.sample("obs", dist.Normal(locs[z], scale[z]), obs=data)
+    >>> em = ppgen.fit(model, x[:, 0], method="em", seed=0, progress=False)
+    >>> round(em.objective, 3), em.converged
+    (-276.36, True)
     """
     if method is None:
         method = default_method(model)
@@ -164,10 +215,12 @@ def fit(model: GenerativeModel | Callable, data: Any = None, method: Method | No
     allowed = set(_OPTIONS[method])
     if builtin and method == "svi":
         allowed |= set(model.objective_options)
+    if not builtin and method == "em":
+        allowed |= FUNCTION_EM_OPTIONS
     unknown = set(options) - allowed
     if unknown:
         raise _unknown_options(model, method, unknown, allowed)
-    methods = model.capabilities().methods if builtin else ("svi", "mcmc")
+    methods = model.capabilities().methods if builtin else ("svi", "mcmc", "em")
     if method not in methods:
         name = type(model).__name__ if builtin else getattr(model, "__name__", "model")
         others = " or ".join(repr(m) for m in methods)
@@ -589,6 +642,8 @@ def _fit_function(model_fn: Callable, data, method, seed, init, kwargs, progress
     if not info.observed:
         raise bad_value("model", "a model with at least one observed site (obs=...)",
                         "none", "Pass the data to pyro.sample(..., obs=data).")
+    if method == "em":
+        return _em_function(model_fn, data, seed, init, kwargs, info, progress, options)
     if init:
         missing = set(init) - set(info.continuous)
         if missing:
@@ -648,3 +703,42 @@ def _fit_function(model_fn: Callable, data, method, seed, init, kwargs, progress
                seed=seed, model_fn=model_fn, data=data, model_kwargs=kwargs, info=info,
                params=params, posterior=samples, sample_stats=out["sample_stats"],
                options=dict(options, jit_compile=out["jit_compile"]))
+
+
+def _em_function(model_fn: Callable, data, seed, init, kwargs, info: ModelInfo, progress,
+                 options) -> Fit:
+    """EM on a model function (:mod:`ppgen.inference.generic_em`): its discrete sites
+    enumerated exactly, its ``pyro.param`` values and continuous sites maximised by L-BFGS."""
+    check_em_model(model_fn, info)
+    options = dict(options)
+    fixed = options.pop("fixed", None) or ()
+    if isinstance(fixed, str):
+        fixed = (fixed,)
+    if not isinstance(fixed, list | tuple | set | frozenset) or \
+            not all(isinstance(f, str) for f in fixed):
+        raise bad_type("fixed", "a tuple of pyro.param or continuous site names", repr(fixed))
+    em_model = FunctionEM(model_fn, (data,), kwargs, info, fixed=tuple(fixed),
+                          m_step_iter=options.pop("m_step_iter", 100),
+                          m_step_tol=options.pop("m_step_tol", 1e-9),
+                          m_step=options.pop("m_step", None))
+    # The driver reads the data's device, dtype and size from a tensor: the data, else the
+    # first observed value.
+    anchor = data if isinstance(data, torch.Tensor) else next(
+        (v for v in info.observed_values.values() if isinstance(v, torch.Tensor)),
+        torch.zeros(0))
+    out = run_em(em_model, anchor, init=init, seed=seed, progress=progress, **options)
+    messages = list(out["messages"])
+    if em_model.undone:
+        msg = (f"EM: L-BFGS found no increase of the expected log joint in {em_model.undone} "
+               "M-step(s), which were undone (the objective then stays "
+               "put, and EM may stop early); raise m_step_iter, or use float64 data.")
+        messages.append(Diagnostic("m_step_undone", msg, value=float(em_model.undone)))
+        warn_user(msg, RuntimeWarning)
+    params = em_model.point_estimates()
+    return Fit(model=model_fn, method="em", history=out["history"], converged=out["converged"],
+               elapsed=0.0, seed=seed, model_fn=model_fn, data=data, model_kwargs=kwargs,
+               info=info, params=params, messages=messages,
+               options=dict(options, fixed=tuple(fixed), m_step_iter=em_model.m_step_iter,
+                            m_step_tol=em_model.m_step_tol,
+                            m_step=getattr(em_model.closed_form, "__name__", "closed form")
+                            if em_model.closed_form is not None else "L-BFGS"))

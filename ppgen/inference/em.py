@@ -15,11 +15,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._distributed import all_reduce_sum, broadcast_state, shard_rows, world
 from .._interrupt import Interrupt, deferred_interrupt
 from .._progress import progress_bar
 from .._random import derive_seeds
 from .._threads import num_elements, work_threads
-from .._validation import check_nonnegative_float, check_positive_int
+from .._validation import (
+    NotSupportedError,
+    bad_value,
+    check_nonnegative_float,
+    check_positive_int,
+)
 from .._warnings import warn_user
 from .result import ConvergenceWarning, Diagnostic
 
@@ -71,10 +77,32 @@ def run_em(model: Any, data: torch.Tensor, *, init: dict[str, Any] | None, seed:
     fixed : tuple of str
         Parameters the model's M-steps leave at their start values (passed to
         ``em_initialize``; validated by ``ppgen.fit``).
+
+    Under ``torchrun`` or an initialised process group (:mod:`ppgen._distributed`) every
+    rank passes the same data; each starts from the whole of it (rank 0's start is
+    broadcast), runs its E-steps on its own contiguous block of rows, and the E-step's
+    log-likelihood and statistics are summed over the ranks, so every rank ends with the
+    parameters a single process would find. Models declare it with ``em_distributed =
+    True`` (E-step statistics that add up over rows, an M-step that reads nothing else).
     """
     num_steps = check_positive_int("num_steps", num_steps)
     tol = check_nonnegative_float("tol", tol)
     num_restarts = check_positive_int("num_restarts", num_restarts)
+    rank, size = world()
+    local, reduce = data, None
+    if size > 1:
+        name = type(model).__name__
+        if not getattr(model, "em_distributed", False) or data_kwargs:
+            raise NotSupportedError(
+                f"model: expected a model whose EM can run across processes, got {name} "
+                f"under a process group of {size} ranks. Across processes ppgen's EM runs the "
+                "GaussianMixture so far; fit this model in one process (rank 0 alone), or by "
+                "method='svi'.")
+        if data.shape[0] < size:
+            raise bad_value("data", f"at least one row per process ({size})",
+                            f"{data.shape[0]} rows", "Use fewer processes.")
+        local, reduce = data[shard_rows(data.shape[0], rank, size)], all_reduce_sum
+        progress = progress and rank == 0  # one bar for the job
     monitor = ConvergenceMonitor(tol, num_steps)
     messages: list[Diagnostic] = []
     decreases: list[tuple[int, int, float, float]] = []  # (restart, iteration, before, after)
@@ -84,8 +112,9 @@ def run_em(model: Any, data: torch.Tensor, *, init: dict[str, Any] | None, seed:
         with work_threads(num_elements(data, *(data_kwargs or {}).values()),
                           device=data.device), deferred_interrupt() as interrupt:
             start_kw = {"fixed": tuple(fixed)} if fixed else {}
-            best = _restarts(model, data, dict(data_kwargs or {}), init, seed, num_steps,
-                             num_restarts, monitor, decreases, bar, start_kw, interrupt)
+            best = _restarts(model, local, dict(data_kwargs or {}), init, seed, num_steps,
+                             num_restarts, monitor, decreases, bar, start_kw, interrupt,
+                             start_data=data, reduce=reduce)
     finally:
         bar.close()
         if hasattr(model, "em_finalize"):
@@ -136,21 +165,34 @@ def _decrease_summary(decreases: list[tuple[int, int, float, float]],
 
 
 def _restarts(model, data, kw, init, seed, num_steps, num_restarts, monitor, decreases, bar,
-              start_kw=None, interrupt: Interrupt | None = None):
+              start_kw=None, interrupt: Interrupt | None = None, start_data=None,
+              reduce=None):
     """Run every restart; return the best one's state, history and convergence flag.
 
     Ctrl-C (``interrupt.requested``) ends the fit after the iteration in progress; a
     KeyboardInterrupt raised inside an M- or E-step puts back the parameters from before it.
     Either way the best completed restart (or the interrupted one, when better) is kept and
     ``best["interrupted"]`` is ``(restart, iteration)``; with nothing completed the
-    KeyboardInterrupt propagates."""
+    KeyboardInterrupt propagates.
+
+    ``start_data`` (default ``data``) is what ``em_initialize`` sees; ``reduce`` (across
+    processes) sums each E-step's ``(log_lik, stats)`` and is given rank 0's start."""
+    start_data = data if start_data is None else start_data
+
+    def e_step():
+        out = model.e_step(data, **kw)
+        return out if reduce is None else reduce(out)
+
     best: dict[str, Any] | None = None
     stopped: tuple[int, int] | None = None
     dtype = data.dtype if data.is_floating_point() else model.dtype
     for restart, restart_seed in enumerate(derive_seeds(seed, num_restarts)):
         try:
-            model.em_initialize(data, init=init, seed=restart_seed, **kw, **(start_kw or {}))
-            ll, stats = model.e_step(data, **kw)
+            model.em_initialize(start_data, init=init, seed=restart_seed, **kw,
+                                **(start_kw or {}))
+            if reduce is not None:  # one start for every rank
+                model.set_state(broadcast_state(model.get_state()))
+            ll, stats = e_step()
         except KeyboardInterrupt:
             if best is None:
                 raise
@@ -174,7 +216,7 @@ def _restarts(model, data, kw, init, seed, num_steps, num_restarts, monitor, dec
             before = model.get_state()
             try:
                 model.m_step(data, stats, **kw)
-                ll, stats = model.e_step(data, **kw)
+                ll, stats = e_step()
             except KeyboardInterrupt:
                 model.set_state(before)  # no half-updated parameters
                 if interrupt is not None and interrupt.requested:

@@ -31,7 +31,9 @@ class Diagnostic:
     ----------
     code : str
         ``"rhat"``, ``"ess_bulk"``, ``"ess_tail"``, ``"divergences"``, ``"not_converged"``,
-        ``"khat"``, ``"nan"``, ``"em_decrease"`` or ``"interrupted"``.
+        ``"khat"``, ``"nan"``, ``"em_decrease"``, ``"m_step_undone"`` (EM on a model
+        function: an M-step that did not increase the expected log joint was undone) or
+        ``"interrupted"``.
     message : str
         What was found and what to do about it.
     site : str or None

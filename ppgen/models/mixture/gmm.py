@@ -24,9 +24,10 @@ covariance diagonal in every M-step, exactly as scikit-learn's ``GaussianMixture
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
+import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
@@ -41,6 +42,7 @@ from ..._validation import (
     check_positive_float,
     check_positive_int,
 )
+from .._blocks import column_moments, row_blocks
 from ..base import GenerativeModel, register
 from ..gaussian import (
     cholesky,
@@ -50,7 +52,7 @@ from ..gaussian import (
     outer_rows,
     sufficient_statistics,
 )
-from ..kmeans import kmeans
+from ..kmeans import kmeans_centers
 from ..relabel import permute_components, pivot_permutations
 
 __all__ = ["GaussianMixture"]
@@ -117,6 +119,8 @@ class GaussianMixture(GenerativeModel):
     state_names = ("prior_loc", "prior_scale")
     has_enumerated_sites = True
     supports_em = True
+    #: The E-step's statistics add up over rows: EM runs across processes (ppgen._distributed).
+    em_distributed = True
     default_guide = "map"
     column_dims = ("feature", "row", "col")
 
@@ -134,6 +138,7 @@ class GaussianMixture(GenerativeModel):
         self.init_method = check_choice("init_method", init_method, ("kmeans++", "random"))
         self._em_shift: torch.Tensor | None = None
         self._em_cache = None
+        self._em_stream = False
         self._chol: torch.Tensor | None = None
 
     def get_config(self) -> dict[str, Any]:
@@ -201,9 +206,12 @@ class GaussianMixture(GenerativeModel):
             raise bad_value("num_components", f"at most the number of rows of data "
                             f"({x.shape[0]})", self.num_components,
                             "Use fewer components or more data.")
-        self.prior_loc = x.mean(0)
-        self.prior_scale = x.std(0).clamp_min(1e-6) if x.shape[0] > 1 else torch.ones_like(
+        mean, var = column_moments(x, unbiased=True)
+        self.prior_loc = mean
+        self.prior_scale = var.sqrt().clamp_min(1e-6) if x.shape[0] > 1 else torch.ones_like(
             self.prior_loc)
+        # A memory-mapped file is streamed: EM reads it block by block and keeps no copy.
+        self._em_stream = isinstance(data, np.memmap)
         return x
 
     def _prior_settings(self, data):
@@ -335,18 +343,24 @@ class GaussianMixture(GenerativeModel):
             return given["weights"], given["locs"], given["covariances"]
         k = self.num_components
         g = torch.Generator(device=x.device).manual_seed(derive_seeds(seed, 1)[0])
-        if "locs" in given:
-            labels = torch.cdist(x, given["locs"]).argmin(1)
-            resp = torch.nn.functional.one_hot(labels, k).to(x.dtype)
-        elif self.init_method == "kmeans++":
-            resp = torch.nn.functional.one_hot(kmeans(x, k, g), k).to(x.dtype)
-        else:
-            resp = torch.rand(x.shape[0], k, generator=g, dtype=x.dtype, device=x.device)
-            resp = resp / resp.sum(1, keepdim=True)
-        shift = x.mean(0)
-        nk, sx, sxx = sufficient_statistics(x - shift, resp, self.covariance)
-        w, m, c = estimate_parameters(nk, sx, sxx, x.shape[0], self.covariance,
-                                       max(self.reg_covar, 1e-6 * float(x.var(0).mean())))
+        centers = given.get("locs")
+        if centers is None and self.init_method == "kmeans++":
+            centers = kmeans_centers(x, k, g)
+        if centers is None:
+            resp_all = torch.rand(x.shape[0], k, generator=g, dtype=x.dtype, device=x.device)
+            resp_all = resp_all / resp_all.sum(1, keepdim=True)
+        shift, var = column_moments(x)
+        stats = None
+        # Blocks of rows: one block for data that fit it (the unblocked computation).
+        for b in row_blocks(x.shape[0], max(k, x.shape[1]) * x.shape[1]):
+            resp = (torch.nn.functional.one_hot(torch.cdist(x[b], centers).argmin(1),
+                                                k).to(x.dtype) if centers is not None
+                    else resp_all[b])
+            chunk = sufficient_statistics(x[b] - shift, resp, self.covariance)
+            stats = chunk if stats is None else tuple(a + c for a, c in zip(stats, chunk))
+        assert stats is not None
+        w, m, c = estimate_parameters(*stats, x.shape[0], self.covariance,
+                                      max(self.reg_covar, 1e-6 * float(var.mean())))
         m = m + shift
         return given.get("weights", w), given.get("locs", m), given.get("covariances", c)
 
@@ -365,23 +379,28 @@ class GaussianMixture(GenerativeModel):
         self._em_cache = None
         self._on_params_changed()
 
-    def _em_chunks(self, data: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    def _em_chunks(self, data: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
         """Centred row chunks of the data (and their outer products, float64 full covariance),
-        cached for the iterations of one fit when they fit in ``_EM_CACHE_BYTES``."""
+        cached for the iterations of one fit when they fit in ``_EM_CACHE_BYTES`` and the data
+        are in memory; otherwise made one at a time (a memory-mapped file is streamed)."""
         cache = self._em_cache
         if cache is not None and cache[0] is data:
-            return cache[1]
+            yield from cache[1]
+            return
         shift = self._em_shift if self._em_shift is not None else data.mean(0)
         n, d = data.shape
         outer = self.covariance == "full" and data.dtype == torch.float64
+        size = n * d * (d + 1 if outer else 1) * data.element_size()
+        keep = size <= _EM_CACHE_BYTES and not self._em_stream
         chunks = []
         for rows in _row_chunks(n, d if outer else self.num_components, d):
             xc = data[rows] - shift
-            chunks.append((xc, outer_rows(xc) if outer else None))
-        size = n * d * (d + 1 if outer else 1) * data.element_size()
-        if size <= _EM_CACHE_BYTES:
+            chunk = (xc, outer_rows(xc) if outer else None)
+            if keep:
+                chunks.append(chunk)
+            yield chunk
+        if keep:
             self._em_cache = (data, chunks)
-        return chunks
 
     def em_finalize(self) -> None:
         """Drop the per-fit cache of data chunks."""

@@ -1,0 +1,131 @@
+"""EM across processes (torch.distributed, gloo on the CPU): two ranks started here with
+``torch.multiprocessing`` give the single-process fit; a rank that dies makes the other fail
+with a clear error instead of hanging."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import time
+import traceback
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+import ppgen
+from ppgen._distributed import shard_rows
+
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available(),
+                                reason="torch.distributed is not available")
+
+
+def _data(n=1001):
+    g = np.random.default_rng(0)
+    centres = np.array([[0.0, 0.0], [4.0, 1.0], [-3.0, 3.0]])
+    x = centres[g.integers(0, 3, n)] + g.normal(size=(n, 2)) * [0.7, 1.3]
+    return torch.from_numpy(x)
+
+
+START = {"weights": torch.tensor([0.2, 0.3, 0.5], dtype=torch.float64),
+         "locs": torch.tensor([[0.0, 0.0], [1.0, 1.0], [2.0, 2.0]], dtype=torch.float64),
+         "covariances": torch.eye(2, dtype=torch.float64).repeat(3, 1, 1)}
+
+
+def _fit(x, model):
+    return ppgen.fit(model, x, method="em", seed=0, tol=1e-12, num_steps=300,
+                     num_restarts=2, progress=False)
+
+
+def _worker(rank, size, store, out_dir, job):
+    os.environ.pop("WORLD_SIZE", None)
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"file://{store}", rank=rank, world_size=size,
+        timeout=datetime.timedelta(seconds=4 if job == "hang" else 60))
+    model = ppgen.GaussianMixture(3, covariance="full")
+    try:
+        if job == "die" and rank == 1:
+            os._exit(3)  # a rank lost before the fit's first collective
+        if job == "hang" and rank == 1:
+            time.sleep(8)  # a rank that stops answering (beyond the 4 s timeout)
+            os._exit(0)
+        x = _data()
+        if job == "hmm":
+            model = ppgen.HiddenMarkovModel(2)
+            x = x.float().reshape(1, -1, 2)[:, :1000]
+        elif job in ("die", "hang"):
+            model.set_params(**START)
+        fit = _fit(x, model)
+        torch.save({"params": model.get_params(),
+                    "history": torch.as_tensor(fit.history["objective"]),
+                    "converged": fit.converged}, os.path.join(out_dir, f"{rank}.pt"))
+    except Exception as exc:  # the parent test reads what each rank raised
+        with open(os.path.join(out_dir, f"{rank}.err"), "w") as f:
+            f.write(f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
+        if job in ("die", "hang"):  # the model keeps the parameters it had
+            unchanged = all(torch.equal(model.get_params()[k], torch.as_tensor(v))
+                            for k, v in START.items())
+            with open(os.path.join(out_dir, f"{rank}.unchanged"), "w") as f:
+                f.write(str(unchanged))
+    finally:
+        if job != "die":
+            torch.distributed.destroy_process_group()
+
+
+def _run(tmp_path, job, size=2):
+    ctx = mp.start_processes(_worker, args=(size, str(tmp_path / "store"), str(tmp_path), job),
+                             nprocs=size, join=False, start_method="spawn")
+    for p in ctx.processes:  # each on its own: ctx.join would kill the others at a failure
+        p.join(timeout=300)
+    alive = [p for p in ctx.processes if p.is_alive()]
+    for p in alive:
+        p.kill()
+    assert not alive, f"{len(alive)} rank(s) still running after 300 s: a hang"
+
+
+def test_shards_cover_every_row_once():
+    for n in (1, 7, 10, 1001):
+        for size in (1, 2, 3, 8):
+            rows = [list(range(n))[shard_rows(n, r, size)] for r in range(size)]
+            assert sum(rows, []) == list(range(n))
+            assert max(map(len, rows)) - min(map(len, rows)) <= 1
+
+
+def test_two_ranks_give_the_single_process_fit(tmp_path):
+    """Uneven shards (501 + 500 rows), the default k-means++ start, two restarts: every rank
+    ends with the single process's parameters and log-likelihoods, to 1e-10."""
+    _run(tmp_path, "gmm")
+    for rank in (0, 1):
+        assert not (tmp_path / f"{rank}.err").exists(), (tmp_path / f"{rank}.err").read_text()
+    single = ppgen.GaussianMixture(3, covariance="full")
+    fit = _fit(_data(), single)
+    assert fit.converged
+    for rank in (0, 1):
+        got = torch.load(tmp_path / f"{rank}.pt")
+        assert got["converged"]
+        np.testing.assert_allclose(got["history"], fit.history["objective"], rtol=1e-10)
+        for name, value in single.get_params().items():
+            np.testing.assert_allclose(got["params"][name], value, rtol=1e-10, atol=1e-12,
+                                       err_msg=name)
+
+
+def test_a_model_without_additive_statistics_is_refused_on_every_rank(tmp_path):
+    _run(tmp_path, "hmm")
+    for rank in (0, 1):
+        err = (tmp_path / f"{rank}.err").read_text()
+        assert err.startswith("NotSupportedError"), err
+        assert "HiddenMarkovModel" in err and "GaussianMixture" in err and "2 ranks" in err
+
+
+@pytest.mark.parametrize("job", ["die", "hang"])
+def test_a_lost_rank_stops_the_others_with_a_clear_error(tmp_path, job):
+    """A rank that dies (its connections close) or stops answering (the collective's
+    timeout): the other fails with DistributedError, its model as it was, no hang."""
+    _run(tmp_path, job)
+    err = (tmp_path / "0.err").read_text()
+    assert err.startswith("DistributedError"), err
+    assert "across 2 processes failed on rank 0" in err and "run the job again" in err
+    assert (tmp_path / "0.unchanged").read_text() == "True"
+    assert not (tmp_path / "0.pt").exists()

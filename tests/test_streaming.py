@@ -1,0 +1,165 @@
+"""Data bigger than memory: a memory-mapped ``.npy`` file is fitted by the Gaussian mixture's
+EM block by block, without a copy of the data, to the same result as the data in memory."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+import ppgen
+from ppgen import _validation
+from ppgen.models import _blocks, kmeans
+from ppgen.models.mixture import gmm as gmm_module
+
+
+def _write(path, n=3000, d=3, seed=0):
+    g = np.random.default_rng(seed)
+    centres = np.array([[0.0, 0.0, 0.0], [5.0, 1.0, -2.0], [-4.0, 4.0, 1.0]])[:, :d]
+    x = centres[g.integers(0, 3, n)] + g.normal(size=(n, d))
+    np.save(path, x)
+    return x
+
+
+def _fit(data, **kw):
+    model = ppgen.GaussianMixture(3, covariance="full")
+    fit = ppgen.fit(model, data, method="em", seed=0, progress=False, **kw)
+    return model, fit
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """Blocks of a few hundred rows, so that 3,000 rows take the blocked (streaming) paths."""
+    monkeypatch.setattr(_blocks, "BLOCK_ELEMENTS", 1000)
+    monkeypatch.setattr(gmm_module, "_CHUNK_ELEMENTS", 1000)
+    monkeypatch.setattr(_validation, "_SCAN_ELEMENTS", 500)
+
+
+def test_memory_mapped_file_is_not_copied_and_not_written(tmp_path):
+    path = tmp_path / "x.npy"
+    _write(path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    mapped = np.load(path, mmap_mode="r")
+    t = _validation.check_data(mapped)
+    assert t.untyped_storage().nbytes() == mapped.nbytes  # the file's pages, no copy
+    t[0, 0] = 123.0  # copy-on-write: a private page changes, never the file
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
+    assert float(np.load(path, mmap_mode="r")[0, 0]) != 123.0
+
+
+def test_a_memory_mapped_file_fits_as_the_array_in_memory(tmp_path):
+    path = tmp_path / "x.npy"
+    x = _write(path)
+    in_memory, fit_a = _fit(x)
+    mapped, fit_b = _fit(np.load(path, mmap_mode="r"))
+    assert fit_b.converged and mapped._em_stream and mapped._em_cache is None
+    np.testing.assert_array_equal(fit_a.history["objective"], fit_b.history["objective"])
+    for name, value in in_memory.get_params().items():
+        assert torch.equal(value, mapped.get_params()[name]), name
+
+
+def test_blocked_statistics_equal_the_unblocked_ones(tmp_path, small_blocks, monkeypatch):
+    """With the same start, the streaming path (every statistic summed block by block) reaches
+    the in-memory path's fit; its k-means++ start is a proper k-means solution."""
+    path = tmp_path / "x.npy"
+    x = _write(path)
+    start = {"weights": np.full(3, 1 / 3), "locs": x[[0, 1, 2]] + 0.1,
+             "covariances": np.tile(np.eye(3), (3, 1, 1))}
+    blocked, fit_b = _fit(np.load(path, mmap_mode="r"), init=start, tol=0, num_steps=30)
+    monkeypatch.setattr(_blocks, "BLOCK_ELEMENTS", 10**9)
+    monkeypatch.setattr(gmm_module, "_CHUNK_ELEMENTS", 10**9)
+    whole, fit_w = _fit(x, init=start, tol=0, num_steps=30)
+    np.testing.assert_allclose(fit_b.history["objective"], fit_w.history["objective"],
+                               rtol=1e-12)
+    for name, value in whole.get_params().items():
+        np.testing.assert_allclose(blocked.get_params()[name], value, rtol=1e-9, atol=1e-12)
+    mean, var = _blocks.column_moments(torch.from_numpy(x))
+    np.testing.assert_allclose(mean, x.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(var, x.var(0, ddof=1), rtol=1e-12)
+
+
+def test_blocked_kmeans_finds_the_clusters(small_blocks):
+    g = np.random.default_rng(1)
+    centres = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]])
+    labels_true = g.integers(0, 4, 4000)
+    x = torch.from_numpy(centres[labels_true] + g.normal(scale=0.5, size=(4000, 2)))
+    assert len(_blocks.row_blocks(4000, 4)) > 1
+    centers = kmeans.kmeans_centers(x, 4, torch.Generator().manual_seed(0))
+    # every true centre has a found centre next to it, and the labels match up to renaming
+    assert torch.cdist(torch.from_numpy(centres), centers).min(1).values.max() < 0.1
+    found = kmeans.nearest(x, centers).numpy()
+    pairs = {(a, b) for a, b in zip(labels_true, found)}
+    assert len(pairs) == 4
+
+
+def test_weights_of_zero_are_drawn_uniformly(small_blocks):
+    w = torch.zeros(5000, dtype=torch.float64)
+    blocks = _blocks.row_blocks(5000, 1)
+    rows = {kmeans._draw_row(w, blocks, torch.Generator().manual_seed(s)) for s in range(50)}
+    assert len(rows) > 40 and all(0 <= r < 5000 for r in rows)
+    w[4321] = 1.0
+    assert kmeans._draw_row(w, blocks, torch.Generator().manual_seed(0)) == 4321
+
+
+PROBE = textwrap.dedent("""
+    import json, sys, threading, time, warnings
+    import numpy as np
+    import ppgen
+
+    def anon():
+        with open("/proc/self/status") as f:
+            return next(int(l.split()[1]) for l in f if l.startswith("RssAnon")) * 1024
+
+    x = np.load(sys.argv[1], mmap_mode="r")
+    ppgen.fit(ppgen.GaussianMixture(2), x[:100], method="em", progress=False, num_steps=2)
+    peak, done = [0], [False]
+
+    def sample():
+        while not done[0]:
+            peak[0] = max(peak[0], anon())
+            time.sleep(0.001)
+
+    base = anon()
+    thread = threading.Thread(target=sample)
+    thread.start()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ppgen.fit(ppgen.GaussianMixture(4, covariance="full"), x, method="em", seed=0,
+                  progress=False, num_steps=3, tol=0)
+    done[0] = True
+    thread.join()
+    print(json.dumps({"added": peak[0] - base, "file": x.nbytes}))
+""")
+
+
+def _added_memory(path, rows):
+    g = np.random.default_rng(0)
+    big = np.lib.format.open_memmap(path, mode="w+", dtype=np.float64, shape=(rows, 4))
+    for i in range(0, rows, 500_000):
+        m = min(500_000, rows - i)
+        big[i:i + m] = g.normal(size=(m, 4)) + 6 * (g.random((m, 1)) < 0.5)
+    big.flush()
+    del big
+    out = subprocess.run([sys.executable, "-c", PROBE, str(path)], capture_output=True,
+                         text=True, timeout=600, env={"OMP_NUM_THREADS": "1",
+                                                      "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+def test_memory_of_a_memory_mapped_fit_hardly_grows_with_the_file(tmp_path):
+    """1,000,000 and 4,000,000 rows x 4 float64 (32 and 128 MB): the fit's anonymous memory
+    is block temporaries of a fixed size (~80 MB) plus the k-means++ distances (8 bytes a
+    row, a quarter of the file here), never a copy of the data, which would make it grow by
+    at least the file's growth (the fit made about 6 copies before this change)."""
+    small = _added_memory(tmp_path / "small.npy", 1_000_000)
+    large = _added_memory(tmp_path / "large.npy", 4_000_000)
+    growth = large["added"] - small["added"]
+    assert growth < 0.7 * (large["file"] - small["file"]), (small, large)
