@@ -4,8 +4,9 @@ Run: ``.venv/bin/python benchmarks/mcmc.py`` (about 5 minutes on 2 cores; ``--qu
 a smoke run of seconds). Prints two tables:
 
 1. The chain-batched potential (``ppgen.inference.potential.BatchedPotential``): time of one
-   call giving U and grad U for C chains (C = 1, 4, 64, 1024), against Pyro's potential and
-   gradient for one chain (plain and JIT-compiled).
+   call giving U and grad U for C chains (C = 1, 4, 64, 1024) in each of its forms (the
+   chain plate compiled by the JIT, which ChEES uses for this model; uncompiled; vmap),
+   against Pyro's potential and gradient for one chain (plain and JIT-compiled).
 2. ESS(tau) (ArviZ bulk ESS) per CPU second and per wall second, warm-up and compilation
    included, for Pyro NUTS (``jit_compile=True``, 4 chains one after another, run through
    ``ppgen.fit(..., kernel="nuts")``, which records its leapfrog steps) and
@@ -35,7 +36,8 @@ from pyro.infer.mcmc.util import initialize_model
 from pyro.ops.integrator import potential_grad
 
 import ppgen
-from ppgen.inference.potential import BatchedPotential, FlatSpec
+from ppgen.inference.potential import BatchedPotential, FlatSpec, chain_plate_potential
+from ppgen.inference.tracing import inspect_model
 
 Y = torch.tensor([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
 SIGMA = torch.tensor([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0])
@@ -60,7 +62,8 @@ def _per_call(fn, repeats: int) -> float:
 
 def potential_table(chains: list[int], repeats: int) -> None:
     pyro.set_rng_seed(0)
-    init, potential_fn, _, _ = initialize_model(eight_schools, (Y,), {}, max_plate_nesting=1)
+    init, potential_fn, transforms, _ = initialize_model(eight_schools, (Y,), {},
+                                                         max_plate_nesting=1)
     _, jit_fn, _, _ = initialize_model(eight_schools, (Y,), {}, max_plate_nesting=1,
                                        jit_compile=True, skip_jit_warnings=True)
     spec = FlatSpec.from_values(init)
@@ -74,13 +77,19 @@ def potential_table(chains: list[int], repeats: int) -> None:
     print(f"| Pyro potential_grad | 1 | {plain * 1e6:.0f} | {plain * 1e6:.0f} | "
           f"{jitted / plain:.2f}x |")
     print(f"| Pyro potential_grad, jit | 1 | {jitted * 1e6:.0f} | {jitted * 1e6:.0f} | 1.00x |")
+    info = inspect_model(eight_schools, (Y,), {})
+    plate = chain_plate_potential(eight_schools, (Y,), {}, spec, transforms, info.batch_dims,
+                                  info.max_plate_nesting)
     for c in chains:
         q = torch.randn(c, spec.dim, generator=torch.Generator().manual_seed(c))
-        batched = BatchedPotential(potential_fn, spec)
-        t = _per_call(lambda b=batched, x=q: b(x), repeats)
-        assert batched.vectorized
-        print(f"| BatchedPotential (vmap) | {c} | {t * 1e6:.0f} | {t / c * 1e6:.1f} | "
-              f"{jitted / (t / c):.2f}x |")
+        for mode in ("plate-jit", "plate", "vmap"):
+            batched = BatchedPotential(potential_fn, spec, plate_fn=plate)
+            batched(q)
+            assert batched.mode == "plate-jit", batched.mode
+            batched.mode = mode
+            t = _per_call(lambda b=batched, x=q: b(x), repeats)
+            print(f"| BatchedPotential ({mode}) | {c} | {t * 1e6:.0f} | {t / c * 1e6:.1f} | "
+                  f"{jitted / (t / c):.2f}x |")
     loop = BatchedPotential(potential_fn, spec, vectorize=False)
     q = torch.randn(4, spec.dim)
     t = _per_call(lambda: loop(q), repeats)

@@ -329,6 +329,7 @@ def test_mcmc_benchmark_runs_nuts_and_chees():
     stdout = proc.stdout
     for row in ("| Pyro NUTS (jit) | 4 |", "| ppgen chees, 4 chains | 4 |",
                 "| ppgen chees, 8 chains | 8 |", "| BatchedPotential (vmap) | 8 |",
+                "| BatchedPotential (plate-jit) | 8 |",
                 "| per-chain loop (fallback) | 4 |"):
         assert row in stdout, row
     assert "load average before" in stdout and "load average after" in stdout

@@ -17,13 +17,20 @@ import pyro.distributions as dist
 import pytest
 import torch
 from common import assert_close
+from pyro import poutine
 from pyro.infer import MCMC, NUTS, config_enumerate
 from pyro.infer.mcmc.util import initialize_model
 
 import ppgen
 from ppgen.inference import mcmc
 from ppgen.inference.chees import halton, mass_windows, sample_chees
-from ppgen.inference.potential import BatchedPotential, FlatSpec, VmapFallbackWarning
+from ppgen.inference.potential import (
+    BatchedPotential,
+    FlatSpec,
+    VmapFallbackWarning,
+    chain_plate_potential,
+)
+from ppgen.inference.tracing import inspect_model
 
 Y_SCHOOLS = torch.tensor([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
 SIGMA_SCHOOLS = torch.tensor([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0])
@@ -116,6 +123,60 @@ def test_batched_potential_equals_the_per_chain_loop():
         assert_close(value[3], u.detach(), rtol=1e-5)
         assert_close(grad[3], torch.cat([one[n].grad.reshape(-1) for n in spec.names]),
                      rtol=1e-4, atol=1e-4)
+
+
+def masked_scaled(data):
+    """Sites with a mask, a scale and an event dimension (as Pyro scores them). The scalar
+    ``scale`` meets the vector ``loc`` as ``scale[..., None]``: written as ``Normal(loc,
+    scale)`` the chain plate would misalign them and the potential would use vmap."""
+    loc = pyro.sample("loc", dist.Normal(torch.zeros(2), 2.0).to_event(1))
+    scale = pyro.sample("scale", dist.LogNormal(0.0, 1.0))
+    with pyro.plate("data", len(data)), poutine.scale(scale=3.0):
+        pyro.sample("obs", dist.Normal(loc, scale[..., None]).to_event(1)
+                    .mask(torch.arange(len(data)) % 3 > 0), obs=data)
+
+
+def stacked(data):
+    """Builds a tensor from a latent value, so the chain plate's extra dimension ends up in
+    the wrong place: the chain plate cannot run it, vmap can."""
+    mu = pyro.sample("mu", dist.Normal(torch.tensor(0.0, dtype=data.dtype), PRIOR_SD))
+    both = torch.stack([mu, 0 * mu])
+    with pyro.plate("data", len(data)):
+        pyro.sample("obs", dist.Normal(both.sum(), NOISE_SD), obs=data)
+
+
+@pytest.mark.parametrize("model, data, modes", [
+    (eight_schools, Y_SCHOOLS, ("plate-jit",)),
+    (masked_scaled, torch.randn(9, 2), ("plate-jit", "plate")),  # the tracer may warn
+])
+def test_chain_plate_potential_equals_the_per_chain_loop(model, data, modes):
+    pyro.set_rng_seed(0)
+    info = inspect_model(model, (data,), {})
+    init, potential_fn, transforms, _ = initialize_model(model, (data,), {},
+                                                         max_plate_nesting=1)
+    spec = FlatSpec.from_values(init)
+    plate = chain_plate_potential(model, (data,), {}, spec, transforms, info.batch_dims,
+                                  info.max_plate_nesting)
+    potential = BatchedPotential(potential_fn, spec, plate_fn=plate)
+    q = torch.randn(7, spec.dim)
+    value, grad = potential(q)
+    assert potential.mode in modes  # compiled for 7 chains, checked at two points
+    loop_value, loop_grad = potential.loop(q)
+    assert_close(value, loop_value, rtol=1e-5, atol=1e-4)
+    assert_close(grad, loop_grad, rtol=1e-4, atol=1e-4)
+    other = q + 1.0
+    assert_close(potential(other)[0], potential.loop(other)[0], rtol=1e-5, atol=1e-4)
+    assert_close(potential(q[:3])[1], loop_grad[:3], rtol=1e-4, atol=1e-4)  # uncompiled
+
+
+def test_a_model_the_chain_plate_cannot_run_uses_vmap():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", VmapFallbackWarning)
+        out = mcmc.run_chees(stacked, (Y,), {}, inspect_model(stacked, (Y,), {}), seed=0,
+                             progress=False, init_values_fn=None, num_samples=5,
+                             num_warmup=5, num_chains=4, target_accept_prob=0.651)
+    assert out["potential_mode"] == "vmap"
+    assert out["samples"]["mu"].shape == (4, 5)
 
 
 def test_correlated_gaussian_moments_and_rhat():

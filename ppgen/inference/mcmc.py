@@ -31,7 +31,7 @@ from .._threads import num_elements, work_threads
 from .._validation import bad_value, check_positive_float, check_positive_int
 from .._warnings import warn_user
 from .chees import TARGET_ACCEPT, sample_chees
-from .potential import BatchedPotential, FlatSpec
+from .potential import BatchedPotential, FlatSpec, chain_plate_potential
 from .tracing import ModelInfo, flatten_draws
 
 __all__ = ["run_mcmc", "run_chees", "SlowMCMCWarning", "SLOW_MCMC_SECONDS",
@@ -412,7 +412,9 @@ def run_chees(model_fn: Callable, args: tuple, kwargs: dict, info: ModelInfo, *,
                         value = torch.as_tensor(values[name]).to(**like)
                         start[name][c] = transforms[name](value).reshape(start[name][c].shape)
         position = spec.pack(start, (num_chains,))
-        potential = BatchedPotential(potential_fn, spec)
+        plate_fn = None if info.discrete else chain_plate_potential(
+            model_fn, args, kwargs, spec, transforms, info.batch_dims, info.max_plate_nesting)
+        potential = BatchedPotential(potential_fn, spec, plate_fn=plate_fn)
         for _ in range(_INIT_TRIES):
             energy, _ = potential(position)
             bad = ~torch.isfinite(energy)
@@ -430,7 +432,8 @@ def run_chees(model_fn: Callable, args: tuple, kwargs: dict, info: ModelInfo, *,
     samples = {name: transforms[name].inv(value).detach()
                for name, value in unconstrained.items()}
     return {"samples": samples, "sample_stats": out["sample_stats"] if num_samples else {},
-            "jit_compile": False, "vectorized": bool(potential.vectorized),
+            "jit_compile": potential.mode == "plate-jit",
+            "vectorized": bool(potential.vectorized), "potential_mode": potential.mode,
             "step_size": out["step_size"], "trajectory_length": out["trajectory_length"]}
 
 
