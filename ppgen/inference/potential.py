@@ -195,11 +195,17 @@ class BatchedPotential:
     spec : FlatSpec
         How the sites pack into the flat vector.
     vectorize : bool
-        Try ``torch.func.vmap`` (checked on the first call); False: the per-chain loop.
+        Try the vectorised forms (checked on the first call); False: the per-chain loop.
+    plate_fn : callable, optional
+        The chain-plate potential (:func:`chain_plate_potential`), tried first (compiled,
+        then uncompiled) before ``torch.func.vmap``.
 
     Calling it with ``q`` of shape (num_chains, dim) returns ``(potential, grad)`` of shapes
-    (num_chains,) and (num_chains, dim), detached. :attr:`vectorized` says which way it ran
-    (None before the first call).
+    (num_chains,) and (num_chains, dim), detached. :attr:`mode` says which form runs
+    (``"plate-jit"``, ``"plate"``, ``"vmap"`` or ``"loop"``; None before the first call).
+    The forms agree to float rounding; which one runs is decided the same way every time,
+    so a seeded fit is reproducible (draws from different forms part ways after many
+    iterations, as rounding differences grow along trajectories; the posterior does not).
     """
 
     def __init__(self, potential_fn: Callable[[dict[str, torch.Tensor]], torch.Tensor],
