@@ -319,3 +319,18 @@ def test_scale_benchmark_streams_a_file_and_runs_under_torchrun(tmp_path):
     rows = json.loads(out.read_text())
     assert [(r["rows"], r["processes"]) for r in rows] == [(20000, 1), (20000, 2)]
     assert abs(rows[1]["log_lik"] - rows[0]["log_lik"]) <= 1e-6 * abs(rows[0]["log_lik"])
+
+
+def test_mcmc_benchmark_runs_nuts_and_chees():
+    proc = subprocess.run(  # this checkout's ppgen, not the editable install's
+        [sys.executable, str(ROOT / "benchmarks" / "mcmc.py"), "--quick"],
+        capture_output=True, text=True, timeout=600,
+        env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    stdout = proc.stdout
+    for row in ("| Pyro NUTS (jit) | 4 |", "| ppgen chees, 4 chains | 4 |",
+                "| ppgen chees, 8 chains | 8 |", "| BatchedPotential (vmap) | 8 |",
+                "| BatchedPotential (plate-jit) | 8 |",
+                "| per-chain loop (fallback) | 4 |"):
+        assert row in stdout, row
+    assert "load average before" in stdout and "load average after" in stdout

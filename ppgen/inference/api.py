@@ -138,9 +138,12 @@ def fit(model: GenerativeModel | Callable, data: Any = None, method: Method | No
         keyword arguments such as labels), ``eval_every``, ``patience``, ``max_bad_steps``
         (the training loop, :func:`ppgen.inference.loop.train`), and a model's own
         ``objective_options``. mcmc:
-        ``num_samples``, ``num_warmup``, ``num_chains``, ``target_accept_prob``,
-        ``max_tree_depth``, ``jit_compile`` (default: on for built-in models; for a model
-        function, on when its potential traces correctly, else off with a one-line
+        ``num_samples``, ``num_warmup``, ``num_chains``, ``kernel`` (``"nuts"``, the
+        default, or its alias ``"pyro-nuts"``: Pyro's NUTS, chains one after another;
+        ``"chees"``: ChEES-HMC with all chains vectorised in one process, fastest with many
+        chains, e.g. ``num_chains=64``), ``target_accept_prob``, ``max_tree_depth`` (NUTS),
+        ``jit_compile`` (NUTS; default: on for built-in models; for a model function, on
+        when its potential traces correctly, else off with a one-line
         :class:`~ppgen.inference.mcmc.JITFallbackWarning`).
 
     Returns
@@ -421,7 +424,8 @@ def _fit_builtin(model: GenerativeModel, data, method, seed, device, init, kwarg
         return result
     info = inspect_model(model_fn, (x,), kwargs)
     options = dict(options)
-    options.setdefault("jit_compile", model.jit_compile)
+    if options.get("kernel", "nuts") != "chees":  # ChEES runs under vmap, never the JIT
+        options.setdefault("jit_compile", model.jit_compile)
     faster = ["method='em' (a point estimate in closed form)"] if \
         "em" in model.capabilities().methods else []
     faster.append("method='svi' with guide='normal' (approximate posterior draws)")

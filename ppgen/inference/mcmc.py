@@ -1,4 +1,5 @@
-"""The MCMC runner: Pyro NUTS (or HMC), chains run one after another in this process.
+"""The MCMC runner: Pyro NUTS, chains run one after another in this process, or ChEES-HMC
+(``kernel="chees"``), all chains in lock-step in one vectorised potential.
 
 Running the chains in the calling process (not Pyro's multiprocessing) keeps notebooks from
 hanging and makes each chain reproducible: chain ``i`` uses the seed
@@ -30,10 +31,16 @@ from .._random import derive_seeds, seeded
 from .._threads import num_elements, work_threads
 from .._validation import bad_value, check_positive_float, check_positive_int
 from .._warnings import warn_user
+from .chees import TARGET_ACCEPT, sample_chees
+from .potential import BatchedPotential, FlatSpec, chain_plate_potential
 from .tracing import ModelInfo, flatten_draws
 
-__all__ = ["run_mcmc", "SlowMCMCWarning", "SLOW_MCMC_SECONDS", "JITFallbackWarning",
-           "jit_problem"]
+__all__ = ["run_mcmc", "run_chees", "SlowMCMCWarning", "SLOW_MCMC_SECONDS",
+           "JITFallbackWarning", "jit_problem", "KERNELS"]
+
+Kernel = Literal["nuts", "pyro-nuts", "chees"]
+#: The MCMC kernels of ``kernel=``: Pyro's NUTS (two names) and ppgen's ChEES-HMC.
+KERNELS: tuple[str, ...] = ("nuts", "pyro-nuts", "chees")
 
 #: A run that the first iterations project to take longer than this (seconds, all chains)
 #: warns with the estimate and a remedy (:class:`SlowMCMCWarning`).
@@ -221,19 +228,28 @@ class _RecordingNUTS(NUTS):
 def run_mcmc(model_fn: Callable, args: tuple, kwargs: dict, info: ModelInfo, *, seed: int,
              progress: bool, init_values_fn: Callable[[int], dict] | None = None,
              num_samples: int = 1000, num_warmup: int | None = None, num_chains: int = 4,
-             target_accept_prob: float = 0.8, max_tree_depth: int = 10,
-             kernel: Literal["nuts"] = "nuts", jit_compile: bool | None = None,
+             target_accept_prob: float | None = None, max_tree_depth: int | None = None,
+             kernel: Kernel = "nuts", jit_compile: bool | None = None,
              slow_remedy: str | None = None) -> dict[str, Any]:
-    """Sample the posterior with NUTS; returns draws of shape (num_chains, num_samples, ...)
-    (``"samples"``), their ``"sample_stats"``, and whether the potential was compiled
-    (``"jit_compile"``).
+    """Sample the posterior with NUTS or ChEES-HMC; returns draws of shape (num_chains,
+    num_samples, ...) (``"samples"``), their ``"sample_stats"``, and whether the potential
+    was compiled (``"jit_compile"``).
 
     Parameters
     ----------
     num_samples, num_warmup, num_chains : int
         Draws kept per chain, adaptation steps per chain (default: ``num_samples``), chains.
-    target_accept_prob, max_tree_depth : float, int
-        NUTS settings; raise ``target_accept_prob`` (e.g. 0.95) when there are divergences.
+    kernel : {"nuts", "pyro-nuts", "chees"}
+        ``"nuts"`` (the default; ``"pyro-nuts"`` is its alias): Pyro's NUTS, chains one
+        after another. ``"chees"``: ChEES-HMC (:mod:`ppgen.inference.chees`), all chains in
+        lock-step in one vectorised potential call (:mod:`ppgen.inference.potential`); it
+        needs ``num_chains >= 2`` and gains most with many chains (e.g. 64).
+    target_accept_prob : float, optional
+        NUTS: the target mean acceptance (default 0.8; raise it, e.g. 0.95, when there are
+        divergences). ChEES: the target harmonic mean of the chains' acceptance
+        probabilities (default 0.651, the paper's).
+    max_tree_depth : int, optional
+        NUTS only (default 10).
     jit_compile : bool or None
         Compile the potential energy with the PyTorch JIT (about 2x faster per leapfrog on
         small models). None (the default): compile when the model traces correctly
@@ -251,16 +267,39 @@ def run_mcmc(model_fn: Callable, args: tuple, kwargs: dict, info: ModelInfo, *, 
     num_warmup = num_samples if num_warmup is None else check_positive_int(
         "num_warmup", num_warmup, minimum=0)
     num_chains = check_positive_int("num_chains", num_chains)
+    if not isinstance(kernel, str) or kernel not in KERNELS:
+        raise bad_value("kernel", "one of " + ", ".join(repr(k) for k in KERNELS),
+                        repr(kernel))
+    chees = kernel == "chees"
+    if target_accept_prob is None:
+        target_accept_prob = TARGET_ACCEPT if chees else 0.8
     target_accept_prob = check_positive_float("target_accept_prob", target_accept_prob)
     if not target_accept_prob < 1:
         raise bad_value("target_accept_prob", "a number in (0, 1)", target_accept_prob)
-    max_tree_depth = check_positive_int("max_tree_depth", max_tree_depth)
-    if kernel != "nuts":
-        raise bad_value("kernel", "'nuts'", repr(kernel))
     if jit_compile not in (None, True, False):
         raise bad_value("jit_compile", "True, False or None (compile when the model traces)",
                         repr(jit_compile))
     enum_model = config_enumerate(model_fn, default="parallel") if info.discrete else model_fn
+    if chees:
+        if max_tree_depth is not None:
+            raise bad_value("max_tree_depth", "no max_tree_depth with kernel='chees' (it has "
+                            "no trees: one jittered trajectory length, adapted, for all "
+                            "chains)", max_tree_depth, "Drop max_tree_depth, or use "
+                            "kernel='nuts'.")
+        if jit_compile:
+            raise bad_value("jit_compile", "None or False with kernel='chees' (its potential "
+                            "runs under torch.func.vmap, which the JIT does not compile)",
+                            jit_compile, "Drop jit_compile, or use kernel='nuts'.")
+        if num_chains < 2:
+            raise bad_value("num_chains", "at least 2 with kernel='chees' (it adapts from "
+                            "statistics across chains)", num_chains,
+                            "Use num_chains=4 or more (64 is cheap), or kernel='nuts'.")
+        return run_chees(enum_model, args, kwargs, info, seed=seed, progress=progress,
+                         init_values_fn=init_values_fn, num_samples=num_samples,
+                         num_warmup=num_warmup, num_chains=num_chains,
+                         target_accept_prob=target_accept_prob)
+    max_tree_depth = check_positive_int("max_tree_depth", 10 if max_tree_depth is None
+                                        else max_tree_depth)
     auto_jit = jit_compile is None
     if auto_jit:
         with _threads_for_data(args, kwargs):
@@ -334,6 +373,78 @@ def run_mcmc(model_fn: Callable, args: tuple, kwargs: dict, info: ModelInfo, *, 
     sample_stats = {key: np.array([[r[key] for r in chain] for chain in stats])
                     for key in stats[0][0]} if num_samples else {}
     return {"samples": samples, "sample_stats": sample_stats, "jit_compile": bool(jit_compile)}
+
+
+#: Half-width of the uniform start values in the unconstrained space (as Stan's and Pyro's
+#: ``init_to_uniform``) of ``kernel="chees"`` chains without start values.
+INIT_RADIUS = 2.0
+_INIT_TRIES = 100
+
+
+def run_chees(model_fn: Callable, args: tuple, kwargs: dict, info: ModelInfo, *, seed: int,
+              progress: bool, init_values_fn: Callable[[int], dict] | None, num_samples: int,
+              num_warmup: int, num_chains: int, target_accept_prob: float) -> dict[str, Any]:
+    """ChEES-HMC on all chains at once (the ``kernel="chees"`` branch of :func:`run_mcmc`,
+    its options checked there); returns what :func:`run_mcmc` returns, plus whether the
+    potential ran vectorised (``"vectorized"``) and the adapted ``"step_size"`` and
+    ``"trajectory_length"``.
+
+    Pyro builds the potential (``initialize_model``: enumerated discrete sites summed out,
+    constrained sites mapped to the real line); :class:`~ppgen.inference.potential.
+    BatchedPotential` evaluates it for all chains in one call. Chain ``i`` starts from
+    ``init_values_fn(derive_seeds(seed, num_chains)[i])`` where given (sites it leaves out,
+    or values with no finite density, are drawn as below), else from U(-2, 2) in the
+    unconstrained space. The sampler's seed is ``derive_seeds(seed, 2)[1]``.
+    """
+    init_seed, sampler_seed = derive_seeds(seed, 2)
+    tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
+    threads = work_threads(num_elements(*tensors) * num_chains,
+                           device=tensors[0].device if tensors else None)
+    with seeded(init_seed), poutine.block(), threads:
+        proto, potential_fn, transforms, _ = initialize_model(
+            model_fn, args, kwargs, max_plate_nesting=info.max_plate_nesting)
+        spec = FlatSpec.from_values({k: v.detach() for k, v in proto.items()})
+        first = next(iter(proto.values()))
+        like = {"dtype": first.dtype, "device": first.device}
+        generator = torch.Generator(device=first.device)
+        generator.manual_seed(init_seed)
+
+        def uniform(n: int) -> torch.Tensor:
+            return (torch.rand((n, spec.dim), generator=generator, **like) * 2 - 1) * \
+                INIT_RADIUS
+
+        start = spec.unpack(uniform(num_chains))
+        if init_values_fn is not None:
+            for c, chain_seed in enumerate(derive_seeds(seed, num_chains)):
+                values = init_values_fn(chain_seed) or {}
+                for name in spec.names:
+                    if name in values:
+                        value = torch.as_tensor(values[name]).to(**like)
+                        start[name][c] = transforms[name](value).reshape(start[name][c].shape)
+        position = spec.pack(start, (num_chains,))
+        plate_fn = None if info.discrete else chain_plate_potential(
+            model_fn, args, kwargs, spec, transforms, info.batch_dims, info.max_plate_nesting)
+        potential = BatchedPotential(potential_fn, spec, plate_fn=plate_fn)
+        for _ in range(_INIT_TRIES):
+            energy, _ = potential(position)
+            bad = ~torch.isfinite(energy)
+            if not bool(bad.any()):
+                break
+            position[bad] = uniform(int(bad.sum()))
+        else:
+            raise bad_value("model", "a finite log density at some start point", "none in "
+                            f"{_INIT_TRIES} draws from U(-{INIT_RADIUS:g}, {INIT_RADIUS:g}) in "
+                            "the unconstrained space", "Pass init= with start values.")
+        out = sample_chees(potential, position, num_warmup=num_warmup,
+                           num_samples=num_samples, seed=sampler_seed,
+                           target_accept_prob=target_accept_prob, progress=progress)
+    unconstrained = spec.unpack(out["draws"])
+    samples = {name: transforms[name].inv(value).detach()
+               for name, value in unconstrained.items()}
+    return {"samples": samples, "sample_stats": out["sample_stats"] if num_samples else {},
+            "jit_compile": potential.mode == "plate-jit",
+            "vectorized": bool(potential.vectorized), "potential_mode": potential.mode,
+            "step_size": out["step_size"], "trajectory_length": out["trajectory_length"]}
 
 
 def recover_discrete(model_fn: Callable, samples: dict[str, torch.Tensor], args: tuple,

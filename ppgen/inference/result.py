@@ -82,7 +82,8 @@ class Fit:
         guide that is not a point mass), after relabelling.
     sample_stats : dict of str to ndarray, or None
         MCMC statistics per chain and draw: ``diverging``, ``step_size``, ``n_steps``,
-        ``tree_depth``, ``lp``, ``energy``.
+        ``lp``, ``energy``, and ``tree_depth`` (NUTS) or ``acceptance_rate`` (ChEES, whose
+        ``n_steps`` and ``step_size`` are shared by the chains at each draw).
     params : dict of str to Tensor
         Point estimates: the model's public parameters, or for a user function the guide's
         medians and any ``pyro.param`` values.
