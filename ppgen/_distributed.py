@@ -17,14 +17,18 @@ connections and the others fail at their next collective.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import datetime
 import os
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 __all__ = ["world", "is_main_process", "shard_rows", "all_reduce_sum", "broadcast_state",
-           "broadcast_seed", "owned", "gather_owned", "DistributedError"]
+           "broadcast_seed", "owned", "gather_owned", "DistributedError", "BatchShare",
+           "data_parallel", "batch_share", "reduce_gradients", "randn_rows"]
 
 
 class DistributedError(RuntimeError):
@@ -191,3 +195,70 @@ def gather_owned(mine: dict[int, Any], num_items: int, *, what: str = "MCMC") ->
         _collective(what, lambda box=box, i=i: dist.broadcast_object_list(box, src=i % size))
         out.append(box[0])
     return out
+
+
+# ------------------------------------------------------------------ data-parallel training
+@dataclass(frozen=True)
+class BatchShare:
+    """This rank's part of a global minibatch of ``total`` rows: ``rows`` (a slice)."""
+
+    total: int
+    rows: slice
+
+    @property
+    def weight(self) -> float:
+        """The fraction of the global batch this rank holds."""
+        return (self.rows.stop - self.rows.start) / self.total
+
+
+_SHARE: list[BatchShare | None] = [None]
+
+
+@contextlib.contextmanager
+def data_parallel(share: BatchShare) -> Iterator[None]:
+    """Inside, a training step is one rank's part of a global step: ``guarded_update``
+    sums the gradients over the ranks (weighted by :attr:`BatchShare.weight`), and
+    :func:`randn_rows` draws the global batch's noise and keeps this rank's rows."""
+    previous, _SHARE[0] = _SHARE[0], share
+    try:
+        yield
+    finally:
+        _SHARE[0] = previous
+
+
+def batch_share() -> BatchShare | None:
+    """The share of the data-parallel step in progress (None outside one)."""
+    return _SHARE[0]
+
+
+def reduce_gradients(params: list[torch.Tensor]) -> None:
+    """In a data-parallel step, every gradient becomes the global batch's: this rank's,
+    weighted by its share of the batch, summed over the ranks (one collective)."""
+    share = _SHARE[0]
+    if share is None:
+        return
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads]).mul_(share.weight)
+    dist = _dist()
+    assert dist is not None
+    _collective("the training step", lambda: dist.all_reduce(flat))
+    offset = 0
+    for g in grads:
+        n = g.numel()
+        g.copy_(flat[offset:offset + n].view_as(g))
+        offset += n
+
+
+def randn_rows(shape: tuple[int, ...], dim: int, **like: Any) -> torch.Tensor:
+    """``torch.randn(shape)``; in a data-parallel step, drawn for the global batch (size
+    ``total`` along ``dim``) and narrowed to this rank's rows, so that every row gets the
+    noise it gets in one process and the ranks' random states stay equal."""
+    share = _SHARE[0]
+    if share is None:
+        return torch.randn(shape, **like)
+    full = list(shape)
+    full[dim] = share.total
+    return torch.randn(full, **like).narrow(dim, share.rows.start,
+                                            share.rows.stop - share.rows.start)

@@ -26,6 +26,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from ._distributed import reduce_gradients
+
 __all__ = ["Batch", "TrainState", "Objective", "guarded_update", "make_adam"]
 
 
@@ -152,6 +154,7 @@ def guarded_update(optimizer: torch.optim.Optimizer, params: list[torch.Tensor],
     ``on_skip(params)`` is called on a skipped step before the gradients are cleared (to name
     the parameters whose gradients went bad).
     """
+    reduce_gradients(params)  # a data-parallel step: the global batch's gradients
     grads = [p for p in params if p.grad is not None]
     if not grads:
         optimizer.zero_grad(set_to_none=True)

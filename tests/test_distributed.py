@@ -53,6 +53,22 @@ def _mcmc():
                      num_warmup=40, seed=0, progress=False, jit_compile=False)
 
 
+def _bits():
+    g = np.random.default_rng(0)
+    probs = g.uniform(0.1, 0.9, size=(4, 16))
+    return torch.as_tensor(g.uniform(size=(150, 16)) < probs[g.integers(0, 4, 150)],
+                           dtype=torch.float32)
+
+
+def _vae(checkpoint, num_steps, resume=None):
+    torch.manual_seed(0)
+    vae = ppgen.VAE(16, latent_dim=2, hidden_dims=(8,))
+    fit = ppgen.fit(vae, _bits(), method="svi", batch_size=51, num_steps=num_steps, tol=0,
+                    seed=0, progress=False, checkpoint=checkpoint, checkpoint_every=3,
+                    resume=resume)
+    return vae, fit
+
+
 def _fit(x, model):
     return ppgen.fit(model, x, method="em", seed=0, tol=1e-12, num_steps=300,
                      num_restarts=2, progress=False)
@@ -77,6 +93,11 @@ def _worker(rank, size, store, out_dir, job):
             x = x.float().reshape(1, -1, 2)[:, :1000]
         elif job == "svi":
             ppgen.fit(model, _data(), method="svi", num_steps=5, seed=0, progress=False)
+        elif job.startswith("vae"):
+            vae, fit = _vae(os.path.join(out_dir, "ckpt"), 6 if job == "vae_half" else 12)
+            torch.save({"history": torch.as_tensor(fit.history["objective"]),
+                        "state": vae.state_dict()}, os.path.join(out_dir, f"{rank}.pt"))
+            return
         elif job == "lda":
             model, x = ppgen.LDA(3), _corpus()
         elif job == "mcmc":
@@ -193,13 +214,45 @@ def test_a_model_without_additive_statistics_is_refused_on_every_rank(tmp_path):
         assert "HiddenMarkovModel" in err and "GaussianMixture" in err and "2 ranks" in err
 
 
-def test_the_training_loop_is_refused_under_a_process_group(tmp_path):
-    """Every rank would train its own copy and write the same checkpoint: refused."""
+def test_a_training_loop_without_data_parallel_steps_is_refused(tmp_path):
+    """SVI on a mixture (Pyro's ELBO draws its noise inside traces, so every rank would
+    train a copy of its own): refused."""
     _run(tmp_path, "svi")
     for rank in (0, 1):
         err = (tmp_path / f"{rank}.err").read_text()
         assert err.startswith("NotSupportedError"), err
         assert "training loop" in err and "2 ranks" in err and "destroy_process_group" in err
+
+
+def test_vae_on_two_ranks_follows_the_single_process_run(tmp_path):
+    """A global batch of 51 rows split 26 + 25, gradients summed over the ranks by their
+    share, each row's noise as in one process: the loss trajectory and the weights of one
+    process, to float32 round-off."""
+    _run(tmp_path, "vae")
+    for rank in (0, 1):
+        assert not (tmp_path / f"{rank}.err").exists(), (tmp_path / f"{rank}.err").read_text()
+    single, fit = _vae(None, 12)
+    for rank in (0, 1):
+        got = torch.load(tmp_path / f"{rank}.pt")
+        np.testing.assert_allclose(got["history"], fit.history["objective"], rtol=1e-5)
+        for name, value in single.state_dict().items():
+            np.testing.assert_allclose(got["state"][name], value, rtol=1e-4, atol=1e-5,
+                                       err_msg=name)
+
+
+def test_a_two_rank_training_checkpoint_resumes_in_one_process(tmp_path):
+    """Checkpoints come from rank 0 only and hold no rank's state: 6 steps on two ranks,
+    resumed in one process to 12, end where 12 steps in one process end."""
+    _run(tmp_path, "vae_half")
+    for rank in (0, 1):
+        assert not (tmp_path / f"{rank}.err").exists(), (tmp_path / f"{rank}.err").read_text()
+    resumed, fit = _vae(tmp_path / "resumed", 12, resume=tmp_path / "ckpt")
+    assert fit.history["objective"].shape == (12,)
+    single, full = _vae(None, 12)
+    np.testing.assert_allclose(fit.history["objective"], full.history["objective"], rtol=1e-5)
+    for name, value in single.state_dict().items():
+        np.testing.assert_allclose(resumed.state_dict()[name], value, rtol=1e-4, atol=1e-5,
+                                   err_msg=name)
 
 
 @pytest.mark.parametrize("job", ["die", "hang"])

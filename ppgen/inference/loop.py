@@ -10,6 +10,7 @@ checkpoints (``checkpoint=DIR``, every ``checkpoint_every`` steps and at the end
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,11 +19,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._distributed import world
+from .._distributed import BatchShare, all_reduce_sum, data_parallel, shard_rows, world
 from .._interrupt import deferred_interrupt
 from .._progress import progress_bar
 from .._threads import num_elements, work_threads
-from .._validation import NotSupportedError, bad_type, check_nonnegative_float, check_positive_int
+from .._validation import (
+    NotSupportedError,
+    bad_type,
+    bad_value,
+    check_nonnegative_float,
+    check_positive_int,
+)
 from .._warnings import warn_user
 from ..training import Batch, TrainState
 from .checkpoint import read_checkpoint, rng_state, set_rng_state, write_checkpoint
@@ -152,13 +159,15 @@ def train(objective: Any, model: Any, source: Any, *, seed: int, num_steps: int 
         More state to checkpoint (an automatic guide's module, the Pyro param store).
     """
     kwargs = dict(kwargs or {})
-    size = world()[1]
-    if size > 1:  # every rank would train a copy of its own and write the same checkpoint
+    rank, size = world()
+    if size > 1 and not getattr(objective, "supports_data_parallel", False):
         raise NotSupportedError(
-            f"ppgen.fit: the training loop (SVI, networks) does not run across processes yet, "
-            f"got a process group of {size} ranks. Train in a process without one (or call "
-            "torch.distributed.destroy_process_group() first); EM of a GaussianMixture or LDA "
-            "and MCMC do run across processes.")
+            f"ppgen.fit: expected an objective that trains across processes, got "
+            f"{type(objective).__name__} under a process group of {size} ranks (every rank "
+            "would train a copy of its own). Across processes the training loop runs the VAE "
+            "family's objective so far; train this model in a process without a group (or "
+            "call torch.distributed.destroy_process_group() first).")
+    progress = progress and rank == 0  # one bar for the job
     num_data = num_rows(source)
     if num_data < 1:
         raise bad_type("data", "at least one row", "an empty data set")
@@ -186,14 +195,44 @@ def train(objective: Any, model: Any, source: Any, *, seed: int, num_steps: int 
     generator = torch.Generator().manual_seed(int(seed))
 
     def make_batch(index, pos: _Position) -> Batch:
+        if size > 1:  # this rank's rows of the global batch
+            return _rank_batch(index, pos, shares[0])
         return Batch(data=take_rows(source, index), index=index, num_data=num_data,
                      source=source, epoch=pos.epoch, step=pos.step,
                      kwargs=_slice_kwargs(kwargs, per_datum, index, num_data))
 
+    shares: list[BatchShare] = []
+
+    def _rank_batch(index, pos: _Position, share: BatchShare) -> Batch:
+        rows = index if index is not None else torch.arange(num_data, device=device)
+        mine = rows[share.rows]
+        # A source that draws (a fresh binarisation) draws the global batch, as one process
+        # does, so that the random states of the ranks stay equal.
+        drawn = hasattr(source, "take") and not isinstance(source, torch.Tensor)
+        data = take_rows(source, rows)[share.rows] if drawn else take_rows(source, mine)
+        return Batch(data=data, index=mine, num_data=num_data, source=source,
+                     epoch=pos.epoch, step=pos.step,
+                     kwargs=_slice_kwargs(kwargs, per_datum, mine, num_data))
+
+    def share_of(index) -> BatchShare:
+        n = num_data if index is None else len(index)
+        part = shard_rows(n, rank, size)
+        if part.stop <= part.start:
+            raise bad_value("batch_size", f"at least one row per process ({size})",
+                            n, "Use a larger batch_size or fewer processes.")
+        return BatchShare(n, part)
+
+    def parallel(index):
+        if size == 1:
+            return contextlib.nullcontext()
+        shares[:] = [share_of(index)]
+        return data_parallel(shares[0])
+
     pos = _Position()
     first = None if batch is None else torch.arange(batch, device=device)
-    init_batch = make_batch(first, pos)
-    state = objective.init(model, init_batch, seed)
+    with parallel(first):
+        init_batch = make_batch(first, pos)
+        state = objective.init(model, init_batch, seed)
     # Threads by the size of one step's data (small steps run on one thread).
     work = num_elements(init_batch.data, *kwargs.values())
     resumed = None
@@ -206,7 +245,7 @@ def train(objective: Any, model: Any, source: Any, *, seed: int, num_steps: int 
     bar.update(pos.step)
 
     def save(rng: dict | None = None) -> None:
-        if checkpoint is not None:
+        if checkpoint is not None and rank == 0:  # one writer for the job
             write_checkpoint(checkpoint, _payload(pos, model, state, generator, extra_state,
                                                   rng), fingerprint or {})
 
@@ -224,7 +263,10 @@ def train(objective: Any, model: Any, source: Any, *, seed: int, num_steps: int 
                 # source draws from it): an interrupted step is checkpointed from here.
                 before = rng_state() if checkpoint is not None else None
                 try:
-                    metrics = objective.step(model, state, make_batch(index, pos))
+                    with parallel(index):
+                        metrics = objective.step(model, state, make_batch(index, pos))
+                        if size > 1:  # the global batch's metrics, on every rank
+                            metrics = _reduce_metrics(metrics, shares[0].weight)
                 except KeyboardInterrupt:
                     if interrupt.requested:
                         raise  # a second Ctrl-C: abort at once, as the user asked
@@ -411,6 +453,15 @@ def _first_bad(objective: Any, step: int, loss: float) -> Diagnostic:
     where = f"; offending site {site}" if site else ""
     return Diagnostic("nan", f"SVI loss became {loss} at step {step}{where}; the update was "
                       "skipped.", site=site, severity="error")
+
+
+def _reduce_metrics(metrics: dict[str, Any], weight: float) -> dict[str, Any]:
+    """A data-parallel step's scalar metrics averaged over the ranks, weighted by their share
+    of the global batch (metrics equal on every rank, such as the reduced gradient's norm,
+    stay as they are)."""
+    scalars = {k: float(v) * weight for k, v in metrics.items()
+               if isinstance(v, int | float) or (isinstance(v, torch.Tensor) and v.numel() == 1)}
+    return {**metrics, **all_reduce_sum(scalars, what="the training step")}
 
 
 def _payload(pos: _Position, model, state: TrainState, generator, extra_state,

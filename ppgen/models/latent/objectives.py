@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 
+from ..._distributed import randn_rows
 from ..._random import seeded
 from ..._validation import (
     bad_type,
@@ -73,7 +74,9 @@ def _terms(model: Any, x: torch.Tensor, cond: tuple[torch.Tensor, ...], num_part
     if not iwae:
         # One draw: no particle axis (3-D activations cost more in the backward pass).
         shape = loc.shape if num_particles == 1 else (num_particles, *loc.shape)
-        z = loc + scale * torch.randn(shape, dtype=loc.dtype, device=loc.device)
+        # randn_rows: in a data-parallel step each row gets the noise it gets in one process
+        z = loc + scale * randn_rows(shape, 0 if num_particles == 1 else 1, dtype=loc.dtype,
+                                     device=loc.device)
         rec = _log_lik(model, z, x, cond)
         if num_particles > 1:
             rec = rec.mean(0)
@@ -81,7 +84,7 @@ def _terms(model: Any, x: torch.Tensor, cond: tuple[torch.Tensor, ...], num_part
         bound = rec - kl
         surrogate = -(bound if beta == 1.0 else rec - beta * kl).mean()
         return surrogate, bound.detach(), kl.detach()
-    eps = torch.randn((num_particles, *loc.shape), dtype=loc.dtype, device=loc.device)
+    eps = randn_rows((num_particles, *loc.shape), 1, dtype=loc.dtype, device=loc.device)
     z = loc + scale * eps  # (K, B, L)
     rec = _log_lik(model, z, x, cond)  # (K, B)
     log_pz = (-0.5 * z.square() - _HALF_LOG_2PI).sum(-1)
@@ -179,6 +182,9 @@ class VAEObjective:
     """
 
     monitor = "val_elbo"
+    #: Trains across processes (ppgen._distributed): the noise of each row is the one it gets
+    #: in one process (randn_rows) and guarded_update sums the ranks' gradients.
+    supports_data_parallel = True
     monitor_mode = "max"
 
     def __init__(self, *, lr: float = 1e-3, lr_decay: float = 1.0,
