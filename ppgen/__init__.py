@@ -7,7 +7,7 @@
 """
 
 from . import datasets, evaluation
-from ._distributed import DistributedError
+from ._distributed import DistributedError, single_process
 from ._validation import NotFittedError, NotSupportedError
 from .inference import ConvergenceWarning, Diagnostic, Fit, PointEstimateWarning, fit
 from .io import load, save
@@ -47,8 +47,8 @@ def loo(fit, **kwargs):
 
 
 __all__ = ["fit", "Fit", "Diagnostic", "ConvergenceWarning", "PointEstimateWarning",
-           "NotFittedError", "NotSupportedError", "DistributedError", "compare", "loo", "save",
-           "load",
+           "NotFittedError", "NotSupportedError", "DistributedError", "single_process",
+           "compare", "loo", "save", "load",
            "GaussianMixture", "HiddenMarkovModel", "LDA", "ProdLDA", "VAE", "ConditionalVAE",
            "GAN", "DCGAN", "FCCGAN", "ConditionalGAN", "StackGAN",
            "RBM", "DBN", "DBM",

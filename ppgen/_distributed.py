@@ -26,7 +26,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["world", "is_main_process", "shard_rows", "all_reduce_sum", "broadcast_state",
+__all__ = ["world", "single_process", "check_same_data", "broadcast_tensors",
+           "is_main_process", "shard_rows", "all_reduce_sum", "broadcast_state",
            "broadcast_seed", "owned", "gather_owned", "DistributedError", "BatchShare",
            "data_parallel", "batch_share", "reduce_gradients", "randn_rows"]
 
@@ -41,20 +42,38 @@ def _dist():
     return dist if dist.is_available() else None
 
 
-def world() -> tuple[int, int]:
-    """``(rank, world_size)`` of this process; ``(0, 1)`` outside a distributed job.
+_LOCAL = [0]
 
-    Under torchrun without an initialised process group, one is initialised here (gloo, or
-    NCCL with CUDA)."""
+
+@contextlib.contextmanager
+def single_process() -> Iterator[None]:
+    """Inside, ``ppgen.fit`` ignores the process group and fits in this process alone (a fit
+    on rank 0 only, say, which would otherwise wait for the other ranks)."""
+    _LOCAL[0] += 1
+    try:
+        yield
+    finally:
+        _LOCAL[0] -= 1
+
+
+def world() -> tuple[int, int]:
+    """``(rank, world_size)`` of this process; ``(0, 1)`` outside a distributed job and
+    inside :func:`single_process`.
+
+    Under torchrun without an initialised process group, one is initialised here: gloo for
+    CPU tensors and, with CUDA, NCCL for CUDA tensors (on the device ``LOCAL_RANK``)."""
     dist = _dist()
-    if dist is None:
+    if dist is None or _LOCAL[0]:
         return 0, 1
     if not dist.is_initialized():
         size = os.environ.get("WORLD_SIZE")
         if size is None or "RANK" not in os.environ or int(size) <= 1:
             return 0, 1
         timeout = float(os.environ.get("PPGEN_DISTRIBUTED_TIMEOUT", "600"))
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        backend = "gloo"
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+            backend = "cpu:gloo,cuda:nccl"
         dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout))
         atexit.register(_close_group)
     return dist.get_rank(), dist.get_world_size()
@@ -117,6 +136,11 @@ def _collective(what: str, call) -> None:
     try:
         call()
     except RuntimeError as exc:  # gloo/NCCL errors, timeouts (DistError is a RuntimeError)
+        text = str(exc).lower()
+        lost = isinstance(exc, getattr(dist, "DistError", ())) or any(
+            w in text for w in ("timed out", "timeout", "closed", "connection", "reset by"))
+        if not lost:
+            raise  # a wrong device, dtype or size: the error as it is
         rank, size = dist.get_rank(), dist.get_world_size()
         why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise DistributedError(
@@ -262,3 +286,40 @@ def randn_rows(shape: tuple[int, ...], dim: int, **like: Any) -> torch.Tensor:
     full[dim] = share.total
     return torch.randn(full, **like).narrow(dim, share.rows.start,
                                             share.rows.stop - share.rows.start)
+
+
+def check_same_data(x: Any, *, arg: str = "data") -> None:
+    """Every rank must pass the same data set (each takes its own rows of it): the row count
+    and a checksum of rank 0 are compared on every rank, and all raise together when any
+    differs."""
+    rows = int(x.shape[0]) if hasattr(x, "shape") else len(x)
+    total = 0.0
+    if isinstance(x, torch.Tensor) and x.numel():
+        step = max(1, 1_000_000 // max(1, x[0].numel()))
+        total = float(sum(x[i:i + step].double().sum() for i in range(0, rows, step)))
+    mine = torch.tensor([float(rows), total], dtype=torch.float64)
+    ref = mine.clone()
+    dist = _dist()
+    assert dist is not None
+    _collective("the data check", lambda: dist.broadcast(ref, src=0))
+    differs = torch.tensor([0.0 if torch.allclose(mine, ref, rtol=1e-12, atol=0.0)
+                            else 1.0], dtype=torch.float64)
+    _collective("the data check", lambda: dist.all_reduce(differs))
+    if float(differs) > 0:
+        raise ValueError(
+            f"{arg}: expected the same data set on every rank (each rank fits its own rows "
+            f"of it), got {int(float(differs))} rank(s) whose data differ from rank 0's "
+            f"(this rank: {rows} rows, checksum {total:.17g}; rank 0: {int(ref[0])} rows, "
+            f"checksum {float(ref[1]):.17g}). Pass the whole data set on every rank, e.g. "
+            "np.load(path, mmap_mode='r').")
+
+
+def broadcast_tensors(tensors: list[torch.Tensor]) -> None:
+    """Rank 0's values copied into ``tensors`` (same shapes on every rank), in place."""
+    dist = _dist()
+    assert dist is not None
+    for t in tensors:
+        buf = t.detach().clone().contiguous()
+        _collective("the start's broadcast", lambda buf=buf: dist.broadcast(buf, src=0))
+        with torch.no_grad():
+            t.copy_(buf)

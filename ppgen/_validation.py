@@ -7,6 +7,7 @@ Never ``assert`` on user input (it vanishes under ``python -O``).
 from __future__ import annotations
 
 import math
+import mmap
 import numbers
 from typing import Any
 
@@ -94,8 +95,10 @@ def tensor_from_array(arr: np.ndarray) -> torch.Tensor:
     writable"). A read-only memory-mapped file (``np.load(path, mmap_mode="r")``) is not
     copied but mapped again copy-on-write: the tensor reads the file page by page, and a
     write would change private pages, never the file."""
+    # Only the file's own mapping (its base the mmap itself): numpy gives a slice such as
+    # mm[k:] its parent's offset, so mapping a view again would read the wrong rows.
     if not arr.flags.writeable and isinstance(arr, np.memmap) and arr.filename is not None \
-            and arr.base is not None and arr.flags.c_contiguous:
+            and isinstance(arr.base, mmap.mmap) and arr.flags.c_contiguous:
         arr = np.memmap(arr.filename, dtype=arr.dtype, mode="c", offset=arr.offset,
                         shape=arr.shape, order="C")
     return torch.as_tensor(arr if arr.flags.writeable else arr.copy())

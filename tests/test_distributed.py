@@ -91,6 +91,16 @@ def _worker(rank, size, store, out_dir, job):
         if job == "hmm":
             model = ppgen.HiddenMarkovModel(2)
             x = x.float().reshape(1, -1, 2)[:, :1000]
+        elif job == "alone":  # rank 0 fits alone: without single_process it would wait
+            if rank == 0:
+                with ppgen.single_process():
+                    fit = ppgen.fit(ppgen.HiddenMarkovModel(2), x.float().reshape(1, -1, 2),
+                                    method="em", seed=0, progress=False, num_steps=5)
+                torch.save({"history": torch.as_tensor(fit.history["objective"])},
+                           os.path.join(out_dir, f"{rank}.pt"))
+            return
+        elif job == "different":  # each rank passes its own data: refused on every rank
+            x = x[:500] if rank == 0 else x[500:1000]
         elif job == "svi":
             ppgen.fit(model, _data(), method="svi", num_steps=5, seed=0, progress=False)
         elif job.startswith("vae"):
@@ -204,6 +214,22 @@ def test_mcmc_chains_spread_over_ranks_equal_the_single_process_chains(tmp_path)
             assert value.shape[:2] == (3, 40) and torch.equal(got[name], value), name
         for name, value in single.sample_stats.items():
             np.testing.assert_array_equal(got[f"stat_{name}"].numpy(), value, err_msg=name)
+
+
+def test_a_fit_on_one_rank_alone_runs_in_single_process_mode(tmp_path):
+    _run(tmp_path, "alone")
+    assert not (tmp_path / "0.err").exists(), (tmp_path / "0.err").read_text()
+    assert torch.load(tmp_path / "0.pt")["history"].shape[0] >= 2
+
+
+def test_different_data_on_the_ranks_are_refused_on_every_rank(tmp_path):
+    """Each rank would fit its own rows of a different data set: every rank raises."""
+    _run(tmp_path, "different")
+    for rank in (0, 1):
+        err = (tmp_path / f"{rank}.err").read_text()
+        assert err.startswith("ValueError: data: expected the same data set on every rank"), err
+        assert "mmap_mode" in err
+        assert not (tmp_path / f"{rank}.pt").exists()
 
 
 def test_a_model_without_additive_statistics_is_refused_on_every_rank(tmp_path):

@@ -73,6 +73,11 @@ def test_a_covariance_floor_large_against_the_data_is_reported(faithful):
     assert "reg_covar_large" in [d.code for d in fit.messages]
     assert any("reg_covar=1e-06" in str(w.message) and "standardise" in str(w.message)
                for w in caught)
+    # a constant feature (variance 0) does not hide the others
+    with_constant = torch.cat([faithful * 1e-6, torch.zeros(len(faithful), 1,
+                                                            dtype=torch.float64)], 1)
+    _, fit, _ = _gmm(with_constant)
+    assert "reg_covar_large" in [d.code for d in fit.messages]
     small, fit, _ = _gmm(faithful * 1e-6, reg_covar=1e-18)  # a floor to the data's scale
     assert "reg_covar_large" not in [d.code for d in fit.messages]
     base, _, _ = _gmm(faithful)

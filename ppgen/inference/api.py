@@ -245,7 +245,8 @@ def fit(model: GenerativeModel | Callable, data: Any = None, method: Method | No
             names = ", ".join(n for n in accepted if n != "data")
             raise bad_type("model_kwargs", f"keyword arguments of {type(model).__name__}.model"
                            f" ({names})", ", ".join(sorted(unknown)))
-    seed = broadcast_seed(resolve_seed(seed))  # one seed for every rank of a job
+    # A seed drawn here differs between processes: rank 0's, on every rank of a job.
+    seed = resolve_seed(seed) if seed is not None else broadcast_seed(resolve_seed(None))
     device = _check_device(device)
     kwargs = _to_device(dict(model_kwargs or {}), device)
     start = time.perf_counter()

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .._distributed import is_main_process
 from .._progress import progress_bar, progress_enabled
 
 __all__ = ["StepInfo", "hmc_step", "DualAveraging", "TrajectoryAdam", "chees_gradient",
@@ -314,7 +315,7 @@ def sample_chees(potential: Potential, init: torch.Tensor, *, num_warmup: int,
         ("diverging", bool), ("energy", np.float64), ("lp", np.float64))}
     warmup_divergences = 0
     bar = progress_bar(num_warmup + num_samples, desc="ChEES warm-up",
-                       enabled=progress_enabled(progress))
+                       enabled=progress_enabled(progress) and is_main_process())
     with bar:
         for it in range(num_warmup + num_samples):
             warm = it < num_warmup

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._distributed import all_reduce_sum, broadcast_state, shard_rows, world
+from .._distributed import all_reduce_sum, broadcast_state, check_same_data, shard_rows, world
 from .._interrupt import Interrupt, deferred_interrupt
 from .._progress import progress_bar
 from .._random import derive_seeds
@@ -94,12 +94,18 @@ def run_em(model: Any, data: torch.Tensor, *, init: dict[str, Any] | None, seed:
     local, reduce = data, None
     if size > 1:
         name = type(model).__name__
-        if not getattr(model, "em_distributed", False) or data_kwargs:
+        if not getattr(model, "em_distributed", False):
             raise NotSupportedError(
                 f"model: expected a model whose EM can run across processes, got {name} "
                 f"under a process group of {size} ranks. Across processes ppgen's EM runs the "
-                "GaussianMixture and LDA so far; fit this model in one process (rank 0 "
-                "alone), or by method='svi'.")
+                "GaussianMixture and LDA so far; fit this model in this process alone "
+                "(with ppgen.single_process(): ppgen.fit(...)).")
+        if data_kwargs:
+            raise NotSupportedError(
+                f"model_kwargs: expected no per-datum keyword arguments for EM across "
+                f"processes, got {', '.join(sorted(data_kwargs))}; fit in this process alone "
+                "(with ppgen.single_process(): ppgen.fit(...)).")
+        check_same_data(data)
         if data.shape[0] < size:
             raise bad_value("data", f"at least one row per process ({size})",
                             f"{data.shape[0]} rows", "Use fewer processes.")

@@ -19,7 +19,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._distributed import BatchShare, all_reduce_sum, data_parallel, shard_rows, world
+from .._distributed import (
+    BatchShare,
+    all_reduce_sum,
+    broadcast_tensors,
+    check_same_data,
+    data_parallel,
+    shard_rows,
+    world,
+)
 from .._interrupt import deferred_interrupt
 from .._progress import progress_bar
 from .._threads import num_elements, work_threads
@@ -168,6 +176,9 @@ def train(objective: Any, model: Any, source: Any, *, seed: int, num_steps: int 
             "family's objective so far; train this model in a process without a group (or "
             "call torch.distributed.destroy_process_group() first).")
     progress = progress and rank == 0  # one bar for the job
+    if size > 1:
+        check_same_data(source if isinstance(source, torch.Tensor) else
+                        torch.zeros(num_rows(source), 0))
     num_data = num_rows(source)
     if num_data < 1:
         raise bad_type("data", "at least one row", "an empty data set")
@@ -233,6 +244,13 @@ def train(objective: Any, model: Any, source: Any, *, seed: int, num_steps: int 
     with parallel(first):
         init_batch = make_batch(first, pos)
         state = objective.init(model, init_batch, seed)
+    if size > 1 and isinstance(model, torch.nn.Module):
+        # One start for the job: rank 0's weights (a model built or loaded per rank may
+        # differ) and its global random state (each row's noise, as in one process).
+        broadcast_tensors([*model.parameters(), *model.buffers()])
+        rng = torch.random.get_rng_state()
+        broadcast_tensors([rng])
+        torch.random.set_rng_state(rng)
     # Threads by the size of one step's data (small steps run on one thread).
     work = num_elements(init_batch.data, *kwargs.values())
     resumed = None

@@ -25,7 +25,7 @@ from pyro.infer.autoguide.initialization import init_to_median, init_to_value
 from pyro.infer.mcmc.util import initialize_model
 from pyro.ops.integrator import potential_grad
 
-from .._distributed import gather_owned, is_main_process, owned
+from .._distributed import check_same_data, gather_owned, is_main_process, owned, world
 from .._progress import in_jupyter_kernel, progress_bar, progress_enabled
 from .._random import derive_seeds, seeded
 from .._threads import num_elements, work_threads
@@ -329,46 +329,65 @@ def run_mcmc(model_fn: Callable, args: tuple, kwargs: dict, info: ModelInfo, *, 
         pilot(kernel, params, stage, i)
         bar(kernel, params, stage, i)
 
-    runs: dict[int, tuple[dict[str, torch.Tensor], list[dict[str, float]]]] = {}
+    size = world()[1]
+    if size > 1 and data is not None:
+        check_same_data(data)
+    runs: dict[int, Any] = {}
+    failed: Exception | None = None
     with bar:
         for c, chain_seed in enumerate(derive_seeds(seed, num_chains)):
-            if c not in mine:
+            if c not in mine or failed is not None:
                 continue
-            bar.chain = mine.index(c)
-            with seeded(chain_seed), _threads_for_data(args, kwargs):
-                init = init_values_fn(chain_seed) if init_values_fn is not None else None
-                strategy = init_to_value(values=init, fallback=init_to_median) if init else \
-                    init_to_median
-                rng = torch.get_rng_state()
-                while True:
-                    nuts = _RecordingNUTS(enum_model, max_plate_nesting=info.max_plate_nesting,
-                                          target_accept_prob=target_accept_prob,
-                                          max_tree_depth=max_tree_depth,
-                                          init_strategy=strategy,
-                                          jit_compile=bool(jit_compile),
-                                          ignore_jit_warnings=True)
-                    mcmc = MCMC(nuts, num_samples=num_samples, warmup_steps=num_warmup,
-                                num_chains=1, disable_progbar=not show_bar or notebook,
-                                hook_fn=hook)
-                    try:
-                        mcmc.run(*args, **kwargs)
-                        break
-                    except Exception as exc:
-                        if not (auto_jit and jit_compile):
-                            raise
-                        # The check passed but the compiled potential failed later: the
-                        # chain starts again uncompiled, from the same random state.
-                        jit_compile = False
-                        torch.set_rng_state(rng)
-                        why = (str(exc).splitlines() or [""])[0]
-                        warn_user(f"jit_compile: the compiled potential failed in chain {c} "
-                                  f"({type(exc).__name__}: {why}); NUTS runs the model "
-                                  "uncompiled.", JITFallbackWarning)
-                runs[c] = ({k: v.detach() for k, v in mcmc.get_samples().items()},
-                           nuts.records[num_warmup:])
-    for draws, records in gather_owned(runs, num_chains):
-        chains.append(draws)
-        stats.append(records)
+            try:
+                bar.chain = mine.index(c)
+                with seeded(chain_seed), _threads_for_data(args, kwargs):
+                    init = init_values_fn(chain_seed) if init_values_fn is not None else None
+                    strategy = init_to_value(values=init, fallback=init_to_median) if init else \
+                        init_to_median
+                    rng = torch.get_rng_state()
+                    while True:
+                        nuts = _RecordingNUTS(enum_model, max_plate_nesting=info.max_plate_nesting,
+                                              target_accept_prob=target_accept_prob,
+                                              max_tree_depth=max_tree_depth,
+                                              init_strategy=strategy,
+                                              jit_compile=bool(jit_compile),
+                                              ignore_jit_warnings=True)
+                        mcmc = MCMC(nuts, num_samples=num_samples, warmup_steps=num_warmup,
+                                    num_chains=1, disable_progbar=not show_bar or notebook,
+                                    hook_fn=hook)
+                        try:
+                            mcmc.run(*args, **kwargs)
+                            break
+                        except Exception as exc:
+                            if not (auto_jit and jit_compile):
+                                raise
+                            # The check passed but the compiled potential failed later: the
+                            # chain starts again uncompiled, from the same random state.
+                            jit_compile = False
+                            torch.set_rng_state(rng)
+                            why = (str(exc).splitlines() or [""])[0]
+                            warn_user(f"jit_compile: the compiled potential failed in chain {c} "
+                                      f"({type(exc).__name__}: {why}); NUTS runs the model "
+                                      "uncompiled.", JITFallbackWarning)
+                    runs[c] = ({k: v.detach() for k, v in mcmc.get_samples().items()},
+                               nuts.records[num_warmup:])
+            except Exception as exc:
+                if size == 1:
+                    raise
+                # Under a process group the others would wait for this chain: they learn of
+                # the failure from the gather and raise with it.
+                failed = exc
+                runs[c] = f"{type(exc).__name__}: {exc}"
+    gathered = gather_owned(runs, num_chains)
+    if failed is not None:
+        raise failed
+    for i, run in enumerate(gathered):
+        if not isinstance(run, tuple):  # a failed chain on another rank, or one skipped
+            raise RuntimeError(f"MCMC: chain {i} failed on rank {i % size} "
+                               f"({run or 'an earlier chain of that rank failed'}); see that "
+                               "rank's traceback.")
+        chains.append(run[0])
+        stats.append(run[1])
     samples = {k: torch.stack([c[k] for c in chains]) for k in chains[0]}
     sample_stats = {key: np.array([[r[key] for r in chain] for chain in stats])
                     for key in stats[0][0]} if num_samples else {}

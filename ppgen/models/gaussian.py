@@ -211,9 +211,10 @@ def scale_warnings(x: torch.Tensor, reg_covar: float, name: str) -> list[tuple[s
         return []
     mean, var = column_moments(x, unbiased=False)
     found = []
-    smallest = float(var.min())
-    if reg_covar > 0 and 0 < smallest and reg_covar > 1e-2 * smallest:
-        j = int(var.argmin())
+    positive = torch.where(var > 0, var, torch.full_like(var, math.inf))  # constant: skip
+    smallest = float(positive.min())
+    if reg_covar > 0 and math.isfinite(smallest) and reg_covar > 1e-2 * smallest:
+        j = int(positive.argmin())
         found.append(("reg_covar_large", (
             f"{name}: reg_covar={reg_covar:g} is {reg_covar / smallest:.3g} times the variance "
             f"of feature {j} ({smallest:.3g}), so it shapes the covariances more than the data "

@@ -71,7 +71,7 @@ def kmeans_centers(x: torch.Tensor, k: int, generator: torch.Generator,
 def _draw_row(weights: torch.Tensor, blocks: list[slice], generator: torch.Generator) -> int:
     """A row drawn with probability proportional to ``weights`` (uniform when all are 0):
     the block first, from the blocks' totals, then the row within it."""
-    totals = torch.stack([weights[b].sum() for b in blocks]).to(torch.float64)
+    totals = torch.stack([weights[b].double().sum() for b in blocks])
     u = float(torch.rand((), generator=generator, dtype=torch.float64))
     if float(totals.sum()) <= 0:
         return min(int(u * weights.shape[0]), weights.shape[0] - 1)
