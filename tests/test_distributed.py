@@ -99,6 +99,31 @@ def _worker(rank, size, store, out_dir, job):
                 torch.save({"history": torch.as_tensor(fit.history["objective"])},
                            os.path.join(out_dir, f"{rank}.pt"))
             return
+        elif job in ("ctrlc", "ctrlc_vae"):  # Ctrl-C reaches rank 1 only, mid-fit
+            import signal
+
+            calls = []
+
+            def interrupt_rank_1(*args, **kwargs):
+                calls.append(1)
+                if rank == 1 and len(calls) == 3:
+                    os.kill(os.getpid(), signal.SIGINT)
+
+            if job == "ctrlc":
+                step = model.m_step
+                model.m_step = lambda *a, **k: (interrupt_rank_1(), step(*a, **k))[1]
+                fit = ppgen.fit(model, x, method="em", seed=0, num_steps=50, tol=0,
+                                progress=False)
+            else:
+                from ppgen.models.latent import VAEObjective
+
+                vstep = VAEObjective.step
+                VAEObjective.step = lambda self, *a: (interrupt_rank_1(), vstep(self, *a))[1]
+                model, fit = _vae(None, 12)
+            torch.save({"history": torch.as_tensor(fit.history["objective"]),
+                        "interrupted": fit.interrupted},
+                       os.path.join(out_dir, f"{rank}.pt"))
+            return
         elif job == "different":  # each rank passes its own data: refused on every rank
             x = x[:500] if rank == 0 else x[500:1000]
         elif job == "svi":
@@ -220,6 +245,20 @@ def test_a_fit_on_one_rank_alone_runs_in_single_process_mode(tmp_path):
     _run(tmp_path, "alone")
     assert not (tmp_path / "0.err").exists(), (tmp_path / "0.err").read_text()
     assert torch.load(tmp_path / "0.pt")["history"].shape[0] >= 2
+
+
+@pytest.mark.parametrize("job", ["ctrlc", "ctrlc_vae"])
+def test_ctrl_c_on_one_rank_stops_every_rank_after_the_same_step(tmp_path, job):
+    """The stop request travels with the step's own collective: both ranks end at the same
+    iteration, marked interrupted, instead of one waiting for the other until the timeout."""
+    _run(tmp_path, job)
+    got = []
+    for rank in (0, 1):
+        assert not (tmp_path / f"{rank}.err").exists(), (tmp_path / f"{rank}.err").read_text()
+        got.append(torch.load(tmp_path / f"{rank}.pt"))
+    assert got[0]["interrupted"] and got[1]["interrupted"]
+    assert torch.equal(got[0]["history"], got[1]["history"])
+    assert 2 <= len(got[0]["history"]) <= 5
 
 
 def test_different_data_on_the_ranks_are_refused_on_every_rank(tmp_path):

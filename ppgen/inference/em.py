@@ -189,15 +189,22 @@ def _restarts(model, data, kw, init, seed, num_steps, num_restarts, monitor, dec
 
     shared = getattr(model, "em_shared_objective", None)
 
+    asked = [False]  # across processes: whether any rank was asked to stop (Ctrl-C)
+
     def e_step():
         ll, stats = model.e_step(data, **kw)
         if reduce is None:
             return ll, stats
-        if shared is None:
-            return reduce((ll, stats))
-        once = shared()  # a term of the objective that does not add up over rows
-        ll, stats = reduce((ll - once, stats))
+        once = shared() if shared is not None else 0.0  # a term that does not add up
+        flag = float(interrupt is not None and interrupt.requested)
+        ll, stats, flag = reduce((ll - once, stats, flag))
+        asked[0] = flag > 0  # Ctrl-C reaches the ranks at different moments
         return ll + once, stats
+
+    def stop_requested() -> bool:
+        if reduce is not None:
+            return asked[0]
+        return interrupt is not None and interrupt.requested
 
     best: dict[str, Any] | None = None
     stopped: tuple[int, int] | None = None
@@ -226,7 +233,7 @@ def _restarts(model, data, kw, init, seed, num_steps, num_restarts, monitor, dec
                 converged = True
                 break
             previous = ll
-            if interrupt is not None and interrupt.requested:
+            if stop_requested():
                 stopped = (restart, step)
                 break
             before = model.get_state()
@@ -254,7 +261,7 @@ def _restarts(model, data, kw, init, seed, num_steps, num_restarts, monitor, dec
         if best is None or ll > best["log_likelihood"]:
             best = {"state": model.get_state(), "history": history, "converged": converged,
                     "log_likelihood": ll, "restart": restart}
-        if stopped is not None or (interrupt is not None and interrupt.requested):
+        if stopped is not None or stop_requested():
             best["interrupted"] = stopped or (restart, len(history) - 1)
             return best
     assert best is not None

@@ -277,14 +277,20 @@ def train(objective: Any, model: Any, source: Any, *, seed: int, num_steps: int 
                         pos.perm = torch.randperm(num_data, generator=generator).to(device)
                     index = pos.perm[pos.offset:pos.offset + batch]
                 state.step = pos.step  # the loop keeps the counter; objectives read it
+                asked = False
                 # The random state before the batch is drawn (a dynamically binarized
                 # source draws from it): an interrupted step is checkpointed from here.
                 before = rng_state() if checkpoint is not None else None
                 try:
                     with parallel(index):
                         metrics = objective.step(model, state, make_batch(index, pos))
-                        if size > 1:  # the global batch's metrics, on every rank
-                            metrics = _reduce_metrics(metrics, shares[0].weight)
+                        if size > 1:  # the global batch's metrics, on every rank, and
+                            # whether any rank was asked to stop (Ctrl-C reaches the
+                            # ranks at different moments: all stop after the same step)
+                            metrics = _reduce_metrics(
+                                {**metrics, "_stop": float(interrupt.requested) / shares[0].weight},
+                                shares[0].weight)
+                            asked = metrics.pop("_stop") > 0
                 except KeyboardInterrupt:
                     if interrupt.requested:
                         raise  # a second Ctrl-C: abort at once, as the user asked
@@ -335,7 +341,7 @@ def train(objective: Any, model: Any, source: Any, *, seed: int, num_steps: int 
                         before = float(np.mean(losses[-2 * check_every:-check_every]))
                         if abs(current - before) <= tol * max(abs(before), 1e-12):
                             pos.stopped = "converged"
-                if interrupt.requested and not pos.stopped:
+                if (asked if size > 1 else interrupt.requested) and not pos.stopped:
                     pos.stopped = "interrupted"
                 if pos.step % every == 0 or pos.step == total or pos.stopped:
                     save()
