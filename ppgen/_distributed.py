@@ -171,19 +171,11 @@ def all_reduce_sum(value: Any, *, what: str = "EM") -> Any:
     return _rebuild(spec, out)
 
 
-def broadcast_state(state: dict[str, torch.Tensor | None], *,
-                    what: str = "EM") -> dict[str, torch.Tensor | None]:
-    """Rank 0's tensors of ``state`` (same keys and shapes on every rank), on every rank."""
-    dist = _dist()
-    assert dist is not None
-    out: dict[str, torch.Tensor | None] = {}
-    for name, v in state.items():
-        if v is None:
-            out[name] = None
-            continue
-        buf = v.detach().clone().contiguous()
-        _collective(what, lambda buf=buf: dist.broadcast(buf, src=0))
-        out[name] = buf
+def broadcast_state(state: dict[str, torch.Tensor | None]) -> dict[str, torch.Tensor | None]:
+    """Rank 0's tensors of ``state`` (same keys and shapes on every rank), on every rank, as
+    copies (:func:`broadcast_tensors`)."""
+    out = {name: None if v is None else v.detach().clone() for name, v in state.items()}
+    broadcast_tensors([v for v in out.values() if v is not None])
     return out
 
 

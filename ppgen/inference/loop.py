@@ -22,6 +22,7 @@ import torch
 from .._distributed import (
     BatchShare,
     all_reduce_sum,
+    batch_share,
     broadcast_tensors,
     check_same_data,
     data_parallel,
@@ -177,8 +178,7 @@ def train(objective: Any, model: Any, source: Any, *, seed: int, num_steps: int 
             "call torch.distributed.destroy_process_group() first).")
     progress = progress and rank == 0  # one bar for the job
     if size > 1:
-        check_same_data(source if isinstance(source, torch.Tensor) else
-                        torch.zeros(num_rows(source), 0))
+        check_same_data(source)  # a data source without a checksum: its row count
     num_data = num_rows(source)
     if num_data < 1:
         raise bad_type("data", "at least one row", "an empty data set")
@@ -207,12 +207,12 @@ def train(objective: Any, model: Any, source: Any, *, seed: int, num_steps: int 
 
     def make_batch(index, pos: _Position) -> Batch:
         if size > 1:  # this rank's rows of the global batch
-            return _rank_batch(index, pos, shares[0])
+            share = batch_share()
+            assert share is not None  # make_batch runs inside parallel()
+            return _rank_batch(index, pos, share)
         return Batch(data=take_rows(source, index), index=index, num_data=num_data,
                      source=source, epoch=pos.epoch, step=pos.step,
                      kwargs=_slice_kwargs(kwargs, per_datum, index, num_data))
-
-    shares: list[BatchShare] = []
 
     def _rank_batch(index, pos: _Position, share: BatchShare) -> Batch:
         rows = index if index is not None else torch.arange(num_data, device=device)
@@ -236,8 +236,7 @@ def train(objective: Any, model: Any, source: Any, *, seed: int, num_steps: int 
     def parallel(index):
         if size == 1:
             return contextlib.nullcontext()
-        shares[:] = [share_of(index)]
-        return data_parallel(shares[0])
+        return data_parallel(share_of(index))
 
     pos = _Position()
     first = None if batch is None else torch.arange(batch, device=device)
@@ -284,12 +283,13 @@ def train(objective: Any, model: Any, source: Any, *, seed: int, num_steps: int 
                 try:
                     with parallel(index):
                         metrics = objective.step(model, state, make_batch(index, pos))
+                        weight = share.weight if (share := batch_share()) else 1.0
                         if size > 1:  # the global batch's metrics, on every rank, and
                             # whether any rank was asked to stop (Ctrl-C reaches the
                             # ranks at different moments: all stop after the same step)
                             metrics = _reduce_metrics(
-                                {**metrics, "_stop": float(interrupt.requested) / shares[0].weight},
-                                shares[0].weight)
+                                {**metrics, "_stop": float(interrupt.requested) / weight},
+                                weight)
                             asked = metrics.pop("_stop") > 0
                 except KeyboardInterrupt:
                     if interrupt.requested:
@@ -481,8 +481,9 @@ def _first_bad(objective: Any, step: int, loss: float) -> Diagnostic:
 
 def _reduce_metrics(metrics: dict[str, Any], weight: float) -> dict[str, Any]:
     """A data-parallel step's scalar metrics averaged over the ranks, weighted by their share
-    of the global batch (metrics equal on every rank, such as the reduced gradient's norm,
-    stay as they are)."""
+    of the global batch: the global batch's mean of a per-row mean, and (the weights summing
+    to 1) unchanged for a metric equal on every rank, such as the reduced gradient's norm;
+    not right for a maximum or a count, which no objective reports so far."""
     scalars = {k: float(v) * weight for k, v in metrics.items()
                if isinstance(v, int | float) or (isinstance(v, torch.Tensor) and v.numel() == 1)}
     return {**metrics, **all_reduce_sum(scalars, what="the training step")}
