@@ -35,6 +35,15 @@ START = {"weights": torch.tensor([0.2, 0.3, 0.5], dtype=torch.float64),
          "covariances": torch.eye(2, dtype=torch.float64).repeat(3, 1, 1)}
 
 
+def _mixture_function(data):
+    weights = pyro.param("weights", torch.tensor([0.5, 0.5], dtype=torch.float64),
+                         constraint=dist.constraints.simplex)
+    locs = pyro.param("locs", torch.tensor([[-1.0, 0.0], [1.0, 0.0]], dtype=torch.float64))
+    with pyro.plate("data", len(data)):
+        z = pyro.sample("z", dist.Categorical(weights), infer={"enumerate": "parallel"})
+        pyro.sample("obs", dist.Normal(locs[z], 1.0).to_event(1), obs=data)
+
+
 def _corpus():
     counts, _ = ppgen.datasets.make_corpus(101, 40, 3, seed=0)
     return torch.as_tensor(counts, dtype=torch.float64)
@@ -69,6 +78,56 @@ def _vae(checkpoint, num_steps, resume=None):
     return vae, fit
 
 
+#: The HMM runs of the two-rank test: each emission, and the Gaussian on both E-step paths
+#: (the fused compiled kernels, and forward-backward with per-frame marginals).
+HMM_CASES = {
+    "gaussian-full": dict(emission="gaussian", covariance="full"),
+    "gaussian-diag-unfused": dict(emission="gaussian", covariance="diag"),
+    "categorical": dict(emission="categorical", emission_concentration=1.5),
+    "bernoulli": dict(emission="bernoulli"),
+    "poisson": dict(emission="poisson", transition_concentration=2.0),
+}
+
+
+def _sequences(case):
+    """15 ragged sequences (19-59 steps) of a 3-state chain, as a list of tensors."""
+    g = np.random.default_rng(1)
+    trans = np.array([[0.85, 0.1, 0.05], [0.1, 0.8, 0.1], [0.05, 0.15, 0.8]])
+    out = []
+    for length in g.integers(19, 60, size=15):
+        z = [g.integers(3)]
+        for _ in range(length - 1):
+            z.append(g.choice(3, p=trans[z[-1]]))
+        z = np.array(z)
+        emission = HMM_CASES[case]["emission"]
+        if emission == "gaussian":
+            x = np.array([[0.0, 0.0], [3.0, 1.0], [-2.0, 3.0]])[z] + g.normal(size=(length, 2))
+        elif emission == "categorical":
+            x = np.array([g.choice(5, p=p) for p in np.array(
+                [[0.6, 0.2, 0.1, 0.05, 0.05], [0.1, 0.1, 0.6, 0.1, 0.1],
+                 [0.05, 0.05, 0.1, 0.2, 0.6]])[z]])
+        elif emission == "bernoulli":
+            x = (g.uniform(size=(length, 4)) < np.array(
+                [[0.9, 0.1, 0.5, 0.2], [0.2, 0.8, 0.3, 0.7], [0.5, 0.5, 0.9, 0.1]])[z]) * 1.0
+        else:
+            x = g.poisson(np.array([[1.0, 6.0], [4.0, 0.5], [9.0, 3.0]])[z]) * 1.0
+        out.append(torch.as_tensor(x) if emission == "categorical"
+                   else torch.as_tensor(x, dtype=torch.float64))
+    return out
+
+
+def _fit_hmm(case):
+    from ppgen.models.sequence import compiled
+
+    fused = compiled.FUSED_EM
+    compiled.FUSED_EM = case != "gaussian-diag-unfused"
+    try:
+        model = ppgen.HiddenMarkovModel(3, **HMM_CASES[case])
+        return model, _fit(_sequences(case), model)
+    finally:
+        compiled.FUSED_EM = fused
+
+
 def _fit(x, model):
     return ppgen.fit(model, x, method="em", seed=0, tol=1e-12, num_steps=300,
                      num_restarts=2, progress=False)
@@ -89,8 +148,18 @@ def _worker(rank, size, store, out_dir, job):
             os._exit(0)
         x = _data()
         if job == "hmm":
+            got = {}
+            for case in HMM_CASES:
+                model, fit = _fit_hmm(case)
+                got[case] = {"params": model.get_params(), "converged": fit.converged,
+                             "history": torch.as_tensor(fit.history["objective"])}
+            torch.save(got, os.path.join(out_dir, f"{rank}.pt"))
+            return
+        if job == "one_sequence":  # fewer sequences than ranks
             model = ppgen.HiddenMarkovModel(2)
-            x = x.float().reshape(1, -1, 2)[:, :1000]
+            x = x.reshape(1, -1, 2)
+        elif job == "function":  # EM of a Pyro model function: one process only so far
+            model = _mixture_function
         elif job == "alone":  # rank 0 fits alone: without single_process it would wait
             if rank == 0:
                 with ppgen.single_process():
@@ -271,12 +340,41 @@ def test_different_data_on_the_ranks_are_refused_on_every_rank(tmp_path):
         assert not (tmp_path / f"{rank}.pt").exists()
 
 
-def test_a_model_without_additive_statistics_is_refused_on_every_rank(tmp_path):
+def test_hmm_on_two_ranks_gives_the_single_process_fit(tmp_path):
+    """15 ragged sequences split 8 + 7, two restarts from the default start: every emission,
+    the Gaussian on the fused and the unfused E-step, a prior (concentrations > 1) counted
+    once: every rank ends with the single process's parameters and history, to 1e-10."""
     _run(tmp_path, "hmm")
+    for rank in (0, 1):
+        assert not (tmp_path / f"{rank}.err").exists(), (tmp_path / f"{rank}.err").read_text()
+    ranks = [torch.load(tmp_path / f"{rank}.pt") for rank in (0, 1)]
+    for case in HMM_CASES:
+        single, fit = _fit_hmm(case)
+        assert len(fit.history["objective"]) > 5, case
+        for got in ranks:
+            got = got[case]
+            assert got["converged"] == fit.converged, case
+            np.testing.assert_allclose(got["history"], fit.history["objective"], rtol=1e-10,
+                                       err_msg=case)
+            for name, value in single.get_params().items():
+                np.testing.assert_allclose(got["params"][name], value, rtol=1e-10, atol=1e-12,
+                                           err_msg=f"{case}: {name}")
+
+
+def test_em_that_cannot_be_shared_out_is_refused_on_every_rank(tmp_path):
+    """One sequence on two ranks (EM shards whole sequences), and EM of a Pyro model
+    function (no additive statistics declared): each rank raises, naming the remedy."""
+    _run(tmp_path, "one_sequence")
+    for rank in (0, 1):
+        err = (tmp_path / f"{rank}.err").read_text()
+        assert err.startswith("ValueError: data: expected at least one row (sequence"), err
+        assert "1 rows" in err and "fewer processes" in err
+    _run(tmp_path, "function")
     for rank in (0, 1):
         err = (tmp_path / f"{rank}.err").read_text()
         assert err.startswith("NotSupportedError"), err
-        assert "HiddenMarkovModel" in err and "GaussianMixture" in err and "2 ranks" in err
+        assert "GaussianMixture, the HMM and LDA" in err and "2 ranks" in err
+        assert "single_process" in err
 
 
 def test_a_training_loop_without_data_parallel_steps_is_refused(tmp_path):

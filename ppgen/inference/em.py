@@ -91,25 +91,36 @@ def run_em(model: Any, data: torch.Tensor, *, init: dict[str, Any] | None, seed:
     tol = check_nonnegative_float("tol", tol)
     num_restarts = check_positive_int("num_restarts", num_restarts)
     rank, size = world()
-    local, reduce = data, None
+    data_kwargs = dict(data_kwargs or {})
+    local, local_kw, reduce = data, data_kwargs, None
     if size > 1:
         name = type(model).__name__
         if not getattr(model, "em_distributed", False):
             raise NotSupportedError(
                 f"model: expected a model whose EM can run across processes, got {name} "
                 f"under a process group of {size} ranks. Across processes ppgen's EM runs the "
-                "GaussianMixture and LDA so far; fit this model in this process alone "
+                "GaussianMixture, the HMM and LDA; fit this model in this process alone "
                 "(with ppgen.single_process(): ppgen.fit(...)).")
-        if data_kwargs:
+        per_row = {k: v for k, v in data_kwargs.items() if v is not None}
+        odd = sorted(k for k, v in per_row.items()
+                     if not (isinstance(v, torch.Tensor) and v.dim() >= 1
+                             and v.shape[0] == data.shape[0]))
+        if odd:
             raise NotSupportedError(
-                f"model_kwargs: expected no per-datum keyword arguments for EM across "
-                f"processes, got {', '.join(sorted(data_kwargs))}; fit in this process alone "
+                f"model_kwargs: expected per-datum keyword arguments with one entry per row "
+                f"of the data ({data.shape[0]}) for EM across processes, got "
+                f"{', '.join(odd)}; fit in this process alone "
                 "(with ppgen.single_process(): ppgen.fit(...)).")
         check_same_data(data)
+        for name, value in per_row.items():
+            check_same_data(value, arg=name)
         if data.shape[0] < size:
-            raise bad_value("data", f"at least one row per process ({size})",
-                            f"{data.shape[0]} rows", "Use fewer processes.")
-        local, reduce = data[shard_rows(data.shape[0], rank, size)], all_reduce_sum
+            raise bad_value("data", f"at least one row (sequence, document) per process "
+                            f"({size})", f"{data.shape[0]} rows", "Use fewer processes.")
+        rows = shard_rows(data.shape[0], rank, size)
+        local = data[rows]
+        local_kw = {k: None if v is None else v[rows] for k, v in data_kwargs.items()}
+        reduce = all_reduce_sum
         progress = progress and rank == 0  # one bar for the job
     monitor = ConvergenceMonitor(tol, num_steps)
     messages: list[Diagnostic] = []
@@ -117,12 +128,12 @@ def run_em(model: Any, data: torch.Tensor, *, init: dict[str, Any] | None, seed:
     bar = progress_bar(num_steps * num_restarts, desc="EM", enabled=progress)
     try:
         # One intra-op thread for small data (ppgen._threads): EM's ops are data-sized.
-        with work_threads(num_elements(data, *(data_kwargs or {}).values()),
+        with work_threads(num_elements(data, *data_kwargs.values()),
                           device=data.device), deferred_interrupt() as interrupt:
             start_kw = {"fixed": tuple(fixed)} if fixed else {}
-            best = _restarts(model, local, dict(data_kwargs or {}), init, seed, num_steps,
+            best = _restarts(model, local, local_kw, init, seed, num_steps,
                              num_restarts, monitor, decreases, bar, start_kw, interrupt,
-                             start_data=data, reduce=reduce)
+                             start_data=data, start_data_kw=data_kwargs, reduce=reduce)
     finally:
         bar.close()
         if hasattr(model, "em_finalize"):
@@ -174,7 +185,7 @@ def _decrease_summary(decreases: list[tuple[int, int, float, float]],
 
 def _restarts(model, data, kw, init, seed, num_steps, num_restarts, monitor, decreases, bar,
               start_kw=None, interrupt: Interrupt | None = None, start_data=None,
-              reduce=None):
+              start_data_kw=None, reduce=None):
     """Run every restart; return the best one's state, history and convergence flag.
 
     Ctrl-C (``interrupt.requested``) ends the fit after the iteration in progress; a
@@ -183,9 +194,13 @@ def _restarts(model, data, kw, init, seed, num_steps, num_restarts, monitor, dec
     ``best["interrupted"]`` is ``(restart, iteration)``; with nothing completed the
     KeyboardInterrupt propagates.
 
-    ``start_data`` (default ``data``) is what ``em_initialize`` sees; ``reduce`` (across
-    processes) sums each E-step's ``(log_lik, stats)`` and is given rank 0's start."""
+    ``start_data`` (default ``data``) and ``start_data_kw`` (default ``kw``) are what
+    ``em_initialize`` sees; ``reduce`` (across processes) sums each E-step's ``(log_lik,
+    stats)``, in the model's ``em_additive`` form where it has one, and is given rank 0's
+    start."""
     start_data = data if start_data is None else start_data
+    start_data_kw = kw if start_data_kw is None else start_data_kw
+    additive = getattr(model, "em_additive", None)
 
     shared = getattr(model, "em_shared_objective", None)
 
@@ -195,6 +210,8 @@ def _restarts(model, data, kw, init, seed, num_steps, num_restarts, monitor, dec
         ll, stats = model.e_step(data, **kw)
         if reduce is None:
             return ll, stats
+        if additive is not None:
+            stats = additive(data, stats, **kw)
         once = shared() if shared is not None else 0.0  # a term that does not add up
         flag = float(interrupt is not None and interrupt.requested)
         ll, stats, flag = reduce((ll - once, stats, flag))
@@ -211,7 +228,7 @@ def _restarts(model, data, kw, init, seed, num_steps, num_restarts, monitor, dec
     dtype = data.dtype if data.is_floating_point() else model.dtype
     for restart, restart_seed in enumerate(derive_seeds(seed, num_restarts)):
         try:
-            model.em_initialize(start_data, init=init, seed=restart_seed, **kw,
+            model.em_initialize(start_data, init=init, seed=restart_seed, **start_data_kw,
                                 **(start_kw or {}))
             if reduce is not None:  # one start for every rank
                 model.set_state(broadcast_state(model.get_state()))

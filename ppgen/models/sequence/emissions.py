@@ -105,22 +105,35 @@ class Emission:
         """EM start values of the emission parameters from the frames."""
         raise NotImplementedError
 
-    def m_step(self, x: torch.Tensor, gamma: torch.Tensor,
-               old: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
-
-    # EM works on per-frame features computed once per fit (by default the frames).
-    def em_features(self, x: torch.Tensor) -> torch.Tensor:
+    # EM works on per-frame features computed once per fit (by default the frames). The
+    # M-step reads only sufficient statistics that add up over frames (em_statistics), so
+    # shards of the frames (one per process) give the single-process M-step once summed.
+    def em_features(self, x: torch.Tensor,
+                    constants: dict[str, Any] | None = None) -> torch.Tensor:
+        """Per-frame features of the frames ``x``. ``constants`` (:meth:`em_constants` of
+        the whole data's features) replace the fit-wide constants computed from ``x`` when
+        ``x`` is one process's share of the frames."""
         return x
+
+    def em_constants(self) -> dict[str, Any]:
+        """The fit-wide constants the last :meth:`em_features` call computed (a centre)."""
+        return {}
 
     def em_log_prob(self, params: dict[str, torch.Tensor], feats: torch.Tensor) -> torch.Tensor:
         return self.log_prob(params, feats)
 
-    def em_m_step(self, feats: torch.Tensor, gamma: torch.Tensor,
+    def em_statistics(self, feats: torch.Tensor,
+                      gamma: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Sufficient statistics of the M-step from the features and the state marginals
+        ``gamma`` (M, K): tensors that add up over any split of the frames."""
+        raise NotImplementedError
+
+    def em_m_step(self, stats: dict[str, torch.Tensor], num_frames: float,
                   old: dict[str, torch.Tensor],
                   fixed: frozenset[str] = frozenset()) -> dict[str, torch.Tensor]:
-        """M-step of the parameters not in ``fixed`` (which the caller keeps as they are)."""
-        return self.m_step(feats, gamma, old)
+        """Closed-form M-step from :meth:`em_statistics` (summed over every frame) of the
+        parameters not in ``fixed`` (which the caller keeps as they are)."""
+        raise NotImplementedError
 
     def log_prior(self, params: dict[str, torch.Tensor]) -> torch.Tensor | float:
         """Log prior density (up to a constant) that the EM M-step maximises with the data."""
@@ -249,37 +262,32 @@ class GaussianEmission(Emission):
                                                              * std.unsqueeze(-2)))
         return out
 
-    def _estimate(self, x, resp, reg, locs=None):
-        shift = x.mean(0)
-        nk, sx, sxx = sufficient_statistics(x - shift, resp, self.covariance)
-        _, locs, cov = estimate_parameters(nk, sx, sxx, x.shape[0], self.covariance, reg,
-                                           None if locs is None else locs - shift)
-        return nk, locs + shift, cov
-
     def initial_params(self, x, generator, dtype):
         labels = _kmeans_labels(x, self.k, generator)
         resp = torch.nn.functional.one_hot(labels, self.k).to(x.dtype)
         reg = max(self.reg_covar, 1e-6 * float(x.var(0).mean())) if x.shape[0] > 1 else 1e-6
-        _, locs, cov = self._estimate(x, resp, reg)
-        return {"locs": locs, "covariances": cov}
+        shift = x.mean(0)
+        nk, sx, sxx = sufficient_statistics(x - shift, resp, self.covariance)
+        _, locs, cov = estimate_parameters(nk, sx, sxx, x.shape[0], self.covariance, reg)
+        return {"locs": locs + shift, "covariances": cov}
 
-    def m_step(self, x, gamma, old, fixed=frozenset()):
-        nk, locs, cov = self._estimate(x, gamma, self.reg_covar,
-                                       old["locs"] if "locs" in fixed else None)
-        return {"locs": _keep_empty(locs, old["locs"], nk),
-                "covariances": _keep_empty(cov, old["covariances"], nk)}
-
-    # In float64 EM uses the exponential-family form: with centred frames xc, the features
-    # [second moments of xc, xc, 1] times a (F, K) matrix of natural parameters give all
-    # log-densities in one matrix product, and the responsibilities times the same features
-    # give every sufficient statistic of the M-step in another (as the mixture's x2 path).
-    def em_features(self, x):
-        if x.dtype != torch.float64:
-            self._shift = None
+    # EM's statistics are those of the frames centred on their mean (``_shift``, one for the
+    # whole fit). In float64 EM uses the exponential-family form: with centred frames xc,
+    # the features [second moments of xc, xc, 1] times a (F, K) matrix of natural
+    # parameters give all log-densities in one matrix product, and the responsibilities
+    # times the same features give every sufficient statistic in another (as the
+    # mixture's x2 path); float32 keeps the frames and the direct densities.
+    def em_features(self, x, constants=None):
+        constants = constants or {}
+        self._shift = constants["centre"] if "centre" in constants else x.mean(0)
+        self._natural = x.dtype == torch.float64
+        if not self._natural:
             return x
-        self._shift = x.mean(0)
         xc = x - self._shift
-        self._sq_radius = float(xc.square().sum(-1).max()) if xc.shape[0] else 0.0
+        if "sq_radius" in constants:
+            self._sq_radius = constants["sq_radius"]
+        else:
+            self._sq_radius = float(xc.square().sum(-1).max()) if xc.shape[0] else 0.0
         if self.covariance == "full":
             second = (xc.unsqueeze(-1) * xc.unsqueeze(-2)).reshape(xc.shape[0], -1)
         elif self.covariance == "diag":
@@ -288,8 +296,14 @@ class GaussianEmission(Emission):
             second = xc.square().sum(-1, keepdim=True)
         return torch.cat([second, xc, torch.ones_like(xc[:, :1])], 1)
 
+    def em_constants(self):
+        out = {"centre": self._shift}
+        if getattr(self, "_natural", False):
+            out["sq_radius"] = self._sq_radius
+        return out
+
     def em_log_prob(self, params, feats):
-        if getattr(self, "_shift", None) is None:
+        if not self._natural:
             return self.log_prob(params, feats)
         locs, cov = params["locs"] - self._shift, params["covariances"]
         d = locs.shape[-1]
@@ -325,30 +339,38 @@ class GaussianEmission(Emission):
         weights = torch.cat([second, prec_mu, const.unsqueeze(-1)], 1)  # (K, F)
         return feats @ weights.T
 
-    def em_m_step(self, feats, gamma, old, fixed=frozenset()):
-        if getattr(self, "_shift", None) is None:
-            return self.m_step(feats, gamma, old, fixed)
+    def em_statistics(self, feats, gamma):
+        """``counts`` (K,), ``sums`` (K, D) and ``squares`` of the centred frames: (K, D, D)
+        full, (K, D) diag, (K,) spherical."""
+        if not self._natural:
+            nk, sx, sxx = sufficient_statistics(feats - self._shift, gamma, self.covariance)
+            return {"counts": nk, "sums": sx, "squares": sxx}
         stats = gamma.T @ feats  # (K, F): second moments, sums, counts
-        k, d = old["locs"].shape
+        d = self._shift.shape[-1]
         width = feats.shape[1] - d - 1
-        nk, sx = stats[:, -1], stats[:, width:width + d]
         sxx = stats[:, :width]
         if self.covariance == "full":
-            sxx = sxx.view(k, d, d)
+            sxx = sxx.view(-1, d, d)
         elif self.covariance == "spherical":
             sxx = sxx.squeeze(-1)
+        return {"counts": stats[:, -1], "sums": stats[:, width:width + d], "squares": sxx}
+
+    def em_m_step(self, stats, num_frames, old, fixed=frozenset()):
+        nk = stats["counts"]
         held = old["locs"] - self._shift if "locs" in fixed else None
-        _, locs, cov = estimate_parameters(nk, sx, sxx, feats.shape[0], self.covariance,
-                                            self.reg_covar, held)
+        _, locs, cov = estimate_parameters(nk, stats["sums"], stats["squares"], num_frames,
+                                            self.covariance, self.reg_covar, held)
         return {"locs": _keep_empty(locs + self._shift, old["locs"], nk),
                 "covariances": _keep_empty(cov, old["covariances"], nk)}
 
     # The fused compiled E-step (ppgen.models.sequence.compiled.gaussian_e_step) works on
     # frames centred on their mean (as em_features) and reads the constants below; its
     # statistics feed the same closed-form M-step as the unfused path.
-    def em_fused_centre(self, x):
-        """Set and return the centre of the fit's real frames ``x`` (M, D): their mean."""
-        self._shift = x.mean(0)
+    def em_fused_centre(self, x, constants=None):
+        """Set and return the centre of the fit's real frames ``x`` (M, D): their mean, or
+        ``constants["centre"]`` (that of the whole data, when ``x`` is a process's share)."""
+        self._shift = constants["centre"] if constants else x.mean(0)
+        self._natural = False  # no features: em_constants reports the centre alone
         return self._shift
 
     def em_fused_params(self, params):
@@ -369,18 +391,15 @@ class GaussianEmission(Emission):
         log_norm = -0.5 * d * LOG_2PI - half_log_det
         return locs, factors, log_norm, self.covariance == "full"
 
-    def em_fused_m_step(self, stats, num_frames, old, fixed=frozenset()):
-        """The M-step from the fused E-step's ``counts``, ``sums`` and ``squares``."""
-        nk, sx, sxx = stats["counts"], stats["sums"], stats["squares"]
+    def em_fused_statistics(self, stats):
+        """:meth:`em_statistics` from the fused E-step's ``counts``, ``sums`` and
+        ``squares`` (always (K, D, D))."""
+        sxx = stats["squares"]
         if self.covariance != "full":
             sxx = sxx.diagonal(dim1=-2, dim2=-1)
             if self.covariance == "spherical":
                 sxx = sxx.sum(-1)
-        held = old["locs"] - self._shift if "locs" in fixed else None
-        _, locs, cov = estimate_parameters(nk, sx, sxx, num_frames, self.covariance,
-                                            self.reg_covar, held)
-        return {"locs": _keep_empty(locs + self._shift, old["locs"], nk),
-                "covariances": _keep_empty(cov, old["covariances"], nk)}
+        return {"counts": stats["counts"], "sums": stats["sums"], "squares": sxx}
 
     def sample(self, params, z, generator):
         locs, cov = params["locs"], params["covariances"]
@@ -481,10 +500,13 @@ class BernoulliEmission(Emission):
         probs = (0.8 * means + 0.2 * x.mean(0)).clamp(1e-3, 1 - 1e-3)
         return {"probs": probs}
 
-    def m_step(self, x, gamma, old):
+    def em_statistics(self, feats, gamma):
+        return {"counts": gamma.sum(0), "sums": gamma.T @ feats}
+
+    def em_m_step(self, stats, num_frames, old, fixed=frozenset()):
         a = self.concentration - 1
-        nk = gamma.sum(0)
-        probs = ((gamma.T @ x + a) / (nk.unsqueeze(-1) + 2 * a)).clamp(0, 1)
+        nk = stats["counts"]
+        probs = ((stats["sums"] + a) / (nk.unsqueeze(-1) + 2 * a)).clamp(0, 1)
         return {"probs": _keep_empty(probs, old["probs"], nk + 2 * a)}
 
     def log_prior(self, params):
@@ -560,9 +582,12 @@ class PoissonEmission(Emission):
         means = (onehot.T @ x) / onehot.sum(0).clamp_min(1).unsqueeze(-1)
         return {"rates": (0.9 * means + 0.1 * x.mean(0)).clamp_min(1e-3)}
 
-    def m_step(self, x, gamma, old):
-        nk = gamma.sum(0)
-        rates = (gamma.T @ x) / nk.clamp_min(torch.finfo(x.dtype).tiny).unsqueeze(-1)
+    def em_statistics(self, feats, gamma):
+        return {"counts": gamma.sum(0), "sums": gamma.T @ feats}
+
+    def em_m_step(self, stats, num_frames, old, fixed=frozenset()):
+        nk, sums = stats["counts"], stats["sums"]
+        rates = sums / nk.clamp_min(torch.finfo(sums.dtype).tiny).unsqueeze(-1)
         return {"rates": _keep_empty(rates, old["rates"], nk)}
 
     def sample(self, params, z, generator):
@@ -646,13 +671,16 @@ class CategoricalEmission(Emission):
         noise = noise / noise.sum(-1, keepdim=True)
         return {"probs": 0.5 * freq + 0.5 * noise}
 
-    def m_step(self, x, gamma, old):
-        a = self.concentration - 1
+    def em_statistics(self, feats, gamma):
+        """``counts`` (S, K): the expected emissions of each symbol by each state."""
         counts = torch.zeros(self.num_symbols, self.k, dtype=gamma.dtype, device=gamma.device)
-        counts.index_add_(0, x, gamma)
-        counts = (counts.T + a).clamp_min(0)
+        return {"counts": counts.index_add_(0, feats, gamma)}
+
+    def em_m_step(self, stats, num_frames, old, fixed=frozenset()):
+        a = self.concentration - 1
+        counts = (stats["counts"].T + a).clamp_min(0)
         total = counts.sum(-1, keepdim=True)
-        probs = counts / total.clamp_min(torch.finfo(gamma.dtype).tiny)
+        probs = counts / total.clamp_min(torch.finfo(counts.dtype).tiny)
         return {"probs": _keep_empty(probs, old["probs"], total.squeeze(-1))}
 
     def log_prior(self, params):

@@ -248,6 +248,9 @@ class HiddenMarkovModel(GenerativeModel):
     state_names = ("prior_loc", "prior_scale")
     has_enumerated_sites = True
     supports_em = True
+    #: Expected counts and the emission's sufficient statistics add up over sequences
+    #: (em_additive), the log prior is counted once: EM runs across processes.
+    em_distributed = True
     # e_step adds the log prior density (zero under flat priors) to the log-likelihood
     em_objective = "log-likelihood + log prior (nats)"
     default_guide = "map"
@@ -802,6 +805,12 @@ class HiddenMarkovModel(GenerativeModel):
         self._em_fixed = frozenset(fixed)
         self._em_cache = None
         self._on_params_changed()
+        # The fit-wide choices, from the whole data (which the EM driver passes here): the
+        # E-step's path and the frames' centre, the same on every process of a distributed
+        # fit, whose E-steps each see a share of the sequences.
+        self._em_plan = None
+        c = self._em_frames(data, lengths)
+        self._em_plan = {"fused": c["fused"], "constants": c["emission"].em_constants()}
 
     def _log_b(self, x: torch.Tensor, mask: torch.Tensor,
                missing: torch.Tensor | None = None) -> torch.Tensor:
@@ -831,10 +840,12 @@ class HiddenMarkovModel(GenerativeModel):
 
     def _em_frames(self, data: torch.Tensor, lengths: torch.Tensor | None) -> dict[str, Any]:
         """The fit's real frames in time-major order, their EM features and the emission
-        object, computed once per fit (dropped by ``em_finalize``)."""
+        object, computed once per fit (dropped by ``em_finalize``); for a share of the data
+        (a process's), with the choices ``em_initialize`` made on the whole of it."""
         cache = self._em_cache
         if cache is not None and cache[0] is data and cache[1] is lengths:
             return cache[2]
+        plan = getattr(self, "_em_plan", None)
         mask = self._mask(data, lengths)
         full = bool(mask.all())
         xt = data.transpose(0, 1)
@@ -843,12 +854,17 @@ class HiddenMarkovModel(GenerativeModel):
             frames = frames.to(self.dtype)
         emission = self._emission()
         n, num_steps = mask.shape
-        if self.emission == "gaussian" and compiled.fused_usable(
+        if plan is not None:
+            fused = plan["fused"]
+        else:
+            fused = self.emission == "gaussian" and compiled.fused_usable(
                 frames, self.initial_probs, self.transition_probs,
                 *self._emission_params().values(), num_sequences=n, num_steps=num_steps,
-                num_states=self.num_states):
+                num_states=self.num_states)
+        constants = None if plan is None else plan["constants"]
+        if fused:
             # The fused compiled E-step: centred time-major frames, no per-frame features.
-            centre = emission.em_fused_centre(frames)
+            centre = emission.em_fused_centre(frames, constants)
             xt = (xt.to(self.dtype) - centre).masked_fill(~mask.T.unsqueeze(-1), 0.0)
             entry = {"mask": mask, "full": full, "emission": emission, "fused": True,
                      "xt": np.ascontiguousarray(xt.numpy()),
@@ -856,13 +872,15 @@ class HiddenMarkovModel(GenerativeModel):
                      "num_frames": int(frames.shape[0]), "workspace": {}}
         else:
             entry = {"mask": mask, "full": full, "emission": emission, "fused": False,
-                     "feats": emission.em_features(frames), "workspace": {}}
+                     "feats": emission.em_features(frames, constants),
+                     "num_frames": int(frames.shape[0]), "workspace": {}}
         self._em_cache = (data, lengths, entry)
         return entry
 
     def em_finalize(self) -> None:
         """Drop the per-fit cache of frames and features."""
         self._em_cache = None
+        self._em_plan = None
 
     def e_step(self, data: torch.Tensor, *, lengths: torch.Tensor | None = None):
         """Log-likelihood (plus log prior when the priors are not flat) and the expected
@@ -892,9 +910,41 @@ class HiddenMarkovModel(GenerativeModel):
         fb["objective_scale"] = float(lp.amax(-1).abs().sum())
         return float(fb["log_lik"].sum()) + self._log_prior(), fb
 
-    def m_step(self, data: torch.Tensor, stats: dict[str, torch.Tensor], *,
+    def em_shared_objective(self) -> float:
+        """The log prior: the part of the EM objective that a distributed fit counts once."""
+        return self._log_prior()
+
+    def em_additive(self, data: torch.Tensor, stats: dict[str, Any], *,
+                    lengths: torch.Tensor | None = None) -> dict[str, Any]:
+        """The E-step's statistics as sums over the frames and sequences (what the M-step
+        reads, and what adds up over shards of the sequences): the expected start and
+        transition counts, the emission's sufficient statistics and the number of frames."""
+        if "emission_stats" in stats:
+            return stats
+        c = self._em_frames(data, lengths)
+        emission = c["emission"]
+        if c["fused"]:  # the E-step accumulated the sufficient statistics themselves
+            emission_stats = emission.em_fused_statistics(stats)
+        else:
+            gamma = stats["gamma"].transpose(0, 1)  # time-major, as the frames
+            if c["full"]:
+                flat = c["workspace"].get("gamma_flat")
+                if flat is None or flat.shape[0] != gamma.shape[0] * gamma.shape[1]:
+                    flat = gamma.new_empty(gamma.shape[0] * gamma.shape[1], self.num_states)
+                    c["workspace"]["gamma_flat"] = flat
+                flat.view(gamma.shape).copy_(gamma)
+                gamma = flat
+            else:
+                gamma = gamma[c["mask"].T]
+            emission_stats = emission.em_statistics(c["feats"], gamma)
+        return {"start_counts": stats["start_counts"], "trans_counts": stats["trans_counts"],
+                "emission_stats": emission_stats, "num_frames": c["num_frames"],
+                "objective_scale": stats["objective_scale"]}
+
+    def m_step(self, data: torch.Tensor, stats: dict[str, Any], *,
                lengths: torch.Tensor | None = None) -> None:
         c = self._em_frames(data, lengths)
+        stats = self.em_additive(data, stats, lengths=lengths)
         fixed = self._em_fixed
         if "initial_probs" not in fixed:
             self.initial_probs = _normalise(
@@ -903,25 +953,8 @@ class HiddenMarkovModel(GenerativeModel):
             self.transition_probs = _normalise(
                 stats["trans_counts"] + self.transition_concentration - 1,
                 self.transition_probs)
-        if c["fused"]:  # the E-step accumulated the sufficient statistics themselves
-            new = c["emission"].em_fused_m_step(stats, c["num_frames"],
-                                                self._emission_params(), fixed)
-            for name, value in new.items():
-                if name not in fixed:
-                    setattr(self, name, value)
-            self._on_params_changed()
-            return
-        gamma = stats["gamma"].transpose(0, 1)  # time-major, as the frames
-        if c["full"]:
-            flat = c["workspace"].get("gamma_flat")
-            if flat is None or flat.shape[0] != gamma.shape[0] * gamma.shape[1]:
-                flat = gamma.new_empty(gamma.shape[0] * gamma.shape[1], self.num_states)
-                c["workspace"]["gamma_flat"] = flat
-            flat.view(gamma.shape).copy_(gamma)
-            gamma = flat
-        else:
-            gamma = gamma[c["mask"].T]
-        new = c["emission"].em_m_step(c["feats"], gamma, self._emission_params(), fixed)
+        new = c["emission"].em_m_step(stats["emission_stats"], stats["num_frames"],
+                                      self._emission_params(), fixed)
         for name, value in new.items():
             if name not in fixed:
                 setattr(self, name, value)
