@@ -275,7 +275,11 @@ def _restarts(model, data, kw, init, seed, num_steps, num_restarts, monitor, dec
         else:
             history.append(ll)  # the final E-step: log-likelihood of the final parameters
             converged = monitor.converged(previous, ll)
-        if best is None or ll > best["log_likelihood"]:
+        # A later restart wins only when better beyond round-off: restarts that reach the
+        # same optimum (often with the labels permuted) keep the first, whatever order the
+        # sums were taken in (one process or several).
+        if best is None or ll > best["log_likelihood"] + 1e3 * torch.finfo(dtype).eps * max(
+                abs(best["log_likelihood"]), 1.0):
             best = {"state": model.get_state(), "history": history, "converged": converged,
                     "log_likelihood": ll, "restart": restart}
         if stopped is not None or stop_requested():
