@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import datetime
 import os
+import subprocess
+import sys
 import time
 import traceback
 
@@ -15,24 +17,21 @@ import pyro.distributions as dist
 import pytest
 import torch
 import torch.multiprocessing as mp
+from distributed_cases import (
+    HMM_CASES,
+    START,
+    corpus,
+    fit_em,
+    fit_hmm,
+    gmm_data,
+    train_vae,
+)
 
 import ppgen
 from ppgen._distributed import shard_rows
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(),
                                 reason="torch.distributed is not available")
-
-
-def _data(n=1001):
-    g = np.random.default_rng(0)
-    centres = np.array([[0.0, 0.0], [4.0, 1.0], [-3.0, 3.0]])
-    x = centres[g.integers(0, 3, n)] + g.normal(size=(n, 2)) * [0.7, 1.3]
-    return torch.from_numpy(x)
-
-
-START = {"weights": torch.tensor([0.2, 0.3, 0.5], dtype=torch.float64),
-         "locs": torch.tensor([[0.0, 0.0], [1.0, 1.0], [2.0, 2.0]], dtype=torch.float64),
-         "covariances": torch.eye(2, dtype=torch.float64).repeat(3, 1, 1)}
 
 
 def _mixture_function(data):
@@ -44,10 +43,6 @@ def _mixture_function(data):
         pyro.sample("obs", dist.Normal(locs[z], 1.0).to_event(1), obs=data)
 
 
-def _corpus():
-    counts, _ = ppgen.datasets.make_corpus(101, 40, 3, seed=0)
-    return torch.as_tensor(counts, dtype=torch.float64)
-
 
 def _normal_model(data):
     loc = pyro.sample("loc", dist.Normal(0.0, 10.0))
@@ -56,81 +51,11 @@ def _normal_model(data):
         pyro.sample("obs", dist.Normal(loc, scale), obs=data)
 
 
+
 def _mcmc():
     y = torch.tensor([1.2, 0.4, 2.2, 1.9, 0.7, 1.1])
     return ppgen.fit(_normal_model, y, method="mcmc", num_chains=3, num_samples=40,
                      num_warmup=40, seed=0, progress=False, jit_compile=False)
-
-
-def _bits():
-    g = np.random.default_rng(0)
-    probs = g.uniform(0.1, 0.9, size=(4, 16))
-    return torch.as_tensor(g.uniform(size=(150, 16)) < probs[g.integers(0, 4, 150)],
-                           dtype=torch.float32)
-
-
-def _vae(checkpoint, num_steps, resume=None):
-    torch.manual_seed(0)
-    vae = ppgen.VAE(16, latent_dim=2, hidden_dims=(8,))
-    fit = ppgen.fit(vae, _bits(), method="svi", batch_size=51, num_steps=num_steps, tol=0,
-                    seed=0, progress=False, checkpoint=checkpoint, checkpoint_every=3,
-                    resume=resume)
-    return vae, fit
-
-
-#: The HMM runs of the two-rank test: each emission, and the Gaussian on both E-step paths
-#: (the fused compiled kernels, and forward-backward with per-frame marginals).
-HMM_CASES = {
-    "gaussian-full": dict(emission="gaussian", covariance="full"),
-    "gaussian-diag-unfused": dict(emission="gaussian", covariance="diag"),
-    "categorical": dict(emission="categorical", emission_concentration=1.5),
-    "bernoulli": dict(emission="bernoulli"),
-    "poisson": dict(emission="poisson", transition_concentration=2.0),
-}
-
-
-def _sequences(case):
-    """15 ragged sequences (19-59 steps) of a 3-state chain, as a list of tensors."""
-    g = np.random.default_rng(1)
-    trans = np.array([[0.85, 0.1, 0.05], [0.1, 0.8, 0.1], [0.05, 0.15, 0.8]])
-    out = []
-    for length in g.integers(19, 60, size=15):
-        z = [g.integers(3)]
-        for _ in range(length - 1):
-            z.append(g.choice(3, p=trans[z[-1]]))
-        z = np.array(z)
-        emission = HMM_CASES[case]["emission"]
-        if emission == "gaussian":
-            x = np.array([[0.0, 0.0], [3.0, 1.0], [-2.0, 3.0]])[z] + g.normal(size=(length, 2))
-        elif emission == "categorical":
-            x = np.array([g.choice(5, p=p) for p in np.array(
-                [[0.6, 0.2, 0.1, 0.05, 0.05], [0.1, 0.1, 0.6, 0.1, 0.1],
-                 [0.05, 0.05, 0.1, 0.2, 0.6]])[z]])
-        elif emission == "bernoulli":
-            x = (g.uniform(size=(length, 4)) < np.array(
-                [[0.9, 0.1, 0.5, 0.2], [0.2, 0.8, 0.3, 0.7], [0.5, 0.5, 0.9, 0.1]])[z]) * 1.0
-        else:
-            x = g.poisson(np.array([[1.0, 6.0], [4.0, 0.5], [9.0, 3.0]])[z]) * 1.0
-        out.append(torch.as_tensor(x) if emission == "categorical"
-                   else torch.as_tensor(x, dtype=torch.float64))
-    return out
-
-
-def _fit_hmm(case):
-    from ppgen.models.sequence import compiled
-
-    fused = compiled.FUSED_EM
-    compiled.FUSED_EM = case != "gaussian-diag-unfused"
-    try:
-        model = ppgen.HiddenMarkovModel(3, **HMM_CASES[case])
-        return model, _fit(_sequences(case), model)
-    finally:
-        compiled.FUSED_EM = fused
-
-
-def _fit(x, model):
-    return ppgen.fit(model, x, method="em", seed=0, tol=1e-12, num_steps=300,
-                     num_restarts=2, progress=False)
 
 
 def _worker(rank, size, store, out_dir, job):
@@ -146,15 +71,7 @@ def _worker(rank, size, store, out_dir, job):
         if job == "hang" and rank == 1:
             time.sleep(8)  # a rank that stops answering (beyond the 4 s timeout)
             os._exit(0)
-        x = _data()
-        if job == "hmm":
-            got = {}
-            for case in HMM_CASES:
-                model, fit = _fit_hmm(case)
-                got[case] = {"params": model.get_params(), "converged": fit.converged,
-                             "history": torch.as_tensor(fit.history["objective"])}
-            torch.save(got, os.path.join(out_dir, f"{rank}.pt"))
-            return
+        x = gmm_data()
         if job == "one_sequence":  # fewer sequences than ranks
             model = ppgen.HiddenMarkovModel(2)
             x = x.reshape(1, -1, 2)
@@ -188,7 +105,7 @@ def _worker(rank, size, store, out_dir, job):
 
                 vstep = VAEObjective.step
                 VAEObjective.step = lambda self, *a: (interrupt_rank_1(), vstep(self, *a))[1]
-                model, fit = _vae(None, 12)
+                model, fit = train_vae(None, 12)
             torch.save({"history": torch.as_tensor(fit.history["objective"]),
                         "interrupted": fit.interrupted},
                        os.path.join(out_dir, f"{rank}.pt"))
@@ -196,14 +113,7 @@ def _worker(rank, size, store, out_dir, job):
         elif job == "different":  # each rank passes its own data: refused on every rank
             x = x[:500] if rank == 0 else x[500:1000]
         elif job == "svi":
-            ppgen.fit(model, _data(), method="svi", num_steps=5, seed=0, progress=False)
-        elif job.startswith("vae"):
-            vae, fit = _vae(os.path.join(out_dir, "ckpt"), 6 if job == "vae_half" else 12)
-            torch.save({"history": torch.as_tensor(fit.history["objective"]),
-                        "state": vae.state_dict()}, os.path.join(out_dir, f"{rank}.pt"))
-            return
-        elif job == "lda":
-            model, x = ppgen.LDA(3), _corpus()
+            ppgen.fit(model, gmm_data(), method="svi", num_steps=5, seed=0, progress=False)
         elif job == "mcmc":
             from ppgen.inference import mcmc
 
@@ -222,7 +132,7 @@ def _worker(rank, size, store, out_dir, job):
             return
         elif job in ("die", "hang"):
             model.set_params(**START)
-        fit = _fit(x, model)
+        fit = fit_em(x, model)
         torch.save({"params": model.get_params(),
                     "history": torch.as_tensor(fit.history["objective"]),
                     "converged": fit.converged}, os.path.join(out_dir, f"{rank}.pt"))
@@ -256,41 +166,6 @@ def test_shards_cover_every_row_once():
             rows = [list(range(n))[shard_rows(n, r, size)] for r in range(size)]
             assert sum(rows, []) == list(range(n))
             assert max(map(len, rows)) - min(map(len, rows)) <= 1
-
-
-def test_two_ranks_give_the_single_process_fit(tmp_path):
-    """Uneven shards (501 + 500 rows), the default k-means++ start, two restarts: every rank
-    ends with the single process's parameters and log-likelihoods, to 1e-10."""
-    _run(tmp_path, "gmm")
-    for rank in (0, 1):
-        assert not (tmp_path / f"{rank}.err").exists(), (tmp_path / f"{rank}.err").read_text()
-    single = ppgen.GaussianMixture(3, covariance="full")
-    fit = _fit(_data(), single)
-    assert fit.converged
-    for rank in (0, 1):
-        got = torch.load(tmp_path / f"{rank}.pt")
-        assert got["converged"]
-        np.testing.assert_allclose(got["history"], fit.history["objective"], rtol=1e-10)
-        for name, value in single.get_params().items():
-            np.testing.assert_allclose(got["params"][name], value, rtol=1e-10, atol=1e-12,
-                                       err_msg=name)
-
-
-def test_lda_on_two_ranks_gives_the_single_process_fit(tmp_path):
-    """The documents' bound and expected counts add up over ranks; the topic-word term is
-    counted once (em_shared_objective)."""
-    _run(tmp_path, "lda")
-    for rank in (0, 1):
-        assert not (tmp_path / f"{rank}.err").exists(), (tmp_path / f"{rank}.err").read_text()
-    single = ppgen.LDA(3)
-    fit = _fit(_corpus(), single)
-    for rank in (0, 1):
-        got = torch.load(tmp_path / f"{rank}.pt")
-        assert got["converged"] == fit.converged
-        np.testing.assert_allclose(got["history"], fit.history["objective"], rtol=1e-10)
-        for name, value in single.get_params().items():
-            np.testing.assert_allclose(got["params"][name], value, rtol=1e-10, atol=1e-12,
-                                       err_msg=name)
 
 
 def test_mcmc_chains_spread_over_ranks_equal_the_single_process_chains(tmp_path):
@@ -340,27 +215,6 @@ def test_different_data_on_the_ranks_are_refused_on_every_rank(tmp_path):
         assert not (tmp_path / f"{rank}.pt").exists()
 
 
-def test_hmm_on_two_ranks_gives_the_single_process_fit(tmp_path):
-    """15 ragged sequences split 8 + 7, two restarts from the default start: every emission,
-    the Gaussian on the fused and the unfused E-step, a prior (concentrations > 1) counted
-    once: every rank ends with the single process's parameters and history, to 1e-10."""
-    _run(tmp_path, "hmm")
-    for rank in (0, 1):
-        assert not (tmp_path / f"{rank}.err").exists(), (tmp_path / f"{rank}.err").read_text()
-    ranks = [torch.load(tmp_path / f"{rank}.pt") for rank in (0, 1)]
-    for case in HMM_CASES:
-        single, fit = _fit_hmm(case)
-        assert len(fit.history["objective"]) > 5, case
-        for got in ranks:
-            got = got[case]
-            assert got["converged"] == fit.converged, case
-            np.testing.assert_allclose(got["history"], fit.history["objective"], rtol=1e-10,
-                                       err_msg=case)
-            for name, value in single.get_params().items():
-                np.testing.assert_allclose(got["params"][name], value, rtol=1e-10, atol=1e-12,
-                                           err_msg=f"{case}: {name}")
-
-
 def test_em_that_cannot_be_shared_out_is_refused_on_every_rank(tmp_path):
     """One sequence on two ranks (EM shards whole sequences), and EM of a Pyro model
     function (no additive statistics declared): each rank raises, naming the remedy."""
@@ -387,37 +241,6 @@ def test_a_training_loop_without_data_parallel_steps_is_refused(tmp_path):
         assert "training loop" in err and "2 ranks" in err and "destroy_process_group" in err
 
 
-def test_vae_on_two_ranks_follows_the_single_process_run(tmp_path):
-    """A global batch of 51 rows split 26 + 25, gradients summed over the ranks by their
-    share, each row's noise as in one process: the loss trajectory and the weights of one
-    process, to float32 round-off."""
-    _run(tmp_path, "vae")
-    for rank in (0, 1):
-        assert not (tmp_path / f"{rank}.err").exists(), (tmp_path / f"{rank}.err").read_text()
-    single, fit = _vae(None, 12)
-    for rank in (0, 1):
-        got = torch.load(tmp_path / f"{rank}.pt")
-        np.testing.assert_allclose(got["history"], fit.history["objective"], rtol=1e-5)
-        for name, value in single.state_dict().items():
-            np.testing.assert_allclose(got["state"][name], value, rtol=1e-4, atol=1e-5,
-                                       err_msg=name)
-
-
-def test_a_two_rank_training_checkpoint_resumes_in_one_process(tmp_path):
-    """Checkpoints come from rank 0 only and hold no rank's state: 6 steps on two ranks,
-    resumed in one process to 12, end where 12 steps in one process end."""
-    _run(tmp_path, "vae_half")
-    for rank in (0, 1):
-        assert not (tmp_path / f"{rank}.err").exists(), (tmp_path / f"{rank}.err").read_text()
-    resumed, fit = _vae(tmp_path / "resumed", 12, resume=tmp_path / "ckpt")
-    assert fit.history["objective"].shape == (12,)
-    single, full = _vae(None, 12)
-    np.testing.assert_allclose(fit.history["objective"], full.history["objective"], rtol=1e-5)
-    for name, value in single.state_dict().items():
-        np.testing.assert_allclose(resumed.state_dict()[name], value, rtol=1e-4, atol=1e-5,
-                                   err_msg=name)
-
-
 @pytest.mark.parametrize("job", ["die", "hang"])
 def test_a_lost_rank_stops_the_others_with_a_clear_error(tmp_path, job):
     """A rank that dies (its connections close) or stops answering (the collective's
@@ -428,3 +251,95 @@ def test_a_lost_rank_stops_the_others_with_a_clear_error(tmp_path, job):
     assert "across 2 processes failed on rank 0" in err and "run the job again" in err
     assert (tmp_path / "0.unchanged").read_text() == "True"
     assert not (tmp_path / "0.pt").exists()
+
+
+# ----------------------------------------------------------------- one job under torchrun
+@pytest.fixture(scope="module")
+def torchrun_job(tmp_path_factory):
+    """tests/torchrun_job.py on two ranks launched by torchrun (--standalone, gloo; ppgen
+    initialises the process group from torchrun's variables): what each rank saved."""
+    out = tmp_path_factory.mktemp("torchrun")
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = dict(os.environ, OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([os.path.dirname(here), here]))
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(name, None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+         "2", os.path.join(here, "torchrun_job.py"), str(out)],
+        capture_output=True, text=True, timeout=1200, env=env)  # a hang, not a speed limit
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out, [torch.load(out / f"{rank}.pt") for rank in (0, 1)]
+
+
+def _assert_same_fit(got, model, fit, what):
+    assert got["converged"] == fit.converged, what
+    assert len(fit.history["objective"]) > 5, what
+    np.testing.assert_allclose(got["history"], fit.history["objective"], rtol=1e-10,
+                               err_msg=what)
+    for name, value in model.get_params().items():
+        np.testing.assert_allclose(got["params"][name], value, rtol=1e-10, atol=1e-12,
+                                   err_msg=f"{what}: {name}")
+
+
+def test_torchrun_job_ran_on_two_ranks(torchrun_job):
+    _, ranks = torchrun_job
+    assert [(got["rank"], got["world_size"]) for got in ranks] == [(0, 2), (1, 2)]
+
+
+def test_gmm_em_under_torchrun_gives_the_single_process_fit(torchrun_job):
+    """Uneven shards (501 + 500 rows), the default k-means++ start, two restarts: every rank
+    ends with the single process's parameters and log-likelihoods, to 1e-10."""
+    _, ranks = torchrun_job
+    single = ppgen.GaussianMixture(3, covariance="full")
+    fit = fit_em(gmm_data(), single)
+    assert fit.converged
+    for got in ranks:
+        _assert_same_fit(got["gmm"], single, fit, "gmm")
+
+
+def test_lda_em_under_torchrun_gives_the_single_process_fit(torchrun_job):
+    """The documents' bound and expected counts add up over ranks; the topic-word term is
+    counted once (em_shared_objective)."""
+    _, ranks = torchrun_job
+    single = ppgen.LDA(3)
+    fit = fit_em(corpus(), single)
+    for got in ranks:
+        _assert_same_fit(got["lda"], single, fit, "lda")
+
+
+@pytest.mark.parametrize("case", list(HMM_CASES))
+def test_hmm_em_under_torchrun_gives_the_single_process_fit(torchrun_job, case):
+    """15 ragged sequences split 8 + 7, two restarts from the default start: every emission,
+    the Gaussian on the fused and the unfused E-step, a prior (concentrations > 1) counted
+    once: every rank ends with the single process's parameters and history, to 1e-10."""
+    _, ranks = torchrun_job
+    single, fit = fit_hmm(case)
+    for got in ranks:
+        _assert_same_fit(got[f"hmm {case}"], single, fit, case)
+
+
+def test_vae_under_torchrun_follows_the_single_process_run(torchrun_job):
+    """A global batch of 51 rows split 26 + 25, gradients summed over the ranks by their
+    share, each row's noise as in one process: the loss trajectory and the weights of one
+    process, to float32 round-off."""
+    _, ranks = torchrun_job
+    single, fit = train_vae(None, 6)
+    for got in ranks:
+        np.testing.assert_allclose(got["vae"]["history"], fit.history["objective"], rtol=1e-5)
+        for name, value in single.state_dict().items():
+            np.testing.assert_allclose(got["vae"]["state"][name], value, rtol=1e-4, atol=1e-5,
+                                       err_msg=name)
+
+
+def test_a_torchrun_checkpoint_resumes_in_one_process(torchrun_job, tmp_path):
+    """Checkpoints come from rank 0 only and hold no rank's state: 6 steps on two ranks,
+    resumed in one process to 12, end where 12 steps in one process end."""
+    out, _ = torchrun_job
+    resumed, fit = train_vae(tmp_path / "resumed", 12, resume=out / "ckpt")
+    assert fit.history["objective"].shape == (12,)
+    single, full = train_vae(None, 12)
+    np.testing.assert_allclose(fit.history["objective"], full.history["objective"], rtol=1e-5)
+    for name, value in single.state_dict().items():
+        np.testing.assert_allclose(resumed.state_dict()[name], value, rtol=1e-4, atol=1e-5,
+                                   err_msg=name)
