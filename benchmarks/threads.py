@@ -5,15 +5,23 @@ Run with ``make bench`` or directly::
     .venv/bin/python benchmarks/threads.py            # full run (about two minutes)
     .venv/bin/python benchmarks/threads.py --quick    # smoke run (seconds)
 
-Three EM problems, the main shapes of the other benchmarks:
+The problems: every family and entry point, at the main shapes of the other benchmarks.
 
-* GMM: ``benchmarks/gmm_em.py``'s N=200,000 x D=16, K=16 full covariance, float64;
-* HMM, padded: ``benchmarks/hmm_em.py``'s 1,000 sequences x 100 steps, D=4, K=8, diagonal
-  covariance, float64, given as one (N, T, D) tensor;
-* HMM, list: the same sequences given as a list of 1,000 (T, D) tensors.
+* GMM EM: ``benchmarks/gmm_em.py``'s N=200,000 x D=16, K=16 full covariance, float64, and
+  ``log_prob`` / ``sample`` of the fitted mixture on the same rows;
+* HMM EM, padded: ``benchmarks/hmm_em.py``'s 1,000 sequences x 100 steps, D=4, K=8, diagonal
+  covariance, float64, given as one (N, T, D) tensor; HMM EM, list: the same sequences as a
+  list of 1,000 (T, D) tensors;
+* LDA EM: 2,000 synthetic documents over 500 words, 10 topics (``make_corpus``);
+* the training loop: a VAE (64-128-8, Bernoulli) by SVI, an RBM (64 hidden, PCD-1) by
+  contrastive divergence, and a GAN (latent 8, 128-128) by its adversarial losses, each on
+  the 8x8 digits (1,797 images, minibatches of 100); and the VAE's importance-sampled
+  ``log_prob`` (500 samples per image);
+* MCMC: Pyro's NUTS (through ``ppgen.fit``, 2 chains) on the Old Faithful mixture.
 
-Each is fitted from the start values those benchmarks use (``tol=0``, ``--iters`` EM
-iterations, best of ``--repeats``) under three settings, in this one process:
+EM problems start from the start values those benchmarks use (``tol=0``, ``--iters`` EM
+iterations); training problems run ``--iters`` x 10 steps; best of ``--repeats``. Each
+runs under three settings, in this one process:
 
 (a) one intra-op thread (``torch.set_num_threads(1)``, an explicit choice ppgen keeps) on the
     machine as it is, no load added: the reference;
@@ -97,28 +105,79 @@ def make_problems(quick: bool, seed: int) -> list[dict]:
         return ppgen.HiddenMarkovModel(hk, emission="gaussian", covariance="diag",
                                        reg_covar=0.0)
 
+    def em(make, data, init=None):
+        return lambda iters: ppgen.fit(make(), data, method="em", init=init, seed=seed,
+                                       num_steps=iters, tol=0.0, progress=False)
+
+    fitted = gmm()
+    fitted.set_params(**gmm_init)
+    rows = x[:20_000] if quick else x
+
+    docs, words, topics = (200, 100, 5) if quick else (2_000, 500, 10)
+    counts, _ = ppgen.datasets.make_corpus(docs, words, topics, seed=seed)
+    counts = torch.as_tensor(counts, dtype=torch.float64)
+
+    images, _ = ppgen.datasets.load_digits()
+    bits = (images > 0.5).to(torch.float32)
+
+    def train(make, data, **options):
+        return lambda iters: ppgen.fit(make(), data, "svi", num_steps=10 * iters,
+                                       batch_size=100, tol=0, seed=seed, progress=False,
+                                       **options)
+
+    vae = ppgen.VAE(64, latent_dim=8, hidden_dims=(128,))
+    ppgen.fit(vae, bits, "svi", num_steps=20, batch_size=100, tol=0, seed=seed,
+              progress=False)
+    test = bits[1600:]
+    faithful = ppgen.datasets.load_old_faithful()
+    faithful = (faithful - faithful.mean(0)) / faithful.std(0)
+    draws = 20 if quick else 100
+
     return [
-        {"name": f"GMM EM {n:,}x{d}, K={k}", "model": gmm, "data": x, "init": gmm_init,
+        {"name": f"GMM EM {n:,}x{d}, K={k}", "run": em(gmm, x, gmm_init),
          "elements": x.numel()},
-        {"name": f"HMM EM {hn:,}x{ht}x{hd}, K={hk}, padded", "model": hmm, "data": seqs,
-         "init": hmm_init, "elements": seqs.numel()},
-        {"name": f"HMM EM {hn:,}x{ht}x{hd}, K={hk}, list", "model": hmm,
-         "data": list(seqs.unbind(0)), "init": hmm_init, "elements": seqs.numel()},
+        {"name": f"GMM log_prob {rows.shape[0]:,}x{d}, K={k}",
+         "run": lambda iters: [fitted.log_prob(rows) for _ in range(iters)],
+         "elements": rows.numel()},
+        {"name": f"GMM sample {rows.shape[0]:,}x{d}, K={k}",
+         "run": lambda iters: [fitted.sample(rows.shape[0], seed=i) for i in range(iters)],
+         "elements": rows.numel()},
+        {"name": f"HMM EM {hn:,}x{ht}x{hd}, K={hk}, padded", "run": em(hmm, seqs, hmm_init),
+         "elements": seqs.numel()},
+        {"name": f"HMM EM {hn:,}x{ht}x{hd}, K={hk}, list",
+         "run": em(hmm, list(seqs.unbind(0)), hmm_init), "elements": seqs.numel()},
+        {"name": f"LDA EM {docs:,} docs x {words} words, K={topics}",
+         "run": em(lambda: ppgen.LDA(topics), counts), "elements": counts.numel()},
+        {"name": "VAE SVI digits 64-128-8, batch 100",
+         "run": train(lambda: ppgen.VAE(64, latent_dim=8, hidden_dims=(128,)), bits),
+         "elements": 100 * 64},
+        {"name": "VAE log_prob 197 digits x 500 samples",
+         "run": lambda iters: [vae.log_prob(test, num_samples=500, seed=i)
+                               for i in range(iters)],
+         "elements": 197 * 500 * 64},
+        {"name": "RBM PCD-1 digits, 64 hidden, batch 100",
+         "run": train(lambda: ppgen.RBM(64), bits, persistent=True),
+         "elements": 100 * 64},
+        {"name": "GAN digits, latent 8, 128-128, batch 100",
+         "run": train(lambda: ppgen.GAN(64, latent_dim=8, output="sigmoid"), images),
+         "elements": 100 * 64},
+        {"name": f"GMM NUTS Old Faithful, 2 chains x {draws}+{draws}",
+         "run": lambda iters: ppgen.fit(ppgen.GaussianMixture(2), faithful, method="mcmc",
+                                        num_chains=2, num_samples=draws, num_warmup=draws,
+                                        seed=seed, progress=False),
+         "elements": faithful.numel()},
     ]
 
 
 def time_fit(problem: dict, iters: int, repeats: int, seed: int) -> float:
-    """Best wall-clock time of a whole ``ppgen.fit`` (validation, padding and all)."""
-    import ppgen
-
+    """Best wall-clock time of the whole call (``ppgen.fit`` with validation, padding and
+    all, or the application)."""
     best = float("inf")
     for _ in range(repeats):
-        model = problem["model"]()
         t0 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ppgen.fit(model, problem["data"], method="em", init=problem["init"], seed=seed,
-                      num_steps=iters, tol=0.0, progress=False)
+            problem["run"](iters)
         best = min(best, time.perf_counter() - t0)
     return best
 
@@ -172,6 +231,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="seconds after which the busy loop stops by itself (default 600)")
     p.add_argument("--quiet-two-threads", action="store_true",
                    help="also time (d): two threads forced, no load added")
+    p.add_argument("--only", action="append", default=None, metavar="TEXT",
+                   help="run only the problems whose name contains TEXT (repeatable), e.g. "
+                   "--only 'GMM EM' --only 'HMM EM'")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="PATH", default=None, help="also write the results here")
     args = p.parse_args(argv)
@@ -193,9 +255,14 @@ def main(argv=None) -> int:
     if any(os.environ.get(v) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")):
         print("note: OMP_NUM_THREADS / MKL_NUM_THREADS is set; setting (b) then keeps the "
               "user's choice, as ppgen does for any explicit setting.")
-    problems = make_problems(args.quick, args.seed)
+    problems = [p for p in make_problems(args.quick, args.seed)
+                if args.only is None or any(text in p["name"] for text in args.only)]
+    if not problems:
+        print(f"error: --only {args.only}: no problem's name contains it", file=sys.stderr)
+        return 2
     ncpu = os.cpu_count() or 1
-    print(f"# Threads benchmark: {args.iters} EM iterations per fit, best of {args.repeats}")
+    print(f"# Threads benchmark: {args.iters} EM iterations per fit ({10 * args.iters} "
+          f"training steps, {args.iters} application calls), best of {args.repeats}")
     print(f"python {platform.python_version()}, torch {torch.__version__}, pyro "
           f"{pyro.__version__}; {ncpu} CPUs, torch's default intra-op threads {default}, "
           f"ppgen SMALL_WORK = {threads.SMALL_WORK:,} elements")

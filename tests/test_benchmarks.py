@@ -158,15 +158,17 @@ def test_threads_benchmark_quick(tmp_path):
     out = tmp_path / "threads.json"
     proc = subprocess.run(  # no OMP_NUM_THREADS: setting (b) is ppgen's automatic choice
         [sys.executable, str(ROOT / "benchmarks" / "threads.py"), "--quick", "--json",
-         str(out)], capture_output=True, text=True, timeout=600, env={"PATH": "/usr/bin:/bin"})
+         str(out), "--only", "GMM EM", "--only", "HMM EM", "--only", "RBM"],
+        capture_output=True, text=True, timeout=600, env={"PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     rows = [ln for ln in proc.stdout.splitlines() if ln.startswith("| GMM EM")
             or ln.startswith("| HMM EM")]
     assert len(rows) == 3, proc.stdout
+    assert sum(ln.startswith("| RBM PCD-1") for ln in proc.stdout.splitlines()) == 1
     assert "busy loop included, still running at the end" in proc.stdout
     assert "- target: b/a <= 1.5x on every problem" in proc.stdout
     report = json.loads(out.read_text())
-    assert [r["threads_b"] for r in report["rows"]] == [1, 1, 1]  # quick sizes are small
+    assert [r["threads_b"] for r in report["rows"]] == [1, 1, 1, 1]  # quick sizes: small
     for r in report["rows"]:
         assert r["a_s"] > 0 and r["b_s"] > 0 and r["c_s"] > 0
 

@@ -184,3 +184,46 @@ def test_cuda_data_leaves_threads_alone(automatic, torch_threads, old_faithful):
     torch_threads(2)
     with work_threads(1_000, device=old_faithful.cuda().device) as n:
         assert n == 2
+
+
+def test_applications_run_under_the_thread_rule(automatic, torch_threads, monkeypatch,
+                                                old_faithful):
+    """log_prob, score, sample, predict... of every model class are sized by their inputs
+    (times an estimator's num_samples; sample: draws x width) and run on one thread for small
+    work, the default for large; the setting comes back, and nested calls do not re-size."""
+    import contextlib
+
+    import ppgen.models.base as base
+
+    torch_threads(2)
+    gmm = ppgen.GaussianMixture(2)
+    ppgen.fit(gmm, old_faithful, method="em", seed=0, num_steps=5, progress=False)
+    vae = ppgen.VAE(8, latent_dim=2, hidden_dims=(4,))
+    bits = (torch.rand(20, 8, generator=torch.Generator().manual_seed(0)) < 0.5).float()
+    ppgen.fit(vae, bits, "svi", num_steps=2, batch_size=10, tol=0, seed=0, progress=False)
+    calls = []
+    original = base.work_threads
+
+    @contextlib.contextmanager
+    def recording(size, **kwargs):
+        with original(size, **kwargs) as n:
+            calls.append((size, n, torch.get_num_threads()))
+            yield n
+
+    monkeypatch.setattr(base, "work_threads", recording)
+    gmm.log_prob(old_faithful)
+    gmm.score(old_faithful.numpy())
+    gmm.sample(100, seed=0)
+    gmm.predict(old_faithful)
+    vae.log_prob(bits, num_samples=50, seed=0)
+    n = old_faithful.numel()
+    assert [c[0] for c in calls] == [n, n, 100 * 2, n, 20 * 8 * 50]
+    assert all(inside == n == 1 for _, n, inside in calls)
+    assert torch.get_num_threads() == 2
+    calls.clear()
+    monkeypatch.setattr(threads, "SMALL_WORK", n)  # the same calls count as large work now
+    gmm.log_prob(old_faithful)
+    assert calls == [(n, default_threads(), default_threads())]
+    assert torch.get_num_threads() == 2
+    assert ppgen.GaussianMixture.log_prob.__name__ == "log_prob"  # functools.wraps
+    assert "data" in str(__import__("inspect").signature(ppgen.GaussianMixture.log_prob))

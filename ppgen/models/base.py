@@ -33,13 +33,18 @@ The inference layer never imports a concrete model: it talks to this class only.
 
 from __future__ import annotations
 
+import functools
+import threading
+import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, TypeVar
 
+import numpy as np
 import torch
 from pyro.nn import PyroModule
 
+from .._threads import work_threads
 from .._validation import NotFittedError, bad_value, not_supported
 
 __all__ = ["GenerativeModel", "Capabilities", "register", "MODEL_REGISTRY", "get_model_class"]
@@ -74,6 +79,63 @@ class Capabilities:
 
 #: Built-in models by short name (``"gmm"``), filled by :func:`register`.
 MODEL_REGISTRY: dict[str, type[GenerativeModel]] = {}
+
+
+#: The applications that run under ppgen's intra-op thread rule (:mod:`ppgen._threads`), as
+#: fits do: a method of one of these names that a model class defines is wrapped in
+#: :func:`~ppgen._threads.work_threads` sized by its inputs (GenerativeModel.__init_subclass__),
+#: so that scoring or sampling small data does not split every op over threads that wait for
+#: a core another process holds.
+THREADED_APPLICATIONS = ("sample", "log_prob", "score", "score_samples", "impute",
+                         "reconstruct", "transform", "predict", "predict_proba",
+                         "sample_states", "free_energy", "log_partition", "encode")
+
+
+def _elements(value: Any) -> int:
+    """Elements of a tensor, an array, or a list or tuple of them (else 0)."""
+    if isinstance(value, torch.Tensor):
+        return value.numel()
+    if isinstance(value, np.ndarray):
+        return int(value.size)
+    if isinstance(value, list | tuple):
+        return sum(_elements(v) for v in value if isinstance(v, torch.Tensor | np.ndarray))
+    return 0
+
+
+def _application_work(model: Any, name: str, args: tuple, kwargs: dict) -> int:
+    """The work of one application call, in elements: its data, times the Monte Carlo
+    samples per datum (``num_samples`` of an estimator), or for ``sample(n)`` n draws of the
+    model's width."""
+    size = sum(_elements(v) for v in (*args, *kwargs.values()))
+    draws = kwargs.get("num_samples")
+    if name == "sample":
+        n = args[0] if args else kwargs.get("num_samples")
+        width = next((w for w in (getattr(model, a, None) for a in (
+            "num_features", "num_visible", "data_dim")) if isinstance(w, int)), 1)
+        return size + (n * width if isinstance(n, int) else 0)
+    if isinstance(draws, int) and draws > 1:
+        size *= draws
+    return size
+
+
+_INSIDE = threading.local()  # inside an application: nested ones keep its threads
+
+
+def _threaded(name: str, fn: Callable) -> Callable:
+    @functools.wraps(fn)
+    def application(self, *args: Any, **kwargs: Any) -> Any:
+        if getattr(_INSIDE, "active", False):
+            return fn(self, *args, **kwargs)
+        _INSIDE.active = True
+        try:
+            with work_threads(_application_work(self, name, args, kwargs),
+                              device=self.device):
+                return fn(self, *args, **kwargs)
+        finally:
+            _INSIDE.active = False
+
+    application._ppgen_threaded = True  # type: ignore[attr-defined]
+    return application
 
 
 def register(name: str) -> Callable[[ModelT], ModelT]:
@@ -152,6 +214,13 @@ class GenerativeModel(PyroModule):
     #: names label (``to_arviz`` coordinates, ``summary`` rows); () means the last of
     #: :attr:`observed_dims`.
     column_dims: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in THREADED_APPLICATIONS:
+            fn = cls.__dict__.get(name)
+            if isinstance(fn, types.FunctionType) and not getattr(fn, "_ppgen_threaded", False):
+                setattr(cls, name, _threaded(name, fn))
 
     def __init__(self) -> None:
         super().__init__()
