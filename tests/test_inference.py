@@ -386,3 +386,42 @@ def test_svi_learning_rate_reaches_the_elbo_of_a_model_without_its_own_objective
                       seed=0, progress=False).history["objective"] for lr in (0.001, 0.1)]
     assert runs[0][0] == pytest.approx(runs[1][0])  # same start
     assert runs[0][-1] != pytest.approx(runs[1][-1], rel=1e-3)
+
+
+def _scalar_eight_schools(y, sigma):
+    """Eight schools written with a Python float of tau: it cannot broadcast over draws."""
+    mu = pyro.sample("mu", dist.Normal(0.0, 5.0))
+    tau = pyro.sample("tau", dist.HalfCauchy(5.0))
+    with pyro.plate("school", len(sigma)):
+        theta_raw = pyro.sample("theta_raw", dist.Normal(0.0, 1.0))
+        theta = pyro.deterministic("theta", mu + float(tau) * theta_raw)
+        pyro.sample("obs", dist.Normal(theta, sigma), obs=y)
+
+
+@pytest.mark.parametrize("model_fn, vectorised", [(eight_schools, True),
+                                                  (_scalar_eight_schools, False)])
+def test_deterministic_sites_of_many_draws(model_fn, vectorised, monkeypatch):
+    """pyro.deterministic values for (chains, draws): one vectorised run where the model
+    broadcasts over draws (checked against per-draw runs), per-draw runs where it does not;
+    either way exactly mu + tau * theta_raw of each draw."""
+    from ppgen.inference import tracing
+
+    g = torch.Generator().manual_seed(0)
+    samples = {"mu": torch.randn(3, 40, generator=g), "tau": torch.rand(3, 40, generator=g),
+               "theta_raw": torch.randn(3, 40, 8, generator=g)}
+    args = (EIGHT_Y, EIGHT_SIGMA)
+    info = tracing.inspect_model(model_fn, args, {})
+    runs = []
+    predictive = pyro.infer.Predictive
+
+    def counting(*a, **kw):
+        runs.append(kw.get("parallel", False))
+        return predictive(*a, **kw)
+
+    monkeypatch.setattr(pyro.infer, "Predictive", counting)
+    out = tracing.deterministic_draws(model_fn, samples, args, {}, info)
+    expected = samples["mu"][..., None] + samples["tau"][..., None] * samples["theta_raw"]
+    assert out["theta"].shape == (3, 40, 8)
+    torch.testing.assert_close(out["theta"], expected, rtol=1e-6, atol=1e-6)
+    # the check (vectorised + per-draw on 3 draws), then the whole run
+    assert runs == ([True, False, True] if vectorised else [True, False])

@@ -416,11 +416,44 @@ def deterministic_draws(model_fn: Callable, samples: dict[str, torch.Tensor], ar
         return {}
     lead = next(iter(samples.values())).shape[:2]
     flat = flatten_draws({n: v for n, v in samples.items() if n in info.continuous}, 2)
-    predictive = pyro.infer.Predictive(model_fn, posterior_samples=flat,
-                                       return_sites=list(info.deterministic))
-    with poutine.block(), torch.no_grad():
-        out = predictive(*args, **kwargs)
-    return {k: v.detach().reshape(*lead, *v.shape[1:]) for k, v in out.items()}
+    sites = list(info.deterministic)
+
+    def run(part: dict[str, torch.Tensor], parallel: bool) -> dict[str, torch.Tensor]:
+        predictive = pyro.infer.Predictive(model_fn, posterior_samples=part,
+                                           return_sites=sites, parallel=parallel)
+        with poutine.block(), torch.no_grad():
+            return {k: v.detach() for k, v in predictive(*args, **kwargs).items()}
+
+    num = next(iter(flat.values())).shape[0] if flat else 0
+    out = None
+    if num > _PARALLEL_CHECK:
+        # One vectorised run of the model for many draws (Pyro's Predictive(parallel=True))
+        # instead of one run per draw, where it gives what the per-draw runs give on the
+        # first draws; a model that does not broadcast over an extra leading dimension
+        # fails or differs there and keeps the per-draw runs.
+        head = {n: v[:_PARALLEL_CHECK] for n, v in flat.items()}
+        try:
+            vectorised = run(head, True)
+            looped = run(head, False)
+            agree = vectorised.keys() == looped.keys() and all(
+                vectorised[k].shape == looped[k].shape
+                and torch.allclose(vectorised[k], looped[k], rtol=1e-6, atol=1e-10,
+                                   equal_nan=True) for k in looped)
+        except Exception:  # noqa: BLE001 (any failure of the vectorised run: the loop)
+            agree = False
+        if agree:
+            parts = [run({n: v[i:i + _PARALLEL_CHUNK] for n, v in flat.items()}, True)
+                     for i in range(0, num, _PARALLEL_CHUNK)]
+            out = {k: torch.cat([part[k] for part in parts]) for k in parts[0]}
+    if out is None:
+        out = run(flat, False)
+    return {k: v.reshape(*lead, *v.shape[1:]) for k, v in out.items()}
+
+
+#: Draws on which the vectorised deterministic sites are checked against per-draw runs, and
+#: draws per vectorised run (memory: each site's value for that many draws at once).
+_PARALLEL_CHECK = 3
+_PARALLEL_CHUNK = 4096
 
 
 
