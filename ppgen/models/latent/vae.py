@@ -38,6 +38,7 @@ from ..._importance import importance_log_prob
 from ..._random import resolve_seed, seeded
 from ..._validation import (
     NotFittedError,
+    all_rows,
     bad_type,
     bad_value,
     check_choice,
@@ -266,6 +267,13 @@ class VAE(GenerativeModel):
         return x, out_shape
 
     def _check_values(self, x: torch.Tensor, arg: str, *, allow_nan: bool = False) -> None:
+        # Good data (the common case) are scanned in blocks of rows, so that a memory-mapped
+        # file is checked without data-sized temporaries; bad data get the full look below.
+        if self.likelihood == "gaussian":
+            if all_rows(x, torch.isfinite):
+                return
+        elif all_rows(x, lambda rows: (rows >= 0) & (rows <= 1)):  # also finite
+            return
         finite = torch.isfinite(x)
         if not bool(finite.all()):
             nan = torch.isnan(x)
