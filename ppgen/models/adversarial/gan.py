@@ -32,6 +32,7 @@ from ..._ais import ais_log_prob, choose_observation_scale
 from ..._random import resolve_seed, seeded
 from ..._validation import (
     NotFittedError,
+    all_rows,
     bad_type,
     bad_value,
     check_choice,
@@ -266,6 +267,8 @@ class GAN(GenerativeModel):
                  allow_nan: bool = False) -> tuple[torch.Tensor, tuple[int, ...]]:
         x, out_shape = datum_rows(data, self.data_shape, arg=arg, dtype=self.dtype,
                                   device=self.device)
+        if all_rows(x, torch.isfinite):  # in row blocks: no data-sized temporaries
+            return x, out_shape
         finite = torch.isfinite(x)
         if not bool(finite.all()):
             nan = torch.isnan(x)
