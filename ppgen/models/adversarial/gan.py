@@ -40,6 +40,7 @@ from ..._validation import (
     datum_rows,
     not_supported,
 )
+from .._data_scale import output_range_warnings, unit_scale_warnings
 from ..base import GenerativeModel, register
 from .networks import OUTPUTS, MLPDiscriminator, MLPGenerator, Output
 from .objective import AdversarialObjective
@@ -231,6 +232,19 @@ class GAN(GenerativeModel):
         moving average is not trained)."""
         return {"generator": list(self.generator.parameters()),
                 "discriminator": list(self.discriminator.parameters())}
+
+    def data_warnings(self, data: Any) -> list[tuple[str, str]]:
+        """Findings about the training data against the generator's output (``ppgen.fit``
+        turns them into warnings and diagnostics): data out of a bounded output's range
+        (``"data_range"``), or, for ``output="linear"``, far from unit scale
+        (``"data_scale"``, :func:`ppgen.models._data_scale.unit_scale_warnings`)."""
+        if not isinstance(data, torch.Tensor):
+            return []
+        name = type(self).__name__
+        if self.output == "linear":
+            return unit_scale_warnings(data, name)
+        low = 0.0 if self.output == "sigmoid" else -1.0
+        return output_range_warnings(data, name, self.output, low, 1.0)
 
     def default_objective(self, **options: Any) -> AdversarialObjective:
         """The objective of ``ppgen.fit(gan, x, "svi", ...)``: an

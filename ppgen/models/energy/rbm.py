@@ -30,6 +30,7 @@ from ..._validation import (
     not_supported,
 )
 from .._blocks import BLOCK_ELEMENTS
+from .._data_scale import unit_scale_warnings
 from ..base import GenerativeModel, register
 from .ais import Schedule, ais_log_partition, base_rate_bias, betas, raise_log_prob
 from .objectives import ContrastiveDivergence
@@ -309,6 +310,14 @@ class RBM(GenerativeModel):
               subsample_size: int | None = None) -> None:
         """No latent sites (the hidden units are summed out): an empty guide."""
         return None
+
+    def data_warnings(self, data: Any) -> list[tuple[str, str]]:
+        """Findings about the training data's scale for Gaussian visibles (``ppgen.fit``
+        turns them into warnings and diagnostics): see
+        :func:`ppgen.models._data_scale.unit_scale_warnings`."""
+        if self.visible != "gaussian" or not isinstance(data, torch.Tensor):
+            return []
+        return unit_scale_warnings(data, f"{type(self).__name__}(visible='gaussian')")
 
     def default_objective(self, **options: Any) -> ContrastiveDivergence:
         """The objective of ``ppgen.fit(rbm, x, "svi", ...)``: CD-1 by default

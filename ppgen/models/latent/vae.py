@@ -47,6 +47,7 @@ from ..._validation import (
     not_supported,
     one_hot_labels,
 )
+from .._data_scale import unit_scale_warnings
 from ..base import GenerativeModel, register
 from .impute import impute_chain
 from .likelihoods import LIKELIHOODS, Likelihood, draw, log_lik, mean, obs_dist
@@ -352,6 +353,14 @@ class VAE(GenerativeModel):
         if x.dtype != self.dtype:
             x = x.to(self.dtype)
         return x, x.shape[0]
+
+    def data_warnings(self, data: Any) -> list[tuple[str, str]]:
+        """Findings about the training data's scale for the Gaussian likelihood (``ppgen.fit``
+        turns them into warnings and diagnostics): see
+        :func:`ppgen.models._data_scale.unit_scale_warnings`."""
+        if self.likelihood != "gaussian" or not isinstance(data, torch.Tensor):
+            return []
+        return unit_scale_warnings(data, f"{type(self).__name__}(likelihood='gaussian')")
 
     def default_objective(self, **options: Any) -> VAEObjective:
         """The objective of ``ppgen.fit(vae, x, "svi", ...)``: a :class:`VAEObjective`.
