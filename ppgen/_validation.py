@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import mmap
 import numbers
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,7 @@ __all__ = ["datum_rows", "one_hot_labels", "bad_value", "bad_type", "not_numeric
            "ragged_rows", "first_text", "check_data",
            "check_positive_int", "check_choice", "check_nonnegative_float",
            "check_positive_float", "NotFittedError", "NotSupportedError", "not_supported",
-           "INTEGER_DATA_DTYPE", "tensor_from_array", "column_names"]
+           "INTEGER_DATA_DTYPE", "tensor_from_array", "column_names", "all_rows"]
 
 
 #: The floating dtype that integer (and boolean) data become when no ``dtype`` says otherwise:
@@ -216,6 +217,17 @@ def as_tensor(x: Any, *, arg: str = "data", dtype: torch.dtype | None = None,
 _SCAN_ELEMENTS = 1_000_000
 
 
+def all_rows(t: torch.Tensor, test: Callable[[torch.Tensor], torch.Tensor]) -> bool:
+    """Whether ``test(rows)`` (elementwise, boolean) holds everywhere in ``t``, evaluated on
+    blocks of rows of ~``_SCAN_ELEMENTS`` values: data of any size (a memory-mapped file)
+    are scanned without data-sized temporaries (``torch.isfinite`` of a float32 tensor
+    takes ~1.75 times its size)."""
+    if t.dim() == 0 or t.numel() <= _SCAN_ELEMENTS:
+        return bool(test(t).all())
+    step = max(1, _SCAN_ELEMENTS // max(1, t[0].numel()))
+    return all(bool(test(t[i:i + step]).all()) for i in range(0, t.shape[0], step))
+
+
 def check_data(x: Any, *, arg: str = "data", ndim: int = 2, allow_nan: bool = False,
                num_features: int | None = None, dtype: torch.dtype | None = None,
                device: torch.device | str | None = None, min_rows: int = 1,
@@ -252,10 +264,8 @@ def check_data(x: Any, *, arg: str = "data", ndim: int = 2, allow_nan: bool = Fa
                         f"shape {tuple(t.shape)}", "Pass data with the same columns as in fit.")
     if not check_finite:
         return t
-    if t.dim() >= 1 and t.numel() > _SCAN_ELEMENTS:  # large data: scan block by block
-        step = max(1, _SCAN_ELEMENTS // max(1, t[0].numel()))
-        if all(bool(torch.isfinite(t[i:i + step]).all()) for i in range(0, t.shape[0], step)):
-            return t
+    if all_rows(t, torch.isfinite):  # large data: scanned block by block
+        return t
     finite = torch.isfinite(t)
     if not bool(finite.all()):
         nan = torch.isnan(t)

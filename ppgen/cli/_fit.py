@@ -232,6 +232,11 @@ class FitCommand:
     def run_json(self, info: dict[str, Any]) -> str:
         return json.dumps(info, indent=2)
 
+    def writes_inference_data(self, data: Any) -> bool:
+        """Whether this run writes ``inference_data.nc`` (by default :attr:`inference_data`;
+        a family can leave it out for data too large to copy into it)."""
+        return self.inference_data
+
     def sample(self, args: argparse.Namespace, model: Any) -> int:
         """``ppgen sample`` of a model of this family (default: rows of a CSV table)."""
         if args.length is not None:
@@ -298,12 +303,14 @@ class FitCommand:
                             progress=progress, **fit_kwargs, **options)
             command = " ".join(shlex.quote(str(a)) for a in [PROG, *argv])
             run = FitRun(args, command, options, data, model, fit, fit.diagnose())
-            idata = fit.to_arviz() if self.inference_data else None
+            write_idata = self.writes_inference_data(data)
+            idata = fit.to_arviz() if write_idata else None
             run.results = self.evaluate(run)
             report = self._report(run)
             # Figures are drawn in memory before anything is written.
             figures = self.figures(run)
-            self._files_section(report, out_dir, figures, point=fit.is_point_estimate)
+            self._files_section(report, out_dir, figures, point=fit.is_point_estimate,
+                                idata=write_idata)
             pngs = {f.name: png_bytes(f.figure) for f in figures}
         info = {"command": command, "model": self.model_name(args), "method": args.method,
                 **self.run_info(run), "ppgen_version": ppgen.__version__}
@@ -323,9 +330,9 @@ class FitCommand:
         return report
 
     def _files_section(self, report: Report, out_dir: Path, figures: list[Figure], *,
-                       point: bool = False) -> None:
+                       point: bool = False, idata: bool = True) -> None:
         names = [f.name for f in figures]
-        data_file = ["inference_data.nc"] if self.inference_data else []
+        data_file = ["inference_data.nc"] if idata else []
         report.section("Files")
         report.text.append(f"  {out_dir}/: " + ", ".join(
             ["report.md", *names, "model.pt", *data_file, "run.json"]))

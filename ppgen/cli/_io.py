@@ -27,6 +27,8 @@ __all__ = ["CLIError", "value_errors", "Table", "load_table", "existing_file", "
 #: Tables of ``ppgen fit gmm`` (and of ``ppgen score`` for row models).
 DATASETS = ("old-faithful",)
 _MISSING = {"", "nan", "na", "n/a", "null", "none"}
+#: Values per block when a table is scanned for NaN and infinities.
+_SCAN_ELEMENTS = 1_000_000
 
 
 class CLIError(Exception):
@@ -103,22 +105,37 @@ def numpy_file_errors(path: Path, what: str) -> Iterator[None]:
 class Table:
     """Numeric data read by the command, with its column names and where it came from."""
 
-    values: np.ndarray  # (rows, columns) float64
+    values: np.ndarray  # (rows, columns) float64, or a memory-mapped float32/float64 file
     names: list[str]
     source: str
     lines: list[int] | None = None  # the file line of each row (CSV)
 
+    @property
+    def mapped(self) -> bool:
+        """Whether the values are a memory-mapped file (read from disk as they are used)."""
+        return isinstance(self.values, np.memmap)
+
     def check_complete(self) -> None:
-        """Refuse missing (NaN) or infinite entries, naming the first one's line and column."""
-        bad = ~np.isfinite(self.values)
-        if not bad.any():
+        """Refuse missing (NaN) or infinite entries, naming the first one's line and column
+        (scanned in blocks of rows: a memory-mapped file is never held in memory)."""
+        rows = max(1, _SCAN_ELEMENTS // max(1, self.values.shape[1]))
+        first: tuple[int, int] | None = None
+        total = 0
+        for start in range(0, self.values.shape[0], rows):
+            bad = ~np.isfinite(self.values[start:start + rows])
+            found = int(bad.sum())
+            if found and first is None:
+                i, j = (int(v) for v in np.argwhere(bad)[0])
+                first = (start + i, j)
+            total += found
+        if first is None:
             return
-        i, j = (int(v) for v in np.argwhere(bad)[0])
+        i, j = first
         where = f"line {self.lines[i]}" if self.lines else f"row {i} (0-based)"
         kind = "a missing value" if np.isnan(self.values[i, j]) else "an infinite value"
-        total = count(int(bad.sum()), "bad entry", "bad entries")
         raise CLIError(f"{self.source}, {where}, column {j + 1} ({self.names[j]!r}): expected "
-                       f"a number, got {kind} ({total} in all). Drop or fill those rows first.")
+                       f"a number, got {kind} ({count(total, 'bad entry', 'bad entries')} in "
+                       "all). Drop or fill those rows first.")
 
 
 def _parse_float(cell: str) -> float:
@@ -173,40 +190,83 @@ def _read_csv(path: Path) -> Table:
     return Table(values, names, str(path), [line for line, _ in rows])
 
 
-def _read_npy(path: Path) -> Table:
+def _truncation(path: Path) -> str | None:
+    """The error for a .npy file shorter than its header says (a copy or a save that did not
+    finish), or None when the file is not that."""
+    fmt = np.lib.format
     try:
-        arr = np.load(path, allow_pickle=False)
+        with open(path, "rb") as fh:
+            version = fmt.read_magic(fh)
+            read = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}
+            if version not in read:
+                return None
+            shape, _, dtype = read[version](fh)
+            offset = fh.tell()
+    except Exception:  # not a .npy header numpy can parse: reported as unreadable
+        return None
+    need = offset + math.prod(shape) * dtype.itemsize
+    have = path.stat().st_size
+    if have >= need:
+        return None
+    return (f"{path}: expected a .npy file of {need} bytes (shape {tuple(shape)}, dtype "
+            f"{dtype}, as its header says), got {have} bytes: the file is truncated, a copy "
+            "or np.save that did not finish. Write or copy it again.")
+
+
+def _read_npy(path: Path, *, mmap: bool = False) -> Table:
+    """A .npy file as a table: read into memory (float64), or, with ``mmap``, opened with
+    ``np.load(path, mmap_mode="r")``, so that a float32 or float64 file stays on disk and a
+    fit streams it (a 1-D file is mapped again as one column; other dtypes are converted
+    into memory, as ``ppgen.fit`` would)."""
+    def unreadable(exc: BaseException) -> CLIError:
+        truncated = _truncation(path)
+        if truncated is not None:
+            return CLIError(truncated)
+        return CLIError(f"{path}: expected a .npy file written by np.save, got a file numpy "
+                        f"cannot read ({type(exc).__name__}: {exc}). Write it again with "
+                        "np.save.")
+
+    try:
+        arr = np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
     except ValueError as exc:
-        if "allow_pickle" in str(exc):
+        if "allow_pickle" in str(exc) or "Python objects" in str(exc):
             raise CLIError(f"{path}: expected a numeric .npy array, got an array of Python "
                            "objects (refused: loading it would run pickled code). Save a "
                            "numeric array with np.save.") from None
-        raise CLIError(f"{path}: expected a .npy file written by np.save, got a file numpy "
-                       f"cannot read ({exc}).") from None
-    except (OSError, EOFError) as exc:
-        raise CLIError(f"{path}: expected a .npy file written by np.save, got a file numpy "
-                       f"cannot read ({exc}).") from None
+        raise unreadable(exc) from None
+    except Exception as exc:  # OSError, EOFError; a garbled header: tokenize's, ast's errors
+        raise unreadable(exc) from None
     if not isinstance(arr, np.ndarray):
         raise CLIError(f"{path}: expected a single array (.npy), got {type(arr).__name__}.")
     if arr.dtype.kind not in "biuf":
         raise CLIError(f"{path}: expected numeric values, got an array of dtype {arr.dtype}. "
                        "Convert it with arr.astype(float) first.")
     if arr.ndim == 1:
-        arr = arr.reshape(-1, 1)
+        if isinstance(arr, np.memmap) and arr.size:
+            # reshape would give a view, which ppgen.fit copies: map the file as one column
+            arr = np.memmap(path, dtype=arr.dtype, mode="r", offset=arr.offset,
+                            shape=(arr.shape[0], 1))
+        else:
+            arr = arr.reshape(-1, 1)
     if arr.ndim != 2:
         raise CLIError(f"{path}: expected a 2-D array (rows, columns), got shape "
                        f"{arr.shape}. Reshape it, e.g. arr.reshape(len(arr), -1).")
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise CLIError(f"{path}: expected at least one row and one column, got shape "
                        f"{arr.shape}.")
-    return Table(arr.astype(np.float64), [f"x{j}" for j in range(arr.shape[1])], str(path))
+    names = [f"x{j}" for j in range(arr.shape[1])]
+    if isinstance(arr, np.memmap) and arr.dtype in (np.float32, np.float64):
+        return Table(arr, names, str(path))
+    return Table(arr.astype(np.float64), names, str(path))
 
 
-def load_table(spec: str) -> Table:
+def load_table(spec: str, *, mmap: bool = False) -> Table:
     """Read ``old-faithful`` (the embedded data set), a ``.csv`` or a ``.npy`` file.
 
     A CSV file is comma separated and numeric; its first row is taken as a header when it does
-    not parse as numbers. Empty cells, ``NA`` and ``nan`` read as NaN (missing).
+    not parse as numbers. Empty cells, ``NA`` and ``nan`` read as NaN (missing). With
+    ``mmap``, a float32 or float64 ``.npy`` file is memory-mapped, not read (its
+    :attr:`Table.values` a read-only ``np.memmap`` in the file's dtype).
     """
     if spec in DATASETS:
         import ppgen
@@ -216,7 +276,7 @@ def load_table(spec: str) -> Table:
     path = existing_file(spec, DATASETS, (".csv", ".npy"), lead="--data", also=(".txt",))
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        return _read_npy(path)
+        return _read_npy(path, mmap=mmap)
     if suffix in (".csv", ".txt"):
         return _read_csv(path)
     raise CLIError(f"{spec}: expected a .csv or .npy file, got a file ending in "

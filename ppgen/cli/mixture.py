@@ -22,10 +22,15 @@ from ._fit import (
 from ._io import CLIError, Table, load_table
 from ._report import Report, convergence_text, fmt, posterior_summary
 
-__all__ = ["MixtureFit", "MCMC_DEFAULTS"]
+__all__ = ["MixtureFit", "MCMC_DEFAULTS", "MAPPED_INFERENCE_DATA_VALUES", "PLOT_ROWS"]
 
 #: MCMC defaults of the command (modest, so that a laptop finishes in minutes).
 MCMC_DEFAULTS = {"num_samples": 500, "num_warmup": 500, "num_chains": 4}
+#: A memory-mapped file of more values than this gets no inference_data.nc (it would hold the
+#: data twice over: observed_data and posterior_predictive), and ...
+MAPPED_INFERENCE_DATA_VALUES = 1_000_000
+#: ... mixture.png draws at most this many rows (a seeded sample of them).
+PLOT_ROWS = 10_000
 _MCMC_FLAGS = {"num_samples": "--num-samples", "num_warmup": "--num-warmup",
                "num_chains": "--num-chains", "target_accept_prob": "--target-accept-prob",
                "max_tree_depth": "--max-tree-depth"}
@@ -80,7 +85,8 @@ class MixtureFit(FitCommand):
         "  ppgen score runs/demo points.csv")
     data_default = "old-faithful"
     data_help = ("'old-faithful' (embedded), a .csv file (numbers, comma separated, optional "
-                 "header row) or a .npy array (default: %(default)s)")
+                 "header row) or a .npy array; a float32/float64 .npy file is memory-mapped, "
+                 "and EM streams it block by block (default: %(default)s)")
     model_names = ("gmm",)
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
@@ -119,9 +125,12 @@ class MixtureFit(FitCommand):
         return {**MCMC_DEFAULTS, **given_options(args, *_MCMC_FLAGS)}
 
     def load_data(self, args: argparse.Namespace) -> Table:
-        table = load_table(args.data)
+        table = load_table(args.data, mmap=True)
         table.check_complete()
         return table
+
+    def writes_inference_data(self, data: Table) -> bool:
+        return not (data.mapped and data.values.size > MAPPED_INFERENCE_DATA_VALUES)
 
     def build_model(self, args: argparse.Namespace, data: Table) -> Any:
         import ppgen
@@ -131,13 +140,16 @@ class MixtureFit(FitCommand):
     def fit_inputs(self, args: argparse.Namespace, data: Table) -> tuple[Any, dict[str, Any]]:
         import torch
 
-        return torch.as_tensor(data.values), {}
+        # A memory-mapped file goes to ppgen.fit as it is, which streams it (no copy).
+        return (data.values if data.mapped else torch.as_tensor(data.values)), {}
 
     def evaluate(self, run: FitRun) -> dict[str, Any]:
         model, x = run.model, run.fit.data
         log_lik = model.log_prob(x)
-        return {"total": float(log_lik.sum()), "n": int(log_lik.shape[0]), "bic": model.bic(x),
-                "aic": model.aic(x), "num_params": model.num_parameters()}
+        total, n = float(log_lik.sum()), int(log_lik.shape[0])
+        del log_lik  # one row-sized vector at a time (a memory-mapped file's rows are many)
+        return {"total": total, "n": n, "bic": model.bic(x), "aic": model.aic(x),
+                "num_params": model.num_parameters()}
 
     def title(self, run: FitRun) -> str:
         args = run.args
@@ -146,8 +158,15 @@ class MixtureFit(FitCommand):
 
     def data_lines(self, run: FitRun) -> list[str]:
         table = run.data
-        return [f"{run.results['n']} rows x {table.values.shape[1]} columns "
-                f"({', '.join(table.names)}) from {table.source}"]
+        lines = [f"{run.results['n']} rows x {table.values.shape[1]} columns "
+                 f"({', '.join(table.names)}) from {table.source}"]
+        if table.mapped:
+            lines.append(f"memory-mapped ({table.values.dtype}), read from disk block by block")
+        if not self.writes_inference_data(table):
+            lines.append(f"no inference_data.nc: for more than {MAPPED_INFERENCE_DATA_VALUES:,} "
+                         "mapped values it would hold the data twice (observed_data, "
+                         "posterior_predictive); in Python, fit.to_arviz() builds it")
+        return lines
 
     def report(self, report: Report, run: FitRun) -> None:
         method, res = run.args.method, run.results
@@ -167,11 +186,18 @@ class MixtureFit(FitCommand):
         ], numeric=False)
 
     def figures(self, run: FitRun) -> list[Figure]:
+        import torch
+
         from .. import plots
 
-        mixture = Figure("mixture.png", plots.plot_mixture(run.model, run.fit.data,
-                                                           names=run.data.names),
-                         "data coloured by component, means, 1- and 2-sigma ellipses")
+        x, n = run.fit.data, len(run.fit.data)
+        what = "data"
+        if n > PLOT_ROWS:  # a seeded sample of the rows, in file order
+            rows = np.random.default_rng(run.fit.seed).choice(n, PLOT_ROWS, replace=False)
+            x = x[torch.from_numpy(np.sort(rows))]
+            what = f"a sample of {PLOT_ROWS:,} of the {n:,} rows"
+        mixture = Figure("mixture.png", plots.plot_mixture(run.model, x, names=run.data.names),
+                         f"{what} coloured by component, means, 1- and 2-sigma ellipses")
         if run.args.method == "mcmc":
             return [mixture, Figure("trace.png", plots.plot_trace(run.fit),
                                     "trace and marginal density per chain")]

@@ -140,7 +140,9 @@ def run_em(model: Any, data: torch.Tensor, *, init: dict[str, Any] | None, seed:
             model.em_finalize()
     model.set_state(best["state"])
     if decreases:
-        messages.append(_decrease_summary(decreases, num_restarts))
+        reason = getattr(model, "em_decrease_reason", None)
+        messages.append(_decrease_summary(decreases, num_restarts,
+                                          reason() if callable(reason) else None))
         warn_user(messages[-1].message, RuntimeWarning)
     if best["interrupted"]:
         messages.append(Diagnostic(
@@ -166,9 +168,18 @@ def run_em(model: Any, data: torch.Tensor, *, init: dict[str, Any] | None, seed:
     }
 
 
+#: Why a closed-form EM's objective can fall, unless the model says otherwise
+#: (``em_decrease_reason()``, e.g. LDA's iterative, inexact E-step).
+_DECREASE_REASON = (
+    "A component has probably collapsed onto a few points, where the covariance floor "
+    "(reg_covar) makes the M-step inexact, or round-off dominates (float32): use fewer "
+    "components, more num_restarts, or float64 data.")
+
+
 def _decrease_summary(decreases: list[tuple[int, int, float, float]],
-                      num_restarts: int) -> Diagnostic:
-    """One diagnostic for every decrease of the EM objective: how many, and the largest."""
+                      num_restarts: int, reason: str | None = None) -> Diagnostic:
+    """One diagnostic for every decrease of the EM objective: how many, and the largest, and
+    why (``reason``: the model's own account, default :data:`_DECREASE_REASON`)."""
     restart, step, before, after = min(decreases, key=lambda d: d[3] - d[2])
     where = f"at iteration {step} of restart {restart}"
     if len(decreases) > 1:
@@ -177,9 +188,7 @@ def _decrease_summary(decreases: list[tuple[int, int, float, float]],
     return Diagnostic(
         "em_decrease",
         f"EM log-likelihood decreased {where}, from {before:.10g} to {after:.10g} "
-        f"({after - before:.3g}). A component has probably collapsed onto a few points, where "
-        "the covariance floor (reg_covar) makes the M-step inexact, or round-off dominates "
-        "(float32): use fewer components, more num_restarts, or float64 data.",
+        f"({after - before:.3g}). {reason or _DECREASE_REASON}",
         value=after - before)
 
 

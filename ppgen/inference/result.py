@@ -34,8 +34,9 @@ class Diagnostic:
         ``"khat"``, ``"nan"``, ``"em_decrease"``, ``"m_step_undone"`` (EM on a model
         function: an M-step that did not increase the expected log joint was undone),
         ``"interrupted"``, ``"too_little_data"``, ``"reg_covar_large"`` (a covariance floor
-        not small against the data's variances) or ``"precision_loss"`` (float32 data whose
-        means dwarf their spread).
+        not small against the data's variances), ``"precision_loss"`` (float32 data whose
+        means dwarf their spread), ``"data_scale"`` (data far from the unit scale networks
+        start at) or ``"data_range"`` (data outside a GAN generator's bounded output).
     message : str
         What was found and what to do about it.
     site : str or None

@@ -32,6 +32,7 @@ from ..._ais import ais_log_prob, choose_observation_scale
 from ..._random import resolve_seed, seeded
 from ..._validation import (
     NotFittedError,
+    all_rows,
     bad_type,
     bad_value,
     check_choice,
@@ -39,6 +40,7 @@ from ..._validation import (
     datum_rows,
     not_supported,
 )
+from .._data_scale import output_range_warnings, unit_scale_warnings
 from ..base import GenerativeModel, register
 from .networks import OUTPUTS, MLPDiscriminator, MLPGenerator, Output
 from .objective import AdversarialObjective
@@ -231,6 +233,19 @@ class GAN(GenerativeModel):
         return {"generator": list(self.generator.parameters()),
                 "discriminator": list(self.discriminator.parameters())}
 
+    def data_warnings(self, data: Any) -> list[tuple[str, str]]:
+        """Findings about the training data against the generator's output (``ppgen.fit``
+        turns them into warnings and diagnostics): data out of a bounded output's range
+        (``"data_range"``), or, for ``output="linear"``, far from unit scale
+        (``"data_scale"``, :func:`ppgen.models._data_scale.unit_scale_warnings`)."""
+        if not isinstance(data, torch.Tensor):
+            return []
+        name = type(self).__name__
+        if self.output == "linear":
+            return unit_scale_warnings(data, name)
+        low = 0.0 if self.output == "sigmoid" else -1.0
+        return output_range_warnings(data, name, self.output, low, 1.0)
+
     def default_objective(self, **options: Any) -> AdversarialObjective:
         """The objective of ``ppgen.fit(gan, x, "svi", ...)``: an
         :class:`~ppgen.models.adversarial.AdversarialObjective` built from the fit's options
@@ -266,6 +281,8 @@ class GAN(GenerativeModel):
                  allow_nan: bool = False) -> tuple[torch.Tensor, tuple[int, ...]]:
         x, out_shape = datum_rows(data, self.data_shape, arg=arg, dtype=self.dtype,
                                   device=self.device)
+        if all_rows(x, torch.isfinite):  # in row blocks: no data-sized temporaries
+            return x, out_shape
         finite = torch.isfinite(x)
         if not bool(finite.all()):
             nan = torch.isnan(x)

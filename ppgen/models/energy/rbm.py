@@ -29,6 +29,8 @@ from ..._validation import (
     check_positive_int,
     not_supported,
 )
+from .._blocks import BLOCK_ELEMENTS
+from .._data_scale import unit_scale_warnings
 from ..base import GenerativeModel, register
 from .ais import Schedule, ais_log_partition, base_rate_bias, betas, raise_log_prob
 from .objectives import ContrastiveDivergence
@@ -57,6 +59,9 @@ def _is_binary(t: torch.Tensor) -> bool:
     range by one reduction, then no fractional part (two passes, no comparisons' masks)."""
     if t.numel() == 0 or t.dtype == torch.bool:
         return True
+    if t.dim() >= 1 and t.shape[0] > 1 and t.numel() > BLOCK_ELEMENTS:  # frac: a copy
+        step = max(1, BLOCK_ELEMENTS // max(1, t[0].numel()))
+        return all(_is_binary(t[i:i + step]) for i in range(0, t.shape[0], step))
     lo, hi = torch.aminmax(t)
     if not (bool(lo >= 0) and bool(hi <= 1)):  # NaN fails both
         return False
@@ -305,6 +310,14 @@ class RBM(GenerativeModel):
               subsample_size: int | None = None) -> None:
         """No latent sites (the hidden units are summed out): an empty guide."""
         return None
+
+    def data_warnings(self, data: Any) -> list[tuple[str, str]]:
+        """Findings about the training data's scale for Gaussian visibles (``ppgen.fit``
+        turns them into warnings and diagnostics): see
+        :func:`ppgen.models._data_scale.unit_scale_warnings`."""
+        if self.visible != "gaussian" or not isinstance(data, torch.Tensor):
+            return []
+        return unit_scale_warnings(data, f"{type(self).__name__}(visible='gaussian')")
 
     def default_objective(self, **options: Any) -> ContrastiveDivergence:
         """The objective of ``ppgen.fit(rbm, x, "svi", ...)``: CD-1 by default

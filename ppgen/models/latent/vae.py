@@ -38,6 +38,7 @@ from ..._importance import importance_log_prob
 from ..._random import resolve_seed, seeded
 from ..._validation import (
     NotFittedError,
+    all_rows,
     bad_type,
     bad_value,
     check_choice,
@@ -46,6 +47,7 @@ from ..._validation import (
     not_supported,
     one_hot_labels,
 )
+from .._data_scale import unit_scale_warnings
 from ..base import GenerativeModel, register
 from .impute import impute_chain
 from .likelihoods import LIKELIHOODS, Likelihood, draw, log_lik, mean, obs_dist
@@ -266,6 +268,13 @@ class VAE(GenerativeModel):
         return x, out_shape
 
     def _check_values(self, x: torch.Tensor, arg: str, *, allow_nan: bool = False) -> None:
+        # Good data (the common case) are scanned in blocks of rows, so that a memory-mapped
+        # file is checked without data-sized temporaries; bad data get the full look below.
+        if self.likelihood == "gaussian":
+            if all_rows(x, torch.isfinite):
+                return
+        elif all_rows(x, lambda rows: (rows >= 0) & (rows <= 1)):  # also finite
+            return
         finite = torch.isfinite(x)
         if not bool(finite.all()):
             nan = torch.isnan(x)
@@ -344,6 +353,14 @@ class VAE(GenerativeModel):
         if x.dtype != self.dtype:
             x = x.to(self.dtype)
         return x, x.shape[0]
+
+    def data_warnings(self, data: Any) -> list[tuple[str, str]]:
+        """Findings about the training data's scale for the Gaussian likelihood (``ppgen.fit``
+        turns them into warnings and diagnostics): see
+        :func:`ppgen.models._data_scale.unit_scale_warnings`."""
+        if self.likelihood != "gaussian" or not isinstance(data, torch.Tensor):
+            return []
+        return unit_scale_warnings(data, f"{type(self).__name__}(likelihood='gaussian')")
 
     def default_objective(self, **options: Any) -> VAEObjective:
         """The objective of ``ppgen.fit(vae, x, "svi", ...)``: a :class:`VAEObjective`.

@@ -508,7 +508,15 @@ class GaussianMixture(GenerativeModel):
         Tensor of shape (num_data,)
         """
         self.check_fitted("compute log_prob")
-        return torch.logsumexp(self._log_joint(self._data(data)), -1)
+        x = self._data(data)
+        blocks = _row_chunks(x.shape[0], self.num_components, x.shape[1])
+        if len(blocks) == 1:
+            return torch.logsumexp(self._log_joint(x), -1)
+        # in blocks of rows: no (N, K, D) temporaries for a large (memory-mapped) data set
+        out = x.new_empty(x.shape[0])
+        for b in blocks:
+            out[b] = torch.logsumexp(self._log_joint(x[b]), -1)
+        return out
 
     def score(self, data: Any, **kwargs: Any) -> torch.Tensor:
         """Anomaly score of each row: -log p(x) in nats, shape (num_data,); higher = odder.

@@ -344,6 +344,14 @@ class LDA(TopicModel):
     def em_finalize(self) -> None:
         self._em = None
 
+    def em_decrease_reason(self) -> str:
+        """Why this model's EM bound can fall (the EM driver's ``em_decrease`` message)."""
+        return (f"LDA's E-step fits each document's topic proportions iteratively and stops "
+                f"after max_doc_iter={self.max_doc_iter} iterations or a change below "
+                f"doc_tol={self.doc_tol:g}, so the bound it reports is approximate and can "
+                "fall a little, most with many topics for few documents; raise max_doc_iter "
+                "(e.g. 1000) and lower doc_tol (e.g. 1e-8), or use fewer topics.")
+
     # ----------------------------------------------------------------- applications
     def _exp_log_topic_word(self) -> torch.Tensor:
         if self.topic_word_concentration is not None:
