@@ -12,9 +12,18 @@ Run with ``make bench`` or directly::
 ``--sweep`` times, instead, one sequence of T = 1,000, 10,000 and 100,000 frames and 10
 sequences of 10,000 (K=8, D=4, diag and full): ppgen (whose float64 Gaussian EM on the CPU
 takes the fused compiled E-step there, ``ppgen.models.sequence.compiled.gaussian_e_step``)
-against both hmmlearn implementations, in one process, with the log-likelihoods compared,
-and the peak resident memory a ppgen fit added (sampled every millisecond, minus the
-resident size before the fit).
+against both hmmlearn implementations, with the log-likelihoods compared, and the peak
+resident memory a ppgen fit added (sampled every millisecond, minus the resident size before
+the fit). Each (shape, covariance) runs in a fresh process of this script, so a row is
+measured the same whether it runs alone or after the others (before, the 1 x 10,000 diag
+row read 2.6-2.9x in the sweep and 3.6x alone, because the earlier shapes had changed
+glibc's malloc thresholds; see ``fix_allocator``).
+
+How every implementation is timed (both modes): glibc's malloc gets fixed thresholds for the
+whole run (``fix_allocator``; ``--malloc default`` keeps glibc's adaptive ones), each
+implementation runs one untimed warm-up fit and decoding, then the timed repeats are
+interleaved with the order rotated by one each round (no implementation is always first or
+always after the same peer); time per iteration is the best of the repeats, as below.
 
 For each covariance structure (``diag`` and ``full``) the data are drawn with
 ``ppgen.datasets.make_hmm`` (float64, every sequence full length) and three fits
@@ -51,6 +60,7 @@ import json
 import math
 import os
 import platform
+import subprocess
 import sys
 import threading
 import time
@@ -121,6 +131,57 @@ class PeakMemory:
         self._thread.join()
         self.peak = max(self.peak, self._rss())
         return (self.peak - self.base) / 2**20
+
+
+# glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def fix_allocator() -> str:
+    """Give glibc's malloc fixed thresholds for the whole run, so that no implementation's
+    time depends on what this process ran before.
+
+    By default glibc adapts its mmap threshold (and, with it, the trim threshold) to the
+    largest block freed so far: until a block of a given size has been freed once, blocks of
+    that size are mapped fresh from the kernel on every allocation, and the heap top is
+    returned after every fit, so each fit pays page faults again. How often that happens
+    depends on what the process allocated before (in one process, a sweep's earlier shapes
+    raise the thresholds for the later ones). Measured at 1 x 10,000 diag: hmmlearn took
+    ~14,600 minor page faults per fit pair in a process that had run nothing before and none
+    after the 1,000-frame shapes, and ran 30-40% slower. Fixed thresholds (mmap 32 MiB, the
+    largest glibc allows, trim 1 GiB) turn the adaptation off: freed memory stays in the heap
+    for the next fit, the steady state of a long-running process, the same for every
+    implementation. Returns a description for the header (or why it is not applied).
+    """
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        ok = (libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30) == 1
+              and libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20) == 1)
+    except (OSError, AttributeError):
+        return "the platform's default (not glibc)"
+    if not ok:
+        return "glibc's default (mallopt refused the fixed thresholds)"
+    return "glibc with fixed thresholds (mmap 32 MiB, trim 1 GiB; --malloc default: off)"
+
+
+def time_interleaved(runners: list[Runner], repeats: int) -> float | None:
+    """Time every runner the same way: one untimed warm-up fit and decoding each (kernels
+    loaded, scratch memory allocated), then ``repeats`` rounds of ``run_once``, the order
+    rotated by one each round so that no implementation is always timed first or after the
+    same peer. Returns the share of the CPUs other processes used meanwhile (or None)."""
+    for runner in runners:
+        _, model = runner.fit(runner.iters)
+        runner.viterbi(model)
+    load = OutsideLoad()
+    for i in range(repeats):
+        shift = i % len(runners)
+        for runner in runners[shift:] + runners[:shift]:
+            runner.run_once()
+    return load.fraction()
+
+
 SVI_RTOL = 1e-3
 
 
@@ -514,13 +575,49 @@ def format_table(rows: list[RunResult], ref: RunResult, ref_paths: np.ndarray,
     return "\n".join(lines)
 
 
+def sweep_row(args: argparse.Namespace, n: int, t: int, cov: str) -> dict:
+    """One row of the sweep, measured in this process (``--sweep-row``, a fresh process)."""
+    k, d, iters = args.k, args.d, args.iters
+    prob = make_problem(n, t, k, d, cov, args.seed)
+    pp_runner = PpgenRunner(prob, iters)
+    # Peak memory first, from one untimed fit whose rise above the resident size before it is
+    # ppgen's alone (after a 2-iteration fit on a 200-frame prefix loads the kernels); the
+    # timed fits run without the meter (its 1 kHz sampling thread would slow ppgen alone).
+    short = PpgenRunner(make_problem(n, min(t, 200), k, d, cov, args.seed), 2)
+    short.fit(2)
+    pp_runner.measure_memory = True
+    pp_runner.fit(iters)
+    pp_runner.measure_memory = False
+    runners: list[Runner] = [HmmlearnRunner(prob, iters, impl) for impl in ("scaling", "log")]
+    runners.append(pp_runner)
+    if args.unfused:
+        runners.append(UnfusedPpgenRunner(prob, iters))
+    outside = time_interleaved(runners, args.repeats)
+    res = [runner.result() for runner in runners]
+    scaling, log, pp = res[:3]
+    faster = min(scaling.per_iter_s, log.per_iter_s)
+    rel = max(abs(r.loglik - pp.loglik) / abs(pp.loglik) for r in (scaling, log, *res[3:]))
+    same = all(np.array_equal(r.paths, pp_runner.paths) for r in runners[:2])
+    return {"n": n, "t": t, "covariance": cov,
+            "hmmlearn_scaling_ms": scaling.per_iter_s * 1e3,
+            "hmmlearn_log_ms": log.per_iter_s * 1e3,
+            "ppgen_ms": pp.per_iter_s * 1e3, "speedup": faster / pp.per_iter_s,
+            "ppgen_peak_mb": pp_runner.peak_mb, "max_rel_loglik_diff": rel,
+            "viterbi_identical": bool(same), "outside_cpu_fraction": outside,
+            "notes": any(r.notes for r in res),
+            **({"ppgen_unfused_ms": res[3].per_iter_s * 1e3} if args.unfused else {})}
+
+
 def run_sweep(args: argparse.Namespace) -> tuple[bool, dict]:
-    """Time per EM iteration over sequence lengths, ppgen against both hmmlearn variants."""
+    """Time per EM iteration over sequence lengths, ppgen against both hmmlearn variants,
+    each shape in a fresh process of this script (``--sweep-row``)."""
     shapes = SWEEP_QUICK_SHAPES if args.quick else SWEEP_SHAPES
     k, d, iters = args.k, args.d, args.iters
     print(f"## sweep over sequence length: K={k}, D={d}, {iters} EM iterations, float64, "
-          f"best of {args.repeats}; all three implementations timed in this one process "
-          "(repeats interleaved), so the ratios hold under outside load")
+          f"best of {args.repeats}; each shape in a fresh process, where every implementation "
+          "gets one untimed warm-up fit, then the repeats interleaved (order rotated each "
+          "round), so the ratios hold under outside load and no shape inherits another's "
+          "allocator or cache state")
     print()
     extra = " ppgen unfused (ms/iter) | fused speed-up over unfused |" if args.unfused else ""
     print("| N x T | covariance | hmmlearn scaling (ms/iter) | hmmlearn log (ms/iter) "
@@ -528,49 +625,33 @@ def run_sweep(args: argparse.Namespace) -> tuple[bool, dict]:
           "| max rel. log-lik diff | Viterbi = ppgen's | outside load |" + extra)
     print("|---|---|---:|---:|---:|---:|---:|---:|---|---:|" + ("---:|---:|" if extra else ""))
     ok, rows_out = True, []
+    passed = ["--k", str(k), "--d", str(d), "--iters", str(iters), "--repeats",
+              str(args.repeats), "--seed", str(args.seed), "--threads", str(args.threads),
+              "--malloc", args.malloc, *(["--unfused"] if args.unfused else [])]
     for n, t in shapes:
         for cov in args.covariances:
-            prob = make_problem(n, t, k, d, cov, args.seed)
-            runners: list[Runner] = [HmmlearnRunner(prob, iters, impl)
-                                     for impl in ("scaling", "log")]
-            # Timed fits run without the memory meter (its 1 kHz sampling thread would slow
-            # ppgen's fits alone); the peak memory comes from one extra, untimed fit.
-            pp_runner = PpgenRunner(prob, iters)
-            runners.append(pp_runner)
-            if args.unfused:
-                runners.append(UnfusedPpgenRunner(prob, iters))
-            load = OutsideLoad()
-            for _ in range(args.repeats):
-                for runner in runners:
-                    runner.run_once()
-            outside = load.fraction()
-            pp_runner.measure_memory = True
-            pp_runner.fit(iters)
-            pp_runner.measure_memory = False
-            res = [runner.result() for runner in runners]
-            scaling, log, pp = res[:3]
-            faster = min(scaling.per_iter_s, log.per_iter_s)
-            rel = max(abs(r.loglik - pp.loglik) / abs(pp.loglik) for r in (scaling, log, *res[3:]))
-            same = all(np.array_equal(r.paths, pp_runner.paths) for r in runners[:2])
+            proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--sweep-row",
+                                   f"{n},{t},{cov}", *passed],
+                                  capture_output=True, text=True)
+            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(_ROW_TAG)]
+            if proc.returncode != 0 or len(lines) != 1:
+                raise RuntimeError(f"the sweep's process for N={n}, T={t}, {cov} failed "
+                                   f"(exit {proc.returncode}):\n{proc.stdout[-2000:]}"
+                                   f"{proc.stderr[-4000:]}")
+            row = json.loads(lines[0][len(_ROW_TAG):])
+            rel, same, speed = row["max_rel_loglik_diff"], row["viterbi_identical"], row["speedup"]
             ok = ok and rel <= LL_RTOL_TARGET and same
-            speed = faster / pp.per_iter_s
+            outside = row["outside_cpu_fraction"]
             load_txt = "n/a" if outside is None else f"{100 * outside:.0f}%"
-            if any(r.notes for r in res):
+            if row.pop("notes"):
                 load_txt += " (*)"
-            print(f"| {n} x {t:,} | {cov} | {scaling.per_iter_s * 1e3:.2f} "
-                  f"| {log.per_iter_s * 1e3:.2f} | {pp.per_iter_s * 1e3:.2f} | {speed:.2f}x "
-                  f"| {pp_runner.peak_mb:.0f} | {rel:.1e} | {'yes' if same else 'NO'} "
-                  f"| {load_txt} |" + (f" {res[3].per_iter_s * 1e3:.2f} | "
-                                        f"{res[3].per_iter_s / pp.per_iter_s:.2f}x |"
-                                        if args.unfused else ""), flush=True)
-            rows_out.append({"n": n, "t": t, "covariance": cov,
-                             "hmmlearn_scaling_ms": scaling.per_iter_s * 1e3,
-                             "hmmlearn_log_ms": log.per_iter_s * 1e3,
-                             "ppgen_ms": pp.per_iter_s * 1e3, "speedup": speed,
-                             "ppgen_peak_mb": pp_runner.peak_mb, "max_rel_loglik_diff": rel,
-                             "viterbi_identical": same, "outside_cpu_fraction": outside,
-                             **({"ppgen_unfused_ms": res[3].per_iter_s * 1e3}
-                                if args.unfused else {})})
+            unf = (f" {row['ppgen_unfused_ms']:.2f} | "
+                   f"{row['ppgen_unfused_ms'] / row['ppgen_ms']:.2f}x |" if args.unfused else "")
+            print(f"| {n} x {t:,} | {cov} | {row['hmmlearn_scaling_ms']:.2f} "
+                  f"| {row['hmmlearn_log_ms']:.2f} | {row['ppgen_ms']:.2f} | {speed:.2f}x "
+                  f"| {row['ppgen_peak_mb']:.0f} | {rel:.1e} | {'yes' if same else 'NO'} "
+                  f"| {load_txt} |" + unf, flush=True)
+            rows_out.append(row)
     print()
     print(f"- time/iter = (t(fit with {iters} iterations) - t(fit with 1)) / {iters - 1}, "
           "best of the repeats; outside load = CPU time other processes used during the "
@@ -578,6 +659,9 @@ def run_sweep(args: argparse.Namespace) -> tuple[bool, dict]:
           "1-iteration fit took longer than the full fit (outside load), so its time/iter "
           "is the full fit's time / iterations.")
     return ok, {"sweep": rows_out}
+
+
+_ROW_TAG = "SWEEP-ROW "
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -617,6 +701,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--unfused", action="store_true",
                    help="--sweep: also time ppgen with its fused Gaussian E-step switched off "
                         "(the path before it), interleaved with the others")
+    p.add_argument("--malloc", choices=("fixed", "default"), default="fixed",
+                   help="glibc malloc thresholds: 'fixed' (default; the same allocator "
+                        "behaviour whatever ran before, see fix_allocator) or 'default' "
+                        "(glibc's adaptive thresholds, which make timings depend on history)")
+    p.add_argument("--sweep-row", metavar="N,T,COV", default=None, help=argparse.SUPPRESS)
     p.add_argument("--json", metavar="PATH", default=None,
                    help="also write the results as JSON to PATH")
     args = p.parse_args(argv)
@@ -640,6 +729,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    allocator = fix_allocator() if args.malloc == "fixed" else "glibc's default (--malloc default)"
     try:
         import hmmlearn.hmm  # noqa: F401  (load every BLAS before limiting the pools)
     except ImportError:
@@ -653,6 +743,10 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     _limits = threadpool_limits(args.threads)  # noqa: F841  (kept for the whole run)
+    if args.sweep_row:  # one row of --sweep, in the fresh process run_sweep started
+        n_, t_, cov_ = args.sweep_row.split(",")
+        print(_ROW_TAG + json.dumps(sweep_row(args, int(n_), int(t_), cov_)), flush=True)
+        return 0
     n, t, k, d, iters = args.n, args.t, args.k, args.d, args.iters
 
     import hmmlearn
@@ -668,6 +762,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{hmmlearn.__version__}; best of {args.repeats}")
     print(f"threads: torch {torch.get_num_threads()}, BLAS {args.threads} "
           f"(--threads {args.threads}; hmmlearn's forward-backward is single-threaded)")
+    print(f"allocator: {allocator}")
     load1 = os.getloadavg()[0]
     print(f"load average (1 min) before start: {load1:.2f} on {os.cpu_count()} CPUs")
     if load1 > 0.5:
@@ -675,6 +770,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.sweep:
         print()
         ok, report = run_sweep(args)
+        print(f"- load average (1 min) after the sweep: {os.getloadavg()[0]:.2f}")
         if args.json:
             with open(args.json, "w") as f:
                 json.dump({"config": {k_: v for k_, v in vars(args).items() if k_ != "json"},
@@ -688,12 +784,9 @@ def main(argv: list[str] | None = None) -> int:
         prob = make_problem(n, t, k, d, cov, args.seed)
         runners: list[Runner] = [HmmlearnRunner(prob, iters, impl) for impl in ("log", "scaling")]
         runners.append(PpgenRunner(prob, iters))
-        # interleave the repeats, so that a burst of outside load hits every implementation
-        load = OutsideLoad()
-        for _ in range(args.repeats):
-            for runner in runners:
-                runner.run_once()
-        outside = load.fraction()
+        # a warm-up fit each, then the repeats interleaved (order rotated each round), so
+        # that a burst of outside load hits every implementation
+        outside = time_interleaved(runners, args.repeats)
         rows = [runner.result() for runner in runners]
         paths = {r.name: runner.paths for r, runner in zip(rows, runners)}
         pp, hl = rows[-1], rows[:-1]
