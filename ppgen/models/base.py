@@ -227,6 +227,18 @@ class GenerativeModel(PyroModule):
         for name in self.param_names + self.state_names:
             self.register_buffer(name, None)
 
+    def __getattr__(self, name: str) -> Any:
+        # The public parameters are buffers, which PyroModule.__getattr__ returns unchanged
+        # after ~3 us of checks for its own kinds of attribute; EM's steps read them dozens
+        # of times an iteration. A name PyroModule manages (a PyroParam or PyroSample) is
+        # never a buffer too, but it is checked, so that the two can never disagree.
+        d = self.__dict__
+        buffers = d.get("_buffers")
+        if (buffers is not None and name in buffers and name not in d.get("_pyro_params", ())
+                and name not in d.get("_pyro_samples", ())):
+            return buffers[name]
+        return super().__getattr__(name)
+
     @classmethod
     def capabilities(cls) -> Capabilities:
         """What this model declares it can do (methods, kind of log_prob, applications)."""

@@ -11,8 +11,8 @@ import math
 
 import torch
 
-__all__ = ["LOG_2PI", "full_covariances", "cholesky", "outer_rows", "log_gaussian",
-           "log_gaussian_exact", "cancellation_risk", "sufficient_statistics",
+__all__ = ["LOG_2PI", "full_covariances", "cholesky", "ill_defined_covariances", "outer_rows",
+           "log_gaussian", "log_gaussian_exact", "cancellation_risk", "sufficient_statistics",
            "estimate_parameters"]
 
 LOG_2PI = math.log(2 * math.pi)
@@ -37,12 +37,17 @@ def cholesky(cov: torch.Tensor, covariance: str) -> torch.Tensor:
         bad = bool((cov <= 0).any())
         chol = cov.clamp_min(0).sqrt()
     if bad or not bool(torch.isfinite(chol).all()):
-        raise ValueError(
-            "covariances: some components (states) have an ill-defined covariance, "
-            "collapsed onto a few identical points. Try fewer components or states, a larger "
-            "reg_covar, or scaling the input data."
-        )
+        raise ill_defined_covariances()
     return chol
+
+
+def ill_defined_covariances() -> ValueError:
+    """The error for covariances that are not positive definite or not finite."""
+    return ValueError(
+        "covariances: some components (states) have an ill-defined covariance, "
+        "collapsed onto a few identical points. Try fewer components or states, a larger "
+        "reg_covar, or scaling the input data."
+    )
 
 
 def outer_rows(x: torch.Tensor) -> torch.Tensor:

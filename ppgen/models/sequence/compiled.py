@@ -517,8 +517,8 @@ def _scratch(workspace: dict, num_steps: int, n: int, k: int, dtype):
     return workspace["fused"]
 
 
-def gaussian_e_step(xt: np.ndarray, mask: np.ndarray, locs: torch.Tensor,
-                    factors: torch.Tensor, log_norm: torch.Tensor, full: bool,
+def gaussian_e_step(xt: np.ndarray, mask: np.ndarray, locs_t: np.ndarray,
+                    factors_t: np.ndarray, log_norm: np.ndarray, full: bool,
                     init: torch.Tensor, trans: torch.Tensor,
                     workspace: dict | None = None) -> dict:
     """The fused Gaussian E-step: log-likelihoods and the M-step's sufficient statistics.
@@ -529,12 +529,13 @@ def gaussian_e_step(xt: np.ndarray, mask: np.ndarray, locs: torch.Tensor,
         Centred frames, time-major, C-contiguous float64 (padded steps are never read).
     mask : ndarray (T, N) bool
         True at real steps.
-    locs : Tensor (K, D)
-        State means, centred as ``xt``.
-    factors : Tensor (K, D, D)
-        ``full``: the inverse Cholesky factors of the covariances (lower triangular);
-        otherwise the precisions on the diagonal.
-    log_norm : Tensor (K,)
+    locs_t : ndarray (D, K)
+        State means, centred as ``xt``, transposed (C-contiguous).
+    factors_t : ndarray (D, D, K)
+        ``full``: the inverse Cholesky factors of the covariances, ``[a, c, k] =
+        L_k^-1[a, c]`` (lower triangular); otherwise the precisions on the diagonal
+        (C-contiguous). ``GaussianEmission.em_fused_params`` makes these three arrays.
+    log_norm : ndarray (K,)
         -(D log(2 pi) + log det covariance) / 2 of each state.
     init, trans : Tensor (K,), (K, K)
     workspace : dict, optional
@@ -549,31 +550,28 @@ def gaussian_e_step(xt: np.ndarray, mask: np.ndarray, locs: torch.Tensor,
     """
     ws = {} if workspace is None else workspace
     num_steps, n, d = xt.shape
-    k = int(locs.shape[0])
+    k = locs_t.shape[1]
     dtype = xt.dtype
     tiny = float(np.finfo(dtype).tiny)
     kern = _kernels()
     alphas, b, norms = _scratch(ws, num_steps, n, k, dtype)
-    locs_t = np.ascontiguousarray(locs.detach().numpy().T)
-    fac_t = np.ascontiguousarray(factors.detach().numpy().transpose(1, 2, 0))
-    lnorm = np.ascontiguousarray(log_norm.detach().numpy())
     pi = np.ascontiguousarray(init.detach().numpy())
     a = np.ascontiguousarray(trans.detach().numpy())
-    a_t = np.ascontiguousarray(a.T)
-    log_lik, scale = kern[3](xt, mask, locs_t, fac_t, lnorm, bool(full), pi, a, tiny,
+    log_lik, scale = kern[3](xt, mask, locs_t, factors_t, log_norm, bool(full), pi, a, tiny,
                              alphas, norms, b)
     width = 1 + d + (d * (d + 1) // 2 if full else d)
     acc = np.zeros((width, k), dtype=dtype)
     pairs = np.zeros((k, k), dtype=dtype)
     start = np.zeros(k, dtype=dtype)
-    kern[4](xt, a_t, mask, tiny, alphas, norms, b, bool(full), acc, pairs, start)
+    kern[4](xt, np.ascontiguousarray(a.T), mask, tiny, alphas, norms, b, bool(full), acc,
+            pairs, start)
     sxx = np.zeros((k, d, d), dtype=dtype)
     if full:  # unpack the lower triangle, mirrored
         rows, cols = np.tril_indices(d)
         sxx[:, rows, cols] = acc[1 + d:].T
         sxx[:, cols, rows] = acc[1 + d:].T
-    else:
-        sxx[:, np.arange(d), np.arange(d)] = acc[1 + d:].T
+    else:  # the diagonal: every (d + 1)-th entry of each state's D x D block
+        sxx.reshape(k, d * d)[:, ::d + 1] = acc[1 + d:].T
     return {"log_lik": torch.from_numpy(log_lik), "objective_scale": float(scale),
             "counts": torch.from_numpy(acc[0].copy()),
             "sums": torch.from_numpy(acc[1:1 + d].T.copy()),

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
@@ -28,6 +29,7 @@ from ..gaussian import (
     cholesky,
     estimate_parameters,
     full_covariances,
+    ill_defined_covariances,
     log_gaussian,
     log_gaussian_exact,
     sufficient_statistics,
@@ -44,9 +46,14 @@ def _safe_log(p: torch.Tensor) -> torch.Tensor:
     return p.clamp_min(torch.finfo(p.dtype).tiny).log()
 
 
+def _empty_threshold(counts: torch.Tensor) -> float:
+    """States whose count is at most this received (almost) no data."""
+    return 10 * torch.finfo(counts.dtype).eps * max(1.0, float(counts.sum()))
+
+
 def _keep_empty(new: torch.Tensor, old: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
     """States that received (almost) no data keep their previous parameters."""
-    empty = counts <= 10 * torch.finfo(counts.dtype).eps * max(1.0, float(counts.sum()))
+    empty = counts <= _empty_threshold(counts)
     shape = (-1,) + (1,) * (new.dim() - 1)
     return torch.where(empty.view(shape), old, new)
 
@@ -360,7 +367,10 @@ class GaussianEmission(Emission):
         held = old["locs"] - self._shift if "locs" in fixed else None
         _, locs, cov = estimate_parameters(nk, stats["sums"], stats["squares"], num_frames,
                                             self.covariance, self.reg_covar, held)
-        return {"locs": _keep_empty(locs + self._shift, old["locs"], nk),
+        locs = locs + self._shift
+        if float(nk.min()) > _empty_threshold(nk):  # no empty state: _keep_empty keeps all
+            return {"locs": locs, "covariances": cov}
+        return {"locs": _keep_empty(locs, old["locs"], nk),
                 "covariances": _keep_empty(cov, old["covariances"], nk)}
 
     # The fused compiled E-step (ppgen.models.sequence.compiled.gaussian_e_step) works on
@@ -374,22 +384,29 @@ class GaussianEmission(Emission):
         return self._shift
 
     def em_fused_params(self, params):
-        """(centred means (K, D), factors (K, D, D), log normalisers (K,), full) for
-        :func:`~ppgen.models.sequence.compiled.gaussian_e_step`: the inverse Cholesky
-        factors (full) or the precisions on the diagonal (diag, spherical)."""
-        locs, cov = params["locs"] - self._shift, params["covariances"]
+        """The arrays :func:`~ppgen.models.sequence.compiled.gaussian_e_step` reads, in its
+        layout (float64 NumPy): centred means transposed (D, K), factors (D, D, K) (the
+        inverse Cholesky factors, full, or the precisions on the diagonal, diag and
+        spherical), log normalisers (K,), and whether the covariances are full."""
+        locs, cov = params["locs"].detach(), params["covariances"].detach()
         k, d = locs.shape
-        chol = cholesky(cov, self.covariance)  # the error for ill-defined covariances
+        locs_t = np.ascontiguousarray((locs.numpy() - self._shift.numpy()).T)
         if self.covariance == "full":
+            chol = cholesky(cov, self.covariance)  # the error for ill-defined covariances
             eye = torch.eye(d, dtype=cov.dtype, device=cov.device).expand(k, d, d)
             factors = torch.linalg.solve_triangular(chol, eye, upper=False)
             half_log_det = chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+            factors_t = np.ascontiguousarray(factors.numpy().transpose(1, 2, 0))
         else:
             var = cov.unsqueeze(-1).expand(k, d) if self.covariance == "spherical" else cov
-            factors = torch.diag_embed(var.reciprocal())
+            v = var.numpy()
+            if not (v.min() > 0 and v.max() < math.inf):  # NaN fails both
+                raise ill_defined_covariances()
+            factors_t = np.zeros((d, d, k), dtype=v.dtype)
+            factors_t.reshape(d * d, k)[::d + 1] = (1.0 / v).T  # the diagonal [a, a, k]
             half_log_det = 0.5 * var.log().sum(-1)
-        log_norm = -0.5 * d * LOG_2PI - half_log_det
-        return locs, factors, log_norm, self.covariance == "full"
+        log_norm = (-0.5 * d * LOG_2PI - half_log_det).numpy()
+        return locs_t, factors_t, log_norm, self.covariance == "full"
 
     def em_fused_statistics(self, stats):
         """:meth:`em_statistics` from the fused E-step's ``counts``, ``sums`` and

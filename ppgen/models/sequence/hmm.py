@@ -829,14 +829,17 @@ class HiddenMarkovModel(GenerativeModel):
         out[mask] = lp
         return out
 
-    def _log_prior(self) -> float:
+    def _log_prior(self, emission: Emission | None = None) -> float:
+        """The log prior density of the parameters (``emission``: this model's, when the
+        caller holds it already)."""
         total = 0.0
         for name, conc in (("initial_probs", self.initial_concentration),
                            ("transition_probs", self.transition_concentration)):
             if conc != 1:
                 total += float((conc - 1) * getattr(self, name).clamp_min(
                     torch.finfo(self.dtype).tiny).log().sum())
-        return total + float(self._emission().log_prior(self._emission_params()))
+        emission = self._emission() if emission is None else emission
+        return total + float(emission.log_prior(self._emission_params()))
 
     def _em_frames(self, data: torch.Tensor, lengths: torch.Tensor | None) -> dict[str, Any]:
         """The fit's real frames in time-major order, their EM features and the emission
@@ -889,12 +892,12 @@ class HiddenMarkovModel(GenerativeModel):
         sufficient statistics ``counts``, ``sums`` and ``squares`` themselves."""
         c = self._em_frames(data, lengths)
         if c["fused"]:
-            locs, factors, log_norm, full = c["emission"].em_fused_params(
+            locs_t, factors_t, log_norm, full = c["emission"].em_fused_params(
                 self._emission_params())
-            stats = compiled.gaussian_e_step(c["xt"], c["mask_t"], locs, factors, log_norm,
-                                             full, self.initial_probs,
+            stats = compiled.gaussian_e_step(c["xt"], c["mask_t"], locs_t, factors_t,
+                                             log_norm, full, self.initial_probs,
                                              self.transition_probs, c["workspace"])
-            return float(stats["log_lik"].sum()) + self._log_prior(), stats
+            return float(stats["log_lik"].sum()) + self._log_prior(c["emission"]), stats
         mask = c["mask"]
         lp = c["emission"].em_log_prob(self._emission_params(), c["feats"])
         n, num_steps = mask.shape
@@ -908,7 +911,7 @@ class HiddenMarkovModel(GenerativeModel):
         # The objective's own round-off scale: each frame's log-density (that of its most
         # likely state) carries a relative error of a few eps, whatever the total's size.
         fb["objective_scale"] = float(lp.amax(-1).abs().sum())
-        return float(fb["log_lik"].sum()) + self._log_prior(), fb
+        return float(fb["log_lik"].sum()) + self._log_prior(c["emission"]), fb
 
     def em_shared_objective(self) -> float:
         """The log prior: the part of the EM objective that a distributed fit counts once."""
