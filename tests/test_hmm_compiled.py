@@ -182,6 +182,30 @@ def test_fused_gaussian_e_step_equals_the_unfused_one(covariance, monkeypatch):
     assert float(log_b[2, 5].max() - log_b[2, 5].min()) > 745
 
 
+@pytest.mark.parametrize("covariance", ["diag", "spherical", "full"])
+@pytest.mark.parametrize("bad", [0.0, -1.0, math.nan, math.inf])
+def test_fused_e_step_refuses_ill_defined_covariances_as_the_unfused_one(covariance, bad,
+                                                                        monkeypatch):
+    hmm, x, lengths = _gaussian_batch(covariance)
+    cov = hmm.covariances.clone()
+    if covariance == "full":
+        cov[1, 1, 1] = bad
+    elif covariance == "diag":
+        cov[1, 0] = bad
+    else:
+        cov[1] = bad
+    hmm.covariances = cov
+    messages = []
+    for fused in (True, False):
+        monkeypatch.setattr(compiled, "FUSED_EM", fused)
+        hmm.em_finalize()
+        with pytest.raises(ValueError, match="ill-defined covariance") as err:
+            hmm.e_step(x, lengths=lengths)
+        assert hmm._em_frames(x, lengths)["fused"] is fused
+        messages.append(str(err.value))
+    assert messages[0] == messages[1]
+
+
 @pytest.mark.parametrize("covariance,fixed", [("diag", ()), ("spherical", ()),
                                               ("full", ()),
                                               ("diag", ("transition_probs",)),
