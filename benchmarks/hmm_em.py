@@ -166,6 +166,18 @@ def fix_allocator() -> str:
     return "glibc with fixed thresholds (mmap 32 MiB, trim 1 GiB; --malloc default: off)"
 
 
+def release_free_memory() -> None:
+    """Hand the heap's free pages back to the kernel (glibc's ``malloc_trim``; nothing
+    elsewhere), so that a resident-size meter started next sees what the next fit adds
+    rather than memory freed before it and kept by the fixed trim threshold."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def time_interleaved(runners: list[Runner], repeats: int) -> float | None:
     """Time every runner the same way: one untimed warm-up fit and decoding each (kernels
     loaded, scratch memory allocated), then ``repeats`` rounds of ``run_once``, the order
@@ -581,10 +593,12 @@ def sweep_row(args: argparse.Namespace, n: int, t: int, cov: str) -> dict:
     prob = make_problem(n, t, k, d, cov, args.seed)
     pp_runner = PpgenRunner(prob, iters)
     # Peak memory first, from one untimed fit whose rise above the resident size before it is
-    # ppgen's alone (after a 2-iteration fit on a 200-frame prefix loads the kernels); the
+    # ppgen's alone (after a 2-iteration fit on a 200-frame prefix loads the kernels, and the
+    # free heap is handed back to the kernel, release_free_memory); the
     # timed fits run without the meter (its 1 kHz sampling thread would slow ppgen alone).
     short = PpgenRunner(make_problem(n, min(t, 200), k, d, cov, args.seed), 2)
     short.fit(2)
+    release_free_memory()
     pp_runner.measure_memory = True
     pp_runner.fit(iters)
     pp_runner.measure_memory = False
