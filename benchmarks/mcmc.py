@@ -23,13 +23,13 @@ Prints:
    - Old Faithful (272 rows x 2, ``ppgen.GaussianMixture(2, covariance="diag")``,
      assignments enumerated; 10 unknowns after relabelling: weights, locs, scales): 150
      warm-up; NUTS and 4 chains keep 150 a chain, 64 chains 32 a chain. The enumerated
-     potential runs under ``torch.func.vmap`` (~16 ms a call at 4 chains, ~150 ms at 1024):
+     potential runs under ``torch.func.vmap`` (8-16 ms a call at 4 chains, ~150 ms at 1024):
      1024 chains would take about an hour and are left out.
    - logistic regression: ``load_mnist("train")`` (its 50,000 rows), digit 8 against the
      rest, pixels average-pooled 4x4 (7x7 = 49 features; the one constant pooled pixel
-     dropped: 48), standardised, float32; alpha ~ N(0, 5^2), beta ~ N(0, I); 150 warm-up,
-     150 kept a chain. ChEES at 4 chains only: one call for 64 chains costs ~0.2 s (data x
-     chains), ~30 minutes for the run.
+     dropped: 48), standardised, float32; alpha ~ N(0, 5^2), beta ~ N(0, I); 150 warm-up
+     (``--logistic-warmup``), 150 kept a chain. ChEES at 4 chains only: one call for 64
+     chains costs ~0.2 s (data x chains), ~30 minutes for the run.
 
 CPU seconds are ``time.process_time()`` of this process (all its threads); one intra-op
 thread throughout. The load average before and after is printed: other processes on the
@@ -187,7 +187,7 @@ def run_one(work: Workload, kernel: str, chains: int, draws: int, seed: int,
             "cpu": cpu, "wall": wall}
 
 
-def workloads(quick: bool, models: list[str]) -> list[Workload]:
+def workloads(quick: bool, models: list[str], logistic_warmup: int = 150) -> list[Workload]:
     out = []
     if "schools" in models:
         if quick:
@@ -210,7 +210,7 @@ def workloads(quick: bool, models: list[str]) -> list[Workload]:
         target, feats = mnist_logistic_data(2000 if quick else None)
         out.append(Workload(f"logistic regression (MNIST 8 vs rest, {len(target):,} rows, "
                             f"{feats.shape[1]} features)", lambda: logistic, target,
-                            {"feats": feats}, ("alpha", "beta"), 10 if quick else 150,
+                            {"feats": feats}, ("alpha", "beta"), 10 if quick else logistic_warmup,
                             4 if quick else 150, [(4, 4)] if quick else [(4, 150)]))
     return out
 
@@ -226,6 +226,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--models", default="schools,faithful,logistic",
                         help="comma-separated: schools, faithful, logistic")
+    parser.add_argument("--logistic-warmup", type=int, default=150,
+                        help="warm-up iterations of logistic regression (default 150)")
     args = parser.parse_args()
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = sorted(set(models) - {"schools", "faithful", "logistic"})
@@ -245,7 +247,7 @@ def main() -> None:
     print(f"load average before: {_load()}")
     if "schools" in models:
         potential_table([1, 4, 8] if args.quick else [1, 4, 64, 1024], 3 if args.quick else 200)
-    for work in workloads(args.quick, models):
+    for work in workloads(args.quick, models, args.logistic_warmup):
         runs = [("Pyro NUTS (jit)", "pyro-nuts", 4, work.nuts_draws, True),
                 ("Pyro NUTS (no jit)", "pyro-nuts", 4, work.nuts_draws, False)]
         runs += [(f"ppgen chees, {c} chains", "chees", c, d, None) for c, d in work.chees]
