@@ -1,18 +1,35 @@
-"""MCMC throughput on eight schools (non-centred): Pyro's NUTS against ppgen's ChEES-HMC.
+"""MCMC throughput: Pyro's NUTS against ppgen's ChEES-HMC on eight schools, the Old
+Faithful mixture and Bayesian logistic regression on 50,000 MNIST rows.
 
-Run: ``.venv/bin/python benchmarks/mcmc.py`` (about 5 minutes on 2 cores; ``--quick`` for
-a smoke run of seconds). Prints two tables:
+Run: ``.venv/bin/python benchmarks/mcmc.py`` (about 15-20 minutes on 2 cores; ``--quick``
+for a smoke run of seconds; ``--models`` to pick some of ``schools,faithful,logistic``).
+Prints:
 
-1. The chain-batched potential (``ppgen.inference.potential.BatchedPotential``): time of one
-   call giving U and grad U for C chains (C = 1, 4, 64, 1024) in each of its forms (the
-   chain plate compiled by the JIT, which ChEES uses for this model; uncompiled; vmap),
-   against Pyro's potential and gradient for one chain (plain and JIT-compiled).
-2. ESS(tau) (ArviZ bulk ESS) per CPU second and per wall second, warm-up and compilation
-   included, for Pyro NUTS (``jit_compile=True``, 4 chains one after another, run through
-   ``ppgen.fit(..., kernel="nuts")``, which records its leapfrog steps) and
-   ``ppgen.fit(..., kernel="chees")`` with 4, 64 and 1024 chains, all with 500 warm-up
-   iterations; 8192 kept draws in all (2048 a chain for 4 chains, 128 for 64), except that
-   1024 chains keep 32 each (32768): with fewer draws a chain ArviZ's ESS is unreliable.
+1. The chain-batched potential (``ppgen.inference.potential.BatchedPotential``) of eight
+   schools: time of one call giving U and grad U for C chains (C = 1, 4, 64, 1024) in each
+   of its forms (the chain plate compiled by the JIT, which ChEES uses for this model;
+   uncompiled; vmap), against Pyro's potential and gradient for one chain (plain and
+   JIT-compiled).
+2. Per model, bulk ESS (ArviZ ``ess``, method "bulk") per CPU second and per wall second,
+   **the minimum over every scalar of every continuous latent site** (the parameter named),
+   warm-up, compilation and ppgen's post-processing (discrete recovery, relabelling)
+   included, for Pyro's NUTS with and without the JIT (4 chains one after another, through
+   ``ppgen.fit(..., kernel="pyro-nuts")``, which records its leapfrog steps) and
+   ``ppgen.fit(..., kernel="chees")`` at several chain counts. ChEES needs at least 2
+   chains (it adapts from statistics across chains): there is no 1-chain row.
+
+   - eight schools (non-centred, 10 unknowns): 500 warm-up iterations; 8192 kept draws in
+     all (2048 a chain for 4 chains, 128 for 64), 1024 chains keep 32 each (32768).
+   - Old Faithful (272 rows x 2, ``ppgen.GaussianMixture(2, covariance="diag")``,
+     assignments enumerated; 10 unknowns after relabelling: weights, locs, scales): 150
+     warm-up; NUTS and 4 chains keep 150 a chain, 64 chains 32 a chain. The enumerated
+     potential runs under ``torch.func.vmap`` (8-16 ms a call at 4 chains, ~150 ms at 1024):
+     1024 chains would take about an hour and are left out.
+   - logistic regression: ``load_mnist("train")`` (its 50,000 rows), digit 8 against the
+     rest, pixels average-pooled 4x4 (7x7 = 49 features; the one constant pooled pixel
+     dropped: 48), standardised, float32; alpha ~ N(0, 5^2), beta ~ N(0, I); 150 warm-up
+     (``--logistic-warmup``), 150 kept a chain. ChEES at 4 chains only: one call for 64
+     chains costs ~0.2 s (data x chains), ~30 minutes for the run.
 
 CPU seconds are ``time.process_time()`` of this process (all its threads); one intra-op
 thread throughout. The load average before and after is printed: other processes on the
@@ -23,10 +40,14 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import math
 import os
 import platform
 import subprocess
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import arviz as az
 import pyro
@@ -97,19 +118,101 @@ def potential_table(chains: list[int], repeats: int) -> None:
           f"{jitted / (t / 4):.2f}x |")
 
 
-def run_pyro_nuts(num_chains: int, num_warmup: int, num_samples: int, seed: int):
-    """Pyro's NUTS, JIT-compiled, chains one after another (ppgen's ``kernel="nuts"``, which
-    records the leapfrog steps)."""
-    fit = ppgen.fit(eight_schools, Y, method="mcmc", kernel="pyro-nuts", jit_compile=True,
-                    num_chains=num_chains, num_warmup=num_warmup, num_samples=num_samples,
-                    seed=seed, progress=False)
-    return fit.posterior["tau"].numpy(), fit.sample_stats
+def logistic(target, feats):
+    """Bayesian logistic regression; ``feats`` (N, F). Written to broadcast over an outer
+    plate of chains (beta (C, 1, F), alpha (C, 1)) as well as for one chain."""
+    alpha = pyro.sample("alpha", dist.Normal(torch.tensor(0.0, dtype=feats.dtype), 5.0))
+    beta = pyro.sample("beta", dist.Normal(torch.zeros(feats.shape[1], dtype=feats.dtype),
+                                           1.0).to_event(1))
+    if beta.dim() > 1:
+        logits = alpha + (beta @ feats.T)[..., 0, :]
+    else:
+        logits = alpha + feats @ beta
+    with pyro.plate("data", len(target)):
+        pyro.sample("obs", dist.Bernoulli(logits=logits), obs=target)
 
 
-def run_chees(num_chains: int, num_warmup: int, num_samples: int, seed: int):
-    fit = ppgen.fit(eight_schools, Y, method="mcmc", kernel="chees", num_chains=num_chains,
-                    num_warmup=num_warmup, num_samples=num_samples, seed=seed, progress=False)
-    return fit.posterior["tau"].numpy(), fit.sample_stats
+def mnist_logistic_data(num_rows: int | None = None):
+    """``load_mnist("train")`` (50,000 rows): digit 8 against the rest, 4x4-pooled pixels
+    (constant ones dropped), standardised; float32. ``num_rows`` keeps the first rows."""
+    x, y = ppgen.datasets.load_mnist("train")
+    if num_rows is not None:
+        x, y = x[:num_rows], y[:num_rows]
+    pooled = torch.nn.functional.avg_pool2d(x.reshape(-1, 1, 28, 28), 4).reshape(len(x), -1)
+    pooled = pooled[:, pooled.std(0) > 1e-3]
+    feats = (pooled - pooled.mean(0)) / pooled.std(0)
+    return (y == 8).to(feats.dtype), feats
+
+
+@dataclass
+class Workload:
+    name: str
+    model: Callable[[], Any]  # a fresh model (a built-in one carries state) or a function
+    data: Any
+    kwargs: dict
+    sites: tuple[str, ...]  # continuous latent sites: the minimum ESS is over these
+    warmup: int
+    nuts_draws: int
+    chees: list[tuple[int, int]]  # (chains, draws a chain)
+
+
+def min_bulk_ess(posterior: dict, sites: tuple[str, ...]) -> tuple[float, str]:
+    """The smallest ArviZ bulk ESS over every scalar of ``sites`` and its name."""
+    best, where = math.inf, ""
+    for name in sites:
+        d = posterior[name].double().numpy()
+        d = d.reshape(d.shape[0], d.shape[1], -1)
+        for i in range(d.shape[-1]):
+            ess = float(az.ess(d[..., i], method="bulk"))
+            if ess < best:
+                best, where = ess, name if d.shape[-1] == 1 else f"{name}[{i}]"
+    return best, where
+
+
+def run_one(work: Workload, kernel: str, chains: int, draws: int, seed: int,
+            jit: bool | None = None) -> dict:
+    options: dict[str, Any] = {"jit_compile": jit} if kernel == "pyro-nuts" else {}
+    cpu, wall = time.process_time(), time.perf_counter()
+    fit = ppgen.fit(work.model(), work.data, method="mcmc", kernel=kernel, num_chains=chains,
+                    num_warmup=work.warmup, num_samples=draws, seed=seed, progress=False,
+                    model_kwargs=work.kwargs or None, **options)
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    ess, where = min_bulk_ess(fit.posterior, work.sites)
+    rhat = max(float(az.rhat(fit.posterior[n].double().numpy().reshape(chains, draws, -1)[
+        ..., i])) for n in work.sites
+        for i in range(int(fit.posterior[n][0, 0].numel())))
+    stats = fit.sample_stats
+    return {"chains": chains, "draws": draws, "ess": ess, "where": where, "rhat": rhat,
+            "steps": float(stats["n_steps"].mean()), "div": int(stats["diverging"].sum()),
+            "cpu": cpu, "wall": wall}
+
+
+def workloads(quick: bool, models: list[str], logistic_warmup: int = 150) -> list[Workload]:
+    out = []
+    if "schools" in models:
+        if quick:
+            out.append(Workload("eight schools (non-centred)", lambda: eight_schools, Y, {},
+                                ("mu", "tau", "theta_t"), 20, 8, [(4, 8), (8, 4)]))
+        else:
+            out.append(Workload("eight schools (non-centred)", lambda: eight_schools, Y, {},
+                                ("mu", "tau", "theta_t"), 500, 2048,
+                                [(4, 2048), (64, 128), (1024, 32)]))
+    if "faithful" in models:
+        x = ppgen.datasets.load_old_faithful()
+        if quick:
+            x = x[:40]
+        out.append(Workload("Old Faithful mixture (K=2, diag)",
+                            lambda: ppgen.GaussianMixture(2, covariance="diag"), x, {},
+                            ("weights", "locs", "scales"), 10 if quick else 150,
+                            4 if quick else 150,
+                            [(4, 4)] if quick else [(4, 150), (64, 32)]))
+    if "logistic" in models:
+        target, feats = mnist_logistic_data(2000 if quick else None)
+        out.append(Workload(f"logistic regression (MNIST 8 vs rest, {len(target):,} rows, "
+                            f"{feats.shape[1]} features)", lambda: logistic, target,
+                            {"feats": feats}, ("alpha", "beta"), 10 if quick else logistic_warmup,
+                            4 if quick else 150, [(4, 4)] if quick else [(4, 150)]))
+    return out
 
 
 def _load() -> str:
@@ -121,50 +224,51 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke run)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--models", default="schools,faithful,logistic",
+                        help="comma-separated: schools, faithful, logistic")
+    parser.add_argument("--logistic-warmup", type=int, default=150,
+                        help="warm-up iterations of logistic regression (default 150)")
     args = parser.parse_args()
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = sorted(set(models) - {"schools", "faithful", "logistic"})
+    if unknown:
+        parser.error(f"--models: expected names among schools, faithful, logistic, got "
+                     f"{', '.join(unknown)}")
     torch.set_num_threads(1)
-    if args.quick:
-        warmup, total, chains, repeats, min_draws = 20, 32, [4, 8], 3, 4
-        nuts_warmup, nuts_samples = 20, 8
-    else:
-        warmup, total, chains, repeats, min_draws = 500, 8192, [4, 64, 1024], 200, 32
-        nuts_warmup, nuts_samples = 500, 2048
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                                 text=True, cwd=os.path.dirname(__file__)).stdout.strip()
     except OSError:
         commit = "?"
-    print(f"# MCMC benchmark: eight schools (non-centred), {datetime.date.today()}, commit "
-          f"{commit}")
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M")
+    print(f"# MCMC benchmark: {', '.join(models)}, {now} UTC, commit {commit}")
     print(f"python {platform.python_version()}, torch {torch.__version__} (threads="
           f"{torch.get_num_threads()}), pyro {pyro.__version__}, arviz {az.__version__}")
     print(f"load average before: {_load()}")
-    potential_table([1, *chains] if 1 not in chains else chains, repeats)
-    rows = []
-    runs = [("Pyro NUTS (jit)", 4, nuts_warmup, nuts_samples, run_pyro_nuts)]
-    # about `total` kept draws in all, but at least 32 a chain (ESS needs some draws a chain)
-    runs += [(f"ppgen chees, {c} chains", c, warmup, max(total // c, min_draws), run_chees)
-             for c in chains]
-    for name, c, w, s, fn in runs:
-        cpu, wall = time.process_time(), time.perf_counter()
-        tau, stats = fn(c, w, s, args.seed)
-        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-        ess = float(az.ess(tau))
-        rhat = float(az.rhat(tau))
-        steps = f"{stats['n_steps'].mean():.1f}"
-        div = int(stats["diverging"].sum())
-        rows.append((name, c, w, s, tau.mean(), ess, rhat, steps, div, cpu, wall))
-    nuts_cpu = rows[0][5] / rows[0][9]
-    nuts_wall = rows[0][5] / rows[0][10]
-    print("\n## ESS(tau) per second, warm-up and compilation included\n")
-    print("| sampler | chains | warm-up | draws/chain | mean tau | ESS(tau) | R-hat | "
-          "leapfrogs/iter | divergences | CPU s | wall s | ESS/CPU s | ESS/wall s | "
-          "vs NUTS (CPU) | vs NUTS (wall) |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for name, c, w, s, mean, ess, rhat, steps, div, cpu, wall in rows:
-        print(f"| {name} | {c} | {w} | {s} | {mean:.2f} | {ess:.0f} | {rhat:.3f} | {steps} | "
-              f"{div} | {cpu:.1f} | {wall:.1f} | {ess / cpu:.1f} | "
-              f"{ess / wall:.1f} | {ess / cpu / nuts_cpu:.2f}x | {ess / wall / nuts_wall:.2f}x |")
+    if "schools" in models:
+        potential_table([1, 4, 8] if args.quick else [1, 4, 64, 1024], 3 if args.quick else 200)
+    for work in workloads(args.quick, models, args.logistic_warmup):
+        runs = [("Pyro NUTS (jit)", "pyro-nuts", 4, work.nuts_draws, True),
+                ("Pyro NUTS (no jit)", "pyro-nuts", 4, work.nuts_draws, False)]
+        runs += [(f"ppgen chees, {c} chains", "chees", c, d, None) for c, d in work.chees]
+        rows = []
+        for name, kernel, c, d, jit in runs:
+            rows.append((name, run_one(work, kernel, c, d, args.seed, jit)))
+            print(f"  done: {name} ({rows[-1][1]['wall']:.1f} s wall, load {_load()})",
+                  flush=True)
+        ref = rows[0][1]
+        print(f"\n## {work.name}: minimum bulk ESS per second, warm-up and compilation "
+              f"included ({work.warmup} warm-up iterations)\n")
+        print("| sampler | chains | draws/chain | min bulk ESS | (at) | max R-hat | "
+              "leapfrogs/iter | divergences | CPU s | wall s | ESS/CPU s | ESS/wall s | "
+              "vs NUTS jit (CPU) | vs NUTS jit (wall) |")
+        print("|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for name, r in rows:
+            print(f"| {name} | {r['chains']} | {r['draws']} | {r['ess']:.0f} | {r['where']} | "
+                  f"{r['rhat']:.3f} | {r['steps']:.1f} | {r['div']} | {r['cpu']:.1f} | "
+                  f"{r['wall']:.1f} | {r['ess'] / r['cpu']:.1f} | {r['ess'] / r['wall']:.1f} | "
+                  f"{r['ess'] / r['cpu'] / (ref['ess'] / ref['cpu']):.2f}x | "
+                  f"{r['ess'] / r['wall'] / (ref['ess'] / ref['wall']):.2f}x |")
     print(f"\nload average after: {_load()}")
 
 

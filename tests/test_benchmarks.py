@@ -324,15 +324,61 @@ def test_scale_benchmark_streams_a_file_and_runs_under_torchrun(tmp_path):
 
 
 def test_mcmc_benchmark_runs_nuts_and_chees():
+    """--quick: eight schools, the Old Faithful mixture and (with the shared MNIST file)
+    logistic regression, Pyro's NUTS with and without the JIT and ChEES, in one run."""
+    from ppgen.datasets import data_dir
+
+    try:
+        has_mnist = (data_dir() / "mnist.npz").exists()
+    except FileNotFoundError:
+        has_mnist = False
+    models = "schools,faithful" + (",logistic" if has_mnist else "")
     proc = subprocess.run(  # this checkout's ppgen, not the editable install's
-        [sys.executable, str(ROOT / "benchmarks" / "mcmc.py"), "--quick"],
+        [sys.executable, str(ROOT / "benchmarks" / "mcmc.py"), "--quick", "--models", models],
         capture_output=True, text=True, timeout=600,
         env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     stdout = proc.stdout
-    for row in ("| Pyro NUTS (jit) | 4 |", "| ppgen chees, 4 chains | 4 |",
-                "| ppgen chees, 8 chains | 8 |", "| BatchedPotential (vmap) | 8 |",
-                "| BatchedPotential (plate-jit) | 8 |",
-                "| per-chain loop (fallback) | 4 |"):
+    for row in ("| Pyro NUTS (jit) | 4 |", "| Pyro NUTS (no jit) | 4 |",
+                "| ppgen chees, 4 chains | 4 |", "| ppgen chees, 8 chains | 8 |",
+                "| BatchedPotential (vmap) | 8 |", "| BatchedPotential (plate-jit) | 8 |",
+                "| per-chain loop (fallback) | 4 |", "## Old Faithful mixture",
+                "## eight schools"):
         assert row in stdout, row
+    assert ("## logistic regression (MNIST 8 vs rest, 2,000 rows" in stdout) == has_mnist
+    tables = [line.split("|")[1:-1] for line in stdout.splitlines()
+              if line.startswith(("| Pyro NUTS", "| ppgen chees"))]
+    assert len(tables) == 4 + 3 + 3 * has_mnist
+    for cells in tables:
+        chains, draws, ess, cpu, wall = (float(cells[i]) for i in (1, 2, 3, 8, 9))
+        assert 0 < ess <= 2 * chains * draws and cpu > 0 and wall > 0, cells
+        per_cpu = float(cells[10])  # ESS / CPU s; ESS printed to 1, CPU s to 0.1 s
+        low, high = (ess - 0.5) / (cpu + 0.051), (ess + 0.5) / max(cpu - 0.051, 1e-9)
+        assert low - 0.06 <= per_cpu <= high + 0.06, cells
     assert "load average before" in stdout and "load average after" in stdout
+
+
+def test_mcmc_benchmark_minimum_bulk_ess_is_over_every_scalar():
+    import importlib.util
+
+    import arviz as az
+    import numpy as np
+    import torch
+
+    spec = importlib.util.spec_from_file_location("bench_mcmc", ROOT / "benchmarks" / "mcmc.py")
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules["bench_mcmc"] = bench  # dataclasses look their module up
+    try:
+        spec.loader.exec_module(bench)
+    finally:
+        del sys.modules["bench_mcmc"]
+    rng = np.random.default_rng(0)
+    iid = rng.standard_normal((4, 500, 3))
+    sticky = iid.copy()
+    for t in range(1, 500):  # AR(1) with coefficient 0.95 in the second scalar of "b"
+        sticky[:, t, 1] = 0.95 * sticky[:, t - 1, 1] + 0.3 * iid[:, t, 1]
+    posterior = {"a": torch.from_numpy(iid[..., 0]), "b": torch.from_numpy(sticky)}
+    ess, where = bench.min_bulk_ess(posterior, ("a", "b"))
+    assert where == "b[1]"
+    assert ess == pytest.approx(float(az.ess(sticky[..., 1], method="bulk")))
+    assert ess < 0.2 * float(az.ess(iid[..., 0], method="bulk"))
