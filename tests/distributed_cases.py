@@ -82,15 +82,22 @@ def sequences(case):
 
 
 def fit_hmm(case):
+    """The fitted model, its Fit, and whether its E-steps ran the fused compiled kernels."""
     from ppgen.models.sequence import compiled
 
-    fused = compiled.FUSED_EM
+    fused, kernel, calls = compiled.FUSED_EM, compiled.gaussian_e_step, []
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return kernel(*args, **kwargs)
+
     compiled.FUSED_EM = case != "gaussian-diag-unfused"
+    compiled.gaussian_e_step = counted
     try:
         model = ppgen.HiddenMarkovModel(3, **HMM_CASES[case])
-        return model, fit_em(sequences(case), model)
+        return model, fit_em(sequences(case), model), bool(calls)
     finally:
-        compiled.FUSED_EM = fused
+        compiled.FUSED_EM, compiled.gaussian_e_step = fused, kernel
 
 
 def fit_em(x, model):

@@ -227,3 +227,30 @@ def test_applications_run_under_the_thread_rule(automatic, torch_threads, monkey
     assert torch.get_num_threads() == 2
     assert ppgen.GaussianMixture.log_prob.__name__ == "log_prob"  # functools.wraps
     assert "data" in str(__import__("inspect").signature(ppgen.GaussianMixture.log_prob))
+
+
+def test_applications_of_unknown_work_leave_the_threads_alone(automatic, torch_threads):
+    """A partition function's estimate takes no data: its size is unknown, so the count is
+    left as it is (AIS may want every core); sample(n, lengths=T) counts the T steps."""
+    import ppgen.models.base as base
+
+    torch_threads(2)
+    rbm = ppgen.RBM(4)
+    rbm.set_params(weights=torch.zeros(6, 4), visible_bias=torch.zeros(6),
+                   hidden_bias=torch.zeros(4))
+    seen = []
+    original = ppgen.RBM.log_partition.__wrapped__
+
+    def recording(self, *args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return original(self, *args, **kwargs)
+
+    assert base._application_work(rbm, "log_partition", (), {"method": "exact"}) == 0
+    wrapped = base._threaded("log_partition", recording)
+    wrapped(rbm, method="exact")
+    assert seen == [2]
+    hmm = ppgen.HiddenMarkovModel(2, emission="bernoulli")
+    hmm.set_params(initial_probs=torch.full((2,), 0.5), transition_probs=torch.full((2, 2), 0.5),
+                   probs=torch.full((2, 3), 0.5))
+    assert hmm.num_features == 3
+    assert base._application_work(hmm, "sample", (10,), {"lengths": 50}) == 10 * 3 * 50

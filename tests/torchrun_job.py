@@ -19,9 +19,9 @@ from distributed_cases import HMM_CASES, corpus, fit_em, fit_hmm, gmm_data, trai
 import ppgen
 
 
-def _summary(model, fit):
+def _summary(model, fit, fused=None):
     return {"params": model.get_params(), "converged": fit.converged,
-            "history": torch.as_tensor(fit.history["objective"])}
+            "history": torch.as_tensor(fit.history["objective"]), "fused": fused}
 
 
 def main(out: str) -> None:

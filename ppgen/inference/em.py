@@ -102,18 +102,19 @@ def run_em(model: Any, data: torch.Tensor, *, init: dict[str, Any] | None, seed:
                 "GaussianMixture, the HMM and LDA; fit this model in this process alone "
                 "(with ppgen.single_process(): ppgen.fit(...)).")
         per_row = {k: v for k, v in data_kwargs.items() if v is not None}
-        odd = sorted(k for k, v in per_row.items()
-                     if not (isinstance(v, torch.Tensor) and v.dim() >= 1
-                             and v.shape[0] == data.shape[0]))
+        odd = {k: v for k, v in per_row.items()
+               if not (isinstance(v, torch.Tensor) and v.dim() >= 1
+                       and v.shape[0] == data.shape[0])}
         if odd:
+            got = ", ".join(f"{k} ({tuple(v.shape)})" if isinstance(v, torch.Tensor)
+                            else f"{k} ({type(v).__name__})" for k, v in sorted(odd.items()))
             raise NotSupportedError(
                 f"model_kwargs: expected per-datum keyword arguments with one entry per row "
-                f"of the data ({data.shape[0]}) for EM across processes, got "
-                f"{', '.join(odd)}; fit in this process alone "
-                "(with ppgen.single_process(): ppgen.fit(...)).")
+                f"of the data ({data.shape[0]}) for EM across processes, got {got}; fit in "
+                "this process alone (with ppgen.single_process(): ppgen.fit(...)).")
         check_same_data(data)
-        for name, value in per_row.items():
-            check_same_data(value, arg=name)
+        for arg, value in per_row.items():
+            check_same_data(value, arg=arg)
         if data.shape[0] < size:
             raise bad_value("data", f"at least one row (sequence, document) per process "
                             f"({size})", f"{data.shape[0]} rows", "Use fewer processes.")
@@ -284,13 +285,16 @@ def _restarts(model, data, kw, init, seed, num_steps, num_restarts, monitor, dec
         else:
             history.append(ll)  # the final E-step: log-likelihood of the final parameters
             converged = monitor.converged(previous, ll)
-        # A later restart wins only when better beyond round-off: restarts that reach the
-        # same optimum (often with the labels permuted) keep the first, whatever order the
-        # sums were taken in (one process or several).
-        if best is None or ll > best["log_likelihood"] + 1e3 * torch.finfo(dtype).eps * max(
-                abs(best["log_likelihood"]), 1.0):
+        # A later restart wins only when better beyond round-off (100 eps of the objective's
+        # size or of its terms' magnitudes, stats["objective_scale"]): restarts that reach
+        # the same optimum (often with the labels permuted) keep the first, whatever order
+        # the sums were taken in (one process or several).
+        scale = stats.get("objective_scale") if isinstance(stats, dict) else None
+        if best is None or ll > best["log_likelihood"] + 1e2 * torch.finfo(dtype).eps * max(
+                abs(best["log_likelihood"]), 1.0, best["objective_scale"]):
             best = {"state": model.get_state(), "history": history, "converged": converged,
-                    "log_likelihood": ll, "restart": restart}
+                    "log_likelihood": ll, "restart": restart,
+                    "objective_scale": 0.0 if scale is None else float(scale)}
         if stopped is not None or stop_requested():
             best["interrupted"] = stopped or (restart, len(history) - 1)
             return best

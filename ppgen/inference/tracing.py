@@ -19,6 +19,7 @@ from pyro.ops import packed
 from pyro.ops.contract import contract_to_tensor
 from pyro.poutine.subsample_messenger import _Subsample
 
+from .._threads import num_elements
 from .._validation import NotSupportedError
 
 __all__ = ["ModelInfo", "inspect_model", "generic_log_density", "generic_log_likelihood",
@@ -425,35 +426,50 @@ def deterministic_draws(model_fn: Callable, samples: dict[str, torch.Tensor], ar
             return {k: v.detach() for k, v in predictive(*args, **kwargs).items()}
 
     num = next(iter(flat.values())).shape[0] if flat else 0
-    out = None
-    if num > _PARALLEL_CHECK:
-        # One vectorised run of the model for many draws (Pyro's Predictive(parallel=True))
-        # instead of one run per draw, where it gives what the per-draw runs give on the
-        # first draws; a model that does not broadcast over an extra leading dimension
-        # fails or differs there and keeps the per-draw runs.
-        head = {n: v[:_PARALLEL_CHECK] for n, v in flat.items()}
-        try:
-            vectorised = run(head, True)
-            looped = run(head, False)
-            agree = vectorised.keys() == looped.keys() and all(
-                vectorised[k].shape == looped[k].shape
-                and torch.allclose(vectorised[k], looped[k], rtol=1e-6, atol=1e-10,
-                                   equal_nan=True) for k in looped)
-        except Exception:  # noqa: BLE001 (any failure of the vectorised run: the loop)
-            agree = False
-        if agree:
-            parts = [run({n: v[i:i + _PARALLEL_CHUNK] for n, v in flat.items()}, True)
-                     for i in range(0, num, _PARALLEL_CHUNK)]
-            out = {k: torch.cat([part[k] for part in parts]) for k in parts[0]}
-    if out is None:
-        out = run(flat, False)
+    # Every path leaves the global RNG as it found it (the check's runs draw the observed
+    # sites too), so what a fit draws afterwards does not depend on the path taken.
+    with torch.random.fork_rng(devices=[]):
+        out = _vectorised_draws(run, flat, num, args, kwargs) if num > _PARALLEL_CHECK else None
+        if out is None:
+            out = run(flat, False)
     return {k: v.reshape(*lead, *v.shape[1:]) for k, v in out.items()}
 
 
+def _vectorised_draws(run, flat, num, args, kwargs):
+    """One vectorised run of the model for many draws (Pyro's Predictive(parallel=True)), in
+    chunks, instead of one run per draw; None (the per-draw runs) when it does not give what
+    the per-draw runs give on the first draws, or fails or loses the draws' dimension later:
+    a model that does not broadcast over an extra leading dimension."""
+    head = {n: v[:_PARALLEL_CHECK] for n, v in flat.items()}
+    try:
+        vectorised, looped = run(head, True), run(head, False)
+        if vectorised.keys() != looped.keys() or not all(
+                vectorised[k].shape == looped[k].shape
+                and torch.allclose(vectorised[k], looped[k], rtol=1e-6, atol=1e-10,
+                                   equal_nan=True) for k in looped):
+            return None
+        # Chunks of about _PARALLEL_ELEMENTS elements: the model's tensor arguments (its
+        # observed sites are drawn too) and the returned sites, per draw.
+        per_draw = num_elements(*args, *kwargs.values()) + sum(
+            v[0].numel() for v in looped.values())
+        chunk = max(1, min(num, _PARALLEL_ELEMENTS // max(per_draw, 1)))
+        parts = []
+        for i in range(0, num, chunk):
+            part = run({n: v[i:i + chunk] for n, v in flat.items()}, True)
+            size = min(chunk, num - i)
+            if part.keys() != looped.keys() or any(
+                    part[k].shape != (size, *looped[k].shape[1:]) for k in looped):
+                return None
+            parts.append(part)
+    except Exception:  # noqa: BLE001 (any failure of the vectorised runs: per-draw runs)
+        return None
+    return {k: torch.cat([part[k] for part in parts]) for k in looped}
+
+
 #: Draws on which the vectorised deterministic sites are checked against per-draw runs, and
-#: draws per vectorised run (memory: each site's value for that many draws at once).
+#: elements (arguments and returned sites, per draw, times draws) per vectorised run.
 _PARALLEL_CHECK = 3
-_PARALLEL_CHUNK = 4096
+_PARALLEL_ELEMENTS = 1 << 24
 
 
 

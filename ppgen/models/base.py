@@ -105,14 +105,17 @@ def _elements(value: Any) -> int:
 def _application_work(model: Any, name: str, args: tuple, kwargs: dict) -> int:
     """The work of one application call, in elements: its data, times the Monte Carlo
     samples per datum (``num_samples`` of an estimator), or for ``sample(n)`` n draws of the
-    model's width."""
+    model's width and of ``lengths`` steps; 0 where the work is not known from the arguments
+    (e.g. a partition function's estimate), which leaves the threads as they are."""
     size = sum(_elements(v) for v in (*args, *kwargs.values()))
     draws = kwargs.get("num_samples")
     if name == "sample":
         n = args[0] if args else kwargs.get("num_samples")
         width = next((w for w in (getattr(model, a, None) for a in (
             "num_features", "num_visible", "data_dim")) if isinstance(w, int)), 1)
-        return size + (n * width if isinstance(n, int) else 0)
+        steps = kwargs.get("lengths")
+        steps = steps if isinstance(steps, int) else 1
+        return size + (n * width * steps if isinstance(n, int) else 0)
     if isinstance(draws, int) and draws > 1:
         size *= draws
     return size
@@ -126,10 +129,12 @@ def _threaded(name: str, fn: Callable) -> Callable:
     def application(self, *args: Any, **kwargs: Any) -> Any:
         if getattr(_INSIDE, "active", False):
             return fn(self, *args, **kwargs)
+        work = _application_work(self, name, args, kwargs)
+        if work == 0:  # unknown: the threads as they are
+            return fn(self, *args, **kwargs)
         _INSIDE.active = True
         try:
-            with work_threads(_application_work(self, name, args, kwargs),
-                              device=self.device):
+            with work_threads(work, device=self.device):
                 return fn(self, *args, **kwargs)
         finally:
             _INSIDE.active = False

@@ -182,6 +182,9 @@ class GaussianEmission(Emission):
         self.lkj_concentration = lkj_concentration
         self.site_names = ("locs", "scales", "corr_chol") if covariance == "full" else (
             "locs", "scales")
+        # EM's fit-wide centre and form of the features, set by em_features / em_fused_centre
+        self._shift: torch.Tensor | None = None
+        self._natural = False
 
     def log_prob(self, params, x, observed=None):
         locs, cov = params["locs"], params["covariances"]

@@ -63,6 +63,7 @@ from ..._validation import (
     check_positive_int,
     tensor_from_array,
 )
+from .._blocks import row_blocks
 from ..base import GenerativeModel, register
 from ..gaussian import cholesky
 from ..relabel import permute_components, pivot_permutations
@@ -286,6 +287,7 @@ class HiddenMarkovModel(GenerativeModel):
         self.param_dtype = dtype
         self._inferred_symbols: int | None = None
         self._em_cache: tuple | None = None
+        self._em_plan: dict[str, Any] | None = None
         self._em_fixed: frozenset[str] = frozenset()
 
     # ------------------------------------------------------------------ configuration
@@ -805,12 +807,36 @@ class HiddenMarkovModel(GenerativeModel):
         self._em_fixed = frozenset(fixed)
         self._em_cache = None
         self._on_params_changed()
-        # The fit-wide choices, from the whole data (which the EM driver passes here): the
-        # E-step's path and the frames' centre, the same on every process of a distributed
-        # fit, whose E-steps each see a share of the sequences.
-        self._em_plan = None
-        c = self._em_frames(data, lengths)
-        self._em_plan = {"fused": c["fused"], "constants": c["emission"].em_constants()}
+        # The fit-wide choices, from the whole data (which the EM driver passes here), the
+        # same on every process of a distributed fit, whose E-steps each see a share.
+        self._em_plan = self._em_plan_of(data, lengths)
+
+    def _em_plan_of(self, data: torch.Tensor, lengths: torch.Tensor | None) -> dict[str, Any]:
+        """Whether the E-step takes the fused kernels, and the emission's fit-wide constants
+        (Gaussian: the real frames' mean, and for float64 features their largest squared
+        distance from it), read from the data in blocks of sequences (no copy of them)."""
+        mask = self._mask(data, lengths)
+        n, num_steps = mask.shape
+        fused = self.emission == "gaussian" and compiled.fused_usable(
+            torch.empty(0, dtype=self.dtype, device=data.device), self.initial_probs,
+            self.transition_probs, *self._emission_params().values(), num_sequences=n,
+            num_steps=num_steps, num_states=self.num_states)
+        if self.emission != "gaussian":
+            return {"fused": False, "constants": {}}
+        blocks = row_blocks(n, num_steps * data.shape[-1])
+        total = torch.zeros(data.shape[-1], dtype=self.dtype, device=data.device)
+        for rows in blocks:
+            total += data[rows][mask[rows]].to(self.dtype).sum(0)
+        centre = total / mask.sum()
+        constants: dict[str, Any] = {"centre": centre}
+        if not fused and self.dtype == torch.float64:  # features in exponential-family form
+            radius = 0.0
+            for rows in blocks:
+                xc = data[rows][mask[rows]].to(self.dtype) - centre
+                if xc.shape[0]:
+                    radius = max(radius, float(xc.square().sum(-1).max()))
+            constants["sq_radius"] = radius
+        return {"fused": fused, "constants": constants}
 
     def _log_b(self, x: torch.Tensor, mask: torch.Tensor,
                missing: torch.Tensor | None = None) -> torch.Tensor:
