@@ -126,45 +126,55 @@ def test_weights_of_zero_are_drawn_uniformly(small_blocks):
     assert kmeans._draw_row(w, blocks, torch.Generator().manual_seed(0)) == 4321
 
 
-PROBE = textwrap.dedent("""
-    import json, sys, threading, time, warnings
-    import numpy as np
-    import ppgen
+#: The memory meter of the probes below (run in a fresh process each): anonymous resident
+#: memory sampled every millisecond by a thread from start_meter() until stop().
+METER = textwrap.dedent("""
+    import threading, time
 
     def anon():
         with open("/proc/self/status") as f:
             return next(int(l.split()[1]) for l in f if l.startswith("RssAnon")) * 1024
 
+    def start_meter():
+        peak, done = [0], [False]
+
+        def sample():
+            while not done[0]:
+                peak[0] = max(peak[0], anon())
+                time.sleep(0.001)
+
+        def stop():
+            done[0] = True
+            thread.join()
+
+        base = anon()
+        thread = threading.Thread(target=sample)
+        thread.start()
+        return base, peak, stop
+""")
+
+
+PROBE = textwrap.dedent("""
+    import json, sys, warnings
+    import numpy as np
+    import ppgen
+
     x = np.load(sys.argv[1], mmap_mode="r")
     ppgen.fit(ppgen.GaussianMixture(2), x[:100], method="em", progress=False, num_steps=2)
-    peak, done = [0], [False]
-
-    def sample():
-        while not done[0]:
-            peak[0] = max(peak[0], anon())
-            time.sleep(0.001)
-
-    base = anon()
-    thread = threading.Thread(target=sample)
-    thread.start()
+    base, peak, stop = start_meter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ppgen.fit(ppgen.GaussianMixture(4, covariance="full"), x, method="em", seed=0,
                   progress=False, num_steps=3, tol=0)
-    done[0] = True
-    thread.join()
+    stop()
     print(json.dumps({"added": peak[0] - base, "file": x.nbytes}))
 """)
 
 
 CLI_PROBE = textwrap.dedent("""
-    import contextlib, io, json, sys, threading, time
+    import contextlib, io, json, sys
     import numpy as np
     from ppgen.cli import main
-
-    def anon():
-        with open("/proc/self/status") as f:
-            return next(int(l.split()[1]) for l in f if l.startswith("RssAnon")) * 1024
 
     def cli(*argv):
         with contextlib.redirect_stderr(io.StringIO()):
@@ -174,32 +184,18 @@ CLI_PROBE = textwrap.dedent("""
     warm = sys.argv[1] + ".warm.npy"
     np.save(warm, x[:100])
     cli("fit", "gmm", "--data", warm, "--num-steps", "2", "--out", warm + ".run")
-    peak, done = [0], [False]
-
-    def sample():
-        while not done[0]:
-            peak[0] = max(peak[0], anon())
-            time.sleep(0.001)
-
-    base = anon()
-    thread = threading.Thread(target=sample)
-    thread.start()
+    base, peak, stop = start_meter()
     cli("fit", "gmm", "--data", sys.argv[1], "--num-components", "4", "--num-steps", "3",
         "--out", sys.argv[1] + ".run")
-    done[0] = True
-    thread.join()
+    stop()
     print(json.dumps({"added": peak[0] - base, "file": x.nbytes}))
 """)
 
 
 LOOP_PROBE = textwrap.dedent("""
-    import json, sys, threading, time, warnings
+    import json, sys, warnings
     import numpy as np
     import ppgen
-
-    def anon():
-        with open("/proc/self/status") as f:
-            return next(int(l.split()[1]) for l in f if l.startswith("RssAnon")) * 1024
 
     def fit(data, steps):
         d = data.shape[1]
@@ -214,19 +210,9 @@ LOOP_PROBE = textwrap.dedent("""
 
     x = np.load(sys.argv[1], mmap_mode="r")
     fit(x[:100], 2)
-    peak, done = [0], [False]
-
-    def sample():
-        while not done[0]:
-            peak[0] = max(peak[0], anon())
-            time.sleep(0.001)
-
-    base = anon()
-    thread = threading.Thread(target=sample)
-    thread.start()
+    base, peak, stop = start_meter()
     fit(x, 20)
-    done[0] = True
-    thread.join()
+    stop()
     print(json.dumps({"added": peak[0] - base, "file": x.nbytes}))
 """)
 
@@ -242,7 +228,8 @@ def _added_memory(path, rows, probe=PROBE, *, width=4, dtype=np.float64, binary=
     big.flush()
     del big
     root = str(Path(__file__).resolve().parents[1])  # this checkout's ppgen
-    out = subprocess.run([sys.executable, "-c", probe, str(path), *args], capture_output=True,
+    out = subprocess.run([sys.executable, "-c", METER + probe, str(path), *args],
+                         capture_output=True,
                          text=True, timeout=600, env={"OMP_NUM_THREADS": "1",
                                                       "PATH": "/usr/bin:/bin",
                                                       "PYTHONPATH": root,
