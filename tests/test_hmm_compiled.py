@@ -142,7 +142,8 @@ def _gaussian_batch(covariance, seed=0):
 
 def _e_step(hmm, x, lengths, fused, monkeypatch):
     monkeypatch.setattr(compiled, "FUSED_EM", fused)
-    hmm.em_finalize()  # the path is chosen when the fit's frames are prepared
+    hmm.em_finalize()  # the path is chosen by em_initialize's plan: choose it again
+    hmm._em_plan = hmm._em_plan_of(x, lengths)
     ll, stats = hmm.e_step(x, lengths=lengths)
     c = hmm._em_frames(x, lengths)
     assert c["fused"] is fused
@@ -199,6 +200,7 @@ def test_fused_e_step_refuses_ill_defined_covariances_as_the_unfused_one(covaria
     for fused in (True, False):
         monkeypatch.setattr(compiled, "FUSED_EM", fused)
         hmm.em_finalize()
+        hmm._em_plan = hmm._em_plan_of(x, lengths)
         with pytest.raises(ValueError, match="ill-defined covariance") as err:
             hmm.e_step(x, lengths=lengths)
         assert hmm._em_frames(x, lengths)["fused"] is fused

@@ -255,6 +255,7 @@ def test_gaussian_log_densities_are_exact_far_from_each_other(covariance, monkey
     assert float(err.max()) < 1e-9  # was ~1e-6 with the expanded quadratic form
     # The unfused EM path (features of centred frames) gives the same values ...
     monkeypatch.setattr(compiled, "FUSED_EM", False)
+    hmm._em_plan = hmm._em_plan_of(x, None)  # the path em_initialize would choose
     c = hmm._em_frames(x, None)
     em = c["emission"].em_log_prob(hmm._emission_params(), c["feats"])
     em = em.view(10, 100, 3).transpose(0, 1).reshape(-1, 3)
@@ -262,6 +263,7 @@ def test_gaussian_log_densities_are_exact_far_from_each_other(covariance, monkey
     hmm.em_finalize()
     # ... and the fused E-step (its own exact densities) the same log-likelihoods.
     monkeypatch.setattr(compiled, "FUSED_EM", True)
+    hmm._em_plan = hmm._em_plan_of(x, None)
     assert hmm._em_frames(x, None)["fused"]
     fused = hmm.e_step(x, lengths=None)[1]["log_lik"]
     assert_close(fused, hmm.log_prob(x), atol=1e-9, rtol=1e-13)

@@ -115,16 +115,10 @@ class Emission:
     # EM works on per-frame features computed once per fit (by default the frames). The
     # M-step reads only sufficient statistics that add up over frames (em_statistics), so
     # shards of the frames (one per process) give the single-process M-step once summed.
-    def em_features(self, x: torch.Tensor,
-                    constants: dict[str, Any] | None = None) -> torch.Tensor:
-        """Per-frame features of the frames ``x``. ``constants`` (:meth:`em_constants` of
-        the whole data's features) replace the fit-wide constants computed from ``x`` when
-        ``x`` is one process's share of the frames."""
+    def em_features(self, x: torch.Tensor, constants: dict[str, Any]) -> torch.Tensor:
+        """Per-frame features of the frames ``x``, with the fit-wide ``constants`` the model
+        took from the whole data (the same on every process, whose ``x`` is its share)."""
         return x
-
-    def em_constants(self) -> dict[str, Any]:
-        """The fit-wide constants the last :meth:`em_features` call computed (a centre)."""
-        return {}
 
     def em_log_prob(self, params: dict[str, torch.Tensor], feats: torch.Tensor) -> torch.Tensor:
         return self.log_prob(params, feats)
@@ -287,17 +281,15 @@ class GaussianEmission(Emission):
     # parameters give all log-densities in one matrix product, and the responsibilities
     # times the same features give every sufficient statistic in another (as the
     # mixture's x2 path); float32 keeps the frames and the direct densities.
-    def em_features(self, x, constants=None):
-        constants = constants or {}
-        self._shift = constants["centre"] if "centre" in constants else x.mean(0)
+    def em_features(self, x, constants):
+        """``constants``: ``centre``, the real frames' mean, and (float64) ``sq_radius``,
+        their largest squared distance from it."""
+        self._shift = constants["centre"]
         self._natural = x.dtype == torch.float64
         if not self._natural:
             return x
         xc = x - self._shift
-        if "sq_radius" in constants:
-            self._sq_radius = constants["sq_radius"]
-        else:
-            self._sq_radius = float(xc.square().sum(-1).max()) if xc.shape[0] else 0.0
+        self._sq_radius = constants["sq_radius"]
         if self.covariance == "full":
             second = (xc.unsqueeze(-1) * xc.unsqueeze(-2)).reshape(xc.shape[0], -1)
         elif self.covariance == "diag":
@@ -305,12 +297,6 @@ class GaussianEmission(Emission):
         else:
             second = xc.square().sum(-1, keepdim=True)
         return torch.cat([second, xc, torch.ones_like(xc[:, :1])], 1)
-
-    def em_constants(self):
-        out = {"centre": self._shift}
-        if getattr(self, "_natural", False):
-            out["sq_radius"] = self._sq_radius
-        return out
 
     def em_log_prob(self, params, feats):
         if not self._natural:
@@ -379,11 +365,11 @@ class GaussianEmission(Emission):
     # The fused compiled E-step (ppgen.models.sequence.compiled.gaussian_e_step) works on
     # frames centred on their mean (as em_features) and reads the constants below; its
     # statistics feed the same closed-form M-step as the unfused path.
-    def em_fused_centre(self, x, constants=None):
-        """Set and return the centre of the fit's real frames ``x`` (M, D): their mean, or
-        ``constants["centre"]`` (that of the whole data, when ``x`` is a process's share)."""
-        self._shift = constants["centre"] if constants else x.mean(0)
-        self._natural = False  # no features: em_constants reports the centre alone
+    def em_fused_centre(self, constants):
+        """Set and return the fit's centre, ``constants["centre"]`` (the mean of the whole
+        data's real frames)."""
+        self._shift = constants["centre"]
+        self._natural = False  # no features
         return self._shift
 
     def em_fused_params(self, params):

@@ -874,7 +874,8 @@ class HiddenMarkovModel(GenerativeModel):
         cache = self._em_cache
         if cache is not None and cache[0] is data and cache[1] is lengths:
             return cache[2]
-        plan = getattr(self, "_em_plan", None)
+        plan = self._em_plan
+        assert plan is not None, "em_initialize makes the plan"
         mask = self._mask(data, lengths)
         full = bool(mask.all())
         xt = data.transpose(0, 1)
@@ -882,18 +883,10 @@ class HiddenMarkovModel(GenerativeModel):
         if self.emission != "categorical":
             frames = frames.to(self.dtype)
         emission = self._emission()
-        n, num_steps = mask.shape
-        if plan is not None:
-            fused = plan["fused"]
-        else:
-            fused = self.emission == "gaussian" and compiled.fused_usable(
-                frames, self.initial_probs, self.transition_probs,
-                *self._emission_params().values(), num_sequences=n, num_steps=num_steps,
-                num_states=self.num_states)
-        constants = None if plan is None else plan["constants"]
-        if fused:
+        constants = plan["constants"]
+        if plan["fused"]:
             # The fused compiled E-step: centred time-major frames, no per-frame features.
-            centre = emission.em_fused_centre(frames, constants)
+            centre = emission.em_fused_centre(constants)
             xt = (xt.to(self.dtype) - centre).masked_fill(~mask.T.unsqueeze(-1), 0.0)
             entry = {"mask": mask, "full": full, "emission": emission, "fused": True,
                      "xt": np.ascontiguousarray(xt.numpy()),
