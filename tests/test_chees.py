@@ -179,6 +179,22 @@ def test_a_model_the_chain_plate_cannot_run_uses_vmap():
     assert out["samples"]["mu"].shape == (4, 5)
 
 
+def _sample_gaussian(cov, gen, *, seed):
+    """ChEES (64 chains, 400 + 400) on N(mean, cov) with a random mean (from ``gen``) through
+    its closed-form batched potential; the mean and the sampler's output."""
+    dim = cov.shape[0]
+    mean = torch.randn(dim, generator=gen, dtype=torch.float64) * 3
+    precision = torch.linalg.inv(cov)
+
+    def potential(q):
+        c = q - mean
+        pc = c @ precision
+        return 0.5 * (pc * c).sum(-1), pc
+
+    init = torch.rand(64, dim, generator=gen, dtype=torch.float64) * 4 - 2
+    return mean, sample_chees(potential, init, num_warmup=400, num_samples=400, seed=seed)
+
+
 def test_correlated_gaussian_moments_and_rhat():
     """30 dimensions, correlations up to ~0.9 and scales 0.1-10 (the mass matrix must adapt);
     the sampler on a closed-form batched potential."""
@@ -190,16 +206,7 @@ def test_correlated_gaussian_moments_and_rhat():
     cov = corr_factor @ corr_factor.T
     scales = torch.logspace(-1, 1, dim, dtype=torch.float64)
     cov = scales[:, None] * cov * scales[None, :]
-    mean = torch.randn(dim, generator=gen, dtype=torch.float64) * 3
-    precision = torch.linalg.inv(cov)
-
-    def potential(q):
-        c = q - mean
-        pc = c @ precision
-        return 0.5 * (pc * c).sum(-1), pc
-
-    init = torch.rand(64, dim, generator=gen, dtype=torch.float64) * 4 - 2
-    out = sample_chees(potential, init, num_warmup=400, num_samples=400, seed=1)
+    mean, out = _sample_gaussian(cov, gen, seed=1)
     draws = out["draws"].numpy()
     assert draws.shape == (64, 400, dim)
     _check_moments(draws, mean.numpy(), torch.diagonal(cov).numpy())
@@ -367,16 +374,7 @@ def test_correlated_gaussian_100_dimensions():
     scales = torch.logspace(-1, 1, dim, dtype=torch.float64)[torch.randperm(dim,
                                                                             generator=gen)]
     cov = scales[:, None] * rho ** (lags[:, None] - lags[None, :]).abs() * scales[None, :]
-    mean = torch.randn(dim, generator=gen, dtype=torch.float64) * 3
-    precision = torch.linalg.inv(cov)
-
-    def potential(q):
-        c = q - mean
-        pc = c @ precision
-        return 0.5 * (pc * c).sum(-1), pc
-
-    init = torch.rand(64, dim, generator=gen, dtype=torch.float64) * 4 - 2
-    out = sample_chees(potential, init, num_warmup=400, num_samples=400, seed=2)
+    mean, out = _sample_gaussian(cov, gen, seed=2)
     _check_moments(out["draws"].numpy(), mean.numpy(), cov.diagonal().numpy())
     assert not out["sample_stats"]["diverging"].any()
 
