@@ -382,3 +382,9 @@ def test_mcmc_benchmark_minimum_bulk_ess_is_over_every_scalar():
     assert where == "b[1]"
     assert ess == pytest.approx(float(az.ess(sticky[..., 1], method="bulk")))
     assert ess < 0.2 * float(az.ess(iid[..., 0], method="bulk"))
+
+
+def test_deterministic_draws_benchmark_quick():
+    out = _run_script("deterministic_draws.py", "--quick")
+    row = next(ln for ln in out.splitlines() if ln.startswith("| 8 x 20 |"))
+    assert row.endswith("| 0.0e+00 |"), row  # the same values both ways
